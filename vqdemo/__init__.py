@@ -1,0 +1,1 @@
+"""vqdemo: the library behind the VQ-VAE / RQ-VAE teaching app (no streamlit in here)."""

@@ -1,0 +1,255 @@
+"""The autoencoders: VQ-VAE (one codebook), RQ-VAE (a residual stack of codebooks) and a plain VAE.
+
+All three share the encoder/decoder of `nets.py`, so comparing them compares the bottleneck alone.
+Each implements the training protocol of `train.py`: `training_loss(batch)` and `validate(x, y, batch_size)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .metrics import psnr
+from .nets import ConvDecoder, ConvEncoder, PatchDecoder, PatchEncoder
+from .quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, perplexity_of
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "vq"          # "vq" | "rq" | "vae"
+    arch: str = "conv"        # "conv": strided convs + residual blocks (seed 000); "patch": patch MLP (seed 004)
+    channels: int = 1         # image channels C
+    image_size: int = 28
+    hidden: int = 64
+    res_blocks: int = 2
+    res_hidden: int = 32
+    downsample: int = 4       # conv: 2, 4 or 8 (28x28 -> 7x7 at 4); patch: the patch size
+    vq: QuantizerConfig = field(default_factory=QuantizerConfig)
+    rq: ResidualConfig = field(default_factory=ResidualConfig)
+    kl_weight: float = 1.0    # VAE only: weight of the KL term (per latent element, against per-pixel MSE)
+    data_variance: float = 1.0  # recon loss is divided by this (seed 000 divides by the training set's variance)
+
+    def validate(self) -> None:
+        if self.kind not in ("vq", "rq", "vae"):
+            raise ValueError(f"model kind must be vq, rq or vae, got {self.kind!r}")
+        if self.arch not in ("conv", "patch"):
+            raise ValueError(f"architecture must be conv or patch, got {self.arch!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"images must have 1 or 3 channels, got {self.channels!r}")
+        if not (4 <= self.image_size <= 256):
+            raise ValueError(f"image size must be in [4, 256], got {self.image_size!r}")
+        if not (4 <= self.hidden <= 1024 and 0 <= self.res_blocks <= 8 and 4 <= self.res_hidden <= 1024):
+            raise ValueError("hidden, res_hidden must be in [4, 1024] and res_blocks in [0, 8]")
+        if self.arch == "conv" and self.downsample not in (2, 4, 8):
+            raise ValueError(f"conv downsampling must be 2, 4 or 8, got {self.downsample!r}")
+        if self.arch == "patch" and not (1 <= self.downsample <= self.image_size):
+            raise ValueError(f"patch size must be in [1, image size], got {self.downsample!r}")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ValueError("kl_weight must be a finite number >= 0")
+        if not (math.isfinite(self.data_variance) and self.data_variance > 0):
+            raise ValueError("data_variance must be a finite number > 0")
+        self.vq.validate()
+        if self.kind == "rq":
+            self.rq.validate()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        vq = QuantizerConfig(**d.pop("vq", {}))
+        rq = ResidualConfig(**d.pop("rq", {}))
+        return cls(vq=vq, rq=rq, **d)
+
+    @property
+    def latent_size(self) -> int:
+        return math.ceil(self.image_size / self.downsample)
+
+
+@dataclass
+class Output:
+    x_hat: Tensor              # (B, C, H, W) in [0, 1]
+    z_e: Tensor                # (B, D, h, w) encoder output (the VAE's mean)
+    loss: Tensor
+    terms: dict[str, Tensor]   # every loss term, for logging
+    codes: Tensor | None       # (B, h, w) for VQ, (B, N, h, w) for RQ, None for the VAE
+    counts: list[Tensor]       # per depth: (K_d,) usage of each code in this batch
+
+
+class Autoencoder(nn.Module):
+    """Encoder -> bottleneck -> decoder. Subclasses say what the bottleneck is."""
+
+    def __init__(self, cfg: ModelConfig, latent_channels: int):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        d = cfg.vq.dim
+        if cfg.arch == "conv":
+            self.encoder = ConvEncoder(cfg.channels, cfg.hidden, cfg.res_blocks, cfg.res_hidden, cfg.downsample, latent_channels)
+            self.decoder = ConvDecoder(cfg.channels, cfg.hidden, cfg.res_blocks, cfg.res_hidden, cfg.downsample, d)
+        else:
+            self.encoder = PatchEncoder(cfg.channels, cfg.hidden, cfg.downsample, latent_channels)
+            self.decoder = PatchDecoder(cfg.channels, cfg.hidden, cfg.downsample, d)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        s = self.config.latent_size
+        return s, s
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, D', h, w); images are zero-padded to a multiple of the downsampling."""
+        pad = self.config.latent_size * self.config.downsample - x.shape[-1]
+        if pad:
+            x = F.pad(x, (0, pad, 0, pad))
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(B, D, h, w) -> (B, C, H, W) in [0, 1], cropped back to the image size."""
+        s = self.config.image_size
+        return torch.sigmoid(self.decoder(z))[..., :s, :s]
+
+    def recon_terms(self, x: Tensor, x_hat: Tensor) -> dict[str, Tensor]:
+        mse = F.mse_loss(x_hat, x)
+        return {"recon": mse / self.config.data_variance, "mse": mse.detach()}
+
+    def training_loss(self, batch: tuple[Tensor, Tensor | None]) -> tuple[Tensor, dict[str, float]]:
+        out = self(batch[0])
+        stats = {name: float(t.detach()) for name, t in out.terms.items()}
+        stats["loss"] = float(out.loss.detach())
+        stats["psnr"] = psnr(stats["mse"])
+        stats.update(self._usage_stats(out.counts))
+        return out.loss, stats
+
+    @torch.no_grad()
+    def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
+        """Validation figures over the whole set; "score" (recon MSE) picks the best checkpoint (seed 004)."""
+        sums: dict[str, float] = {}
+        counts: list[Tensor] | None = None
+        for i in range(0, len(x), batch_size):
+            out = self(x[i:i + batch_size])
+            n = len(x[i:i + batch_size])
+            for name, t in out.terms.items():
+                sums[name] = sums.get(name, 0.0) + float(t) * n
+            sums["loss"] = sums.get("loss", 0.0) + float(out.loss) * n
+            counts = out.counts if counts is None else [a + b for a, b in zip(counts, out.counts)]
+            for name, value in self._extra_val(x[i:i + batch_size], out).items():
+                sums[name] = sums.get(name, 0.0) + value * n
+        stats = {name: v / len(x) for name, v in sums.items()}
+        stats["psnr"] = psnr(stats["mse"])
+        stats.update({"psnr@" + k[4:]: psnr(v) for k, v in list(stats.items()) if k.startswith("mse@")})
+        stats.update(self._usage_stats(counts or []))
+        stats["score"] = stats["mse"]
+        return stats
+
+    def _extra_val(self, x: Tensor, out: Output) -> dict[str, float]:
+        return {}
+
+    def _usage_stats(self, counts: list[Tensor]) -> dict[str, float]:
+        if not counts:
+            return {}
+        c = counts[0]
+        return {
+            "perplexity": perplexity_of(c),
+            "used": float((c > 0).sum()),
+            "dead": float((c == 0).sum()),
+            "usage": float((c > 0).float().mean()),
+            "k": float(len(c)),
+        }
+
+
+class VQVAE(Autoencoder):
+    """VQ-VAE (kind "vq") or RQ-VAE (kind "rq"): the bottleneck snaps latents to codebook vectors."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, cfg.vq.dim)
+        self.quantizer: VectorQuantizer | ResidualQuantizer = (
+            ResidualQuantizer(cfg.vq, cfg.rq) if cfg.kind == "rq" else VectorQuantizer(cfg.vq)
+        )
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        q = self.quantizer
+        return q.codebook_sizes if isinstance(q, ResidualQuantizer) else [q.k]
+
+    def forward(self, x: Tensor) -> Output:
+        z_e = self.encode(x)                    # (B, C, H, W) -> (B, D, h, w)
+        q = self.quantizer(z_e)                 # nearest codes, (B, D, h, w)
+        x_hat = self.decode(q.z_q)              # (B, D, h, w) -> (B, C, H, W)
+        terms = self.recon_terms(x, x_hat)
+        terms.update(codebook=q.codebook_loss.detach(), commit=q.commit_loss.detach())
+        counts = [o.counts for o in q.layers] if self.config.kind == "rq" else [q.counts]
+        return Output(x_hat, z_e, terms["recon"] + q.loss, terms, q.codes, counts)
+
+    @torch.no_grad()
+    def encode_codes(self, x: Tensor) -> Tensor:
+        """Images -> code ids: (B, h, w) for VQ, (B, N, h, w) for RQ."""
+        return self.quantizer(self.encode(x)).codes
+
+    @torch.no_grad()
+    def decode_codes(self, codes: Tensor, depth: int | None = None) -> Tensor:
+        """Code ids -> images. For RQ, `depth` keeps only the first depths (coarse to fine)."""
+        if isinstance(self.quantizer, ResidualQuantizer):
+            return self.decode(self.quantizer.lookup(codes, depth))
+        return self.decode(self.quantizer.lookup(codes))
+
+    def code_vectors(self, depth: int = 0) -> Tensor:
+        """The codebook at a depth as the decoder sees it: (K, D)."""
+        q = self.quantizer
+        return (q.layer(depth).vectors() * q.scales[depth]) if isinstance(q, ResidualQuantizer) else q.vectors()
+
+    def set_beta(self, beta: float) -> None:
+        layers = self.quantizer.layers if isinstance(self.quantizer, ResidualQuantizer) else [self.quantizer]
+        for layer in layers:
+            layer.cfg.beta = beta
+        self.config.vq.beta = beta
+
+    def resize_codebook(self, k: int) -> None:
+        """Live K change (VQ only): grow by splitting busy codes, shrink by dropping idle ones."""
+        if not isinstance(self.quantizer, VectorQuantizer):
+            raise ValueError("live resizing of K is for VQ models; an RQ model has one K per depth")
+        self.quantizer.resize(k)
+        self.config.vq.k = k
+
+    def _extra_val(self, x: Tensor, out: Output) -> dict[str, float]:
+        """RQ: the reconstruction error using only the first d depths, for the coarse-to-fine curve."""
+        if self.config.kind != "rq":
+            return {}
+        return {f"mse@{d}": float(F.mse_loss(self.decode_codes(out.codes, d), x)) for d in range(1, out.codes.shape[1] + 1)}
+
+
+class VAE(Autoencoder):
+    """A plain Gaussian VAE with the same encoder/decoder, for the "why discrete codes" comparison."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, 2 * cfg.vq.dim)
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return []
+
+    def forward(self, x: Tensor) -> Output:
+        mu, logvar = self.encode(x).chunk(2, dim=1)  # (B, 2D, h, w) -> 2 x (B, D, h, w)
+        logvar = logvar.clamp(-10, 10)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        x_hat = self.decode(z)
+        terms = self.recon_terms(x, x_hat)
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / x.numel()
+        terms["kl"] = kl.detach()
+        return Output(x_hat, mu, terms["recon"] + self.config.kl_weight * kl, terms, None, [])
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0) -> Tensor:
+        """Decode latents drawn from the N(0, I) prior: the VAE's own way to generate."""
+        h, w = self.latent_shape
+        g = torch.Generator().manual_seed(seed)
+        return self.decode(torch.randn(n, self.config.vq.dim, h, w, generator=g))
+
+
+def build_model(cfg: ModelConfig) -> VQVAE | VAE:
+    return VAE(cfg) if cfg.kind == "vae" else VQVAE(cfg)

@@ -1,0 +1,317 @@
+"""Vector quantisation: one VQ layer, and residual quantisation built from depth-many of them.
+
+The VQ layer snaps every latent vector to its nearest codebook entry. Everything the seeds describe is an
+option here: the expanded distance |x|^2 - 2 x.e + |e|^2, codebook + beta * commitment loss, both forms of
+the straight-through estimator, a codebook learned by gradient or by EMA, uniform(-1/K, 1/K) or data
+(k-means) init, dead-code restart, cosine codebooks, and live resizing of K.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class QuantizerConfig:
+    k: int = 64                  # codebook size K
+    dim: int = 16                # code vector size D (the encoder's output channels)
+    beta: float = 0.25           # commitment weight
+    codebook: str = "ema"        # "ema": running k-means updates; "grad": learned by the codebook loss
+    decay: float = 0.95          # EMA decay (ema codebook only)
+    init: str = "kmeans"         # "kmeans": from the first batch of encoder outputs; "uniform": U(-1/K, 1/K) as in the paper; "normal": N(0, 1) like nn.Embedding
+    restart_dead: bool = True    # move codes unused for a while onto random encoder outputs
+    dead_threshold: float = 0.5  # a code whose running usage (vectors per step) falls below this is dead
+    cosine: bool = False         # compare l2-normalised vectors (codes live on the unit sphere)
+    ste: str = "paper"           # "paper": z_e + sg(z_q - z_e); "seed004": z_q + (z_e - sg(z_e)), so the codebook also gets the decoder's gradient
+
+    def validate(self) -> None:
+        if not (isinstance(self.k, int) and 2 <= self.k <= 65536):
+            raise ValueError(f"codebook size K must be an integer in [2, 65536], got {self.k!r}")
+        if not (isinstance(self.dim, int) and 1 <= self.dim <= 1024):
+            raise ValueError(f"code dimension D must be an integer in [1, 1024], got {self.dim!r}")
+        if not (math.isfinite(self.beta) and 0 <= self.beta <= 100):
+            raise ValueError(f"beta must be a finite number in [0, 100], got {self.beta!r}")
+        if self.codebook not in ("ema", "grad"):
+            raise ValueError(f"codebook must be 'ema' or 'grad', got {self.codebook!r}")
+        if not (math.isfinite(self.decay) and 0 < self.decay < 1):
+            raise ValueError(f"decay must be in (0, 1), got {self.decay!r}")
+        if self.init not in ("kmeans", "uniform", "normal"):
+            raise ValueError(f"init must be 'kmeans', 'uniform' or 'normal', got {self.init!r}")
+        if not (math.isfinite(self.dead_threshold) and self.dead_threshold >= 0):
+            raise ValueError(f"dead_threshold must be >= 0, got {self.dead_threshold!r}")
+        if self.ste not in ("paper", "seed004"):
+            raise ValueError(f"ste must be 'paper' or 'seed004', got {self.ste!r}")
+
+
+@dataclass
+class Quantized:
+    """What one quantiser pass returns. Losses are scalars; stats are plain floats for logging."""
+
+    z_q: Tensor            # (B, D, H, W) quantised latents, with the straight-through gradient attached
+    codes: Tensor          # (B, H, W) int64 code ids
+    loss: Tensor           # codebook_loss + beta * commit_loss (the codebook term is 0 for EMA codebooks)
+    codebook_loss: Tensor  # |sg(z_e) - e|^2: pulls codes towards encoder outputs
+    commit_loss: Tensor    # |z_e - sg(e)|^2: keeps the encoder near its codes
+    counts: Tensor         # (K,) how many vectors picked each code in this batch
+    perplexity: float      # exp(entropy of code usage): the effective number of codes in use
+
+    @property
+    def used(self) -> int:
+        return int((self.counts > 0).sum())
+
+
+def perplexity_of(counts: Tensor) -> float:
+    """exp(H(p)) of a usage histogram: K when all codes are used evenly, 1 when one code takes everything."""
+    p = counts.float() / counts.sum().clamp_min(1)
+    return float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+
+
+def nearest_code(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
+    """Nearest codebook row for each row of x by the expanded distance |x|^2 - 2 x.e + |e|^2.
+
+    The expansion turns N*K distance computations into one matrix multiply. Returns (codes (N,), dist (N, K)).
+    """
+    # (N, D), (K, D) -> (N, K)
+    dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)[None, :]
+    return dist.argmin(1), dist
+
+
+class VectorQuantizer(nn.Module):
+    """One codebook of K vectors of size D, applied to every spatial position of a latent map."""
+
+    def __init__(self, cfg: QuantizerConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        k, d = cfg.k, cfg.dim
+        if cfg.init == "normal":
+            weight = torch.randn(k, d)
+        else:
+            weight = torch.empty(k, d).uniform_(-1.0 / k, 1.0 / k)
+        self.codebook = nn.Parameter(weight, requires_grad=cfg.codebook == "grad")
+        self.register_buffer("initted", torch.tensor(cfg.init != "kmeans"))
+        self.register_buffer("usage", torch.ones(k))       # running vectors-per-step of each code, for dead-code detection
+        self.register_buffer("ema_count", torch.ones(k))   # EMA codebook: running cluster sizes
+        self.register_buffer("ema_sum", weight.clone())    # EMA codebook: running sums of assigned vectors
+
+    @property
+    def k(self) -> int:
+        return self.codebook.shape[0]
+
+    def vectors(self) -> Tensor:
+        """The codebook as it is compared against: (K, D), unit-norm rows when cosine."""
+        return F.normalize(self.codebook, dim=1) if self.cfg.cosine else self.codebook
+
+    def lookup(self, codes: Tensor) -> Tensor:
+        """Code ids (B, H, W) -> code vectors (B, D, H, W)."""
+        return self.vectors()[codes].permute(0, 3, 1, 2)
+
+    def forward(self, z_e: Tensor) -> Quantized:
+        b, d, h, w = z_e.shape
+        flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # (B, D, H, W) -> (B*H*W, D)
+        if self.cfg.cosine:
+            flat = F.normalize(flat, dim=1)
+        if self.training and not bool(self.initted):
+            self._kmeans_init(flat.detach())
+
+        codes, _ = nearest_code(flat.detach(), self.vectors().detach())  # (B*H*W,)
+        counts = torch.bincount(codes, minlength=self.k)
+        if self.training:
+            self._update(flat.detach(), codes, counts)
+
+        e = self.vectors()[codes]  # (B*H*W, D)
+        codebook_loss = F.mse_loss(e, flat.detach()) if self.cfg.codebook == "grad" else flat.new_zeros(())
+        commit_loss = F.mse_loss(flat, e.detach())
+        if self.cfg.ste == "paper":
+            q = flat + (e - flat).detach()
+        else:
+            q = e + (flat - flat.detach())
+        z_q = q.reshape(b, h, w, d).permute(0, 3, 1, 2)  # (B*H*W, D) -> (B, D, H, W)
+        return Quantized(
+            z_q=z_q,
+            codes=codes.reshape(b, h, w),
+            loss=codebook_loss + self.cfg.beta * commit_loss,
+            codebook_loss=codebook_loss,
+            commit_loss=commit_loss,
+            counts=counts,
+            perplexity=perplexity_of(counts),
+        )
+
+    @torch.no_grad()
+    def _kmeans_init(self, x: Tensor, iters: int = 10) -> None:
+        """Start the codebook on the data: K-means on one batch of encoder outputs (x: (N, D))."""
+        g = torch.Generator().manual_seed(0)
+        centers = x[torch.randint(len(x), (self.k,), generator=g)].clone()
+        for _ in range(iters):
+            codes, _ = nearest_code(x, centers)
+            sums = torch.zeros_like(centers).index_add_(0, codes, x)
+            n = torch.bincount(codes, minlength=self.k).float()
+            filled = n > 0
+            centers[filled] = sums[filled] / n[filled, None]
+        self.codebook.data.copy_(centers)
+        self.ema_sum.copy_(centers)
+        self.ema_count.fill_(1.0)
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, x: Tensor, codes: Tensor, counts: Tensor) -> None:
+        """Per-step bookkeeping: running usage, EMA codebook update, dead-code restart."""
+        decay = self.cfg.decay
+        self.usage.mul_(0.99).add_(counts.float(), alpha=0.01)
+        if self.cfg.codebook == "ema":
+            sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, x)  # (K, D)
+            self.ema_count.mul_(decay).add_(counts.float(), alpha=1 - decay)
+            self.ema_sum.mul_(decay).add_(sums, alpha=1 - decay)
+            n = self.ema_count.sum()
+            smoothed = (self.ema_count + 1e-5) / (n + self.k * 1e-5) * n  # Laplace smoothing keeps empty clusters finite
+            self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
+        if self.cfg.restart_dead:
+            dead = self.usage < self.cfg.dead_threshold
+            if dead.any():
+                self._restart(dead.nonzero().squeeze(1), x)
+
+    @torch.no_grad()
+    def _restart(self, idx: Tensor, x: Tensor) -> None:
+        """Re-seat dead codes on random encoder outputs from this batch, so every code earns its place."""
+        pick = x[torch.randint(len(x), (len(idx),), device=x.device)]
+        self.codebook.data[idx] = pick
+        self.ema_sum[idx] = pick
+        self.ema_count[idx] = 1.0
+        self.usage[idx] = self.cfg.dead_threshold + 1.0
+
+    @torch.no_grad()
+    def resize(self, new_k: int) -> None:
+        """Change K in the middle of training without starting over.
+
+        Growing splits the busiest codes: each new entry is a busy code plus small noise, so it
+        takes over half of that code's vectors. Shrinking keeps the most used codes. The caller must
+        rebuild its optimiser state for the codebook (its shape changed).
+        """
+        QuantizerConfig(**{**self.cfg.__dict__, "k": new_k}).validate()
+        k = self.k
+        if new_k == k:
+            return
+        order = torch.argsort(self.usage, descending=True)
+        if new_k < k:
+            keep = order[:new_k]
+            tensors = {n: t[keep] for n, t in self._resizable().items()}
+        else:
+            src = order[torch.arange(new_k - k) % k]
+            scale = self.codebook.data.std().clamp_min(1e-3) * 0.01
+            noise = torch.randn(new_k - k, self.cfg.dim, device=self.codebook.device) * scale
+            self.usage[src] /= 2
+            grown = {n: t[src].clone() for n, t in self._resizable().items()}
+            grown["codebook"] += noise
+            grown["ema_sum"] = grown["codebook"] * grown["ema_count"][:, None]
+            tensors = {n: torch.cat([t, grown[n]]) for n, t in self._resizable().items()}
+        self.codebook = nn.Parameter(tensors["codebook"], requires_grad=self.cfg.codebook == "grad")
+        for name in ("usage", "ema_count", "ema_sum"):
+            setattr(self, name, tensors[name])
+        self.cfg.k = new_k
+
+    def _resizable(self) -> dict[str, Tensor]:
+        return {"codebook": self.codebook.data, "usage": self.usage, "ema_count": self.ema_count, "ema_sum": self.ema_sum}
+
+
+@dataclass
+class ResidualConfig:
+    depth: int = 4
+    codebook_sizes: list[int] = field(default_factory=lambda: [64, 64, 64, 64])  # one K per depth (seed 002 suggests shrinking ones, e.g. 512, 256, 128)
+    shared: bool = False         # one codebook used at every depth instead of one per depth
+    norm_residual: bool = False  # divide each depth's residual by its running RMS so every codebook works at unit scale
+    progressive_steps: int = 0   # > 0: switch depth d on after d * progressive_steps training steps
+
+    def validate(self) -> None:
+        if not (isinstance(self.depth, int) and 1 <= self.depth <= 16):
+            raise ValueError(f"RQ depth must be an integer in [1, 16], got {self.depth!r}")
+        if not self.shared and len(self.codebook_sizes) != self.depth:
+            raise ValueError(f"give one codebook size per depth: depth {self.depth} but sizes {self.codebook_sizes}")
+        if self.progressive_steps < 0:
+            raise ValueError("progressive_steps must be >= 0")
+
+
+@dataclass
+class ResidualQuantized:
+    z_q: Tensor             # (B, D, H, W) sum of the active depths' codes, straight-through gradient attached
+    codes: Tensor           # (B, N, H, W) code ids, one map per depth
+    loss: Tensor            # summed over depths (seed 002)
+    codebook_loss: Tensor
+    commit_loss: Tensor
+    layers: list[Quantized]
+
+    @property
+    def perplexity(self) -> float:
+        return self.layers[0].perplexity
+
+
+class ResidualQuantizer(nn.Module):
+    """RQ: quantise z, then quantise what is left, depth after depth; the sum of the codes approximates z.
+
+    Built from the same VectorQuantizer (one idea, one place). With `shared`, every depth uses one codebook.
+    """
+
+    def __init__(self, vq: QuantizerConfig, rq: ResidualConfig):
+        super().__init__()
+        rq.validate()
+        self.rq = rq
+        sizes = [vq.k] if rq.shared else list(rq.codebook_sizes)
+        self.layers = nn.ModuleList(VectorQuantizer(QuantizerConfig(**{**vq.__dict__, "k": k})) for k in sizes)
+        self.register_buffer("scales", torch.ones(rq.depth))  # running RMS of each depth's residual (norm_residual)
+        self.register_buffer("scale_seen", torch.zeros(rq.depth, dtype=torch.bool))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.active_depth = rq.depth
+
+    def layer(self, depth: int) -> VectorQuantizer:
+        return self.layers[0 if self.rq.shared else depth]
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [self.layer(d).k for d in range(self.rq.depth)]
+
+    def forward(self, z_e: Tensor) -> ResidualQuantized:
+        if self.training and self.rq.progressive_steps:
+            self.active_depth = min(self.rq.depth, 1 + int(self.steps) // self.rq.progressive_steps)
+            self.steps += 1
+        residual = z_e
+        total = torch.zeros_like(z_e)
+        outs: list[Quantized] = []
+        for d in range(self.active_depth):
+            scale = self._scale(d, residual)
+            out = self.layer(d)(residual / scale)            # losses and stats at unit scale when norm_residual
+            e = self.layer(d).lookup(out.codes) * scale      # (B, D, H, W) the chosen codes, gradient to the codebook only
+            outs.append(out)
+            total = total + e
+            residual = residual - e.detach()                 # r_d = r_{d-1} - q_d: what is still left to explain
+        if self.layers[0].cfg.ste == "paper":
+            z_q = z_e + (total - z_e).detach()
+        else:
+            z_q = total + (z_e - z_e.detach())
+        return ResidualQuantized(
+            z_q=z_q,
+            codes=torch.stack([o.codes for o in outs], 1),  # N x (B, H, W) -> (B, N, H, W)
+            loss=sum(o.loss for o in outs),
+            codebook_loss=sum(o.codebook_loss for o in outs),
+            commit_loss=sum(o.commit_loss for o in outs),
+            layers=outs,
+        )
+
+    def _scale(self, d: int, residual: Tensor) -> Tensor:
+        if not self.rq.norm_residual:
+            return self.scales[d].clone()
+        if self.training:
+            with torch.no_grad():
+                rms = residual.pow(2).mean().sqrt().clamp_min(1e-6)
+                self.scales[d] = 0.99 * self.scales[d] + 0.01 * rms if self.scale_seen[d] else rms
+                self.scale_seen[d] = True
+        return self.scales[d].clone()  # a copy: the buffer changes in place on the next step
+
+    def lookup(self, codes: Tensor, depth: int | None = None) -> Tensor:
+        """Code stacks (B, N, H, W) -> summed latents (B, D, H, W) from the first `depth` depths (coarse to fine)."""
+        n = codes.shape[1] if depth is None else min(depth, codes.shape[1])
+        return sum(self.layer(d).lookup(codes[:, d]) * self.scales[d] for d in range(n))

@@ -1,0 +1,317 @@
+"""The one training loop, used by the CLI, the app's background jobs, the prior and the tests.
+
+Any model that implements `training_loss(batch) -> (loss, stats)` and `validate(x, y, batch_size) -> stats
+with "score"` can be trained here. The loop emits events (dicts) for every step and validation, keeps the
+best checkpoint by validation score and the last good one, and obeys a `Control` between steps: pause,
+resume, single step, stop, and new beta / learning rate / K without a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from . import runs
+
+Event = dict[str, Any]
+
+
+class Trainable(Protocol):
+    config: Any
+
+    def training_loss(self, batch: tuple[Tensor, Tensor | None]) -> tuple[Tensor, dict[str, float]]: ...
+
+    def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]: ...
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = None      # stop after this many steps ...
+    seconds: float | None = None  # ... or after this much wall-clock time, whichever comes first
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    val_every: int = 250          # validate (and checkpoint) every N steps, and at the end
+    log_every: int = 10           # metrics.jsonl gets one train row every N steps
+    snapshot_every: int = 50      # live reconstructions for the app every N steps
+    device: str = "auto"          # "auto": a GPU when there is one, else the CPU
+    threads: int | None = None    # torch CPU threads (None: leave as is)
+
+    def validate(self) -> None:
+        if self.steps is None and self.seconds is None:
+            raise ValueError("give a budget: steps or seconds")
+        if self.steps is not None and not (isinstance(self.steps, int) and 1 <= self.steps <= 10_000_000):
+            raise ValueError(f"steps must be an integer in [1, 10^7], got {self.steps!r}")
+        if self.seconds is not None and not (math.isfinite(self.seconds) and 0 < self.seconds <= 7 * 86400):
+            raise ValueError(f"seconds must be a finite number in (0, 604800], got {self.seconds!r}")
+        if not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096):
+            raise ValueError(f"batch size must be an integer in [1, 4096], got {self.batch_size!r}")
+        check_lr(self.lr)
+        for name in ("val_every", "log_every", "snapshot_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+def check_lr(lr: float) -> None:
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= 1):
+        raise ValueError(f"learning rate must be a finite number in (0, 1], got {lr!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but no GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+class Control:
+    """Flags the training thread reads between steps; safe to set from any thread (a page, a CLI)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._paused = False
+        self._stop = False
+        self._steps_granted = 0
+        self._pending: dict[str, float] = {}
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+
+    def step(self, n: int = 1) -> None:
+        """While paused: run exactly n more steps, then pause again."""
+        with self._cond:
+            self._steps_granted += n
+            self._cond.notify_all()
+
+    def set(self, **changes: float) -> None:
+        """Queue live changes (beta, lr, k); applied before the next step."""
+        with self._cond:
+            self._pending.update(changes)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def wait(self) -> bool:
+        """Block while paused (unless a step was granted). False means: stop now."""
+        with self._cond:
+            while self._paused and not self._stop and self._steps_granted == 0:
+                self._cond.wait(timeout=0.5)
+            if self._paused and self._steps_granted:
+                self._steps_granted -= 1
+            return not self._stop
+
+    def take_changes(self) -> dict[str, float]:
+        with self._cond:
+            changes, self._pending = self._pending, {}
+            return changes
+
+
+@dataclass
+class TrainResult:
+    state: str                 # "done" | "stopped" | "failed"
+    reason: str
+    steps: int
+    best: dict[str, float] = field(default_factory=dict)
+    last_val: dict[str, float] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+def model_meta(model: Trainable) -> dict:
+    cfg = model.config
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
+
+
+def train(
+    model: Trainable,
+    train_data: tuple[Tensor, Tensor | None],
+    val_data: tuple[Tensor, Tensor | None],
+    cfg: TrainConfig,
+    *,
+    out_dir: Path | None = None,
+    meta: dict | None = None,
+    control: Control | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place. With `out_dir`, keep config.json, status.json, metrics.jsonl and weights there."""
+    cfg.validate()
+    control = control or Control()
+    emit = on_event or (lambda e: None)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    model.to(device)
+    x_train, y_train = (t.to(device) if t is not None else None for t in train_data)
+    x_val, y_val = (t.to(device) if t is not None else None for t in val_data)
+    optimizer = _optimizer(model, cfg.lr)
+    meta = dict(meta or {})
+    meta["train"] = dataclasses.asdict(cfg)
+    store = _RunStore(Path(out_dir), meta, model) if out_dir else None
+
+    rows: list[Event] = []
+    best: dict[str, float] = {}
+    last_val: dict[str, float] = {}
+    step, state, reason = 0, "done", "finished its budget"
+    start = time.monotonic()
+    paused_for = 0.0
+    if store:
+        store.status("running", "training", step)
+
+    def validate_and_save() -> None:
+        nonlocal best, last_val
+        model.eval()
+        last_val = model.validate(x_val, y_val, max(cfg.batch_size, 256))
+        model.train()
+        event = {"type": "val", "step": step, "time": time.monotonic() - start - paused_for, **last_val}
+        rows.append(event)
+        emit(event)
+        if not all(math.isfinite(v) for v in last_val.values()):
+            return
+        improved = not best or last_val["score"] < best["score"]
+        if improved:
+            best = dict(last_val, step=step)
+        if store:
+            store.save(model, improved, best)
+            store.metrics(rows)
+
+    model.train()
+    while True:
+        elapsed = time.monotonic() - start - paused_for
+        if (cfg.steps is not None and step >= cfg.steps) or (cfg.seconds is not None and elapsed >= cfg.seconds):
+            break
+        if control.paused:
+            t0 = time.monotonic()
+            if store:
+                store.status("paused", "paused by the user", step)
+            emit({"type": "paused", "step": step})
+            go = control.wait()
+            paused_for += time.monotonic() - t0
+            if store and not control.paused:
+                store.status("running", "training", step)
+            if not go:
+                state, reason = "stopped", "stopped by the user"
+                break
+        elif control.stopped:
+            state, reason = "stopped", "stopped by the user"
+            break
+
+        changes = control.take_changes()
+        if changes:
+            optimizer = _apply_changes(model, optimizer, changes)
+            emit({"type": "changed", "step": step, **changes})
+
+        idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)
+        batch = (x_train[idx], y_train[idx] if y_train is not None else None)
+        loss, stats = model.training_loss(batch)
+        if not torch.isfinite(loss):
+            state = "failed"
+            kept = f"the checkpoint of step {best['step']} was kept" if best else "no checkpoint had been saved yet"
+            reason = (f"the loss became {float(loss)} at step {step + 1}: the weights diverged. "
+                      f"Lower the learning rate (now {optimizer.param_groups[0]['lr']:g}) and start again; {kept}")
+            emit({"type": "failed", "step": step, "reason": reason})
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+
+        event = {"type": "train", "step": step, "time": time.monotonic() - start - paused_for,
+                 "lr": optimizer.param_groups[0]["lr"], **stats}
+        beta = getattr(getattr(model.config, "vq", None), "beta", None)
+        if beta is not None:
+            event["beta"] = beta
+        emit(event)
+        if step % cfg.log_every == 0:
+            rows.append(event)
+        if step % cfg.snapshot_every == 0 and hasattr(model, "snapshot"):
+            emit({"type": "snapshot", "step": step, **model.snapshot(x_val[:8])})
+        if step % cfg.val_every == 0:
+            validate_and_save()
+
+    if state != "failed" and (not rows or rows[-1].get("type") != "val" or rows[-1]["step"] != step) and step > 0:
+        validate_and_save()
+    if store:
+        store.metrics(rows)
+        store.status(state, reason, step, best=best)
+    emit({"type": "end", "step": step, "state": state, "reason": reason})
+    return TrainResult(state, reason, step, best, last_val, Path(out_dir) if out_dir else None)
+
+
+def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+
+def _apply_changes(model: Any, optimizer: torch.optim.Optimizer, changes: dict[str, float]) -> torch.optim.Optimizer:
+    """Live knobs. beta and lr apply in place; a new K resizes the codebook and rebuilds the optimiser,
+    carrying over Adam's state for every parameter whose shape did not change."""
+    if "beta" in changes:
+        model.set_beta(float(changes["beta"]))
+    if "lr" in changes:
+        check_lr(changes["lr"])
+        for group in optimizer.param_groups:
+            group["lr"] = float(changes["lr"])
+    if "k" in changes:
+        old_state = {id(p): optimizer.state[p] for group in optimizer.param_groups for p in group["params"] if p in optimizer.state}
+        model.resize_codebook(int(changes["k"]))
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer = _optimizer(model, lr)
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if id(p) in old_state:
+                    optimizer.state[p] = old_state[id(p)]
+    return optimizer
+
+
+class _RunStore:
+    """The run folder a training writes: config, status, metrics, best and last weights."""
+
+    def __init__(self, path: Path, meta: dict, model: Trainable):
+        self.path = path
+        self.meta = meta
+        path.mkdir(parents=True, exist_ok=True)
+        self.meta["model"] = model_meta(model)
+        runs.write_json(path / "config.json", self.meta)
+
+    def status(self, state: str, reason: str, step: int, **extra: Any) -> None:
+        runs.write_json(self.path / "status.json", {"state": state, "reason": reason, "step": step,
+                                                     "updated": time.time(), **extra})
+
+    def metrics(self, rows: list[Event]) -> None:
+        runs.atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def save(self, model: Trainable, improved: bool, best: dict) -> None:
+        self.meta["model"] = model_meta(model)   # K may have changed live
+        runs.write_json(self.path / "config.json", self.meta)
+        runs.save_weights(self.path / runs.LAST, model, self.meta)
+        if improved:
+            runs.save_weights(self.path / runs.WEIGHTS, model, self.meta)

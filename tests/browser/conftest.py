@@ -1,0 +1,235 @@
+"""Real-browser harness: `streamlit run` servers plus headless Chromium driven by Playwright.
+
+AppTest cannot run component JavaScript or `run_every` fragments, so these tests start the real
+server the way Streamlit's own e2e suite does and drive it from Chromium. Fixtures:
+
+- `serve_script(path)`: start (once per session) `streamlit run path` and return its `StreamlitServer`.
+- `app_server`, `painter_demo_server`: `app.py` and `tests/browser/painter_demo.py`, served.
+- `browser` (session), `page` (per test, fresh context, 1400x1000 viewport).
+- `wait_for_app`, `screenshot`, `assert_no_errors`: the module's helpers, handed out as fixtures so
+  tests need not import this conftest by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+STARTUP_TIMEOUT_S = 60.0
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+# Streamlit 1.67 sets these test ids: stApp carries the script state; an st.error renders
+# stAlertContentError inside stAlert; an uncaught exception renders stException.
+APP_IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
+ERROR_BOXES = "[data-testid=stException], [data-testid=stAlertContentError]"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/browser gets the `browser` marker (`-m "not browser"` skips them)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.browser)
+
+
+@dataclass
+class StreamlitServer:
+    """One `streamlit run` subprocess (its own process group) listening on localhost."""
+
+    script: Path
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+Serve = Callable[[str | Path], StreamlitServer]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+            return r.read().strip() == b"ok"
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_streamlit(script: Path, runs_dir: Path, log_dir: Path) -> StreamlitServer:
+    """Start `streamlit run script` and wait until /_stcore/health answers `ok`."""
+    port = _free_port()
+    log = log_dir / f"streamlit-{script.stem}-{port}.log"
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(script),
+        "--server.headless", "true",
+        "--server.address", "127.0.0.1",
+        "--server.port", str(port),
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+    ]  # fmt: skip
+    env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1"}
+    # Output goes to a file, not a pipe: an unread pipe fills up and stalls the server.
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = StreamlitServer(script=script, port=port, proc=proc, log=log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"`streamlit run {script.name}` exited with code {proc.returncode} before "
+                f"becoming healthy. Its output:\n{server.output()}",
+                pytrace=False,
+            )
+        if _healthy(server.url):
+            return server
+        time.sleep(0.2)
+    server.stop()
+    pytest.fail(
+        f"`streamlit run {script.name}` did not answer {server.url}/_stcore/health with `ok` "
+        f"within {STARTUP_TIMEOUT_S:.0f} s. Its output:\n{server.output()}",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def serve_script(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    """Factory: `serve_script("app.py")` starts that script (path relative to the repo root) once
+    per session, with VQDEMO_RUNS_DIR pointing at a fresh temp dir, and stops it at the end."""
+    servers: dict[Path, StreamlitServer] = {}
+    log_dir = tmp_path_factory.mktemp("streamlit-logs")
+
+    def serve(script: str | Path) -> StreamlitServer:
+        path = (REPO / script).resolve()
+        if path not in servers:
+            if not path.is_file():
+                pytest.fail(f"cannot serve {path}: no such file", pytrace=False)
+            runs_dir = tmp_path_factory.mktemp(f"runs-{path.stem}")
+            servers[path] = start_streamlit(path, runs_dir, log_dir)
+        return servers[path]
+
+    yield serve
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_server(serve_script: Serve) -> StreamlitServer:
+    """The real app (`app.py` at the repo root), served once per session."""
+    return serve_script("app.py")
+
+
+@pytest.fixture(scope="session")
+def painter_demo_server(serve_script: Serve) -> StreamlitServer:
+    """The grid painter demo (`tests/browser/painter_demo.py`), served once per session."""
+    return serve_script("tests/browser/painter_demo.py")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium (Playwright's own browser downloads are not available here)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: run `apt-get install -y chromium`"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {message}", pytrace=False)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context and page per test (no shared cookies or Streamlit session)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def wait_for_app(page, timeout_ms: float = 30_000, settle_ms: float = 300) -> None:
+    """Wait until the script has finished running, then let the frontend settle.
+
+    Right after a click the state can still read `notRunning` before the rerun starts, so after an
+    interaction prefer waiting for the expected text (`expect(locator).to_have_text(...)`).
+    """
+    page.wait_for_selector(APP_IDLE, timeout=timeout_ms)
+    page.wait_for_timeout(settle_ms)
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a full-page screenshot as test-output/screenshots/NAME.png and return its path."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def assert_no_errors(page) -> None:
+    """Fail with the error text if the page shows an exception or an st.error box."""
+    boxes = page.locator(ERROR_BOXES)
+    if boxes.count():
+        texts = "\n---\n".join(boxes.all_inner_texts())
+        raise AssertionError(f"the page shows {boxes.count()} error box(es):\n{texts}")
+
+
+@pytest.fixture(name="wait_for_app")
+def _wait_for_app_fixture() -> Callable[..., None]:
+    return wait_for_app
+
+
+@pytest.fixture(name="screenshot")
+def _screenshot_fixture() -> Callable[..., Path]:
+    return screenshot
+
+
+@pytest.fixture(name="assert_no_errors")
+def _assert_no_errors_fixture() -> Callable[..., None]:
+    return assert_no_errors

@@ -1,0 +1,1 @@
+"""Streamlit-only helpers for the vqdemo pages (`vqdemo/` itself never imports streamlit)."""

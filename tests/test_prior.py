@@ -1,0 +1,211 @@
+"""Priors over code maps: causality without a blind spot, learning, and sampling behaviour."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vqdemo.prior import GatedPixelCNN, PriorConfig, PriorError, RQPrior, build_prior
+
+torch.set_num_threads(1)
+
+H = W = 7
+
+
+def small(kind: str = "pixelcnn", sizes=(8,), **kw) -> PriorConfig:
+    kw = {"channels": 16, "layers": 4, "kernel": 3, **kw}
+    return PriorConfig(kind=kind, codebook_sizes=list(sizes), height=H, width=W, **kw)
+
+
+def model(cfg: PriorConfig, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_prior(cfg).eval()
+
+
+def stack_logits(m, codes: torch.Tensor) -> torch.Tensor:
+    """Logits as (B, D, Kmax, H, W) whatever the prior kind (smaller codebooks zero-padded)."""
+    out = m(codes)
+    out = [out] if isinstance(m, GatedPixelCNN) else out
+    kmax = max(lg.shape[1] for lg in out)
+    return torch.stack([torch.nn.functional.pad(lg, (0, 0, 0, 0, 0, kmax - lg.shape[1])) for lg in out], dim=1)
+
+
+def dependency(m, codes: torch.Tensor) -> torch.Tensor:
+    """dep[d', i', j', d, i, j] = max change of the logits of code (d', i', j') when code (d, i, j) changes."""
+    stacked = codes if codes.dim() == 4 else codes[:, None]  # (1, D, H, W)
+    depth = stacked.shape[1]
+    sizes = m.config.codebook_sizes
+    variants = []
+    for d in range(depth):
+        for i in range(H):
+            for j in range(W):
+                v = stacked.clone()
+                v[0, d, i, j] = (v[0, d, i, j] + 1) % sizes[d]
+                variants.append(v)
+    batch = torch.cat([stacked, *variants])  # (1 + D*H*W, D, H, W)
+    with torch.no_grad():
+        logits = stack_logits(m, batch if codes.dim() == 4 else batch[:, 0])  # (N, D, K, H, W)
+    diff = (logits[1:] - logits[:1]).abs().amax(dim=2)  # (D*H*W, D, H, W): perturbed code -> logits changed
+    return diff.view(depth, H, W, depth, H, W).permute(3, 4, 5, 0, 1, 2)
+
+
+def order(depth: int) -> torch.Tensor:
+    """Generation step of each code (d, i, j): raster over positions, depth inside a position."""
+    i, j, d = torch.meshgrid(torch.arange(H), torch.arange(W), torch.arange(depth), indexing="ij")
+    return ((i * W + j) * depth + d).permute(2, 0, 1)  # (D, H, W)
+
+
+@pytest.mark.parametrize("kind,sizes", [("pixelcnn", (8,)), ("rq", (8, 6, 4))])
+def test_causal_and_no_blind_spot(kind, sizes):
+    m = model(small(kind, sizes, num_classes=None))
+    codes = torch.stack([torch.randint(k, (H, W)) for k in sizes])[None]  # (1, D, H, W)
+    dep = dependency(m, codes[:, 0] if kind == "pixelcnn" else codes)
+    step = order(len(sizes))
+    later_or_same = step[:, :, :, None, None, None] <= step[None, None, None]  # target step <= perturbed step
+    assert dep[later_or_same].max() < 1e-5, "a logit saw a code at or after its own position"
+    # Sanity: the check can fail, i.e. the net does use the past (left neighbour, the row above).
+    assert dep[0, 3, 3, 0, 3, 2] > 1e-3 and dep[0, 3, 3, 0, 2, 3] > 1e-3
+    # The spot a naive PixelCNN misses: up one row, two columns to the right.
+    assert dep[0, 3, 2, 0, 2, 4] > 1e-4
+    if kind == "rq":  # later depths of a position read its earlier depths
+        assert dep[1, 4, 4, 0, 4, 4] > 1e-3 and dep[2, 4, 4, 1, 4, 4] > 1e-3
+
+
+def test_deep_net_sees_every_earlier_position():
+    m = model(small(layers=7))  # kernel 3: 7 layers reach 7 rows up and 7 columns each way
+    dep = dependency(m, torch.randint(8, (1, H, W)))[0, :, :, 0]  # (H, W, H, W)
+    step = order(1)[0]
+    earlier = step[:, :, None, None] > step[None, None]
+    assert dep[earlier].min() > 0
+
+
+@pytest.mark.parametrize("kind,sizes", [("pixelcnn", (8,)), ("rq", (8, 4))])
+def test_greedy_samples_match_full_forward(kind, sizes):
+    """The incremental sampler computes the same logits as the full network: argmax is a fixed point."""
+    m = model(small(kind, sizes, num_classes=3))
+    labels = torch.arange(12) % 3
+    codes = m.sample(12, temperature=1e-6, seed=3, labels=labels)
+    with torch.no_grad():
+        out = m(codes, labels)
+    out = [out] if kind == "pixelcnn" else out
+    stacked = codes[:, None] if kind == "pixelcnn" else codes
+    for d, lg in enumerate(out):
+        assert torch.equal(lg.argmax(1), stacked[:, d])
+
+
+def stripes(n: int, k: int, seed: int) -> torch.Tensor:
+    """Code maps whose rows all copy a random first row: 7 free codes of 49."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(k, (n, 1, W), generator=g).expand(n, H, W).clone()
+
+
+def fit(m, codes, labels=None, steps: int = 150, lr: float = 3e-3) -> None:
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    m.train()
+    for step in range(steps):
+        part = slice((step * 32) % len(codes), (step * 32) % len(codes) + 32)
+        loss, metrics = m.training_loss((codes[part], None if labels is None else labels[part]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert metrics["nll_bits"] == pytest.approx(loss.item() / math.log(2))
+
+
+def test_pixelcnn_learns_stripes():
+    m = model(small(sizes=(16,)))
+    before = m.validate(stripes(128, 16, 1), None, batch_size=64)
+    fit(m, stripes(512, 16, 0))
+    after = m.validate(stripes(128, 16, 1), None, batch_size=64)
+    assert before["bits_per_code"] > 3.5  # about log2(16) = 4 untrained
+    assert after["score"] == after["bits_per_code"] < 1.2  # ideal: 7 * 4 / 49 = 0.57
+    assert after["bits_per_image"] == pytest.approx(after["bits_per_code"] * H * W)
+    assert after["uniform_bits_per_image"] == pytest.approx(4 * H * W)
+
+
+def test_rq_prior_learns_stripes_and_depth_rule():
+    top = stripes(512 + 128, 8, 0)
+    codes = torch.stack([top, top % 4], dim=1)  # depth 1 is a function of depth 0 at the same position
+    m = model(small("rq", (8, 4)))
+    fit(m, codes[:512])
+    out = m.validate(codes[512:], None, batch_size=64)
+    assert out["bits_per_code"] < 0.5  # uniform: (3 + 2) / 2 = 2.5; ideal 7 * 3 / 98 = 0.21
+    assert out["uniform_bits_per_image"] == pytest.approx(5 * H * W)
+    with torch.no_grad():
+        depth1 = m(codes[512:])[1].argmax(1)
+    assert (depth1 == codes[512:, 1]).float().mean() > 0.95
+
+
+def test_class_conditioning_is_learned():
+    labels = torch.randint(4, (512,), generator=torch.Generator().manual_seed(0))
+    codes = labels[:, None, None].expand(-1, H, W).clone()  # every code equals the class
+    m = model(small(sizes=(4,), num_classes=4))
+    fit(m, codes, labels, steps=60)
+    for label in range(4):
+        assert (m.sample(8, labels=torch.tensor(label), seed=label) == label).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("kind,sizes", [("pixelcnn", (8,)), ("rq", (8, 4))])
+def test_sample_shape_seed_temperature_labels(kind, sizes):
+    m = model(small(kind, sizes, num_classes=10))
+    shape = (5, H, W) if kind == "pixelcnn" else (5, len(sizes), H, W)
+    a = m.sample(5, seed=1, labels=torch.zeros(5, dtype=torch.long))
+    assert a.shape == shape and a.dtype == torch.long
+    stacked = a[:, None] if kind == "pixelcnn" else a
+    for d, k in enumerate(sizes):
+        assert 0 <= stacked[:, d].min() and stacked[:, d].max() < k
+    assert torch.equal(a, m.sample(5, seed=1, labels=torch.zeros(5, dtype=torch.long)))
+    assert not torch.equal(a, m.sample(5, seed=2, labels=torch.zeros(5, dtype=torch.long)))
+    assert not torch.equal(a, m.sample(5, seed=1, labels=torch.ones(5, dtype=torch.long)))
+    cold = [m.sample(5, seed=s, temperature=1e-6, labels=torch.tensor(2)) for s in range(3)]
+    assert all(torch.equal(cold[0], c) for c in cold)
+    assert torch.equal(cold[0], m.sample(5, seed=9, top_k=1, labels=torch.tensor(2)))
+    assert m.training is False  # sampling restores the mode it found
+
+
+def test_sample_rejects_bad_arguments():
+    cond, uncond = model(small(num_classes=3)), model(small())
+    bad = [
+        lambda: uncond.sample(4, temperature=0.0),
+        lambda: uncond.sample(4, temperature=-1.0),
+        lambda: uncond.sample(4, temperature=float("nan")),
+        lambda: uncond.sample(4, temperature=float("inf")),
+        lambda: uncond.sample(4, top_k=0),
+        lambda: uncond.sample(0),
+        lambda: uncond.sample(4, labels=torch.zeros(4, dtype=torch.long)),
+        lambda: cond.sample(4, labels=torch.tensor([0, 1, 3, 0])),
+        lambda: cond.sample(4, labels=torch.tensor([-1, 0, 0, 0])),
+        lambda: cond.sample(4, labels=torch.zeros(3, dtype=torch.long)),
+    ]
+    for call in bad:
+        with pytest.raises(ValueError):
+            call()
+    assert cond.sample(4, seed=0).shape == (4, H, W)  # no labels: random classes from the seed
+
+
+def test_bad_codes_and_configs_raise_value_errors():
+    m = model(small())
+    for codes in [torch.zeros(2, H, W), torch.zeros(2, H, W + 1, dtype=torch.long),
+                  torch.full((2, H, W), 8), torch.zeros(2, 1, H, W, dtype=torch.long)]:
+        with pytest.raises(ValueError):
+            m.training_loss((codes, None))
+    with pytest.raises(ValueError):
+        model(small(num_classes=3)).training_loss((torch.zeros(2, H, W, dtype=torch.long), None))
+    for kw in [{"kind": "gpt"}, {"codebook_sizes": [8, 8]}, {"codebook_sizes": []}, {"kernel": 4},
+               {"layers": 0}, {"num_classes": 0}, {"dropout": 1.0}]:
+        with pytest.raises(PriorError):
+            PriorConfig(**kw)
+    with pytest.raises(ValueError):
+        RQPrior(PriorConfig())
+
+
+def test_config_and_safetensors_round_trip(tmp_path):
+    cfg = small("rq", (8, 4), num_classes=2)
+    m = model(cfg)
+    assert isinstance(m, RQPrior) and m.config == cfg
+    assert not any("mask" in key for key in m.state_dict())  # fixed masks are not weights
+    save_file(m.state_dict(), tmp_path / "prior.safetensors")
+    again = build_prior(PriorConfig(**cfg.to_dict())).eval()
+    again.load_state_dict(load_file(tmp_path / "prior.safetensors"))
+    assert torch.equal(m.sample(3, seed=4, labels=torch.tensor(1)), again.sample(3, seed=4, labels=torch.tensor(1)))

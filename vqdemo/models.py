@@ -109,14 +109,24 @@ class Autoencoder(nn.Module):
             x = F.pad(x, (0, pad, 0, pad))
         return self.encoder(x)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """(B, D, h, w) -> (B, C, H, W) in [0, 1], cropped back to the image size."""
-        s = self.config.image_size
-        return torch.sigmoid(self.decoder(z))[..., :s, :s]
+    def decode_raw(self, z: Tensor) -> Tensor:
+        """(B, D, h, w) -> (B, C, H, W), unbounded, cropped back to the image size.
 
-    def recon_terms(self, x: Tensor, x_hat: Tensor) -> dict[str, Tensor]:
-        mse = F.mse_loss(x_hat, x)
-        return {"recon": mse / self.config.data_variance, "mse": mse.detach()}
+        The loss is taken on this linear output (as in seed 000): a sigmoid here saturates on MNIST's
+        black background within a few dozen steps and its gradient dies, freezing the decoder.
+        """
+        s = self.config.image_size
+        return self.decoder(z)[..., :s, :s]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(B, D, h, w) -> (B, C, H, W) images in [0, 1]."""
+        return self.decode_raw(z).clamp(0, 1)
+
+    def recon_terms(self, x: Tensor, x_raw: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The images in [0, 1], and the reconstruction loss on the raw output (over data variance)."""
+        x_hat = x_raw.clamp(0, 1)
+        terms = {"recon": F.mse_loss(x_raw, x) / self.config.data_variance, "mse": F.mse_loss(x_hat.detach(), x)}
+        return x_hat, terms
 
     def training_loss(self, batch: tuple[Tensor, Tensor | None]) -> tuple[Tensor, dict[str, float]]:
         out = self(batch[0])
@@ -180,8 +190,7 @@ class VQVAE(Autoencoder):
     def forward(self, x: Tensor) -> Output:
         z_e = self.encode(x)                    # (B, C, H, W) -> (B, D, h, w)
         q = self.quantizer(z_e)                 # nearest codes, (B, D, h, w)
-        x_hat = self.decode(q.z_q)              # (B, D, h, w) -> (B, C, H, W)
-        terms = self.recon_terms(x, x_hat)
+        x_hat, terms = self.recon_terms(x, self.decode_raw(q.z_q))  # (B, D, h, w) -> (B, C, H, W)
         terms.update(codebook=q.codebook_loss.detach(), commit=q.commit_loss.detach())
         counts = [o.counts for o in q.layers] if self.config.kind == "rq" else [q.counts]
         return Output(x_hat, z_e, terms["recon"] + q.loss, terms, q.codes, counts)
@@ -237,8 +246,7 @@ class VAE(Autoencoder):
         mu, logvar = self.encode(x).chunk(2, dim=1)  # (B, 2D, h, w) -> 2 x (B, D, h, w)
         logvar = logvar.clamp(-10, 10)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
-        x_hat = self.decode(z)
-        terms = self.recon_terms(x, x_hat)
+        x_hat, terms = self.recon_terms(x, self.decode_raw(z))
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / x.numel()
         terms["kl"] = kl.detach()
         return Output(x_hat, mu, terms["recon"] + self.config.kl_weight * kl, terms, None, [])

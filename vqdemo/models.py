@@ -160,6 +160,19 @@ class Autoencoder(nn.Module):
     def _extra_val(self, x: Tensor, out: Output) -> dict[str, float]:
         return {}
 
+    @torch.no_grad()
+    def snapshot(self, x: Tensor) -> dict:
+        """Live view for the app while training: a few reconstructions and the codebook usage (CPU tensors)."""
+        was_training = self.training
+        self.eval()
+        out = self(x)
+        self.train(was_training)
+        return {"x": x.cpu(), "x_hat": out.x_hat.cpu(), "codes": None if out.codes is None else out.codes.cpu(),
+                "usage": self._running_usage()}
+
+    def _running_usage(self) -> Tensor | None:
+        return None
+
     def _usage_stats(self, counts: list[Tensor]) -> dict[str, float]:
         if not counts:
             return {}
@@ -211,6 +224,11 @@ class VQVAE(Autoencoder):
         """The codebook at a depth as the decoder sees it: (K, D)."""
         q = self.quantizer
         return (q.layer(depth).vectors() * q.scales[depth]) if isinstance(q, ResidualQuantizer) else q.vectors()
+
+    def _running_usage(self) -> Tensor:
+        """(K,) vectors per step each code has taken lately (depth 0 for RQ)."""
+        q = self.quantizer
+        return (q.layer(0) if isinstance(q, ResidualQuantizer) else q).usage.detach().cpu().clone()
 
     def set_beta(self, beta: float) -> None:
         layers = self.quantizer.layers if isinstance(self.quantizer, ResidualQuantizer) else [self.quantizer]

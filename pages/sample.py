@@ -1,0 +1,6 @@
+"""sample page (placeholder until its page lands)."""
+
+import streamlit as st
+
+st.title("Sample")
+st.info("This page is being built.")

@@ -1,0 +1,216 @@
+"""The numbers the Learn, Reconstruct and Codebook pages put on screen, beyond `analysis`.
+
+Each function makes one idea of the seeds checkable with this model's own tensors: the expanded
+distance next to the brute-force one (seed 000), quantisation depth by depth (seed 002), where the
+straight-through gradient goes in both forms (seeds 001 and 004), the loss terms of one image.
+`BackgroundResults` runs slow maps (UMAP) off the page's first paint. No streamlit here.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .models import VQVAE
+from .quantize import ResidualQuantizer, VectorQuantizer, nearest_code
+
+
+@dataclass
+class DistanceParts:
+    """|x - e|^2 two ways: expanded into |x|^2 - 2 x.e + |e|^2 (one matmul for all codes) and directly."""
+
+    x_sq: float
+    cross: float      # -2 x.e
+    e_sq: float
+    expanded: float   # x_sq + cross + e_sq
+    direct: float     # sum((x - e)^2)
+
+
+def distance_parts(x: Tensor, e: Tensor) -> DistanceParts:
+    """x, e: (D,) vectors."""
+    x, e = x.double(), e.double()
+    x_sq, cross, e_sq = float(x @ x), float(-2 * x @ e), float(e @ e)
+    return DistanceParts(x_sq, cross, e_sq, x_sq + cross + e_sq, float((x - e).pow(2).sum()))
+
+
+@dataclass
+class DepthStep:
+    """One depth of quantisation (a VQ model has one). Shapes for a batch of B images on an h x w grid."""
+
+    residual: Tensor  # (B, D, h, w) what this depth must explain: z_e at depth 1, then r_d = r_{d-1} - q_d
+    compared: Tensor  # (B*h*w, D) the rows actually compared with the codebook (scaled / normalised as configured)
+    codes: Tensor     # (B, h, w) nearest code ids
+    dist: Tensor      # (B*h*w, K_d) squared distance of every row to every code
+    chosen: Tensor    # (B, D, h, w) the picked codes as the decoder sees them (q_d)
+
+
+def _layers(model: VQVAE) -> list[tuple[VectorQuantizer, Tensor]]:
+    q = model.quantizer
+    if isinstance(q, ResidualQuantizer):
+        return [(q.layer(d), q.scales[d]) for d in range(q.rq.depth)]
+    return [(q, torch.ones(()))]
+
+
+@torch.no_grad()
+def quantize_steps(model: VQVAE, z_e: Tensor) -> list[DepthStep]:
+    """Quantise encoder outputs (B, D, h, w) depth by depth, keeping what each depth saw and picked.
+
+    Mirrors `ResidualQuantizer.forward` / `VectorQuantizer.forward` in eval mode, so its codes equal
+    `model.encode_codes` and the sum of `chosen` equals the model's z_q.
+    """
+    b, d, h, w = z_e.shape
+    residual = z_e.detach()
+    steps = []
+    for layer, scale in _layers(model):
+        flat = (residual / scale).permute(0, 2, 3, 1).reshape(-1, d)  # (B, D, h, w) -> (B*h*w, D)
+        if layer.cfg.cosine:
+            flat = F.normalize(flat, dim=1)
+        codes, dist = nearest_code(flat, layer.vectors())
+        codes = codes.reshape(b, h, w)
+        chosen = layer.lookup(codes) * scale
+        steps.append(DepthStep(residual, flat, codes, dist, chosen))
+        residual = residual - chosen
+    return steps
+
+
+@dataclass
+class CellDepth:
+    """One latent cell at one depth, for the Learn page's residual table."""
+
+    depth: int
+    code: int
+    distance: float        # squared distance to the picked code
+    residual_norm: float   # |r_{d-1}| before this depth
+    left_norm: float       # |r_d| after subtracting the picked code
+
+
+def cell_steps(steps: list[DepthStep], row: int, col: int, image: int = 0) -> list[CellDepth]:
+    """Follow one cell (row, col) of one image through every depth of `quantize_steps`."""
+    out = []
+    for i, s in enumerate(steps):
+        _, _, h, w = s.residual.shape
+        flat_index = image * h * w + row * w + col
+        code = int(s.codes[image, row, col])
+        before = s.residual[image, :, row, col]
+        after = before - s.chosen[image, :, row, col]
+        out.append(CellDepth(i + 1, code, float(s.dist[flat_index, code]), float(before.norm()), float(after.norm())))
+    return out
+
+
+@torch.no_grad()
+def loss_terms(model: VQVAE, x: Tensor) -> dict[str, float]:
+    """The training loss terms on a batch (B, C, H, W), in eval mode (nothing is updated)."""
+    was_training = model.training
+    model.eval()
+    out = model(x)
+    model.train(was_training)
+    terms = {name: float(t) for name, t in out.terms.items()}
+    terms["loss"] = float(out.loss)
+    return terms
+
+
+def ste_gradients(seed: int = 0, dim: int = 4) -> dict[str, dict[str, float]]:
+    """Where the decoder's gradient goes under each straight-through form, on a toy vector.
+
+    The decoder input equals e (the code) in both forms. The paper's z_e + sg(e - z_e) sends the
+    gradient to the encoder output only; seed 004's e + (z_e - sg(z_e)) sends it to both z_e and e,
+    so the codebook also learns from the reconstruction loss.
+    """
+    g = torch.Generator().manual_seed(seed)
+    z0, e0, w = (torch.randn(dim, generator=g) for _ in range(3))
+    out = {}
+    for name, form in (("paper", lambda z, e: z + (e - z).detach()), ("seed004", lambda z, e: e + (z - z.detach()))):
+        z, e = z0.clone().requires_grad_(True), e0.clone().requires_grad_(True)
+        q = form(z, e)
+        (q * w).sum().backward()  # a stand-in decoder loss, linear in its input
+        out[name] = {
+            "forward_error": float((q.detach() - e0).abs().max()),
+            "grad_z_e": float(z.grad.norm()) if z.grad is not None else 0.0,
+            "grad_e": float(e.grad.norm()) if e.grad is not None else 0.0,
+        }
+    return out
+
+
+def pick_example(x: Tensor, psnr: Tensor, first: int = 64) -> int:
+    """A good default image: among the first `first`, the best reconstructed of those with more
+    structure (pixel variance) than the median, so the default is neither blank nor trivial."""
+    n = min(first, len(x))
+    if n == 0:
+        raise ValueError("no images to pick from; the validation set is empty")
+    var = x[:n].flatten(1).var(1)
+    structured = var > var.median()
+    if not structured.any():
+        structured = torch.ones_like(structured)
+    score = torch.where(structured, psnr[:n].float(), torch.tensor(float("-inf")))
+    return int(score.argmax())
+
+
+@torch.no_grad()
+def encoder_points(model: VQVAE, x: Tensor, labels: Tensor | None = None, depth: int = 0,
+                   max_points: int = 2000, seed: int = 0, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Encoder outputs as seen by the codebook at `depth`, beside that codebook, for a 2-D map.
+
+    Returns "points" (N, D) (a seeded subsample of every latent vector of x, residuals for depth > 0),
+    their "codes" (N,), their images' "labels" (N,) (or -1), and "codebook" (K, D), all in the space
+    where distances are taken (times the depth's scale, so codes and points are comparable).
+    """
+    steps = [quantize_steps(model, model.encode(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    if not 0 <= depth < len(steps[0]):
+        raise ValueError(f"depth must be in [0, {len(steps[0]) - 1}], got {depth}")
+    layer, scale = _layers(model)[depth]
+    compared = torch.cat([s[depth].compared for s in steps]) * scale  # (N*h*w, D)
+    codes = torch.cat([s[depth].codes.flatten() for s in steps])
+    h, w = steps[0][depth].codes.shape[1:]
+    lab = labels.repeat_interleave(h * w) if labels is not None else torch.full_like(codes, -1)
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(codes), generator=g)[:max_points]
+    return {"points": compared[keep].numpy(), "codes": codes[keep].numpy(), "labels": lab[keep].numpy(),
+            "codebook": (layer.vectors() * scale).detach().numpy()}
+
+
+class BackgroundResults:
+    """Slow computations (UMAP) run on one worker thread, each once per key, shared by every session.
+
+    Pages call `submit(key, fn, ...)` on every rerun (cheap after the first) and `get(key)`, which
+    returns the result or None while it runs. A failure is kept and re-raised by `get`, not retried,
+    so a bad input cannot loop the worker. Thread-safe.
+    """
+
+    def __init__(self, workers: int = 1, max_results: int = 16):
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqdemo-bg")
+        self._futures: dict[Hashable, Future] = {}
+        self._lock = threading.Lock()
+        self._max = max_results
+
+    def submit(self, key: Hashable, fn: Callable[..., Any], *args, **kwargs) -> Future:
+        with self._lock:
+            if key not in self._futures:
+                done = [k for k, f in self._futures.items() if f.done()]
+                for k in done[: max(0, len(self._futures) - self._max + 1)]:
+                    del self._futures[k]
+                self._futures[key] = self._pool.submit(fn, *args, **kwargs)
+            return self._futures[key]
+
+    def state(self, key: Hashable) -> str:
+        """"missing", "running" (or queued), "done" or "failed"."""
+        with self._lock:
+            f = self._futures.get(key)
+        if f is None:
+            return "missing"
+        if not f.done():
+            return "running"
+        return "failed" if f.exception() is not None else "done"
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            f = self._futures.get(key)
+        if f is None or not f.done():
+            return None
+        return f.result()

@@ -1,6 +1,280 @@
-"""learn page (placeholder until its page lands)."""
+"""Learn: one image through the loaded VQ-VAE, every tensor with its real shape; one latent vector
+snapped to its nearest code; the losses, the straight-through estimator, and why a prior comes next."""
 
+import numpy as np
 import streamlit as st
 
-st.title("Learn")
-st.info("This page is being built.")
+from ui import figures as fg
+from ui import state
+from vqdemo import analysis, explain, runs
+from vqdemo.metrics import psnr_per_image
+
+loaded = state.current()
+if loaded is None:
+    st.stop()
+model, data = loaded.model, loaded.data
+big = state.presenter()
+
+
+def px(n: int) -> int:
+    return int(n * 1.35) if big else n
+
+
+def url_int(key: str, name: str, default: int, lo: int, hi: int) -> None:
+    """Seed a widget's value from the URL once, then keep it clamped (the model may have changed)."""
+    if key not in st.session_state:
+        st.session_state[key] = state.int_param(name, default, lo, hi)
+    else:
+        st.session_state[key] = min(hi, max(lo, int(st.session_state[key])))
+
+
+COMPARE_TABLE = """
+| | AE | VAE | VQ-VAE |
+|---|---|---|---|
+| **latent** | any vector (continuous) | a Gaussian: mean and variance per number, sampled by `mu + eps * std` | a grid of integers: each cell is the id of a codebook vector |
+| **loss** | reconstruction | reconstruction + KL(q(z given x) to N(0, I)) | reconstruction + codebook + beta * commitment (no KL) |
+| **generate by** | cannot: nobody knows which latents are valid | decode z ~ N(0, I) (blurry) | sample a small image of codes from a prior (PixelCNN), then decode it |
+"""
+
+st.title("Learn: an image becomes a grid of codes, and comes back")
+if loaded.kind == "vae":
+    st.info("This model is a plain VAE: it has no codebook to follow. Pick a VQ or RQ model in the sidebar "
+            "(for example mnist-vq) to see every step of vector quantisation.")
+    st.markdown(COMPARE_TABLE)
+    st.stop()
+
+mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
+key = (str(loaded.choice.path), mtime)
+cfg = model.config
+K = model.codebook_sizes[0]
+D = cfg.vq.dim
+h, w = model.latent_shape
+is_rq = loaded.kind == "rq"
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def default_image(key: tuple, _model, _x) -> int:
+    _, psnr = analysis.reconstruct(_model, _x[:64])
+    return explain.pick_example(_x, psnr)
+
+
+@st.cache_resource(max_entries=256, show_spinner=False)
+def image_view(key: tuple, index: int, _model, _x) -> dict:
+    """Everything shown about one image (small tensors; shared by every session, never mutated)."""
+    x = _x[index]
+    tr = analysis.trace(_model, x)
+    steps = explain.quantize_steps(_model, tr.z_e)
+    out = {"trace": tr, "steps": steps, "terms": explain.loss_terms(_model, x[None])}
+    out["psnr"] = float(analysis.reconstruct(_model, x[None])[1][0])
+    if _model.config.kind == "rq":
+        out["coarse"] = analysis.coarse_to_fine(_model, x[None])
+    return out
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def model_view(key: tuple, _model) -> dict:
+    return {"tiles": analysis.code_tiles(_model, 0),
+            "random": analysis.random_code_images(_model, 6, seed=0),
+            "noise": analysis.gaussian_latent_images(_model, 6, seed=0),
+            "ste": explain.ste_gradients(seed=0)}
+
+
+n_val = len(data.val_x)
+arch = (f"conv encoder (strided convs + {cfg.res_blocks} residual blocks, seed 000)" if cfg.arch == "conv"
+        else f"patch MLP (Conv2d with kernel = stride = {cfg.downsample}, seed 004)")
+depth_note = f", RQ depth {cfg.rq.depth} with codebooks {model.codebook_sizes}" if is_rq else ""
+st.markdown(
+    f"**{loaded.choice.label}**: {arch}; K = {K} codes of D = {D} numbers{depth_note}; "
+    f"a {cfg.image_size}x{cfg.image_size} image becomes a {h}x{w} grid of codes; beta = {cfg.vq.beta}, "
+    f"{'EMA' if cfg.vq.codebook == 'ema' else 'gradient-learned'} codebook, {cfg.vq.init} init, "
+    f"dead-code restart {'on' if cfg.vq.restart_dead else 'off'}.")
+
+url_int("learn_img", "img", default_image(key, model, data.val_x), 0, n_val - 1)
+url_int("learn_row", "row", h // 2, 0, h - 1)
+url_int("learn_col", "col", w // 2, 0, w - 1)
+
+pick, info = st.columns([3, 2])
+index = pick.slider("Validation image", 0, n_val - 1, key="learn_img",
+                    help="Any image of the held-out set; the URL keeps your choice so you can share it.")
+st.query_params["img"] = str(index)
+if data.val_y is not None and data.class_names:
+    info.markdown(f"<br>Label: **{data.class_names[int(data.val_y[index])]}**", unsafe_allow_html=True)
+
+view = image_view(key, index, model, data.val_x)
+tr = view["trace"]
+first = view["steps"][0]  # depth 1 as the quantiser compares it (equal to tr.flat / tr.dist for a plain VQ)
+layer0 = model.quantizer.layer(0) if is_rq else model.quantizer
+mv = model_view(key, model)
+
+# ------------------------------------------------------------------------------- 1. the pipeline
+st.header("1 · The pipeline, with this model's real tensors")
+B, C, H, W = tr.x.shape
+N = first.compared.shape[0]
+stages = st.columns(7)
+codes_np = first.codes[0].numpy()
+with stages[0]:
+    st.markdown("**image x**")
+    st.markdown(f"`{tuple(tr.x.shape)}`  \n(B, C, H, W)")
+    st.image(state.crisp(tr.x[0], 120))
+with stages[1]:
+    st.markdown("**→ encoder: z_e**")
+    st.markdown(f"`{tuple(tr.z_e.shape)}`  \n(B, D, h, w)")
+    st.image(state.crisp(fg.channel_mosaic(tr.z_e[0], 4), 120))
+with stages[2]:
+    st.markdown("**→ flatten**")
+    st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
+    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", px(190), "RdBu"), config={"displayModeBar": False})
+with stages[3]:
+    st.markdown(f"**→ distances to {K} codes**")
+    st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
+    st.plotly_chart(fg.matrix(first.dist.numpy(), "code", "vector", px(190), "Viridis",
+                              marks=first.codes.flatten().numpy()), config={"displayModeBar": False})
+with stages[4]:
+    st.markdown("**→ argmin: codes**")
+    st.markdown(f"`{tuple(first.codes[0].shape)}`  \n(h, w) integers")
+    st.plotly_chart(fg.code_maps([codes_np], K, cell_px=px(19)), config={"displayModeBar": False})
+with stages[5]:
+    st.markdown("**→ look up: z_q**")
+    st.markdown(f"`{tuple(tr.z_q.shape)}`  \n(B, D, h, w)")
+    st.image(state.crisp(fg.channel_mosaic(tr.z_q[0], 4), 120))
+with stages[6]:
+    st.markdown("**→ decoder: x̂**")
+    st.markdown(f"`{tuple(tr.x_hat.shape)}`  \n(B, C, H, W)")
+    st.image(state.crisp(tr.x_hat[0], 120))
+    st.markdown(f"PSNR **{view['psnr']:.1f} dB**")
+st.caption(f"Follow the shapes: the encoder turns {H}x{W} pixels into {h}x{w} vectors of {D} numbers; each of the "
+           f"{N} rows is compared with all {K} codes (dark = close; the amber dot is each row's argmin), and the "
+           f"decoder only ever sees the {h * w} chosen codes{' (summed over depths)' if is_rq else ''}.")
+
+# --------------------------------------------------------------------- 2. one vector, snapped
+st.header("2 · Snap one latent vector to its nearest code")
+
+
+def on_cell_click() -> None:
+    points = st.session_state["learn_cellmap"].selection.points
+    if points:
+        st.session_state["learn_row"] = int(points[0]["y"])
+        st.session_state["learn_col"] = int(points[0]["x"])
+
+
+left, mid, right = st.columns([1.05, 1.6, 1.0])
+with left:
+    rc1, rc2 = st.columns(2)
+    row = rc1.number_input("Row", 0, h - 1, key="learn_row", step=1)
+    col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
+    st.query_params["row"], st.query_params["col"] = str(row), str(col)
+    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), px(300)), key="learn_cellmap",
+                    on_select=on_cell_click, selection_mode="points", width="content",
+                    config={"displayModeBar": False})
+    st.caption("The code map: click a cell (or type its row and column) to follow its vector.")
+
+cell = row * w + col
+dist = first.dist[cell].numpy()
+code = int(codes_np[row, col])
+order = np.argsort(dist)
+runner = int(order[1]) if K > 1 else code
+with mid:
+    st.markdown(f"Cell ({row}, {col}) → **code #{code}** at squared distance **{dist[code]:.3f}**; "
+                f"runner-up #{runner} at {dist[runner]:.3f}.")
+    st.plotly_chart(fg.distance_bars(dist, code, px(290)), config={"displayModeBar": False})
+    st.caption("Its squared distance to every code: the shortest bar (amber) wins, and only its id is kept.")
+with right:
+    st.markdown(f"**Code #{code} decoded alone**")
+    st.image(state.crisp(mv["tiles"][code], 150))
+    e = layer0.vectors()[code].detach()
+    st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, px(200)),
+                    config={"displayModeBar": False})
+    st.caption("What this code paints by itself (seed 004's trick), and the vector beside the code it snapped to.")
+
+parts = explain.distance_parts(first.compared[cell], e)
+st.markdown("**The distance trick** (seed 000): expanding |x − e|² = |x|² − 2x·e + |e|² turns all "
+            f"{N}x{K} distances into one matrix multiply. For this cell and code #{code}:")
+st.code(f"dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ e.T + e.pow(2).sum(1)\n"
+        f"{parts.x_sq:.4f} - {-parts.cross:.4f} + {parts.e_sq:.4f} = {parts.expanded:.4f}"
+        f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python")
+
+if is_rq:
+    st.subheader("Residual quantisation, depth by depth (seed 002)")
+    cells = explain.cell_steps(view["steps"], row, col)
+    rq = cfg.rq
+    st.markdown(
+        f"Depth 1 picks the nearest code to z_e; depth 2 quantises what is left, r₁ = z_e − q₁; and so on. "
+        f"The decoder sees q₁ + q₂ + … . This model: {rq.depth} depths, codebooks {model.codebook_sizes}"
+        f"{' (one shared)' if rq.shared else ''}, residual normalisation {'on' if rq.norm_residual else 'off'}"
+        f" (seed 002 suggests a LayerNorm-like rescale of each residual), progressive training "
+        f"{f'every {rq.progressive_steps} steps' if rq.progressive_steps else 'off'}.")
+    table = {"depth": [c.depth for c in cells], "code": [f"#{c.code}" for c in cells],
+             "distance": [round(c.distance, 4) for c in cells],
+             "|residual| before": [round(c.residual_norm, 4) for c in cells],
+             "|residual| after": [round(c.left_norm, 4) for c in cells]}
+    st.dataframe(table, hide_index=True)
+    st.caption(f"Cell ({row}, {col}): each depth removes part of what is left, so the residual shrinks depth by depth.")
+    psnrs = [float(psnr_per_image(tr.x, c)[0]) for c in view["coarse"]]
+    cols = st.columns(len(view["coarse"]) + 1)
+    cols[0].image(state.crisp(tr.x[0], 110), caption="original")
+    for d, (c, im) in enumerate(zip(cols[1:], view["coarse"])):
+        c.image(state.crisp(im[0], 110), caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB")
+    st.caption("The whole image decoded from the first d depths only: coarse shapes first, details later.")
+    st.code("loss = recon + sum_d |sg[r_{d-1}] - e_d|^2 + beta * sum_d |r_{d-1} - sg[e_d]|^2   # summed over depths",
+            language="python")
+
+# -------------------------------------------------------------------------- 3. losses and STE
+st.header("3 · What training minimises, and how the gradient skips the argmin")
+t = view["terms"]
+st.markdown("Each term in one line, with its value on this image. The argmin has no gradient, so each part "
+            "of the model learns from a different term:")
+ema = cfg.vq.codebook == "ema"
+lines = [
+    ("recon = F.mse_loss(x_hat, x) / data_variance",
+     f"**{t['recon']:.5f}**: reconstruction, trains encoder and decoder (data_variance = {cfg.data_variance:g}; "
+     "seed 000 divides by the training set's variance)"),
+    ("codebook = F.mse_loss(e, z_e.detach())",
+     "|sg[z_e] − e|²: pulls each code towards its vectors; " + (
+         "**EMA codebook here**: codes move by running averages instead, so this term is 0" if ema
+         else f"**{t['codebook']:.5f}**")),
+    ("commit = beta * F.mse_loss(z_e, e.detach())",
+     f"β|z_e − sg[e]|²: keeps the encoder near its codes: {cfg.vq.beta:g} x **{t['commit']:.5f}**"),
+    ("z_q = z_e + (z_q - z_e).detach()",
+     "straight-through (paper): forward uses z_q, backward copies the decoder's gradient onto z_e"),
+    ("z_q = z_q + (z_e - z_e.detach())",
+     "seed 004's variant: same forward value, and the gradient reaches the codebook too"),
+]
+for line, what in lines:
+    code_part, text_part = st.columns([1, 1.2])
+    code_part.code(line, language="python")
+    text_part.markdown(what)
+st.caption(f"sg[...] is stop-gradient, .detach() in PyTorch. This model trains with the "
+           f"{'paper' if cfg.vq.ste == 'paper' else 'seed 004'} form of the straight-through estimator.")
+ste_table, ste_text = st.columns([1, 1.2])
+with ste_table:
+    ste = mv["ste"]
+    st.markdown("**Where the decoder's gradient goes** (a toy vector, computed now):")
+    st.dataframe({"form": ["paper", "seed 004"],
+                  "output = e": [ste[f]["forward_error"] < 1e-6 for f in ("paper", "seed004")],
+                  "|grad| on z_e": [round(ste[f]["grad_z_e"], 3) for f in ("paper", "seed004")],
+                  "|grad| on e": [round(ste[f]["grad_e"], 3) for f in ("paper", "seed004")]},
+                 hide_index=True)
+with ste_text:
+    st.markdown("<br>", unsafe_allow_html=True)
+    st.caption("Both forms decode exactly the code; the paper's sends no reconstruction gradient to the codebook "
+               "(it learns from the codebook loss or EMA), seed 004's sends it to both.")
+
+# ------------------------------------------------------------------- 4. AE / VAE / VQ-VAE, prior
+st.header("4 · A VQ-VAE is an autoencoder plus a prior over a small image of codes")
+tab_col, prior_col = st.columns([1.25, 1])
+with tab_col:
+    st.markdown(COMPARE_TABLE)
+    st.caption("Read across a row: only the VQ-VAE's latent is a small image of integers, which is what makes "
+               "a separate prior possible.")
+with prior_col:
+    st.markdown(
+        f"1. Train the encoder and decoder (this model): a {H}x{W} image ↔ a {h}x{w} **small image** of code ids.\n"
+        f"2. Train a PixelCNN on the small images: which code comes next, given the ones before.\n"
+        f"3. Generate: sample a small image from the PixelCNN, decode it. Swap the PixelCNN for a transformer or "
+        f"diffusion model and you are close to Stable Diffusion's recipe (seed 001).")
+    a, b = st.columns(2)
+    a.image(state.crisp(analysis.image_grid(mv["random"], 3), 150), caption="uniformly random codes, decoded")
+    b.image(state.crisp(analysis.image_grid(mv["noise"], 3), 150), caption="N(0, 1) noise decoded (seed 003)")
+    st.caption("Without a prior, neither random codes nor Gaussian noise decode to a plausible image: "
+               "that is the prior's job.")
+    st.page_link("pages/sample.py", label="Sample from the trained prior", icon="🎲")

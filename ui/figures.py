@@ -1,0 +1,302 @@
+"""Plotly figures and small image compositions shared by the Learn, Reconstruct and Codebook pages.
+
+One colour per code id on every page (`code_colors`), amber for "the nearest code", red for dead
+codes, so a class learns the colours once. Pure plotting: the numbers come from vqdemo.
+"""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import io
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from PIL import Image
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+from vqdemo.analysis import image_grid
+from vqdemo.images import to_uint8
+
+ARGMIN = "#f59e0b"    # the nearest code / the picked thing
+SELECT = "#111827"    # outline of the selected cell
+DEAD = "#dc2626"      # codes no vector picked
+NEUTRAL = "#9ca3af"
+LABEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+FONT = dict(family="Source Sans Pro, sans-serif")
+
+
+@lru_cache(maxsize=32)
+def code_colors(k: int) -> tuple[str, ...]:
+    """K distinct-ish colours, the same for a code id on every page: golden-angle hues, three lightnesses."""
+    out = []
+    for i in range(k):
+        hue = (i * 0.381966) % 1.0
+        light = (0.50, 0.38, 0.62)[i % 3]
+        r, g, b = colorsys.hls_to_rgb(hue, light, 0.70)
+        out.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
+    return tuple(out)
+
+
+def _ink(color: str) -> str:
+    """Black or white text, whichever reads on `color`."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#ffffff"
+
+
+def code_colorscale(k: int) -> list[list]:
+    """A stepped colourscale: z = code id (with zmin=-0.5, zmax=k-0.5) gets exactly that code's colour."""
+    scale = []
+    for i, c in enumerate(code_colors(k)):
+        scale += [[i / k, c], [(i + 1) / k, c]]
+    return scale
+
+
+def _layout(fig: go.Figure, height: int, width: int | None = None, title: str | None = None, **kw) -> go.Figure:
+    margin = kw.pop("margin", dict(l=8, r=8, t=36 if title else 8, b=8))
+    fig.update_layout(height=height, width=width, margin=margin,
+                      title=dict(text=title, font=dict(size=14)) if title else None, font=FONT,
+                      showlegend=kw.pop("showlegend", False), **kw)
+    return fig
+
+
+def png_uri(image: np.ndarray) -> str:
+    """uint8 (H, W) or (H, W, 3) -> a data: URI (a PNG is far smaller than Plotly's nested lists)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# ----------------------------------------------------------------------------------------- code maps
+
+def code_maps(maps: Sequence[np.ndarray], k: int, titles: Sequence[str] | None = None, cell_px: int = 22,
+              max_text_cells: int = 12) -> go.Figure:
+    """One coloured grid per code map (h, w), side by side; hover shows row, column and code id."""
+    n = len(maps)
+    h, w = maps[0].shape
+    fig = make_subplots(1, n, subplot_titles=list(titles) if titles else None, horizontal_spacing=0.02)
+    show_text = max(h, w) <= max_text_cells
+    for i, m in enumerate(maps):
+        fig.add_trace(go.Heatmap(
+            z=m, zmin=-0.5, zmax=k - 0.5, colorscale=code_colorscale(k), showscale=False,
+            texttemplate="%{z}" if show_text else None, textfont=dict(size=10),
+            hovertemplate=f"{titles[i] if titles else ''}<br>row %{{y}}, col %{{x}}<br>code #%{{z}}<extra></extra>",
+            xgap=1, ygap=1), 1, i + 1)
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=i + 1)
+        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
+                         scaleanchor=f"x{i + 1 if i else ''}", row=1, col=i + 1)
+    fig.update_annotations(font_size=11)
+    return _layout(fig, height=h * cell_px + (44 if titles else 16), width=max(240, n * (w * cell_px + 10)))
+
+
+def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | None, px: int = 300) -> go.Figure:
+    """A code map as square markers (Plotly returns clicks on scatter points, not on heatmaps).
+
+    customdata of each point is [row, col]; the selected cell gets a thick outline.
+    """
+    h, w = codes.shape
+    rows, cols = np.divmod(np.arange(h * w), w)
+    ids = codes.reshape(-1)
+    colors = np.array(code_colors(k))[ids]
+    cell = (px - 16) / max(h, w)
+    fig = go.Figure(go.Scatter(
+        x=cols, y=rows, mode="markers+text" if max(h, w) <= 12 else "markers",
+        text=[str(i) for i in ids], textfont=dict(color=[_ink(c) for c in colors], size=11),
+        marker=dict(symbol="square", size=cell * 0.92, color=colors, line=dict(width=0)),
+        customdata=np.stack([rows, cols], 1),
+        hovertemplate="row %{customdata[0]}, col %{customdata[1]}<br>code #%{text}<extra>click to follow</extra>",
+        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
+    ))
+    if selected is not None:
+        r, c = selected
+        fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
+                      line=dict(color=SELECT, width=4), fillcolor="rgba(0,0,0,0)")
+    fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True)
+    fig.update_yaxes(range=[h - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True)
+    return _layout(fig, height=px, width=px, dragmode=False, clickmode="event+select")
+
+
+def matrix(m: np.ndarray, x_title: str, y_title: str, height: int, colorscale: str = "Viridis",
+           marks: np.ndarray | None = None, hover: str = "%{z:.3f}") -> go.Figure:
+    """A tensor drawn as a heatmap (rows down); `marks` (one column per row) puts an amber dot on it."""
+    fig = go.Figure(go.Heatmap(z=m, colorscale=colorscale, showscale=False,
+                               hovertemplate=f"{y_title} %{{y}}, {x_title} %{{x}}: {hover}<extra></extra>"))
+    if marks is not None:
+        fig.add_trace(go.Scatter(x=marks, y=np.arange(len(marks)), mode="markers", hoverinfo="skip",
+                                 marker=dict(color=ARGMIN, size=5, line=dict(color="black", width=0.5))))
+    fig.update_xaxes(title=dict(text=x_title, font=dict(size=11)), showticklabels=False, showgrid=False)
+    fig.update_yaxes(title=dict(text=y_title, font=dict(size=11)), showticklabels=False, showgrid=False,
+                     autorange="reversed")
+    return _layout(fig, height=height, margin=dict(l=28, r=4, t=4, b=28))
+
+
+# ------------------------------------------------------------------------------------------ distances
+
+def distance_bars(dist: np.ndarray, chosen: int, height: int = 300) -> go.Figure:
+    """Squared distance from one latent vector to every code; the argmin in amber."""
+    k = len(dist)
+    colors = [ARGMIN if i == chosen else NEUTRAL for i in range(k)]
+    fig = go.Figure(go.Bar(x=np.arange(k), y=dist, marker_color=colors, marker_line_width=0,
+                           hovertemplate="code #%{x}<br>|z_e - e|² = %{y:.4f}<extra></extra>"))
+    fig.add_annotation(x=chosen, y=float(dist[chosen]), text=f"argmin: #{chosen}", showarrow=True, arrowhead=2,
+                       ay=-40, font=dict(color="#92400e", size=13), arrowcolor=ARGMIN, bgcolor="rgba(255,255,255,0.8)")
+    fig.update_xaxes(title="code id", range=[-0.5, k - 0.5])
+    fig.update_yaxes(title="squared distance", rangemode="tozero")
+    return _layout(fig, height=height, bargap=0.1)
+
+
+def vector_compare(z: np.ndarray, e: np.ndarray, code: int, k: int, height: int = 220) -> go.Figure:
+    """The encoder's vector beside the code it snaps to, dimension by dimension."""
+    d = np.arange(len(z))
+    fig = go.Figure([
+        go.Bar(x=d, y=z, name="z_e (encoder)", marker_color=NEUTRAL),
+        go.Bar(x=d, y=e, name=f"e_{code} (code)", marker_color=code_colors(k)[code]),
+    ])
+    fig.update_xaxes(title="dimension")
+    return _layout(fig, height=height, showlegend=True, barmode="group",
+                   legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(l=8, r=8, t=40, b=8))
+
+
+# ---------------------------------------------------------------------------------------------- usage
+
+def usage_bars(counts: np.ndarray, perplexity: float, height: int = 320) -> go.Figure:
+    """Codes ranked by use; dead codes (never picked) marked red; perplexity and codes used against K."""
+    k = len(counts)
+    order = np.argsort(-counts, kind="stable")
+    ranked = counts[order]
+    used = int((counts > 0).sum())
+    colors = np.array(code_colors(k))[order]
+    fig = go.Figure(go.Bar(x=np.arange(1, k + 1), y=ranked, marker_color=colors, marker_line_width=0,
+                           customdata=order, hovertemplate="code #%{customdata}: %{y} uses<extra></extra>"))
+    dead = order[ranked == 0]
+    if len(dead):
+        fig.add_vrect(x0=used + 0.5, x1=k + 0.5, fillcolor=DEAD, opacity=0.08, line_width=0)
+        fig.add_trace(go.Scatter(x=np.arange(used + 1, k + 1), y=np.zeros(len(dead)), mode="markers",
+                                 marker=dict(symbol="x", color=DEAD, size=7), customdata=dead,
+                                 hovertemplate="code #%{customdata}: dead (0 uses)<extra></extra>"))
+        fig.add_annotation(x=(used + k + 1) / 2, y=1, yref="paper", text=f"{len(dead)} dead", showarrow=False,
+                           font=dict(color=DEAD, size=13))
+    fig.add_vline(x=perplexity + 0.5, line=dict(color=ARGMIN, dash="dash", width=2))
+    fig.add_annotation(x=perplexity + 0.5, y=0.9, yref="paper", text=f"perplexity {perplexity:.1f}",
+                       showarrow=False, xanchor="left", font=dict(color="#92400e"), bgcolor="rgba(255,255,255,0.8)")
+    even = counts.sum() / k
+    fig.add_hline(y=even, line=dict(color="#6b7280", dash="dot", width=1))
+    fig.add_annotation(x=k, y=even, text="even use", showarrow=False, xanchor="right", yanchor="bottom",
+                       font=dict(color="#6b7280", size=11))
+    fig.update_xaxes(title=f"codes ranked by use (K = {k})", range=[0.5, k + 0.5])
+    fig.update_yaxes(title="vectors that picked it")
+    return _layout(fig, height=height, bargap=0.05)
+
+
+def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int, tile_px: int,
+                selected: int | None = None) -> go.Figure:
+    """Each code decoded alone, in `order`, as one image: a code-coloured frame when used, dead codes
+    tinted and framed red, the selected code framed amber. customdata of the hover points is the code id."""
+    k, c, th, tw = tiles.shape
+    imgs = tiles[torch.as_tensor(order)].clamp(0, 1).expand(-1, 3, -1, -1).clone()  # (K, 3, H, W)
+    dead = torch.as_tensor(counts[order] == 0)
+    red = torch.tensor([0.86, 0.15, 0.15])[:, None, None]
+    imgs[dead] = 0.45 * imgs[dead] + 0.55 * red
+    frame = 2
+    framed = torch.ones(len(order), 3, th + 2 * frame, tw + 2 * frame)
+    colors = code_colors(k)
+    for i, code in enumerate(order):
+        hexc = DEAD if dead[i] else (ARGMIN if code == selected else colors[code])
+        framed[i] = torch.tensor([int(hexc[j:j + 2], 16) / 255 for j in (1, 3, 5)])[:, None, None]
+    framed[:, :, frame:-frame, frame:-frame] = imgs
+    grid = image_grid(framed, nrow=ncol, pad=1, fill=1.0)                  # (3, H', W')
+    pic = to_uint8(grid)
+    pic = np.ascontiguousarray(pic if pic.ndim == 3 else np.repeat(pic[..., None], 3, -1))
+    height, width = pic.shape[:2]
+    step = th + 2 * frame + 1
+    rows, cols = np.divmod(np.arange(len(order)), ncol)
+    fig = go.Figure(go.Image(source=png_uri(pic), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=1 + cols * step + step / 2, y=1 + rows * step + step / 2, mode="markers",
+        marker=dict(symbol="square", size=tile_px, opacity=0.01, color="white"), customdata=order,
+        text=[f"{int(n)} uses" if n else "dead: never used" for n in counts[order]],
+        hovertemplate="code #%{customdata}<br>%{text}<extra>click to pick</extra>",
+        selected=dict(marker=dict(opacity=0.01)), unselected=dict(marker=dict(opacity=0.01)),
+    ))
+    scale = tile_px / step
+    fig.update_xaxes(visible=False, range=[0, width])
+    fig.update_yaxes(visible=False, range=[height, 0])
+    return _layout(fig, height=int(height * scale) + 16, width=int(width * scale) + 16, dragmode=False,
+                   clickmode="event+select")
+
+
+# -------------------------------------------------------------------------------------------- 2-D maps
+
+def map_2d(points: np.ndarray, codebook: np.ndarray, point_codes: np.ndarray, point_labels: np.ndarray,
+           counts: np.ndarray, by: str, class_names: Sequence[str] | None, height: int = 460,
+           method: str = "PCA") -> go.Figure:
+    """Encoder outputs (dots) around the codebook vectors (diamonds, dead ones red crosses) in 2-D.
+
+    by="code": dots take their code's colour (each dot should sit by its diamond); by="label": the
+    digit or class of the image the dot came from.
+    """
+    k = len(codebook)
+    fig = go.Figure()
+    if by == "label" and (point_labels >= 0).any():
+        for lab in np.unique(point_labels):
+            sel = point_labels == lab
+            name = class_names[lab] if class_names and 0 <= lab < len(class_names) else str(lab)
+            fig.add_trace(go.Scattergl(x=points[sel, 0], y=points[sel, 1], mode="markers", name=name,
+                                       marker=dict(size=4, opacity=0.55, color=LABEL_COLORS[int(lab) % 10]),
+                                       customdata=point_codes[sel],
+                                       hovertemplate=f"{name}<br>code #%{{customdata}}<extra></extra>"))
+    else:
+        fig.add_trace(go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name="encoder outputs",
+                                   marker=dict(size=4, opacity=0.5, color=np.array(code_colors(k))[point_codes]),
+                                   customdata=point_codes, hovertemplate="encoder output → code #%{customdata}<extra></extra>"))
+    alive = counts > 0
+    ids = np.arange(k)
+    fig.add_trace(go.Scatter(x=codebook[alive, 0], y=codebook[alive, 1], mode="markers", name="codebook vectors",
+                             marker=dict(symbol="diamond", size=11, color=np.array(code_colors(k))[alive],
+                                         line=dict(color="black", width=1.2)),
+                             customdata=np.stack([ids[alive], counts[alive]], 1),
+                             hovertemplate="code #%{customdata[0]}<br>%{customdata[1]} uses<extra></extra>"))
+    if (~alive).any():
+        fig.add_trace(go.Scatter(x=codebook[~alive, 0], y=codebook[~alive, 1], mode="markers", name="dead codes",
+                                 marker=dict(symbol="x", size=10, color=DEAD, line=dict(color="white", width=0.5)),
+                                 customdata=ids[~alive], hovertemplate="code #%{customdata}: dead<extra></extra>"))
+    fig.update_xaxes(title=f"{method} 1", showticklabels=False, zeroline=False)
+    fig.update_yaxes(title=f"{method} 2", showticklabels=False, zeroline=False)
+    return _layout(fig, height=height, showlegend=True, legend=dict(orientation="h", y=-0.08, x=0))
+
+
+def psnr_by_depth(psnrs: Sequence[float], height: int = 240) -> go.Figure:
+    """RQ: image quality as depths are added (coarse to fine)."""
+    d = np.arange(1, len(psnrs) + 1)
+    fig = go.Figure(go.Scatter(x=d, y=list(psnrs), mode="lines+markers+text", text=[f"{p:.1f}" for p in psnrs],
+                               textposition="top center", line=dict(color=ARGMIN, width=3),
+                               hovertemplate="depths 1..%{x}: %{y:.2f} dB<extra></extra>"))
+    fig.update_xaxes(title="depths used", dtick=1)
+    fig.update_yaxes(title="PSNR (dB)")
+    return _layout(fig, height=height)
+
+
+# ------------------------------------------------------------------------------------ images to show
+
+def channel_mosaic(z: Tensor, ncol: int | None = None) -> Tensor:
+    """A latent (D, h, w) as D small grey maps, each scaled to its own range: (1, H', W')."""
+    lo = z.flatten(1).min(1).values[:, None, None]
+    hi = z.flatten(1).max(1).values[:, None, None]
+    maps = ((z - lo) / (hi - lo).clamp_min(1e-8))[:, None]  # (D, 1, h, w)
+    return image_grid(maps, nrow=ncol, pad=1, fill=1.0)
+
+
+def overlay_cells(image: Tensor, mask: Tensor, color: str, alpha: float = 0.45) -> Tensor:
+    """Tint the pixels under the latent cells where mask (h, w) is true: (C, H, W) -> (3, H, W)."""
+    c, hh, ww = image.shape
+    h, w = mask.shape
+    fy, fx = -(-hh // h), -(-ww // w)
+    m = mask.float().repeat_interleave(fy, 0).repeat_interleave(fx, 1)[:hh, :ww]  # (h, w) -> (H, W)
+    rgb = image.expand(3, -1, -1) if c == 1 else image
+    tint = torch.tensor([int(color[j:j + 2], 16) / 255 for j in (1, 3, 5)])[:, None, None]
+    return rgb * (1 - alpha * m) + tint * alpha * m

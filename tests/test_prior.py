@@ -1,12 +1,18 @@
 """Priors over code maps: causality without a blind spot, learning, and sampling behaviour."""
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vqdemo.prior import GatedPixelCNN, PriorConfig, PriorError, RQPrior, build_prior
+from vqdemo import runs
+from vqdemo.data import DataConfig
+from vqdemo.models import ModelConfig, build_model
+from vqdemo.prior import (GatedPixelCNN, PriorConfig, PriorError, RQPrior, build_prior, load_prior, prior_config_for,
+                          sample_images, train_prior)
+from vqdemo.quantize import QuantizerConfig, ResidualConfig
 
 torch.set_num_threads(1)
 
@@ -113,6 +119,7 @@ def fit(m, codes, labels=None, steps: int = 150, lr: float = 3e-3) -> None:
     assert metrics["nll_bits"] == pytest.approx(loss.item() / math.log(2))
 
 
+@pytest.mark.slow
 def test_pixelcnn_learns_stripes():
     m = model(small(sizes=(16,)))
     before = m.validate(stripes(128, 16, 1), None, batch_size=64)
@@ -124,6 +131,7 @@ def test_pixelcnn_learns_stripes():
     assert after["uniform_bits_per_image"] == pytest.approx(4 * H * W)
 
 
+@pytest.mark.slow
 def test_rq_prior_learns_stripes_and_depth_rule():
     top = stripes(512 + 128, 8, 0)
     codes = torch.stack([top, top % 4], dim=1)  # depth 1 is a function of depth 0 at the same position
@@ -209,3 +217,55 @@ def test_config_and_safetensors_round_trip(tmp_path):
     again = build_prior(PriorConfig(**cfg.to_dict())).eval()
     again.load_state_dict(load_file(tmp_path / "prior.safetensors"))
     assert torch.equal(m.sample(3, seed=4, labels=torch.tensor(1)), again.sample(3, seed=4, labels=torch.tensor(1)))
+
+
+# Glue: a prior for an autoencoder run folder.
+
+
+@pytest.fixture(scope="module")
+def ae_runs(tmp_path_factory):
+    """Untrained VQ-VAE and RQ-VAE runs on a 200-image slice of the sklearn digits (offline, labelled)."""
+    data = asdict(DataConfig(name="digits", max_images=200))
+    out = {}
+    for kind in ("vq", "rq", "vae"):
+        cfg = ModelConfig(kind=kind, hidden=16, res_blocks=0, res_hidden=4, vq=QuantizerConfig(k=16, dim=8),
+                          rq=ResidualConfig(depth=2, codebook_sizes=[8, 4]))
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp(kind)
+        meta = {"model": cfg.to_dict(), "data": data}
+        runs.write_json(path / "config.json", meta)
+        runs.save_weights(path / runs.WEIGHTS, build_model(cfg), meta)
+        out[kind] = path
+    return out
+
+
+@pytest.mark.parametrize("kind", ["vq", "rq"])
+def test_train_load_and_sample_images(ae_runs, kind):
+    ae, _ = runs.load_model(ae_runs[kind])
+    cfg = prior_config_for(ae, 10, channels=8, layers=2)
+    events = []
+    out = train_prior(ae_runs[kind], steps=3, prior_cfg=cfg, on_event=events.append, batch_size=16)
+    assert out == ae_runs[kind] / "prior" and (out / "model.safetensors").is_file()
+    assert events[-1]["type"] == "end" and events[-1]["state"] == "done"
+    assert any(e["type"] == "val" and "bits_per_code" in e for e in events)
+    prior, meta = load_prior(ae_runs[kind])
+    assert prior.config == cfg and meta["role"] == "prior" and meta["data"]["name"] == "digits"
+    images = sample_images(ae_runs[kind], 3, seed=1, label=4)
+    assert images.shape == (3, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+    assert torch.equal(images, sample_images((ae, prior), 3, seed=1, label=4))
+    with pytest.raises(ValueError):
+        sample_images((ae, prior), 3, label=10)
+
+
+def test_prior_glue_refuses_what_does_not_fit(ae_runs, tmp_path):
+    with pytest.raises(ValueError, match="no discrete codes"):
+        train_prior(ae_runs["vae"], steps=1)
+    with pytest.raises(ValueError, match="autoencoder makes"):
+        train_prior(ae_runs["vq"], steps=1, prior_cfg=small(sizes=(8,)))
+    with pytest.raises(ValueError, match="no trained prior"):
+        load_prior(tmp_path)
+    meta = runs.read_json(ae_runs["vq"] / "config.json")
+    del meta["data"]
+    runs.save_weights(tmp_path / runs.WEIGHTS, runs.load_model(ae_runs["vq"])[0], meta)
+    with pytest.raises(ValueError, match="no data config"):
+        train_prior(tmp_path, steps=1)

@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import runs
+from .data import DataConfig, load_data
+from .train import Control, TrainConfig, train
+
 KINDS = ("pixelcnn", "rq")
+PRIOR_DIR = "prior"  # an autoencoder run keeps its prior in <run>/prior/
 
 
 class PriorError(ValueError):
@@ -48,22 +55,22 @@ class PriorConfig:
         if self.kind not in KINDS:
             raise PriorError(f"PriorConfig.kind must be one of {KINDS}, got {self.kind!r}.")
         sizes = list(self.codebook_sizes)
-        if not sizes or any(not _is_int(k) or k < 2 for k in sizes):
-            raise PriorError(f"codebook_sizes must be a non-empty list of ints >= 2, got {self.codebook_sizes!r}.")
+        if not 1 <= len(sizes) <= 16 or any(not _is_int(k) or not 2 <= k <= 65536 for k in sizes):
+            raise PriorError(f"codebook_sizes must be 1 to 16 ints in [2, 65536], got {self.codebook_sizes!r}.")
         if self.kind == "pixelcnn" and len(sizes) != 1:
             raise PriorError(
                 f"a pixelcnn prior models one code per position, so codebook_sizes needs one entry, got {sizes}; "
                 "use kind='rq' for residual code stacks."
             )
         self.codebook_sizes = [int(k) for k in sizes]
-        for name in ("height", "width", "channels", "layers"):
+        for name, top in (("height", 64), ("width", 64), ("channels", 1024), ("layers", 32)):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise PriorError(f"PriorConfig.{name} must be an int >= 1, got {value!r}.")
-        if not _is_int(self.kernel) or self.kernel < 3 or self.kernel % 2 == 0:
-            raise PriorError(f"PriorConfig.kernel must be an odd int >= 3, got {self.kernel!r}.")
-        if self.num_classes is not None and (not _is_int(self.num_classes) or self.num_classes < 1):
-            raise PriorError(f"PriorConfig.num_classes must be None or an int >= 1, got {self.num_classes!r}.")
+            if not _is_int(value) or not 1 <= value <= top:
+                raise PriorError(f"PriorConfig.{name} must be an int in [1, {top}], got {value!r}.")
+        if not _is_int(self.kernel) or not 3 <= self.kernel <= 15 or self.kernel % 2 == 0:
+            raise PriorError(f"PriorConfig.kernel must be an odd int in [3, 15], got {self.kernel!r}.")
+        if self.num_classes is not None and (not _is_int(self.num_classes) or not 1 <= self.num_classes <= 10_000):
+            raise PriorError(f"PriorConfig.num_classes must be None or an int in [1, 10000], got {self.num_classes!r}.")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise PriorError(f"PriorConfig.dropout must be in [0, 1), got {self.dropout!r}.")
 
@@ -205,7 +212,8 @@ class GatedStack(nn.Module):
         for l, layer in enumerate(self.layers):
             h_pad = s.h_in[l][:, :, :, j : j + r + 1]  # (n, C, 1, r+1)
             h_in = s.h_in[l][:, :, :, r + j : r + j + 1]  # (n, C, 1, 1)
-            s.h_in[l + 1][:, :, :, r + j : r + j + 1] = layer.horizontal(h_pad, h_in, s.links[l][..., j : j + 1], s.conds[l])
+            link = s.links[l][..., j : j + 1]  # (n, 2C, 1, 1)
+            s.h_in[l + 1][:, :, :, r + j : r + j + 1] = layer.horizontal(h_pad, h_in, link, s.conds[l])
         return s.h_in[-1][:, :, 0, r + j]
 
     def write(self, s: _StackState, i: int, j: int, x: Tensor) -> None:
@@ -250,7 +258,8 @@ class _CodePrior(nn.Module):
         if not isinstance(codes, Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
             raise PriorError(f"the prior expects integer {what}, got {getattr(codes, 'dtype', type(codes))}.")
         if codes.dim() != len(shape) + 1 or tuple(codes.shape[1:]) != shape:
-            raise PriorError(f"the prior expects {what} of shape (B, {', '.join(map(str, shape))}), got {tuple(codes.shape)}.")
+            want = ", ".join(map(str, shape))
+            raise PriorError(f"the prior expects {what} of shape (B, {want}), got {tuple(codes.shape)}.")
         codes = codes.long()
         codes = codes[:, None] if cfg.kind == "pixelcnn" else codes
         for d, k in enumerate(cfg.codebook_sizes):
@@ -447,3 +456,140 @@ def build_prior(cfg: PriorConfig) -> _CodePrior:
     if not isinstance(cfg, PriorConfig):
         raise PriorError(f"build_prior needs a PriorConfig, got {type(cfg).__name__}.")
     return GatedPixelCNN(cfg) if cfg.kind == "pixelcnn" else RQPrior(cfg)
+
+
+# A prior for a trained autoencoder run: codes from its encoder, the one training loop, images from its decoder.
+
+
+def prior_config_for(ae: nn.Module, num_classes: int | None = None, **overrides) -> PriorConfig:
+    """The prior that fits an autoencoder's codes: pixelcnn for VQ, rq for RQ; overrides size the network."""
+    kind = _code_kind(ae)
+    h, w = ae.latent_shape
+    return PriorConfig(kind=kind, codebook_sizes=list(ae.codebook_sizes), height=h, width=w,
+                       num_classes=num_classes, **overrides)
+
+
+def _code_kind(ae: nn.Module) -> str:
+    if ae.config.kind not in ("vq", "rq"):
+        raise PriorError(f"a {ae.config.kind!r} model has no discrete codes, so it has no code prior; "
+                         "pick a VQ-VAE or RQ-VAE run (a VAE samples from its own N(0, I) prior).")
+    return "rq" if ae.config.kind == "rq" else "pixelcnn"
+
+
+def _check_fits(cfg: PriorConfig, ae: nn.Module) -> None:
+    want = prior_config_for(ae)
+    have = (cfg.kind, cfg.codebook_sizes, cfg.height, cfg.width)
+    need = (want.kind, want.codebook_sizes, want.height, want.width)
+    if have != need:
+        raise PriorError(f"the prior models (kind, codebook sizes, height, width) = {have} but the autoencoder "
+                         f"makes {need}; train a new prior for this autoencoder.")
+
+
+def encode_codes(ae: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
+    """Images (N, C, H, W) -> codes on the CPU, (N, h, w) for VQ or (N, D, h, w) for RQ, in batches."""
+    device = next(ae.parameters()).device
+    return torch.cat([ae.encode_codes(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def train_prior(
+    ae_dir: Path,
+    *,
+    seconds: float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    prior_cfg: PriorConfig | None = None,
+    control: Control | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+) -> Path:
+    """Fit a prior to the codes an autoencoder run gives its own dataset; write it to <ae_dir>/prior/.
+
+    The default prior is class-conditional when the dataset has labels. Training goes through the one loop
+    of train.py (seeds, pause/stop via `control`, events, best checkpoint by bits per code); how it ended
+    is in <ae_dir>/prior/status.json and the final "end" event. Returns <ae_dir>/prior.
+    """
+    ae_dir = Path(ae_dir)
+    ae, ae_meta = runs.load_model(ae_dir)
+    _code_kind(ae)
+    if not isinstance(ae_meta.get("data"), dict):
+        raise PriorError(f"{ae_dir} records no data config, so its dataset cannot be encoded; retrain the autoencoder.")
+    try:
+        data = load_data(DataConfig(**ae_meta["data"]))
+    except TypeError as e:
+        raise PriorError(f"{ae_dir} has an unreadable data config ({e}).") from None
+    labelled = data.train_y is not None and data.val_y is not None
+    cfg = prior_cfg or prior_config_for(ae, data.num_classes if labelled else None)
+    _check_fits(cfg, ae)
+    if cfg.num_classes is not None:
+        if not labelled:
+            raise PriorError(f"the prior is conditioned on {cfg.num_classes} classes but {data.name} has no labels; "
+                             "set num_classes=None.")
+        top = int(max(data.train_y.max(), data.val_y.max()))
+        if top >= cfg.num_classes:
+            raise PriorError(f"{data.name} has labels up to {top}, more than num_classes={cfg.num_classes} allows.")
+    train_y, val_y = (data.train_y, data.val_y) if cfg.num_classes is not None else (None, None)
+
+    torch.manual_seed(seed)  # the prior's initial weights
+    prior = build_prior(cfg)
+    out_dir = ae_dir / PRIOR_DIR
+    meta = {"role": "prior", "autoencoder": ae_meta.get("model"), "data": ae_meta["data"]}
+    train(
+        prior,
+        (encode_codes(ae, data.train_x), train_y),  # (N, C, H, W) -> (N, [D,] h, w)
+        (encode_codes(ae, data.val_x), val_y),
+        TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed, val_every=100),
+        out_dir=out_dir,
+        meta=meta,
+        control=control,
+        on_event=on_event,
+    )
+    return out_dir
+
+
+def load_prior(ae_dir: Path, which: str = runs.WEIGHTS) -> tuple[_CodePrior, dict]:
+    """<ae_dir>/prior/ -> (prior in eval mode, meta). Safetensors only; the config is checked before building."""
+    file = Path(ae_dir) / PRIOR_DIR / which
+    if not file.is_file():
+        raise runs.CheckpointError(f"{ae_dir} has no trained prior yet ({file} is missing): train one first.")
+    tensors, meta = runs.read_weights(file)
+    if not meta:
+        meta = runs.read_json(file.parent / "config.json")
+    if meta.get("role") != "prior":
+        raise runs.CheckpointError(f"{file} is not a prior checkpoint.")
+    try:
+        cfg = PriorConfig(**meta["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise runs.CheckpointError(f"{file} has no usable prior config ({e}).") from None
+    with torch.device("meta"):  # count parameters without allocating them
+        size = sum(p.numel() for p in build_prior(cfg).parameters())
+    if size > runs.MAX_PARAMS:
+        raise runs.CheckpointError(f"{file} describes a prior of {size:,} parameters: too large for this app.")
+    prior = build_prior(cfg)
+    runs.load_state(prior, tensors, str(file))
+    return prior.eval(), meta
+
+
+def sample_images(
+    source: Path | str | tuple[nn.Module, _CodePrior],
+    n: int = 16,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    label: int | None = None,
+) -> Tensor:
+    """Sample n code maps from the prior and decode them: (n, C, H, W) images in [0, 1].
+
+    source is an autoencoder run folder (loads both models) or an (autoencoder, prior) pair, which is what
+    a page that samples repeatedly should cache and pass. label None: random classes if conditional.
+    """
+    if isinstance(source, (str, Path)):
+        ae, prior = runs.load_model(source)[0], load_prior(source)[0]
+    else:
+        ae, prior = source
+    _check_fits(prior.config, ae)
+    if label is not None and not _is_int(label):
+        raise PriorError(f"label must be None or an int class index, got {label!r}.")
+    labels = None if label is None else torch.tensor(label)
+    codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels)
+    return ae.decode_codes(codes.to(next(ae.parameters()).device)).cpu()

@@ -1,0 +1,287 @@
+"""What the Paint and Sample pages compute: a student's own code canvas with undo, palette tiles as
+PNG data URLs, sensible blank and random code maps, sampling that keeps the code maps, the prior's
+NLL figures, and one background prior training that a page can watch.
+
+No streamlit here: the pages hold the widgets, this file holds the state and the math.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from . import runs
+from .analysis import usage
+from .images import to_uint8
+from .prior import PRIOR_DIR, PriorError, train_prior
+from .train import Control
+
+Grid = list[list[int]]  # h rows of w code ids
+
+
+class PaintError(ValueError):
+    """A code map that does not fit the model being painted; the message says what was expected."""
+
+
+def tile_urls(tiles: Tensor) -> list[str]:
+    """(K, C, H, W) images in [0, 1] -> K `data:image/png;base64,...` URLs for the grid painter's palette."""
+    out = []
+    for tile in tiles:
+        buf = io.BytesIO()
+        Image.fromarray(to_uint8(tile)).save(buf, format="PNG")
+        out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
+    return out
+
+
+def brightest_code(tiles: Tensor) -> int:
+    """The code whose decoded tile is brightest: on MNIST the "white ink" a student wants to paint with."""
+    return int(tiles.flatten(1).mean(1).argmax())
+
+
+def as_stack(codes: Tensor) -> Tensor:
+    """Code maps (N, h, w) (VQ) or (N, D, h, w) (RQ) -> (N, D, h, w), so both kinds are handled alike."""
+    return codes[:, None] if codes.dim() == 3 else codes
+
+
+def most_used(codes: Tensor, sizes: list[int]) -> list[int]:
+    """The most frequent code at each depth of (N, [D,] h, w) maps: the "background" of a dataset."""
+    stack = as_stack(codes)
+    return [int(usage(stack[:, d], k).argmax()) for d, k in enumerate(sizes)]
+
+
+def code_frequencies(codes: Tensor, sizes: list[int]) -> list[Tensor]:
+    """Per depth, how often each code appears, as probabilities (K_d,)."""
+    stack = as_stack(codes)
+    return [usage(stack[:, d], k).double() / stack[:, d].numel() for d, k in enumerate(sizes)]
+
+
+def blank_grid(code: int, h: int, w: int) -> Grid:
+    return [[int(code)] * w for _ in range(h)]
+
+
+def random_grid(probs: Tensor, h: int, w: int, seed: int) -> Grid:
+    """h x w codes drawn independently from `probs` (K,): the real code frequencies, but no structure."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.multinomial(probs.double(), h * w, replacement=True, generator=g).reshape(h, w).tolist()
+
+
+class Canvas:
+    """One student's code stack (D layers of h x w ids) with an undo history of whole stacks.
+
+    D is 1 for a VQ model and the RQ depth otherwise. It is plain lists, so it lives in a session's
+    state and never in a shared cache.
+    """
+
+    def __init__(self, layers: list[Grid], sizes: list[int], limit: int = 50):
+        self.sizes = list(sizes)
+        self.limit = limit
+        self.layers = self._checked(layers)
+        self.history: list[list[Grid]] = []
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.layers[0]), len(self.layers[0][0])
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self.history)
+
+    def layer(self, d: int) -> Grid:
+        return [row[:] for row in self.layers[d]]
+
+    def _checked(self, layers: list[Grid]) -> list[Grid]:
+        if len(layers) != len(self.sizes):
+            raise PaintError(f"expected {len(self.sizes)} layers of codes (one per depth), got {len(layers)}")
+        arr = [np.asarray(layer) for layer in layers]
+        shape = arr[0].shape
+        for d, (a, k) in enumerate(zip(arr, self.sizes)):
+            if a.ndim != 2 or a.shape != shape or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+                raise PaintError(f"layer {d} must be a non-empty h x w grid of ints like layer 0 {shape}, got {a.shape}")
+            if a.min() < 0 or a.max() >= k:
+                raise PaintError(f"layer {d} holds codes outside [0, {k}): {int(a.min())}..{int(a.max())}")
+        return [a.astype(int).tolist() for a in arr]
+
+    def _push(self) -> None:
+        self.history.append([self.layer(d) for d in range(self.depth)])
+        del self.history[: -self.limit]
+
+    def paint(self, d: int, grid: Grid) -> bool:
+        """Replace layer d with a painted grid; True (and one undo step) if anything changed."""
+        layers = [self.layer(i) for i in range(self.depth)]
+        layers[d] = grid
+        layers = self._checked(layers)
+        if layers == self.layers:
+            return False
+        self._push()
+        self.layers = layers
+        return True
+
+    def replace(self, layers: list[Grid]) -> bool:
+        """A new whole stack (reset, load an image, random fill); undoable like a stroke."""
+        layers = self._checked(layers)
+        if layers == self.layers:
+            return False
+        self._push()
+        self.layers = layers
+        return True
+
+    def undo(self) -> bool:
+        if not self.history:
+            return False
+        self.layers = self.history.pop()
+        return True
+
+    def codes(self, kind: str) -> Tensor:
+        """(1, h, w) for a VQ model, (1, D, h, w) for RQ: what `decode_codes` takes."""
+        stack = torch.tensor(self.layers, dtype=torch.long)[None]  # (1, D, h, w)
+        return stack[:, 0] if kind == "vq" else stack
+
+
+def layer_legend(grid: Grid, top: int = 8) -> list[tuple[int, int]]:
+    """The codes a grid uses most, as (code, count), most used first, at most `top`."""
+    ids, counts = np.unique(np.asarray(grid), return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:top]
+    return [(int(ids[i]), int(counts[i])) for i in order]
+
+
+@torch.no_grad()
+def sample_with_codes(
+    ae: torch.nn.Module,
+    prior: torch.nn.Module,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    label: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Like `prior.sample_images`, but also returns the sampled code maps: (codes, images (n, C, H, W)).
+
+    Same seed, same draws: the images equal `sample_images((ae, prior), ...)`.
+    """
+    labels = None if label is None else torch.tensor(int(label))
+    codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels)
+    return codes, ae.decode_codes(codes).cpu()
+
+
+def uniform_bits_per_image(sizes: list[int], h: int, w: int) -> float:
+    """log2(K) bits per code summed over depths, times h*w codes: what a prior that learned nothing pays."""
+    return sum(math.log2(k) for k in sizes) * h * w
+
+
+def prior_figures(run_dir: Path | str) -> dict[str, float] | None:
+    """The prior's validation NLL (bits per code, bits per image, uniform bits per image, step), or None.
+
+    Prefers status.json's best checkpoint (the weights that are loaded), else the last good val row.
+    """
+    prior_dir = Path(run_dir) / PRIOR_DIR
+    keys = ("bits_per_code", "bits_per_image", "uniform_bits_per_image")
+
+    def usable(row: dict) -> bool:
+        return all(isinstance(row.get(k), (int, float)) and math.isfinite(row[k]) for k in keys)
+
+    try:
+        rows = [runs.read_json(prior_dir / "status.json").get("best") or {}]
+    except runs.CheckpointError:
+        rows = []
+    rows += reversed([r for r in runs.read_metrics(prior_dir) if r.get("type") == "val"])
+    best = next((r for r in rows if usable(r)), None)
+    if best is None:
+        return None
+    return {**{k: float(best[k]) for k in keys}, "step": int(best.get("step", 0))}
+
+
+@dataclass
+class PriorJob:
+    """One background prior training: its thread, stop control and last progress, read by any session."""
+
+    run_dir: Path
+    seconds: float
+    control: Control = field(default_factory=Control)
+    state: str = "queued"  # queued | running | done | stopped | failed
+    step: int = 0
+    elapsed: float = 0.0
+    bits_per_code: float | None = None
+    message: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "stopped", "failed")
+
+
+class PriorTrainer:
+    """Runs at most one prior training at a time for a whole server (the CPU is shared), in a thread.
+
+    Thread-safe: pages call `start`, `job` and `stop` from any session; the thread only updates its
+    `PriorJob` under the lock and never touches the UI.
+    """
+
+    def __init__(self, train_fn=train_prior):
+        self._lock = threading.Lock()
+        self._jobs: dict[str, PriorJob] = {}
+        self._train = train_fn
+
+    def job(self, run_dir: Path | str) -> PriorJob | None:
+        """A consistent copy of the latest job for run_dir (None if it never trained here)."""
+        with self._lock:
+            job = self._jobs.get(str(Path(run_dir).resolve()))
+            return None if job is None else replace(job)
+
+    def start(self, run_dir: Path | str, seconds: float = 60.0, seed: int = 0) -> PriorJob:
+        """Start training a prior for run_dir, or return the job already training it.
+
+        Raises PriorError when another model's prior is training (one at a time on a shared CPU).
+        """
+        key = str(Path(run_dir).resolve())
+        with self._lock:
+            running = next((j for j in self._jobs.values() if not j.finished), None)
+            if running is not None:
+                if str(running.run_dir.resolve()) == key:
+                    return running
+                raise PriorError(f"a prior for {running.run_dir.name} is training now; try again when it finishes.")
+            job = PriorJob(Path(run_dir), float(seconds))
+            self._jobs[key] = job
+        threading.Thread(target=self._run, args=(job, seed), daemon=True, name=f"prior-{job.run_dir.name}").start()
+        return job
+
+    def stop(self, run_dir: Path | str) -> None:
+        job = self.job(run_dir)
+        if job is not None:
+            job.control.stop()  # the copy shares the live job's Control
+
+    def _run(self, job: PriorJob, seed: int) -> None:
+        def on_event(event: dict) -> None:
+            with self._lock:
+                job.state = "running" if event["type"] != "end" else event["state"]
+                job.step = int(event.get("step", job.step))
+                job.elapsed = time.monotonic() - job.started
+                if event["type"] == "val":
+                    job.bits_per_code = float(event["bits_per_code"])
+                if event["type"] in ("end", "failed"):
+                    job.message = str(event.get("reason", ""))
+
+        with self._lock:
+            job.state = "running"
+        try:
+            self._train(job.run_dir, seconds=job.seconds, seed=seed, control=job.control, on_event=on_event)
+        except Exception as e:  # noqa: BLE001 - a failed job must say why instead of dying silently
+            with self._lock:
+                job.state, job.message = "failed", f"{type(e).__name__}: {e}"
+        with self._lock:
+            if not job.finished:
+                job.state = "done"
+            job.elapsed = time.monotonic() - job.started

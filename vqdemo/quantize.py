@@ -145,9 +145,19 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _kmeans_init(self, x: Tensor, iters: int = 10) -> None:
-        """Start the codebook on the data: K-means on one batch of encoder outputs (x: (N, D))."""
-        g = torch.Generator().manual_seed(0)
-        centers = x[torch.randint(len(x), (self.k,), generator=g)].clone()
+        """Start the codebook on the data: k-means++ seeding, then Lloyd steps, on one batch (x: (N, D)).
+
+        k-means++ spreads the seeds (each picked with probability ~ squared distance to the nearest seed so
+        far), so small clusters, like the few stroke vectors among MNIST's many background ones, get codes too.
+        """
+        g = torch.Generator(device=x.device).manual_seed(0)
+        centers = x[torch.randint(len(x), (1,), generator=g, device=x.device)]
+        closest = (x - centers[0]).pow(2).sum(1)
+        for _ in range(1, self.k):
+            weights = closest if closest.sum() > 0 else torch.ones_like(closest)
+            pick = x[torch.multinomial(weights, 1, generator=g)]
+            centers = torch.cat([centers, pick])
+            closest = torch.minimum(closest, (x - pick).pow(2).sum(1))
         for _ in range(iters):
             codes, _ = nearest_code(x, centers)
             sums = torch.zeros_like(centers).index_add_(0, codes, x)

@@ -37,8 +37,8 @@ class Trainable(Protocol):
 class TrainConfig:
     steps: int | None = None      # stop after this many steps ...
     seconds: float | None = None  # ... or after this much wall-clock time, whichever comes first
-    batch_size: int = 128
-    lr: float = 1e-3
+    batch_size: int = 64          # with lr 2e-3: the best PSNR per CPU-minute we measured on MNIST
+    lr: float = 2e-3
     seed: int = 0
     val_every: int = 250          # validate (and checkpoint) every N steps, and at the end
     log_every: int = 10           # metrics.jsonl gets one train row every N steps

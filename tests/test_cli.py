@@ -1,0 +1,60 @@
+"""The command line from a user's seat: train, eval --json, prior; bad input is one line, never a traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+ENV_CMD = [sys.executable, "-m", "vqdemo"]
+
+
+def run(*args, timeout=300):
+    return subprocess.run([*ENV_CMD, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    r = run("train", "--dataset", "digits", "--k", "16", "--hidden", "16", "--steps", "30", "--val-every", "15",
+            "--threads", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_train_then_eval_json(trained):
+    r = run("eval", str(trained), "--json")
+    assert r.returncode == 0, r.stderr
+    figures = json.loads(r.stdout)
+    for key in ("psnr", "mse", "perplexity", "usage", "dead_codes", "k"):
+        assert key in figures
+    assert figures["k"] == 16 and 0 < figures["usage"] <= 1 and figures["psnr"] > 5
+    assert "python -m vqdemo train" in json.loads((trained / "config.json").read_text())["command"]
+
+
+@pytest.mark.slow
+def test_prior_train_and_sample(trained, tmp_path):
+    r = run("prior", "train", str(trained), "--steps", "20")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "grid.png"
+    r = run("prior", "sample", str(trained), "--n", "4", "--seed", "1", "--out", str(out), "--label", "3")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--k", "1", "--steps", "1"],
+    ["train", "--beta", "-0.5", "--steps", "1"],
+    ["train", "--lr", "nan", "--steps", "1"],
+    ["train", "--lr", "inf", "--steps", "1"],
+    ["train", "--dataset", "imagenet"],
+    ["train", "--dataset", "folder", "--data-path", "/nonexistent", "--steps", "1"],
+    ["eval", "/etc/hostname"],
+    ["eval", "/nonexistent/run"],
+])
+def test_bad_input_exits_nonzero_with_one_line(args):
+    r = run(*args, timeout=120)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr

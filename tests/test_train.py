@@ -1,0 +1,127 @@
+"""The one training loop: budgets, checkpoints, metrics, seeds, controls, divergence."""
+
+import json
+import math
+import threading
+import time
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from vqdemo import runs
+from vqdemo.data import DataConfig, load_data
+from vqdemo.fit import fit, seed_style_quantizer
+from vqdemo.models import build_model
+from vqdemo.train import Control, TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_data(DataConfig(name="digits"))
+    return (d.train_x[:600], None), (d.val_x[:100], None)
+
+
+def test_run_folder_has_everything_and_reloads(tmp_path, digits):
+    model = build_model(tiny_config())
+    result = train(model, *digits, TrainConfig(steps=40, val_every=20, log_every=5, batch_size=32),
+                   out_dir=tmp_path, meta={"data": {"name": "digits"}})
+    assert result.state == "done" and result.steps == 40
+    for name in ("config.json", "status.json", "metrics.jsonl", runs.WEIGHTS, runs.LAST):
+        assert (tmp_path / name).is_file(), name
+    rows = runs.read_metrics(tmp_path)
+    assert [r["step"] for r in rows if r["type"] == "val"] == [20, 40]
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == "done"
+    loaded, meta = runs.load_model(tmp_path)
+    assert meta["data"] == {"name": "digits"} and meta["model"]["vq"]["k"] == 16
+    x = digits[1][0][:8]
+    best_step = result.best["step"]
+    assert best_step in (20, 40)
+    assert math.isclose(loaded.validate(digits[1][0], None, 64)["score"], result.best["score"], rel_tol=1e-4)
+    assert loaded(x).x_hat.shape == x.shape
+
+
+def test_same_seed_same_weights(digits):
+    def once():
+        torch.manual_seed(0)
+        model = build_model(tiny_config())
+        train(model, *digits, TrainConfig(steps=15, seed=3, batch_size=32, val_every=100))
+        return model.state_dict()
+    a, b = once(), once()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pause_single_step_resume_and_stop_from_another_thread(digits):
+    control = Control()
+    control.pause()
+    events = []
+    model = build_model(tiny_config())
+    worker = threading.Thread(target=lambda: events.append(
+        train(model, *digits, TrainConfig(steps=10_000, batch_size=16, val_every=10_000), control=control,
+              on_event=lambda e: events.append(e))))
+    worker.start()
+    time.sleep(0.5)
+    assert not any(e.get("type") == "train" for e in events if isinstance(e, dict))
+    control.step(3)
+    time.sleep(1.5)
+    steps = [e["step"] for e in events if isinstance(e, dict) and e.get("type") == "train"]
+    assert steps == [1, 2, 3]
+    control.resume()
+    time.sleep(1.0)
+    control.stop()
+    worker.join(timeout=30)
+    result = events[-1]
+    assert result.state == "stopped" and result.steps > 3
+
+
+def test_live_changes_apply_between_steps(digits):
+    control = Control()
+    control.set(beta=2.0, lr=5e-4, k=24)
+    model = build_model(tiny_config())
+    seen = []
+    train(model, *digits, TrainConfig(steps=5, batch_size=16, val_every=100), control=control, on_event=seen.append)
+    assert model.config.vq.beta == 2.0 and model.codebook_sizes == [24]
+    last = [e for e in seen if e["type"] == "train"][-1]
+    assert last["lr"] == 5e-4 and last["beta"] == 2.0 and last["k"] == 24
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, digits):
+    model = build_model(tiny_config())
+    train(model, *digits, TrainConfig(steps=10, batch_size=16, val_every=5), out_dir=tmp_path)
+    good = (tmp_path / runs.WEIGHTS).read_bytes()
+    with torch.no_grad():
+        model.decoder.net[-1].weight.fill_(float("nan"))
+    result = train(model, *digits, TrainConfig(steps=10, batch_size=16, val_every=5), out_dir=tmp_path)
+    assert result.state == "failed" and "learning rate" in result.reason and result.steps == 0
+    assert (tmp_path / runs.WEIGHTS).read_bytes() == good
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == "failed"
+    runs.load_model(tmp_path)
+
+
+def test_huge_learning_rate_diverges_into_a_clear_failure(digits):
+    model = build_model(tiny_config(codebook="grad", init="normal"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e18)
+    result = train(model, *digits, TrainConfig(steps=50, batch_size=16, lr=1.0, val_every=100))
+    assert result.state == "failed" and "diverged" in result.reason
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(seconds=float("nan")), dict(lr=float("inf")), dict(lr=-1e-3),
+                                 dict(batch_size=0), dict(steps=None, seconds=None), dict(device="tpu")])
+def test_bad_training_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**{"steps": 10, **bad}).validate()
+
+
+@pytest.mark.slow
+def test_healthy_default_uses_far_more_codes_than_the_seed_style_baseline(tmp_path):
+    """The collapse contrast the app teaches: same net, same data, same steps."""
+    used = {}
+    for name, vq in {"default": None, "seed": seed_style_quantizer(k=32, dim=8)}.items():
+        cfg = tiny_config(k=32)
+        if vq is not None:
+            cfg.vq = vq
+        _, result = fit(cfg, DataConfig(name="digits"), TrainConfig(steps=150, batch_size=64, val_every=150))
+        used[name] = result.last_val["used"]
+    assert used["default"] >= 28 and used["seed"] <= used["default"] / 2, used

@@ -250,7 +250,7 @@ class ResidualConfig:
 class ResidualQuantized:
     z_q: Tensor             # (B, D, H, W) sum of the active depths' codes, straight-through gradient attached
     codes: Tensor           # (B, N, H, W) code ids, one map per depth
-    loss: Tensor            # summed over depths (seed 002)
+    loss: Tensor            # sum over depths of |sg(r) - q|^2 + beta |r - sg(q)|^2 (seed 002)
     codebook_loss: Tensor
     commit_loss: Tensor
     layers: list[Quantized]
@@ -291,10 +291,15 @@ class ResidualQuantizer(nn.Module):
         residual = z_e
         total = torch.zeros_like(z_e)
         outs: list[Quantized] = []
+        codebook_losses, commit_losses = [], []
         for d in range(self.active_depth):
+            layer = self.layer(d)
             scale = self._scale(d, residual)
-            out = self.layer(d)(residual / scale)            # losses and stats at unit scale when norm_residual
-            e = self.layer(d).lookup(out.codes) * scale      # (B, D, H, W) the chosen codes, gradient to the codebook only
+            out = layer(residual / scale)                    # codes, usage and EMA upkeep at unit scale when norm_residual
+            e = layer.lookup(out.codes) * scale              # (B, D, H, W) the chosen codes, gradient to the codebook only
+            # Losses in the latent's own units: at unit scale a late, tiny residual would get its gradient blown up by 1/scale.
+            codebook_losses.append(F.mse_loss(e, residual.detach()) if layer.cfg.codebook == "grad" else e.new_zeros(()))
+            commit_losses.append(F.mse_loss(residual, e.detach()))
             outs.append(out)
             total = total + e
             residual = residual - e.detach()                 # r_d = r_{d-1} - q_d: what is still left to explain
@@ -302,12 +307,13 @@ class ResidualQuantizer(nn.Module):
             z_q = z_e + (total - z_e).detach()
         else:
             z_q = total + (z_e - z_e.detach())
+        codebook_loss, commit_loss = sum(codebook_losses), sum(commit_losses)
         return ResidualQuantized(
             z_q=z_q,
             codes=torch.stack([o.codes for o in outs], 1),  # N x (B, H, W) -> (B, N, H, W)
-            loss=sum(o.loss for o in outs),
-            codebook_loss=sum(o.codebook_loss for o in outs),
-            commit_loss=sum(o.commit_loss for o in outs),
+            loss=codebook_loss + self.layers[0].cfg.beta * commit_loss,  # summed over depths (seed 002)
+            codebook_loss=codebook_loss,
+            commit_loss=commit_loss,
             layers=outs,
         )
 

@@ -1,6 +1,162 @@
-"""reconstruct page (placeholder until its page lands)."""
+"""Reconstruct: originals beside what comes back through the codes, PSNR per image, each image's code
+map; RQ models coarse to fine, depth by depth; and the user's own image through the same model."""
+
+import math
 
 import streamlit as st
 
-st.title("Reconstruct")
-st.info("This page is being built.")
+from ui import figures as fg
+from ui import state
+from vqdemo import analysis, runs
+from vqdemo.images import ImageError, load_image
+from vqdemo.metrics import psnr_per_image
+
+MAX_UPLOAD_MB = 10
+
+if "loaded" not in st.session_state:
+    # On a fresh server Streamlit runs a deep link (/page?...) through its pages/ folder fallback, without
+    # app.py, until st.navigation has run once; load the sidebar's model here so shared links still work.
+    st.session_state["loaded"] = state.sidebar()
+loaded = state.current()
+if loaded is None:
+    st.stop()
+model, data, cfg = loaded.model, loaded.data, loaded.model.config
+key = (str(loaded.choice.path), (loaded.choice.path / runs.WEIGHTS).stat().st_mtime)
+is_vq = loaded.kind in ("vq", "rq")
+is_rq = loaded.kind == "rq"
+K = model.codebook_sizes
+n_val = len(data.val_x)
+
+
+def url_int(wkey: str, name: str, default: int, lo: int, hi: int) -> None:
+    """Seed a widget's value from the URL once, then keep it clamped (the model may have changed)."""
+    if wkey not in st.session_state:
+        st.session_state[wkey] = state.int_param(name, default, lo, hi)
+    else:
+        st.session_state[wkey] = min(hi, max(lo, int(st.session_state[wkey])))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reconstructing the validation set...")
+def validation(key: tuple, _model, _x) -> dict:
+    """Reconstructions, PSNR and codes of the whole validation set, once per model (shared, read-only)."""
+    x_hat, psnr = analysis.reconstruct(_model, _x)
+    out = {"x_hat": x_hat, "psnr": psnr}
+    if _model.config.kind in ("vq", "rq"):
+        out["codes"] = analysis.encode_all(_model, _x)
+    if _model.config.kind == "rq":
+        coarse = analysis.coarse_to_fine(_model, _x)                           # depth x (N, C, H, W)
+        out["coarse"] = coarse
+        out["psnr_depth"] = [float(psnr_per_image(_x, c).mean()) for c in coarse]
+    return out
+
+
+def code_map_figure(codes, titles: list[str], depth: int):
+    """codes: (n, h, w) or (n, depth, h, w) -> the maps of one depth, side by side."""
+    maps = codes[:, depth] if codes.dim() == 4 else codes
+    cell = max(6, min(30 if state.presenter() else 22, 1000 // (len(maps) * maps.shape[-1]) - 2))
+    return fg.code_maps([m.numpy() for m in maps], K[depth], titles, cell_px=cell)
+
+
+st.title("Reconstruct: what comes back through the codes")
+val = validation(key, model, data.val_x)
+
+if is_vq:
+    h, w = model.latent_shape
+    bits_in = cfg.image_size ** 2 * cfg.channels * 8
+    bits_codes = h * w * sum(math.log2(k) for k in K)
+    st.markdown(f"Each {cfg.image_size}x{cfg.image_size} image ({bits_in:,} bits as 8-bit pixels) is stored as "
+                f"{h}x{w} code ids{f' at each of {len(K)} depths' if is_rq else ''}: "
+                f"**{bits_codes:,.0f} bits**, {bits_in / bits_codes:.0f}x smaller. The decoder rebuilds the image "
+                "from those ids alone.")
+else:
+    st.markdown("This model is a plain VAE: its latent is a grid of continuous numbers, not codes, so there are no "
+                "code maps here. Pick a VQ or RQ model in the sidebar to see them.")
+
+count_options = [4, 6, 8, 10, 12]
+url_int("rc_n", "n", 8, 1, 12)
+if st.session_state["rc_n"] not in count_options:
+    st.session_state["rc_n"] = min(count_options, key=lambda c: abs(c - st.session_state["rc_n"]))
+c1, c2, c3 = st.columns([1, 1, 2])
+n = c2.select_slider("How many", count_options, key="rc_n")
+url_int("rc_start", "start", 0, 0, max(0, n_val - n))
+start = c1.number_input("First validation image", 0, max(0, n_val - n), key="rc_start", step=n,
+                        help="Step through the held-out images; the URL keeps the setup.")
+depth = 0
+if is_rq:
+    url_int("rc_depth", "depth", 1, 1, len(K))
+    depth = c3.select_slider("Code map of depth", list(range(1, len(K) + 1)), key="rc_depth",
+                             help="RQ keeps one code map per depth; depth 1 is the coarsest.") - 1
+    st.query_params["depth"] = str(depth + 1)
+st.query_params["start"], st.query_params["n"] = str(start), str(n)
+
+idx = list(range(start, min(n_val, start + n)))
+psnr = val["psnr"][idx]
+m1, m2, m3 = st.columns(3)
+m1.metric("PSNR of these images", f"{float(psnr.mean()):.2f} dB")
+m2.metric("PSNR over the validation set", f"{float(val['psnr'].mean()):.2f} dB", help=f"{n_val} held-out images")
+if is_vq:
+    used = int((analysis.usage(val["codes"][:, depth] if is_rq else val["codes"], K[depth]) > 0).sum())
+    m3.metric(f"Codes used{f' at depth {depth + 1}' if is_rq else ''}", f"{used} of {K[depth]}")
+
+st.subheader("Originals, reconstructions and their code maps")
+size = 130 if state.presenter() else 96
+cols = st.columns(len(idx))
+codes_shown = (val["codes"][idx][:, depth] if is_rq else val["codes"][idx]) if is_vq else None
+for j, (c, i, p) in enumerate(zip(cols, idx, psnr.tolist())):
+    label = f"#{i}"
+    if data.val_y is not None and data.class_names:
+        label += f" ({data.class_names[int(data.val_y[i])]})"
+    c.image(state.crisp(data.val_x[i], size), caption=label, width=size)
+    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB", width=size)
+    if is_vq:
+        c.plotly_chart(fg.code_maps([codes_shown[j].numpy()], K[depth], cell_px=max(6, min(24, 120 // model.latent_shape[1]))),
+                       config={"displayModeBar": False}, key=f"rc_map_{j}", width="content")
+st.caption("Top: the original; middle: the reconstruction and its PSNR; bottom: its code map, one colour per "
+           "code id (the same colours on every page; hover a cell for its id). Thin strokes and corners are "
+           "where detail goes first, and similar strokes reuse the same codes across images.")
+
+if is_rq:
+    st.subheader("Coarse to fine: decoding with the first d depths only")
+    show = idx[: min(len(idx), 6)]
+    cols = st.columns(len(K) + 1)
+    cols[0].image(state.crisp(analysis.image_grid(data.val_x[show], 1), 80), caption="original", width=80)
+    for d, c in enumerate(cols[1:]):
+        strip = val["coarse"][d][show]
+        c.image(state.crisp(analysis.image_grid(strip, 1), 80), width=80,
+                caption=f"depths 1..{d + 1}: {float(psnr_per_image(data.val_x[show], strip).mean()):.1f} dB")
+    st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
+               "the digit appears at depth 1, its details after.")
+    st.plotly_chart(fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
+    st.caption(f"PSNR over the {n_val} validation images as depths are added: each depth should buy some dB.")
+
+st.subheader("Your own image")
+up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at most {MAX_UPLOAD_MB} MB)",
+                      type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"], key="rc_upload",
+                      max_upload_size=MAX_UPLOAD_MB,
+                      help=f"It is resized to {cfg.image_size}x{cfg.image_size} and "
+                           f"{'greyscale' if cfg.channels == 1 else 'RGB'}, as this model expects.")
+if up is not None:
+    raw = up.getvalue()
+    try:
+        if len(raw) > MAX_UPLOAD_MB * 2**20:
+            raise ImageError(f"the file is {len(raw) / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit; "
+                             "downscale or compress it and try again.")
+        x = load_image(raw, size=cfg.image_size, channels=cfg.channels)  # (C, H, W) in [0, 1]
+    except ImageError as e:
+        st.error(f"Could not use {up.name}: {e}")
+    else:
+        x_hat, p = analysis.reconstruct(model, x[None])
+        cols = st.columns([1, 1, 2])
+        cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})")
+        cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB")
+        if is_vq:
+            codes = model.encode_codes(x[None])
+            cols[2].plotly_chart(code_map_figure(codes, [up.name[:24]], depth), config={"displayModeBar": False},
+                                 width="content")
+            if is_rq:
+                coarse = analysis.coarse_to_fine(model, x[None])
+                dcols = st.columns(len(coarse))
+                for d, (c, im) in enumerate(zip(dcols, coarse)):
+                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {float(psnr_per_image(x[None], im)[0]):.1f} dB")
+        st.caption(f"This model learned its codes on {data.name}: an image unlike those comes back drawn with "
+                   "the strokes its codebook knows.")

@@ -80,18 +80,19 @@ def code_maps(maps: Sequence[np.ndarray], k: int, titles: Sequence[str] | None =
     n = len(maps)
     h, w = maps[0].shape
     fig = make_subplots(1, n, subplot_titles=list(titles) if titles else None, horizontal_spacing=0.02)
-    show_text = max(h, w) <= max_text_cells
+    show_text = max(h, w) <= max_text_cells and cell_px >= 13
     for i, m in enumerate(maps):
         fig.add_trace(go.Heatmap(
             z=m, zmin=-0.5, zmax=k - 0.5, colorscale=code_colorscale(k), showscale=False,
-            texttemplate="%{z}" if show_text else None, textfont=dict(size=10),
+            texttemplate="%{z}" if show_text else None, textfont=dict(size=max(7, min(11, int(cell_px * 0.5)))),
             hovertemplate=f"{titles[i] if titles else ''}<br>row %{{y}}, col %{{x}}<br>code #%{{z}}<extra></extra>",
             xgap=1, ygap=1), 1, i + 1)
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=i + 1)
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
                          scaleanchor=f"x{i + 1 if i else ''}", row=1, col=i + 1)
     fig.update_annotations(font_size=11)
-    return _layout(fig, height=h * cell_px + (44 if titles else 16), width=max(240, n * (w * cell_px + 10)))
+    return _layout(fig, height=h * cell_px + (30 if titles else 4), width=n * (w * cell_px + 4),
+                   margin=dict(l=2, r=2, t=26 if titles else 2, b=2))
 
 
 def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | None, px: int = 300) -> go.Figure:
@@ -277,7 +278,8 @@ def psnr_by_depth(psnrs: Sequence[float], height: int = 240) -> go.Figure:
                                textposition="top center", line=dict(color=ARGMIN, width=3),
                                hovertemplate="depths 1..%{x}: %{y:.2f} dB<extra></extra>"))
     fig.update_xaxes(title="depths used", dtick=1)
-    fig.update_yaxes(title="PSNR (dB)")
+    span = max(psnrs) - min(psnrs) if len(psnrs) > 1 else 1.0
+    fig.update_yaxes(title="PSNR (dB)", range=[min(psnrs) - 0.15 * span - 0.1, max(psnrs) + 0.3 * span + 0.1])
     return _layout(fig, height=height)
 
 

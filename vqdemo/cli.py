@@ -137,7 +137,10 @@ def _progress(total_steps: int | None, seconds: float | None):
                 bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
                 bar.refresh()
         elif event["type"] == "val":
-            bar.write(f"step {event['step']}: val psnr {event.get('psnr', float('nan')):.2f} dB, score {event['score']:.5f}")
+            if "psnr" in event:
+                bar.write(f"step {event['step']}: val psnr {event['psnr']:.2f} dB, recon mse {event['score']:.5f}")
+            else:
+                bar.write(f"step {event['step']}: val {event['score']:.3f} bits per code")
         elif event["type"] == "end":
             bar.close()
 

@@ -53,6 +53,16 @@ def test_quantize_steps_agree_with_the_model(kind, cosine):
         assert torch.allclose(steps[1].residual, steps[0].residual - steps[0].chosen, atol=1e-6)
 
 
+def test_quantize_steps_follow_per_depth_residual_scales():
+    model = tiny("rq")
+    model.config.rq.norm_residual = True
+    model.quantizer.scales.copy_(torch.tensor([1.0, 0.5, 0.2]))  # as a trained norm_residual model holds them
+    x = images()
+    steps = explain.quantize_steps(model, model.encode(x))
+    assert torch.equal(torch.stack([s.codes for s in steps], 1), model.encode_codes(x))
+    assert torch.allclose(sum(s.chosen for s in steps), model.quantizer.lookup(model.encode_codes(x)), atol=1e-5)
+
+
 def test_quantize_steps_distances_are_squared_euclidean():
     model = tiny("rq")
     steps = explain.quantize_steps(model, model.encode(images(2)))

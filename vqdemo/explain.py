@@ -138,17 +138,16 @@ def ste_gradients(seed: int = 0, dim: int = 4) -> dict[str, dict[str, float]]:
     return out
 
 
-def pick_example(x: Tensor, psnr: Tensor, first: int = 64) -> int:
-    """A good default image: among the first `first`, the best reconstructed of the quarter with the
-    most structure (pixel variance), so the default is neither blank nor trivial (a thin "1")."""
+def pick_example(x: Tensor, score: Tensor, first: int = 64) -> int:
+    """A good default to show: among the first `first` images, the best scoring (PSNR, uses, ...) of the
+    quarter with the most structure (pixel variance), so it is neither blank nor trivial (a thin "1",
+    the code that paints black background)."""
     n = min(first, len(x))
     if n == 0:
-        raise ValueError("no images to pick from; the validation set is empty")
+        raise ValueError("no images to pick from; the set is empty")
     var = x[:n].flatten(1).var(1)
     structured = var >= torch.quantile(var, 0.75)
-    if not structured.any():
-        structured = torch.ones_like(structured)
-    score = torch.where(structured, psnr[:n].float(), torch.tensor(float("-inf")))
+    score = torch.where(structured, torch.as_tensor(score[:n]).float(), torch.tensor(float("-inf")))
     return int(score.argmax())
 
 

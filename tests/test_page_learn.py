@@ -1,0 +1,101 @@
+"""Learn page, headless (AppTest) on the shipped checkpoints: renders, reads and clamps its URL state,
+and its text follows the controls."""
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vqdemo import runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shipped(name: str) -> Path:
+    path = REPO / "checkpoints" / name
+    if not (path / runs.WEIGHTS).is_file():
+        pytest.skip(f"shipped checkpoint {name} is not there yet")
+    return path
+
+
+def open_learn(model: str = "mnist-vq", **params) -> AppTest:
+    shipped(model)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.query_params["model"] = f"shipped:{model}"
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()  # Learn is the default page
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def cell_line(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("Cell ("))
+
+
+def psnr_line(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("PSNR"))
+
+
+@pytest.mark.parametrize("model", ["mnist-vq", "mnist-rq"])
+def test_learn_renders_the_pipeline_with_real_shapes(model):
+    at = open_learn(model)
+    assert at.title[0].value.startswith("Learn")
+    assert at.slider(key="learn_img").label == "Validation image"
+    assert at.number_input(key="learn_row") and at.number_input(key="learn_col")
+    body = text(at)
+    for shape in ["`(1, 1, 28, 28)`", "`(1, 16, 7, 7)`", "`(49, 16)`", "`(49, 64)`", "`(7, 7)`"]:
+        assert shape in body
+    assert len(at.code) >= 6  # the distance trick, three losses and both STE forms, one line each
+    assert len(at.caption) >= 5
+    assert any("AE" in m.value and "VQ-VAE" in m.value for m in at.markdown)  # the comparison table
+
+
+def test_rq_model_shows_the_residual_steps():
+    at = open_learn("mnist-rq")
+    tables = [d.value for d in at.dataframe if "depth" in d.value.columns]
+    assert tables and list(tables[0]["depth"]) == [1, 2, 3, 4]
+    residual_before = list(tables[0]["|residual| before"])
+    assert residual_before[-1] < residual_before[0]  # each depth explains part of what is left
+    assert any(h.value.startswith("Residual quantisation") for h in at.subheader)
+    assert any("loss = recon + sum_d" in c.value for c in at.code)  # the RQ loss, summed over depths
+
+
+def test_another_image_changes_the_psnr_and_the_url():
+    at = open_learn(img=0)
+    before = psnr_line(at)
+    at.slider(key="learn_img").set_value(7).run()
+    assert not at.exception
+    assert at.query_params["img"] == ["7"] or at.query_params["img"] == "7"
+    assert psnr_line(at) != before
+
+
+def test_another_cell_changes_the_argmin_text():
+    at = open_learn(img=0, row=0, col=0)
+    model, _ = runs.load_model(shipped("mnist-vq"))
+    first = cell_line(at)
+    code0 = int(re.search(r"code #(\d+)", first).group(1))
+    at.number_input(key="learn_row").set_value(3)
+    at.number_input(key="learn_col").set_value(3).run()
+    second = cell_line(at)
+    assert second.startswith("Cell (3, 3)")
+    code33 = int(re.search(r"code #(\d+)", second).group(1))
+    assert second != first
+    # the page's argmin is the model's own code for that cell
+    data_x = at.session_state["loaded"].data.val_x
+    codes = model.encode_codes(data_x[:1])[0]
+    assert (code0, code33) == (int(codes[0, 0]), int(codes[3, 3]))
+
+
+def test_url_state_is_clamped_and_junk_ignored():
+    at = open_learn(img=10**9, row=-4, col="abc")
+    n_val = len(at.session_state["loaded"].data.val_x)
+    assert at.slider(key="learn_img").value == n_val - 1
+    assert at.number_input(key="learn_row").value == 0
+    assert at.number_input(key="learn_col").value == 3  # junk -> the default, the centre column
+    assert cell_line(at).startswith("Cell (0, 3)")

@@ -4,16 +4,16 @@ import streamlit as st
 
 from ui import state
 
-st.set_page_config(page_title="vqdemo: codebooks, live", page_icon="🧩", layout="wide")
+st.set_page_config(page_title="vqdemo: codebooks, live", page_icon=":material/grid_on:", layout="wide")
 
 pages = [
-    st.Page("pages/learn.py", title="Learn", icon="🎓", default=True),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/reconstruct.py", title="Reconstruct", icon="🔁"),
-    st.Page("pages/codebook.py", title="Codebook", icon="📚"),
-    st.Page("pages/paint.py", title="Paint", icon="🎨"),
-    st.Page("pages/sample.py", title="Sample", icon="🎲"),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/reconstruct.py", title="Reconstruct", icon=":material/compare_arrows:"),
+    st.Page("pages/codebook.py", title="Codebook", icon=":material/grid_view:"),
+    st.Page("pages/paint.py", title="Paint", icon=":material/brush:"),
+    st.Page("pages/sample.py", title="Sample", icon=":material/casino:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/balance:"),
 ]
 nav = st.navigation(pages)
 st.session_state["loaded"] = state.sidebar()

@@ -1,0 +1,81 @@
+"""Codebook page, headless (AppTest) on the shipped checkpoints.
+
+The UMAP projection runs in a background thread that AppTest cannot drive (and that would keep the test
+process alive for half a minute), so these tests ask for PCA via the URL; the background machinery is
+tested in test_explain.py and the swap itself in the browser test.
+"""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vqdemo import analysis, runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def open_codebook(model: str = "mnist-vq", **params) -> AppTest:
+    if not (REPO / "checkpoints" / model / runs.WEIGHTS).is_file():
+        pytest.skip(f"shipped checkpoint {model} is not there yet")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.query_params["model"] = f"shipped:{model}"
+    at.query_params["proj"] = "PCA"
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()
+    at.switch_page("pages/codebook.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.title[0].value.startswith("Codebook")
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.mark.parametrize("model", ["mnist-vq", "mnist-rq"])
+def test_codebook_renders_usage_that_matches_the_model(model):
+    at = open_codebook(model)
+    loaded = at.session_state["loaded"]
+    codes = analysis.encode_all(loaded.model, loaded.data.val_x)
+    codes = codes[:, 0] if codes.dim() == 4 else codes
+    counts = analysis.usage(codes, loaded.model.codebook_sizes[0])
+    k = len(counts)
+    assert metric(at, "Codebook size K") == str(k)
+    assert metric(at, "Codes used") == f"{int((counts > 0).sum())} of {k}"
+    assert metric(at, "Dead codes") == str(int((counts == 0).sum()))
+    assert len(at.get("plotly_chart")) >= 3  # tiles, usage, 2-D map
+    assert any(c.value.startswith("PCA of") for c in at.caption)
+    assert at.selectbox(key="cb_code").value is not None
+    assert len(at.caption) >= 4
+
+
+def test_picking_a_code_shows_where_it_is_used_and_goes_in_the_url():
+    at = open_codebook()
+    counts = analysis.usage(analysis.encode_all(at.session_state["loaded"].model,
+                                                at.session_state["loaded"].data.val_x), 64)
+    busy = [int(c) for c in counts.argsort(descending=True)[:2]]
+    for code in busy:
+        at.selectbox(key="cb_code").set_value(code).run()
+        assert not at.exception
+        assert any(f"use code #{code} most" in c.value for c in at.caption)
+        assert at.query_params["code"] in (str(code), [str(code)])
+
+
+def test_colour_by_label_and_rq_depths():
+    at = open_codebook("mnist-rq", depth=1)
+    perplexity_1 = metric(at, "Perplexity")
+    at.select_slider(key="cb_depth").set_value(4).run()
+    assert not at.exception
+    assert metric(at, "Perplexity") != perplexity_1  # another depth, another codebook
+    at.radio(key="cb_by").set_value("label").run()
+    assert not at.exception
+    spec = str(at.get("plotly_chart")[2].proto.spec)
+    assert '"name":"3"' in spec  # one trace per digit
+
+
+def test_junk_url_state_falls_back():
+    at = open_codebook(code="-7", by="nonsense")
+    assert at.selectbox(key="cb_code").value == 0
+    assert at.radio(key="cb_by").value == "code"

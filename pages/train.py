@@ -1,6 +1,499 @@
-"""train page (placeholder until its page lands)."""
+"""Train: start a run in the background, watch the codebook learn, turn the knobs while it trains.
 
+Runs live in the server's shared queue (`vqdemo.jobs`), not in this page: they keep training through page
+switches, reloads and closed tabs, and a student finds their own again by the `?me=` id in the URL. The
+live panel is a fragment that redraws every second from a copy of the job's state; worker threads never
+touch the page. New-run settings live in the URL so a teacher can share a setup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import urlencode
+
+import pandas as pd
 import streamlit as st
+import torch
+
+from ui import charts, state
+from ui.jobs import OWNER_PARAM, job_queue, owner_id
+from vqdemo import runs
+from vqdemo.analysis import image_grid
+from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
+from vqdemo.fit import default_model_config, seed_style_quantizer
+from vqdemo.jobs import ACTIVE, JobError, JobView
+from vqdemo.models import ModelConfig
+from vqdemo.quantize import QuantizerConfig, ResidualConfig
+from vqdemo.train import TrainConfig
+
+BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "folder")]
+KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "vae": "VAE"}
+KS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+DIMS = [1, 2, 4, 8, 16, 32, 64]
+LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+BATCHES = [16, 32, 64, 128, 256]
+DOWN = {"conv": [2, 4, 8], "patch": [2, 4, 7, 8]}
+HEALTHY, SEED_STYLE = QuantizerConfig(), seed_style_quantizer()
+PRESETS = {"healthy": "Healthy default", "seed": "Seed-style (collapses)"}
+MAX_UPLOAD_MB = 64
+SAVED = "tr_saved"
+
+
+def choice(options):
+    return lambda raw: next((o for o in options if str(o) == raw), None)
+
+
+def number(lo, hi, cast=int):
+    def parse(raw):
+        try:
+            value = cast(raw)
+        except ValueError:
+            return None
+        return min(hi, max(lo, value)) if value == value else None   # NaN -> None
+    return parse
+
+
+def flag(raw):
+    return {"1": True, "0": False}.get(raw)
+
+
+# name -> (default, parser of its URL text): every new-run setting, shareable as ?name=value
+SETTINGS = {
+    "data": ("mnist", choice(BUILT_IN + ["folder"])), "kind": ("vq", choice(list(KINDS))),
+    "arch": ("conv", choice(list(DOWN))), "down": (4, choice(sorted(set(DOWN["conv"] + DOWN["patch"])))),
+    "k": (HEALTHY.k, choice(KS)), "d": (HEALTHY.dim, choice(DIMS)), "beta": (HEALTHY.beta, number(0.0, 2.0, float)),
+    "kl": (1.0, number(0.0, 10.0, float)), "lr": (1e-3, choice(LRS)), "batch": (128, choice(BATCHES)),
+    "budget": ("seconds", choice(["seconds", "steps"])), "secs": (30, number(5, 600)), "steps": (500, number(1, 100_000)),
+    "seed": (0, number(0, 1_000_000)), "cb": (HEALTHY.codebook, choice(["ema", "grad"])),
+    "init": (HEALTHY.init, choice(["kmeans", "uniform", "normal"])), "restart": (HEALTHY.restart_dead, flag),
+    "cosine": (HEALTHY.cosine, flag), "ste": (HEALTHY.ste, choice(["paper", "seed004"])),
+    "depth": (4, number(1, 8)), "sizes": ("", lambda raw: raw[:80]), "shared": (False, flag),
+    "norm": (False, flag), "prog": (0, number(0, 100_000)), "var": (False, flag),
+}
+
+
+def init_settings() -> None:
+    """Widget state from (in order) this session, the URL, what this session had before a page switch, defaults."""
+    saved = st.session_state.get(SAVED, {})
+    for name, (default, parse) in SETTINGS.items():
+        key = "tr_" + name
+        if key not in st.session_state:
+            raw = st.query_params.get(name)
+            value = parse(raw) if raw is not None else None
+            st.session_state[key] = value if value is not None else saved.get(name, default)
+
+
+def save_settings() -> dict:
+    """Current settings -> session (for page switches) and URL (only what differs from the defaults)."""
+    values = {name: st.session_state.get("tr_" + name, default) for name, (default, _) in SETTINGS.items()}
+    st.session_state[SAVED] = values
+    for name, value in values.items():
+        if value == SETTINGS[name][0]:
+            st.query_params.pop(name, None)
+        else:
+            st.query_params[name] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return values
+
+
+def apply_preset() -> None:
+    q = SEED_STYLE if st.session_state["tr_preset"] == "seed" else HEALTHY
+    st.session_state.update(tr_cb=q.codebook, tr_init=q.init, tr_restart=q.restart_dead, tr_cosine=q.cosine, tr_ste=q.ste)
+
+
+def preset_of(v: dict) -> str | None:
+    for name, q in (("healthy", HEALTHY), ("seed", SEED_STYLE)):
+        if (v["cb"], v["init"], v["restart"], v["cosine"], v["ste"]) == (q.codebook, q.init, q.restart_dead, q.cosine, q.ste):
+            return name
+    return None
+
+
+def save_upload(data: bytes) -> str:
+    """An uploaded zip, stored once under the runs folder by content hash; vqdemo.images checks what is inside."""
+    path = state.runs_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
+    if not path.is_file():
+        runs.atomic_write_bytes(path, data)
+    return str(path)
+
+
+def settings_form() -> dict:
+    """The new-run controls; returns the settings (also kept in the URL)."""
+    init_settings()
+    v = {name: st.session_state["tr_" + name] for name in SETTINGS}
+    if "tr_preset" not in st.session_state:
+        st.session_state["tr_preset"] = preset_of(v) or "healthy"
+    st.radio("Codebook recipe", list(PRESETS), format_func=PRESETS.get, key="tr_preset", on_change=apply_preset,
+             horizontal=True, help="Seed-style is the seeds' plain recipe: N(0, 1) init, codebook learned by gradient, "
+             "no restarts; most codes die. Healthy: k-means init, EMA codebook, dead-code restart.")
+    st.selectbox("Dataset", BUILT_IN + ["folder"], key="tr_data",
+                 format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
+    if st.session_state["tr_data"] == "folder":
+        up = st.file_uploader("A .zip of images (sub-folders become classes)", type=["zip"], key="tr_upload")
+        if up is not None:
+            if up.size > MAX_UPLOAD_MB * 2**20:
+                st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+            else:
+                st.session_state["tr_upload_path"] = save_upload(up.getvalue())
+    kind = st.radio("Model", list(KINDS), format_func=KINDS.get, key="tr_kind", horizontal=True)
+    a, b = st.columns(2)
+    arch = a.radio("Architecture", list(DOWN), key="tr_arch", horizontal=True,
+                   help="conv: strided convolutions + residual blocks (seed 000); patch: a patch MLP (seed 004)")
+    if st.session_state["tr_down"] not in DOWN[arch]:
+        st.session_state["tr_down"] = 4
+    down = b.selectbox("Downsample" if arch == "conv" else "Patch size", DOWN[arch], key="tr_down")
+    size = NATIVE_SIZE[st.session_state["tr_data"]]
+    h = ModelConfig(image_size=size, downsample=down).latent_size
+    a, b = st.columns(2)
+    if kind != "vae":
+        a.select_slider("Codebook size K", KS, key="tr_k")
+    b.select_slider("Code size D" if kind != "vae" else "Latent channels D", DIMS, key="tr_d")
+    st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors"
+               + (f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."))
+    if kind == "vae":
+        st.slider("KL weight", 0.0, 10.0, step=0.1, key="tr_kl")
+    else:
+        st.slider("Commitment weight beta", 0.0, 2.0, step=0.05, key="tr_beta")
+    a, b = st.columns(2)
+    a.select_slider("Learning rate", LRS, key="tr_lr", format_func=lambda x: f"{x:g}")
+    b.select_slider("Batch size", BATCHES, key="tr_batch")
+    a, b = st.columns(2)
+    budget = a.radio("Budget", ["seconds", "steps"], key="tr_budget", horizontal=True)
+    if budget == "seconds":
+        b.slider("Seconds", 5, 600, step=5, key="tr_secs")
+    else:
+        b.number_input("Steps", 1, 100_000, step=100, key="tr_steps")
+    if kind != "vae":
+        with st.expander("Codebook options", expanded=False):
+            st.radio("Codebook update", ["ema", "grad"], key="tr_cb", horizontal=True,
+                     format_func={"ema": "EMA (running k-means)", "grad": "gradient (codebook loss)"}.get)
+            st.radio("Init", ["kmeans", "uniform", "normal"], key="tr_init", horizontal=True,
+                     format_func={"kmeans": "k-means on data", "uniform": "U(-1/K, 1/K)", "normal": "N(0, 1)"}.get)
+            st.toggle("Restart dead codes", key="tr_restart")
+            st.toggle("Cosine codebook (unit vectors)", key="tr_cosine")
+            st.radio("Straight-through form", ["paper", "seed004"], key="tr_ste", horizontal=True,
+                     format_func={"paper": "z_e + sg(z_q - z_e)", "seed004": "z_q + (z_e - sg(z_e))"}.get)
+    if kind == "rq":
+        with st.expander("Residual quantisation (RQ)", expanded=True):
+            st.slider("Depth", 1, 8, key="tr_depth")
+            st.text_input("K per depth", key="tr_sizes", placeholder=f"empty: K at every depth; e.g. 512,256,128,64")
+            st.toggle("One codebook shared by every depth", key="tr_shared")
+            st.toggle("Normalise each residual (LayerNorm-style scale)", key="tr_norm")
+            st.number_input("Progressive: switch a depth on every N steps (0: all at once)", 0, 100_000, step=100,
+                            key="tr_prog")
+    with st.expander("More", expanded=False):
+        st.number_input("Seed", 0, 1_000_000, key="tr_seed")
+        st.toggle("Divide the recon loss by the data variance (seed 000)", key="tr_var")
+    v = save_settings()
+    if preset_of(v) is None and kind != "vae":
+        st.caption("Codebook options: custom (neither preset).")
+    return v
+
+
+def model_config(v: dict, data) -> ModelConfig:
+    cfg = default_model_config(data, v["kind"], arch=v["arch"], downsample=v["down"], kl_weight=v["kl"])
+    cfg.vq = QuantizerConfig(k=v["k"], dim=v["d"], beta=v["beta"], codebook=v["cb"], init=v["init"],
+                             restart_dead=v["restart"], cosine=v["cosine"], ste=v["ste"])
+    if v["kind"] == "rq":
+        try:
+            sizes = [int(s) for s in v["sizes"].split(",") if s.strip()] or [v["k"]] * v["depth"]
+        except ValueError:
+            raise ValueError(f"K per depth must be whole numbers separated by commas, e.g. 512,256,128; got {v['sizes']!r}") from None
+        for k in sizes:
+            QuantizerConfig(k=k, dim=v["d"]).validate()
+        cfg.rq = ResidualConfig(depth=v["depth"], codebook_sizes=sizes, shared=v["shared"], norm_residual=v["norm"],
+                                progressive_steps=v["prog"])
+    cfg.validate()
+    return cfg
+
+
+def title_of(v: dict) -> str:
+    what = KINDS[v["kind"]] + ("" if v["kind"] == "vae" else f" K={v['k']} beta={v['beta']:g}")
+    recipe = {"seed": ", seed-style"}.get(preset_of(v) or "custom", "") if v["kind"] != "vae" else ""
+    return f"{what} on {v['data']}{recipe}"
+
+
+def start(v: dict, me: str) -> None:
+    """Queue a run with these settings; any bad value becomes a message, never a traceback."""
+    try:
+        if v["data"] == "folder":
+            if not st.session_state.get("tr_upload_path"):
+                raise ValueError("upload a .zip of images first (or pick a built-in dataset)")
+            data_cfg = DataConfig(name="folder", path=st.session_state["tr_upload_path"])
+        else:
+            data_cfg = DataConfig(name=v["data"])
+        data = state.load_dataset(data_cfg)
+        cfg = model_config(v, data)
+        train_cfg = TrainConfig(steps=v["steps"] if v["budget"] == "steps" else None,
+                                seconds=float(v["secs"]) if v["budget"] == "seconds" else None, batch_size=v["batch"],
+                                lr=v["lr"], seed=int(v["seed"]), val_every=100, log_every=5, snapshot_every=25)
+        title = st.session_state.get("tr_title") or title_of(v)
+        job = job_queue().submit(me, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"])
+    except ValueError as e:
+        st.error(f"Could not start: {e}")
+        return
+    st.session_state["tr_job"] = job.id
+    view = job.view()
+    if view.state == "queued":
+        st.info(f"Queued at place {view.place}: it starts by itself when a trainer is free.")
+
+
+# ---- the live panel -------------------------------------------------------------------------------------------
+
+def act(job_id: str, action: str, **kwargs) -> None:
+    """Button and slider callbacks: control a job; a refusal becomes a message on the panel."""
+    job = job_queue().get(job_id)
+    try:
+        if job is None:
+            raise JobError("this run is no longer known to the server")
+        if action == "restart":
+            v = job.view()
+            job.stop()
+            new = job_queue().submit(v.owner, v.title, v.model_cfg, v.data_cfg, v.train_cfg, v.normalize_recon)
+            st.session_state["tr_goto"] = new.id
+        elif action == "set":
+            job.set(**{name: st.session_state[key] for name, key in kwargs.items()})
+        else:
+            getattr(job, action)(**kwargs)
+    except ValueError as e:
+        st.session_state["tr_msg"] = str(e)
+
+
+def last(rows: list[dict], key: str, kind: str | None = None):
+    for r in reversed(rows):
+        if (kind is None or r.get("type") == kind) and isinstance(r.get(key), (int, float)):
+            return r[key]
+    return None
+
+
+def controls(v: JobView) -> None:
+    cols = st.columns(4)
+    if v.state == "paused":
+        cols[0].button("Play", icon=":material/play_arrow:", key="tr_play", on_click=act, args=(v.id, "resume"), width="stretch")
+    else:
+        cols[0].button("Pause", icon=":material/pause:", key="tr_pause", on_click=act, args=(v.id, "pause"), width="stretch",
+                       disabled=v.state != "running")
+    cols[1].button("Step", icon=":material/skip_next:", key="tr_step", on_click=act, args=(v.id, "step"), width="stretch",
+                   disabled=v.state not in ("running", "paused"), help="Train exactly one more batch, then hold.")
+    cols[2].button("Stop", icon=":material/stop:", key="tr_stop", on_click=act, args=(v.id, "stop"), width="stretch", disabled=not v.active,
+                   help="End the run; its best and last checkpoints stay (a queued run just leaves the queue).")
+    cols[3].button("Restart", icon=":material/restart_alt:", key="tr_restart_job", on_click=act, args=(v.id, "restart"), width="stretch",
+                   help="Stop this run and queue a fresh one with the same settings.")
+
+
+def live_knobs(v: JobView) -> None:
+    """Beta, learning rate and K apply to the running model at its next step."""
+    keys = {}
+    cols = st.columns(3 if v.kind == "vq" else 2)
+    if "beta" in v.knobs:
+        keys["beta"] = f"tr_live_beta_{v.id}"
+        st.session_state.setdefault(keys["beta"], float(v.knobs["beta"]))
+        cols[0].slider("beta (live)", 0.0, 2.0, step=0.05, key=keys["beta"], on_change=act,
+                       args=(v.id, "set"), kwargs={"beta": keys["beta"]})
+    keys["lr"] = f"tr_live_lr_{v.id}"
+    st.session_state.setdefault(keys["lr"], min(LRS, key=lambda x: abs(x - v.knobs["lr"])))
+    cols[-1 if v.kind == "vae" else 1].select_slider("learning rate (live)", LRS, key=keys["lr"], on_change=act,
+                                                     format_func=lambda x: f"{x:g}", args=(v.id, "set"),
+                                                     kwargs={"lr": keys["lr"]})
+    if v.kind == "vq":
+        keys["k"] = f"tr_live_k_{v.id}"
+        st.session_state.setdefault(keys["k"], int(v.knobs["k"]) if int(v.knobs["k"]) in KS else 64)
+        cols[2].select_slider("K (live)", KS, key=keys["k"], on_change=act, args=(v.id, "set"), kwargs={"k": keys["k"]})
+    st.caption("Beta and the learning rate apply at the next step."
+               + (" K applies live too: K grows by splitting the busiest codes; shrinks by dropping the least used."
+                  if v.kind == "vq" else " K is fixed for RQ (one per depth)." if v.kind == "rq" else ""))
+    if v.pending:
+        st.caption("Waiting to apply: " + ", ".join(f"{k}={x:g}" for k, x in v.pending.items())
+                   + (" (the run is paused: press Step or Play)" if v.state == "paused" else ""))
+
+
+def structural_note(v: JobView, settings: dict) -> None:
+    """New-run settings that cannot change a running model say so."""
+    cfg = v.model_cfg
+    diffs = [label for label, now, then in [
+        ("dataset", settings["data"], v.data_cfg.name), ("model", settings["kind"], cfg.kind),
+        ("architecture", settings["arch"], cfg.arch), ("downsampling", settings["down"], cfg.downsample),
+        ("D", settings["d"], cfg.vq.dim)] if now != then]
+    if diffs and v.active:
+        st.info(f"Your settings change the {', '.join(diffs)}: that needs a new run (press Start). "
+                "Only beta, the learning rate and K change while a run trains.")
+
+
+def metrics(v: JobView) -> None:
+    val_psnr = [r["psnr"] for r in v.val if isinstance(r.get("psnr"), float)]
+    src = v.val[-1] if v.val else v.latest
+    k = src.get("k") or v.knobs.get("k")
+    cols = st.columns(4)
+    total = f" of {v.budget_steps:,}" if v.budget_steps else ""
+    cols[0].metric("Step", f"{v.step:,}", help=f"training steps done{total}")
+    cols[1].metric("Val PSNR", f"{val_psnr[-1]:.1f} dB" if val_psnr else "—",
+                   delta=f"{val_psnr[-1] - val_psnr[-2]:+.2f} dB" if len(val_psnr) > 1 else None,
+                   help="reconstruction quality on held-out images; higher is better")
+    if v.kind != "vae" and k:
+        cols[2].metric(f"Perplexity (K={k:.0f})", f"{src['perplexity']:.1f}" if "perplexity" in src else "—",
+                       help="the effective number of codes in use: K when all are used evenly, 1 when one takes all")
+        cols[3].metric("Codes used", f"{src['used']:.0f} / {k:.0f}" if "used" in src else "—",
+                       help="codes picked at least once " + ("on the validation set" if v.val else "in the last batch"))
+
+
+def figures(v: JobView) -> None:
+    a, b = st.columns(2)
+    with a:
+        st.plotly_chart(charts.loss_curves(v.train, marks=v.changes), key="tr_fig_loss")
+        st.caption("Recon should fall steadily; commit (beta's term) shows how far encoder outputs sit from their "
+                   "codes. Dotted lines mark live changes.")
+    with b:
+        st.plotly_chart(charts.metric_curve(v.train + v.val, "psnr", "PSNR", "dB", kinds=("train", "val")),
+                        key="tr_fig_psnr")
+        st.caption("Validation PSNR (bold) is the honest score: it climbs while the decoder and codebook learn.")
+    if v.kind == "vae":
+        st.caption("A VAE has no codebook: no usage, no perplexity. Compare its reconstructions with a VQ run.")
+    else:
+        a, b = st.columns(2)
+        with a:
+            st.plotly_chart(charts.codebook_curve(v.train, "perplexity", "Perplexity vs K", "perplexity"),
+                            key="tr_fig_ppl")
+            st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse.")
+        with b:
+            st.plotly_chart(charts.codebook_curve(v.train, "used", "Codes used per batch", "codes used"),
+                            key="tr_fig_used")
+            st.caption("How many different codes one batch picked" + (" (depth 1)" if v.kind == "rq" else "") + ".")
+        usage = v.snapshot.get("usage") if v.snapshot else None
+        if usage is not None:
+            st.plotly_chart(charts.usage_histogram(usage, v.model_cfg.vq.dead_threshold,
+                                                   "Running usage per code", "vectors per step"), key="tr_fig_usage")
+            st.caption("Each bar is one code's recent use; red bars are dead codes"
+                       + (" (restarts move them onto data)." if v.model_cfg.vq.restart_dead else
+                          " (without restarts they never come back)."))
+    if v.snapshot and v.snapshot.get("x_hat") is not None:
+        x, x_hat = v.snapshot["x"], v.snapshot["x_hat"]
+        grid = image_grid(torch.cat([x, x_hat]), nrow=len(x))
+        st.image(state.crisp(grid, width=720), caption=f"Top: validation images. Bottom: the model's reconstructions "
+                 f"at step {v.snapshot['step']:,}.")
+
+
+def live_panel(job_id: str, settings: dict) -> None:
+    job = job_queue().get(job_id)
+    if job is None:
+        st.info("This run is no longer held by the server; find it in the list of runs below.")
+        return
+    v = job.view()
+    if "tr_goto" in st.session_state or (st.session_state.get("tr_live_state") in ACTIVE) != v.active:
+        st.session_state["tr_live_state"] = v.state
+        st.rerun()   # a run started or ended: redraw the whole page (its lists and refresh rate change)
+    if msg := st.session_state.pop("tr_msg", None):
+        st.warning(msg)
+    st.markdown(f"**{v.title}** · {v.state.upper()}" + (f" (place {v.place})" if v.place else "") + f" · {v.reason}")
+    if v.state == "queued":
+        counts = job_queue().counts()
+        wait = f"; at most about {v.wait_s / 60:.0f} min" if v.wait_s and v.wait_s >= 60 else ""
+        st.info(f"Waiting in the class queue at place {v.place}{wait}. {counts['running']} run(s) training now "
+                f"(at most {counts['max_running']} at once). It starts by itself; you can leave this page.")
+    elif v.budget_steps:
+        st.progress(min(1.0, max(v.step / v.budget_steps, v.elapsed / v.budget_s)),
+                    text=f"step {v.step:,} of {v.budget_steps:,} ({v.elapsed:.0f} s; at most {v.budget_s:.0f} s)")
+    elif v.budget_s:
+        st.progress(min(1.0, v.elapsed / v.budget_s), text=f"{v.elapsed:.0f} s of {v.budget_s:.0f} s")
+    controls(v)
+    if v.active:
+        live_knobs(v)
+        structural_note(v, settings)
+    metrics(v)
+    if v.train or v.val:
+        figures(v)
+    elif v.active:
+        st.caption("The first steps appear here within a few seconds.")
+
+
+def my_runs_table(me: str) -> None:
+    rows = [{"run": v.title, "state": v.state, "place": v.place, "step": v.step,
+             "best PSNR": round(v.best_psnr, 2) if v.best_psnr else None, "id": v.id}
+            for v in (j.view() for j in reversed(job_queue().list_jobs(me)))]
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def finished_runs(me: str) -> None:
+    """Every run on this server, newest first: finished ones are in the sidebar's model picker."""
+    live = {j.id: j.view() for j in job_queue().list_jobs()}
+    interrupted = {r.id: r for r in job_queue().interrupted()}
+    rows = []
+    for info in runs.list_runs(state.runs_dir())[:100]:
+        if info.meta.get("kind") not in KINDS:
+            continue
+        v, lost = live.get(info.id), interrupted.get(info.id)
+        best = info.status.get("best") or {}
+        psnr = v.best_psnr if v else best.get("psnr")
+        rows.append({
+            "run": v.title if v else lost.title if lost else info.meta.get("title") or info.id,
+            "who": "you" if (v.owner if v else lost.owner if lost else info.meta.get("owner")) == me else "class",
+            "model": KINDS[info.meta["kind"]],
+            "state": v.state if v else f"interrupted (was {lost.was})" if lost else info.state,
+            "step": v.step if v else info.status.get("step"),
+            "best PSNR": round(psnr, 2) if psnr else None, "loadable": info.has_weights, "id": info.id})
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.caption("Runs with weights appear in the sidebar's model picker: pick one to explore it on the other pages. "
+                   "Interrupted runs were cut off by a server restart; their last checkpoint still loads.")
+    else:
+        st.caption("No runs on this server yet.")
+
+
+def example() -> None:
+    """What the panel will show, from the shipped mnist-vq's recorded run, so the page teaches before any click."""
+    rows = runs.read_metrics(state.CHECKPOINTS / "mnist-vq")
+    if not rows:
+        return
+    st.markdown("**What a healthy run looks like** (the shipped mnist-vq, recorded when it was trained):")
+    a, b = st.columns(2)
+    a.plotly_chart(charts.loss_curves(rows), key="tr_ex_loss")
+    b.plotly_chart(charts.metric_curve(rows, "perplexity", "Perplexity (validation)", "perplexity",
+                                       reference=last(rows, "k"), reference_name="K"), key="tr_ex_ppl")
+    st.caption("Left: the losses fall. Right: perplexity climbs towards K as codes come into use. Try the "
+               "seed-style recipe to watch it stay near 1–5 instead.")
+
+
+# ---- the page ---------------------------------------------------------------------------------------------
 
 st.title("Train")
-st.info("This page is being built.")
+st.caption("Train a VQ-VAE, RQ-VAE or VAE in the background and watch its codebook learn. Runs keep going when you "
+           "switch pages or close the tab; come back with this page's URL.")
+me = owner_id()
+queue = job_queue()
+presenter = state.presenter()
+settings_box, live_box = (st.expander("New run settings"), st.container()) if presenter else st.columns([1, 2], gap="large")
+
+with settings_box:
+    settings = settings_form()
+    st.text_input("Title (optional)", key="tr_title", placeholder=title_of(settings), max_chars=80)
+    if st.button("Start training", type="primary", key="tr_start", width="stretch"):
+        start(settings, me)
+    shared = {k: v for k, v in st.query_params.to_dict().items() if k != OWNER_PARAM}
+    with st.expander("Share this setup"):
+        st.code(f"{st.context.url or ''}?{urlencode(shared)}", language=None)
+        st.caption("The link carries these settings, not your runs.")
+
+with live_box:
+    mine = list(reversed(queue.list_jobs(me)))
+    if goto := st.session_state.pop("tr_goto", None):
+        st.session_state["tr_job"] = goto
+    if not mine:
+        st.info("Nothing of yours is training. Pick settings and press **Start training**; with the seed-style "
+                "recipe you will see most codes die.")
+        example()
+    else:
+        ids = [j.id for j in mine]
+        if st.session_state.get("tr_job") not in ids:
+            st.session_state["tr_job"] = ids[0]
+        titles = {j.id: f"{j.title} · {j.state}" for j in mine}
+        job_id = st.selectbox("Your run", ids, key="tr_job", format_func=titles.get)
+        view = queue.get(job_id).view()
+        st.session_state["tr_live_state"] = view.state
+        st.fragment(live_panel, run_every=1.0 if view.active else None)(job_id, settings)
+        with st.expander("Your runs in the queue", expanded=len(mine) > 1):
+            my_runs_table(me)
+            counts = queue.counts()
+            st.caption(f"The class queue: {counts['running']} training, {counts['queued']} waiting; at most "
+                       f"{counts['max_running']} train at once so the server stays responsive.")
+
+st.divider()
+st.subheader("Runs on this server")
+finished_runs(me)

@@ -271,6 +271,8 @@ class Job:
             if kind == "train":
                 self._paused_at = None
                 self._latest = dict(event)
+                if self._state == "running":
+                    self._reason = "training"
                 if step % self.train_cfg.log_every == 0:
                     self._train.append(dict(event))
             elif kind == "val":

@@ -1,0 +1,157 @@
+"""The Train page under AppTest: controls, URL state, Start -> a job in the shared queue, page buttons -> job
+controls, clear messages for bad input. AppTest does not drive the 1 s live fragment; tests/test_jobs.py
+covers the job machinery itself and tests/browser/test_train_browser.py the live panel in Chromium.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ui.jobs import job_queue
+from vqdemo import runs
+from vqdemo.jobs import FINISHED
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT_S = 120
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("VQDEMO_RUNS_DIR", str(tmp_path / "runs"))
+    yield tmp_path / "runs"
+    for job in job_queue().list_jobs():  # the queue this folder got; leave no trainer running
+        job.stop()
+    deadline = time.monotonic() + TIMEOUT_S
+    while any(j.state not in FINISHED for j in job_queue().list_jobs()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def open_train(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    at.query_params.update(query or {})
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def keys(at: AppTest) -> set[str]:
+    return {w.key for kind in ("selectbox", "radio", "select_slider", "slider", "button", "toggle", "number_input",
+                               "text_input", "multiselect") for w in getattr(at, kind) if w.key}
+
+
+def start_small(at: AppTest, steps: int) -> AppTest:
+    at.selectbox(key="tr_data").set_value("digits")
+    at.radio(key="tr_budget").set_value("steps").run()
+    at.number_input(key="tr_steps").set_value(steps)
+    at.select_slider(key="tr_batch").set_value(16)
+    return at.button(key="tr_start").click().run()
+
+
+def wait_for(pred, what: str):
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_renders_its_controls_and_a_default_view(runs_dir):
+    at = open_train()
+    assert at.title[0].value == "Train" and not at.error
+    assert {"tr_preset", "tr_data", "tr_kind", "tr_arch", "tr_down", "tr_k", "tr_d", "tr_beta", "tr_lr", "tr_batch",
+            "tr_budget", "tr_secs", "tr_cb", "tr_init", "tr_restart", "tr_cosine", "tr_ste", "tr_start"} <= keys(at)
+    assert any("Nothing of yours is training" in i.value for i in at.info)
+    assert len(at.query_params["me"]) == 12
+    assert "7×7 grid of 16-vectors" in " ".join(c.value for c in at.caption)
+
+
+def test_start_queues_a_job_with_its_own_folder_and_shows_it(runs_dir):
+    at = start_small(open_train(), steps=20)
+    assert not at.exception and not at.error
+    me = at.query_params["me"]
+    [job] = job_queue().list_jobs(me)
+    view = job.view()
+    assert (view.data_cfg.name, view.train_cfg.steps, view.train_cfg.batch_size, view.kind) == ("digits", 20, 16, "vq")
+    assert job.run_dir.parent == runs_dir and runs.read_json(job.run_dir / "config.json")["owner"] == me
+    assert at.selectbox(key="tr_job").value == job.id
+    assert [m.label for m in at.metric][:2] == ["Step", "Val PSNR"]
+    assert (at.query_params["data"], at.query_params["budget"], at.query_params["steps"]) == ("digits", "steps", "20")
+    wait_for(lambda: job.state in FINISHED, "the run to finish")
+    at.run()
+    assert job.state == "done"
+    assert f"{20:,}" in [m.value for m in at.metric]
+    assert any(r.id == job.id and r.has_weights for r in runs.list_runs(runs_dir))
+
+
+def test_pause_and_stop_buttons_control_the_job(runs_dir):
+    at = start_small(open_train(), steps=100_000)
+    [job] = job_queue().list_jobs(at.query_params["me"])
+    wait_for(lambda: job.step_count >= 1, "training to start")
+    at.run()
+    at.button(key="tr_pause").click().run()
+    assert job.state == "paused"
+    assert at.button(key="tr_play") is not None and not at.exception
+    at.button(key="tr_stop").click().run()
+    wait_for(lambda: job.state == "stopped", "the stop")
+
+
+def test_a_reload_with_the_url_id_finds_the_same_runs(runs_dir):
+    first = start_small(open_train(), steps=5)
+    me = first.query_params["me"]
+    [job] = job_queue().list_jobs(me)
+    again = open_train({"me": me, "data": "digits"})
+    assert again.selectbox(key="tr_job").value == job.id
+    stranger = open_train()
+    assert stranger.query_params["me"] != me and "tr_job" not in keys(stranger)
+
+
+def test_the_seed_style_preset_sets_the_collapsing_recipe(runs_dir):
+    at = open_train()
+    at.radio(key="tr_preset").set_value("seed").run()
+    assert (at.radio(key="tr_cb").value, at.radio(key="tr_init").value, at.toggle(key="tr_restart").value) == (
+        "grad", "normal", False)
+    assert (at.query_params["cb"], at.query_params["init"], at.query_params["restart"]) == ("grad", "normal", "0")
+    assert "seed-style" in at.text_input(key="tr_title").placeholder
+    at.radio(key="tr_preset").set_value("healthy").run()
+    assert at.radio(key="tr_cb").value == "ema" and "cb" not in at.query_params
+
+
+def test_the_model_kind_changes_the_controls(runs_dir):
+    at = open_train()
+    at.radio(key="tr_kind").set_value("rq").run()
+    assert {"tr_depth", "tr_sizes", "tr_shared", "tr_norm", "tr_prog"} <= keys(at)
+    at.radio(key="tr_kind").set_value("vae").run()
+    assert "tr_k" not in keys(at) and "tr_beta" not in keys(at) and "tr_kl" in keys(at)
+    assert "(no codebook)" in " ".join(c.value for c in at.caption)
+    at.radio(key="tr_arch").set_value("patch").run()
+    assert at.selectbox(key="tr_down").options == ["2", "4", "7", "8"]
+
+
+def test_settings_come_from_the_url_and_junk_falls_back(runs_dir):
+    at = open_train({"kind": "rq", "k": "8", "lr": "0.003", "beta": "9", "batch": "banana", "data": "../../etc"})
+    assert not at.exception and not at.error
+    assert (at.radio(key="tr_kind").value, at.select_slider(key="tr_k").value) == ("rq", 8)
+    assert at.select_slider(key="tr_lr").value == 0.003
+    assert at.slider(key="tr_beta").value == 2.0              # clamped to the slider's range
+    assert at.select_slider(key="tr_batch").value == 128      # junk -> default
+    assert at.selectbox(key="tr_data").value == "mnist"
+
+
+def test_bad_input_gets_a_message_not_a_traceback(runs_dir):
+    at = open_train({"kind": "rq", "data": "digits"})
+    at.text_input(key="tr_sizes").set_value("64,lots").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception
+    assert any("K per depth" in e.value for e in at.error)
+    at.text_input(key="tr_sizes").set_value("64,64").run()   # depth is 4
+    at.button(key="tr_start").click().run()
+    assert any("one codebook size per depth" in e.value for e in at.error)
+    at.selectbox(key="tr_data").set_value("folder").run()
+    at.button(key="tr_start").click().run()
+    assert any("upload a .zip" in e.value for e in at.error)
+    assert job_queue().list_jobs() == []

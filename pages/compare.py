@@ -1,6 +1,163 @@
-"""compare page (placeholder until its page lands)."""
+"""Compare: two or more models side by side (say K=8 vs K=512, or healthy vs seed-style codebooks).
 
+Their recorded curves overlaid, the same validation images reconstructed by each, and how each uses its
+codebook on a few hundred validation images. The default view puts the shipped mnist-vq beside the other
+shipped models, so the page teaches before any click. The selection lives in the URL (`?runs=a,b`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
 import streamlit as st
+import torch
+
+from ui import charts, state
+from vqdemo import runs
+from vqdemo.analysis import encode_all, image_grid, reconstruct, usage
+from vqdemo.quantize import perplexity_of
+
+N_USAGE = 500   # validation images encoded for each usage histogram
+N_SHOW = 8      # validation images reconstructed side by side
+PER_ROW = 3
+
+
+def mtime(path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def metrics(path: str, stamp: float) -> list[dict]:
+    """metrics.jsonl rows, re-read when the file changes (stamp: its mtime)."""
+    return runs.read_metrics(path)
+
+
+@st.cache_data(max_entries=32, show_spinner="Reconstructing validation images...")
+def reconstructions(_choice: state.ModelChoice, path: str, stamp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first N_SHOW validation images, the model's reconstructions and their PSNR."""
+    loaded = state.load_choice(_choice)
+    x = loaded.data.val_x[:N_SHOW]
+    x_hat, psnr = reconstruct(loaded.model, x)
+    return x.numpy(), x_hat.numpy(), psnr.numpy()
+
+
+@st.cache_data(max_entries=32, show_spinner="Encoding validation images...")
+def code_usage(_choice: state.ModelChoice, path: str, stamp: float) -> np.ndarray | None:
+    """How often each code (depth 1 for RQ) is picked over N_USAGE validation images; None for a VAE."""
+    loaded = state.load_choice(_choice)
+    if not loaded.model.codebook_sizes:
+        return None
+    codes = encode_all(loaded.model, loaded.data.val_x[:N_USAGE])  # (N, h, w) or (N, depth, h, w)
+    if codes.dim() == 4:
+        codes = codes[:, 0]
+    return usage(codes, loaded.model.codebook_sizes[0]).numpy()
+
+
+def default_selection(choices: list[state.ModelChoice]) -> list[str]:
+    """The shipped mnist-vq first, then the other shipped models; this server's newest runs if that makes fewer than two."""
+    shipped = sorted((c.id for c in choices if c.id.startswith("shipped:")), key=lambda i: i != state.DEFAULT_MODEL)
+    return shipped + [c.id for c in choices if not c.id.startswith("shipped:")][: max(0, 2 - len(shipped))]
+
+
+def describe(c: state.ModelChoice) -> dict:
+    info = runs.RunInfo(c.path, runs.read_json(c.path / "config.json"), runs.read_json(c.path / "status.json")
+                        if (c.path / "status.json").is_file() else {})
+    m, best = info.meta.get("model", {}), info.status.get("best") or {}
+    vq, rq = m.get("vq", {}), m.get("rq", {})
+    sizes = "none" if c.kind == "vae" else (
+        f"{vq.get('k')} shared x {rq.get('depth')}" if rq.get("shared") else ",".join(map(str, rq.get("codebook_sizes", []))))
+    return {
+        "model": c.label, "kind": c.kind.upper(), "data": info.meta.get("data", {}).get("name", "?"),
+        "K": str(vq.get("k")) if c.kind == "vq" else sizes, "D": vq.get("dim"),
+        "beta": vq.get("beta") if c.kind != "vae" else None,
+        "codebook": None if c.kind == "vae" else f"{vq.get('codebook')}, {vq.get('init')} init"
+        + (", restarts" if vq.get("restart_dead") else ""),
+        "steps": info.status.get("step"), "best val PSNR": round(best["psnr"], 2) if "psnr" in best else None,
+    }
+
+
+def curves(chosen: list[state.ModelChoice]) -> None:
+    rows = {c.label: metrics(str(c.path), mtime(c.path / "metrics.jsonl")) for c in chosen}
+    a, b = st.columns(2)
+    with a:
+        st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB"), key="cmp_psnr")
+        st.caption("Higher is better: which model rebuilds held-out images best, and how fast it got there.")
+    with b:
+        st.plotly_chart(charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity"), key="cmp_ppl")
+        st.caption("The effective number of codes in use: a collapsed codebook stays flat near the bottom.")
+    a, b = st.columns(2)
+    with a:
+        st.plotly_chart(charts.overlay(rows, "used", "Codes used (validation)", "codes"), key="cmp_used")
+        st.caption("Distinct codes picked on the validation set (depth 1 for RQ); compare it with each model's K.")
+    with b:
+        st.plotly_chart(charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True), key="cmp_loss")
+        st.caption("Training loss on a log scale; lower is better, but only compare models trained on the same data.")
+
+
+def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
+    groups: dict[str, list[state.ModelChoice]] = {}
+    for c in chosen:
+        groups.setdefault(repr(sorted(runs.read_json(c.path / "config.json").get("data", {}).items())), []).append(c)
+    for members in groups.values():
+        x, _, _ = reconstructions(members[0], str(members[0].path), mtime(members[0].path / runs.WEIGHTS))
+        st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
+        for c in members:
+            _, x_hat, psnr = reconstructions(c, str(c.path), mtime(c.path / runs.WEIGHTS))
+            st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
+                     caption=f"{c.label}: mean PSNR {psnr.mean():.1f} dB")
+    st.caption("The same validation images through each model: look at thin strokes and edges, where a small "
+               "or collapsed codebook blurs first." + (" Models trained on different data get their own originals."
+                                                       if len(groups) > 1 else ""))
+
+
+def usage_histograms(chosen: list[state.ModelChoice]) -> None:
+    for start in range(0, len(chosen), PER_ROW):
+        cols = st.columns(PER_ROW)
+        for col, c in zip(cols, chosen[start:start + PER_ROW]):
+            with col:
+                counts = code_usage(c, str(c.path), mtime(c.path / runs.WEIGHTS))
+                if counts is None:
+                    st.info(f"{c.label}: a VAE has no codebook.")
+                    continue
+                st.plotly_chart(charts.usage_histogram(counts, 0, c.label, "uses", sort=True, height=240),
+                                key=f"cmp_usage_{c.id}")
+                st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
+                           + (" (depth 1)" if c.kind == "rq" else "") + ".")
+    st.caption(f"Each model's codes sorted from most to least used over {N_USAGE} validation images; red codes were "
+               "never picked. A long red tail is a collapsed codebook: K was paid for, few codes work.")
+
 
 st.title("Compare")
-st.info("This page is being built.")
+st.caption("Put models side by side: shipped checkpoints and the runs trained on this server.")
+choices = state.model_choices()
+by_id = {c.id: c for c in choices}
+default = default_selection(choices)
+if "cmp_runs" not in st.session_state:
+    wanted = [i for i in st.query_params.get("runs", "").split(",") if i in by_id]
+    st.session_state["cmp_runs"] = wanted or default
+picked = st.multiselect("Models to compare", list(by_id), key="cmp_runs", format_func=lambda i: by_id[i].label,
+                        help="Two or more; runs appear here once they have saved weights.")
+if picked == default:
+    st.query_params.pop("runs", None)
+else:
+    st.query_params["runs"] = ",".join(picked)
+
+if len(picked) < 2:
+    st.info("Pick two or more models to compare (for example a K=8 run and a K=512 run, or healthy vs seed-style).")
+    st.stop()
+
+chosen = [by_id[i] for i in picked]
+try:
+    st.dataframe(pd.DataFrame([describe(c) for c in chosen]), hide_index=True, width="stretch")
+    st.caption("What differs between them: read this row by row before reading the curves.")
+    st.subheader("Training curves")
+    curves(chosen)
+    st.subheader("Reconstructions")
+    side_by_side_reconstructions(chosen)
+    st.subheader("Codebook usage")
+    usage_histograms(chosen)
+except (runs.CheckpointError, ValueError, OSError) as e:
+    st.error(f"Could not compare these models: {e}")

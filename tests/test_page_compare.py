@@ -1,0 +1,102 @@
+"""The Compare page under AppTest: the default view (shipped mnist-vq beside the other shipped models),
+a run of this server joining the comparison, the selection in the URL, and fewer than two models.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vqdemo import runs
+from vqdemo.data import DataConfig
+from vqdemo.jobs import FINISHED, JobQueue
+from vqdemo.models import ModelConfig
+from vqdemo.quantize import QuantizerConfig
+from vqdemo.train import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+TIMEOUT_S = 120
+CHECKPOINT_WAIT_S = 1800  # the shipped checkpoints may still be training when the suite starts
+
+
+def wait_for_shipped(names: tuple[str, ...]) -> None:
+    """Poll for shipped checkpoints rather than skip: they land a few minutes after a fresh training starts."""
+    deadline = time.monotonic() + CHECKPOINT_WAIT_S
+    while not all((REPO / "checkpoints" / n / "model.safetensors").is_file() for n in names):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"shipped checkpoints {names} never appeared under checkpoints/")
+        time.sleep(5)
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    wait_for_shipped(("mnist-vq",))
+    monkeypatch.setenv("VQDEMO_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def tiny_run(runs_dir: Path) -> str:
+    """A finished 20-step run on the sklearn digits, as the Train page would leave it."""
+    queue = JobQueue(1, runs_dir, threads=1)
+    cfg = ModelConfig(kind="vq", hidden=16, res_blocks=1, res_hidden=8, vq=QuantizerConfig(k=8, dim=4))
+    job = queue.submit("someone", "tiny K=8", cfg, DataConfig(name="digits"),
+                       TrainConfig(steps=20, batch_size=16, val_every=10, log_every=5))
+    deadline = time.monotonic() + TIMEOUT_S
+    while job.state not in FINISHED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.state == "done", job.view().reason
+    return f"run:{job.id}"
+
+
+def open_compare(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    at.query_params.update(query or {})
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def images(at: AppTest) -> int:
+    return len(at.get("image"))
+
+
+def test_default_view_compares_the_shipped_models_without_a_click(runs_dir):
+    at = open_compare()
+    picked = at.multiselect(key="cmp_runs").value
+    shipped = sorted(p.name for p in (REPO / "checkpoints").iterdir() if (p / "model.safetensors").is_file())
+    assert picked[0] == "shipped:mnist-vq"
+    if len(shipped) > 1:
+        assert sorted(picked) == [f"shipped:{n}" for n in shipped]
+        with_codebook = [n for n in shipped if runs.read_json(REPO / "checkpoints" / n / "config.json")["kind"] != "vae"]
+        assert len(at.get("plotly_chart")) == 4 + len(with_codebook)
+        assert "Perplexity" in " ".join(c.value for c in at.caption)
+        assert "runs" not in at.query_params   # the default selection keeps the URL short
+    else:
+        assert any("Pick two or more" in i.value for i in at.info)
+
+
+def test_a_run_of_this_server_joins_and_the_selection_changes_the_view(runs_dir):
+    run = tiny_run(runs_dir)
+    at = open_compare({"runs": f"shipped:mnist-vq,{run}"})
+    assert at.multiselect(key="cmp_runs").value == ["shipped:mnist-vq", run]
+    table = at.dataframe[0].value
+    assert list(table["data"]) == ["mnist", "digits"] and list(table["K"]) == ["64", "8"]
+    # two datasets: each gets its own originals row, plus one reconstruction row per model
+    assert images(at) == 4
+    captions = " ".join(c.value for c in at.caption)
+    assert "of K=8" in captions and "Models trained on different data get their own originals" in captions
+
+    at.multiselect(key="cmp_runs").unselect(run).run()
+    assert not at.exception and not at.get("plotly_chart") and images(at) == 0
+    assert any("Pick two or more" in i.value for i in at.info)
+    assert at.query_params["runs"] == "shipped:mnist-vq"
+
+
+def test_unknown_ids_in_the_url_fall_back_to_the_default(runs_dir):
+    at = open_compare({"runs": "run:../../etc,shipped:nope"})
+    assert at.multiselect(key="cmp_runs").value[0] == "shipped:mnist-vq"

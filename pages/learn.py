@@ -161,13 +161,13 @@ def on_cell_click() -> None:
         st.session_state["learn_col"] = int(points[0]["x"])
 
 
-left, mid, right = st.columns([1.05, 1.6, 1.0])
+left, mid, right = st.columns([1.15, 1.6, 1.0])
 with left:
     rc1, rc2 = st.columns(2)
     row = rc1.number_input("Row", 0, h - 1, key="learn_row", step=1)
     col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
     st.query_params["row"], st.query_params["col"] = str(row), str(col)
-    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), px(300)), key="learn_cellmap",
+    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), px(270)), key="learn_cellmap",
                     on_select=on_cell_click, selection_mode="points", width="content",
                     config={"displayModeBar": False})
     st.caption("The code map: click a cell (or type its row and column) to follow its vector.")

@@ -1,0 +1,85 @@
+"""Learn, Reconstruct and Codebook in real Chromium against `streamlit run app.py`.
+
+Each test opens its page in a fresh browser session, measures the first paint (from `goto` until the
+page's title is drawn and the script state is notRunning) and prints it, checks there is no error box,
+and saves a screenshot of the whole page under test-output/screenshots/. The Learn test also clicks a
+cell of the code map (a Plotly selection, which AppTest cannot send); the Codebook test waits for the
+background UMAP to replace the PCA map by itself (a `run_every` fragment, which AppTest does not run).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from playwright.sync_api import Page, expect
+
+APP_IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
+UMAP_TIMEOUT_MS = 180_000  # import umap (~11 s) + first fit, on a CPU shared with other work
+
+
+def first_paint(page: Page, url: str, title: str) -> float:
+    """Seconds from goto until the page's title is drawn and the script has finished.
+
+    Waiting for the title first matters: right after goto the app reports notRunning before the
+    script has even started.
+    """
+    start = time.monotonic()
+    page.goto(url)
+    expect(page.locator("[data-testid=stMain] h1").first).to_contain_text(title, timeout=120_000)
+    page.wait_for_selector(APP_IDLE, timeout=120_000)
+    return time.monotonic() - start
+
+
+def full_screenshot(page: Page, screenshot, name: str):
+    """Streamlit scrolls inside its main container, so grow the viewport to the content, then shoot."""
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 60, 8000)})
+    page.wait_for_timeout(800)
+    return screenshot(page, name)
+
+
+def test_learn_page(page: Page, app_server, assert_no_errors, screenshot) -> None:
+    seconds = first_paint(page, f"{app_server.url}/", "Learn")
+    print(f"\nfirst paint learn: {seconds:.2f} s")
+    assert_no_errors(page)
+    expect(page.get_by_text(re.compile(r"^Cell \(3, 3\)")).first).to_be_visible()
+    expect(page.get_by_text("(1, 16, 7, 7)").first).to_be_visible()
+
+    # Click the code map's cell (1, 5) (the chart's plot area holds the 7x7 cells).
+    area = page.locator(".st-key-learn_cellmap .nsewdrag").first
+    area.scroll_into_view_if_needed()
+    box = area.bounding_box()
+    page.mouse.click(box["x"] + 5.5 * box["width"] / 7, box["y"] + 1.5 * box["height"] / 7)
+    expect(page.get_by_text(re.compile(r"^Cell \(1, 5\)")).first).to_be_visible(timeout=30_000)
+    page.wait_for_selector(APP_IDLE)
+    assert "row=1" in page.url and "col=5" in page.url  # the clicked cell is in the shareable URL
+    assert_no_errors(page)
+    path = full_screenshot(page, screenshot, "learn")
+    print(f"screenshot: {path}")
+
+
+def test_reconstruct_page(page: Page, app_server, assert_no_errors, screenshot) -> None:
+    seconds = first_paint(page, f"{app_server.url}/reconstruct?model=shipped:mnist-rq", "Reconstruct")
+    print(f"\nfirst paint reconstruct (mnist-rq): {seconds:.2f} s")
+    assert_no_errors(page)
+    expect(page.get_by_text("Coarse to fine").first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"depths 1\.\.4: [\d.]+ dB")).first).to_be_visible()
+    path = full_screenshot(page, screenshot, "reconstruct")
+    print(f"screenshot: {path}")
+
+
+def test_codebook_page(page: Page, app_server, assert_no_errors, screenshot) -> None:
+    seconds = first_paint(page, f"{app_server.url}/codebook", "Codebook")
+    print(f"\nfirst paint codebook: {seconds:.2f} s")
+    assert_no_errors(page)
+    # The first paint never waits for UMAP: a PCA map is there at once, swapped for UMAP when it is ready.
+    axis = page.locator(".st-key-cb_map .xtitle").first
+    expect(axis).to_have_text(re.compile(r"^(PCA|UMAP) 1$"))
+    start = time.monotonic()
+    expect(axis).to_have_text("UMAP 1", timeout=UMAP_TIMEOUT_MS)
+    print(f"UMAP replaced PCA {time.monotonic() - start:.1f} s after the first paint")
+    page.wait_for_selector(APP_IDLE)
+    assert_no_errors(page)
+    path = full_screenshot(page, screenshot, "codebook")
+    print(f"screenshot: {path}")

@@ -163,7 +163,7 @@ def map_panel() -> None:
     st.plotly_chart(fig, config={"displayModeBar": False}, key="cb_map")
     st.caption(f"{method} of the {k} codebook vectors (diamonds; dead ones red crosses) and {len(pts['points'])} "
                "encoder outputs (dots). Coloured by code, each dot should sit by its diamond; coloured by label, "
-               "see whether codes specialise in digits or are shared strokes.")
+               "see whether codes belong to one class or are pieces shared by all.")
 
 
 map_panel()

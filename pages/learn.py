@@ -152,6 +152,9 @@ st.caption(f"Follow the shapes: the encoder turns {H}x{W} pixels into {h}x{w} ve
 
 # --------------------------------------------------------------------- 2. one vector, snapped
 st.header("2 · Snap one latent vector to its nearest code")
+st.markdown("The encoder does not output a softmax over K codes to sample from (seed 001): it outputs the vector "
+            "itself, and quantisation replaces it with the nearest codebook entry: vector → distances to every "
+            "code → argmin → that code's vector.")
 
 
 def on_cell_click() -> None:

@@ -39,6 +39,10 @@ class ModelConfig:
             raise ValueError(f"model kind must be vq, rq or vae, got {self.kind!r}")
         if self.arch not in ("conv", "patch"):
             raise ValueError(f"architecture must be conv or patch, got {self.arch!r}")
+        for name in ("channels", "image_size", "hidden", "res_blocks", "res_hidden", "downsample"):
+            value = getattr(self, name)  # a config from JSON may say 64.5 or "64": refuse it here, not deep in torch
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"images must have 1 or 3 channels, got {self.channels!r}")
         if not (4 <= self.image_size <= 256):
@@ -279,3 +283,10 @@ class VAE(Autoencoder):
 
 def build_model(cfg: ModelConfig) -> VQVAE | VAE:
     return VAE(cfg) if cfg.kind == "vae" else VQVAE(cfg)
+
+
+def parameter_count(cfg: ModelConfig) -> int:
+    """Parameters the model of cfg would have, counted on the meta device: nothing is allocated, so an
+    absurd config (from a user's file or flags) can be refused before it eats the server's memory."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(cfg).parameters())

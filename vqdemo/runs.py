@@ -20,12 +20,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, parameter_count
 
 WEIGHTS = "model.safetensors"   # the best checkpoint by validation score
 LAST = "last.safetensors"       # the latest good checkpoint
 MAX_CONFIG_BYTES = 1 << 20
 MAX_PARAMS = 50_000_000         # refuse configs that would build absurdly large models
+MAX_WEIGHTS_BYTES = 8 * MAX_PARAMS  # float32 parameters plus as many buffers (EMA codebooks): nothing real is bigger
 
 
 class CheckpointError(ValueError):
@@ -69,6 +70,8 @@ def read_json(path: Path) -> dict:
         raise CheckpointError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e}); delete the run or restore the file") from None
+    except RecursionError:  # '[[[[...' nested deeper than Python's stack: hostile or corrupt, never a config
+        raise CheckpointError(f"{path} nests JSON too deeply to be a vqdemo config; delete the run") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
     return obj
@@ -92,6 +95,9 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")
+    if path.stat().st_size > MAX_WEIGHTS_BYTES:  # refused before a byte of it is read into memory
+        raise CheckpointError(f"{path} is {path.stat().st_size / 2**20:,.0f} MiB, larger than any model this app "
+                              f"can load ({MAX_WEIGHTS_BYTES / 2**20:,.0f} MiB); pick another file")
     try:
         from safetensors import safe_open
 
@@ -123,16 +129,13 @@ def model_from_meta(meta: dict, source: str):
     try:
         cfg = ModelConfig.from_dict(meta["model"])
         cfg.validate()
-    except (KeyError, TypeError, ValueError) as e:
+        size = parameter_count(cfg)  # on the meta device: a huge config is refused before any allocation
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{source} has no usable model config ({e})") from None
-    if cfg.kind in ("vq", "rq"):
-        sizes = cfg.rq.codebook_sizes if cfg.kind == "rq" and not cfg.rq.shared else [cfg.vq.k]
-        if sum(sizes) * cfg.vq.dim > MAX_PARAMS:
-            raise CheckpointError(f"{source} asks for codebooks of {sizes} x {cfg.vq.dim}: too large for this app")
-    model = build_model(cfg)
-    if sum(p.numel() for p in model.parameters()) > MAX_PARAMS:
-        raise CheckpointError(f"{source} describes a model over {MAX_PARAMS:,} parameters: too large for this app")
-    return model
+    if size > MAX_PARAMS:
+        raise CheckpointError(f"{source} describes a model of {size:,} parameters, over the {MAX_PARAMS:,} "
+                              "this app allows: too large")
+    return build_model(cfg)
 
 
 def load_model(path: Path | str, which: str = WEIGHTS):
@@ -184,11 +187,11 @@ def read_metrics(path: Path) -> list[dict]:
     """metrics.jsonl rows; a torn last line (crash mid-write) is skipped, not fatal."""
     rows = []
     try:
-        with open(Path(path) / "metrics.jsonl") as f:
+        with open(Path(path) / "metrics.jsonl", encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     rows.append(json.loads(line))
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     continue
     except FileNotFoundError:
         pass

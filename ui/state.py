@@ -120,8 +120,15 @@ def presenter() -> bool:
 
 
 def current() -> Loaded | None:
-    """The model the sidebar picked (set by app.py before the page runs)."""
-    return st.session_state.get("loaded")
+    """The model the sidebar picked (set by app.py before the page runs).
+
+    On a fresh server the first visit to a deep link (say /codebook?img=3) runs the page file without app.py:
+    Streamlit's pages/ folder fallback, until some session has run st.navigation. Then the page draws the
+    sidebar itself, so shared links work from the first second.
+    """
+    if "loaded" not in st.session_state:
+        st.session_state["loaded"] = sidebar()
+    return st.session_state["loaded"]
 
 
 def crisp(images: torch.Tensor, width: int = 112) -> np.ndarray | list[np.ndarray]:

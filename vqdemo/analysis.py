@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .explain import quantize_steps
 from .metrics import psnr_per_image
 from .models import VAE, VQVAE
-from .quantize import ResidualQuantizer, nearest_code
 
 
 def image_grid(images: Tensor, nrow: int | None = None, pad: int = 1, fill: float = 1.0) -> Tensor:
@@ -36,7 +36,7 @@ class QuantizeTrace:
 
     x: Tensor          # (1, C, H, W) the input
     z_e: Tensor        # (1, D, h, w) encoder output
-    flat: Tensor       # (h*w, D) one row per latent position
+    flat: Tensor       # (h*w, D) one row per latent position, as compared with the codebook
     dist: Tensor       # (h*w, K) squared distance of each position to every code
     codes: Tensor      # (h, w) argmin over K
     z_q: Tensor        # (1, D, h, w) the codes' vectors
@@ -45,22 +45,14 @@ class QuantizeTrace:
 
 @torch.no_grad()
 def trace(model: VQVAE, x: Tensor) -> QuantizeTrace:
-    """Run one image (C, H, W) through encoder, distances, argmin, lookup, decoder, keeping everything."""
-    x = x[None]
-    z_e = model.encode(x)
-    d = z_e.shape[1]
-    flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # (1, D, h, w) -> (h*w, D)
-    layer = model.quantizer.layer(0) if isinstance(model.quantizer, ResidualQuantizer) else model.quantizer
-    if layer.cfg.cosine:
-        flat = torch.nn.functional.normalize(flat, dim=1)
-    codes, dist = nearest_code(flat, layer.vectors())
-    h, w = z_e.shape[2:]
-    if isinstance(model.quantizer, ResidualQuantizer):
-        all_codes = model.encode_codes(x)
-        z_q = model.quantizer.lookup(all_codes)
-    else:
-        z_q = layer.lookup(codes.reshape(1, h, w))
-    return QuantizeTrace(x, z_e, flat, dist, codes.reshape(h, w), z_q, model.decode(z_q))
+    """Run one image (C, H, W) through encoder, distances, argmin, lookup, decoder, keeping everything.
+
+    The distances and codes are depth 1's (at its residual scale); z_q sums every depth, as the decoder sees it.
+    """
+    z_e = model.encode(x[None])
+    steps = quantize_steps(model, z_e)
+    z_q = sum(step.chosen for step in steps)
+    return QuantizeTrace(x[None], z_e, steps[0].compared, steps[0].dist, steps[0].codes[0], z_q, model.decode(z_q))
 
 
 @torch.no_grad()

@@ -110,7 +110,8 @@ class Canvas:
         shape = arr[0].shape
         for d, (a, k) in enumerate(zip(arr, self.sizes)):
             if a.ndim != 2 or a.shape != shape or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
-                raise PaintError(f"layer {d} must be a non-empty h x w grid of ints like layer 0 {shape}, got {a.shape}")
+                raise PaintError(f"layer {d} must be a non-empty h x w grid of ints shaped like layer 0 {shape}, "
+                                 f"got {a.shape}")
             if a.min() < 0 or a.max() >= k:
                 raise PaintError(f"layer {d} holds codes outside [0, {k}): {int(a.min())}..{int(a.max())}")
         return [a.astype(int).tolist() for a in arr]

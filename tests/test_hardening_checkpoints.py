@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vqdemo import prior, runs
 from vqdemo.models import build_model
 

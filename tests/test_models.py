@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vqdemo.data import DataConfig, load_data
 from vqdemo.models import VAE, VQVAE, ModelConfig, build_model
 

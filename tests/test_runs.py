@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vqdemo import runs
 from vqdemo.models import build_model
 

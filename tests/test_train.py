@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from vqdemo import runs
 from vqdemo.data import DataConfig, load_data
 from vqdemo.fit import fit, seed_style_quantizer

@@ -137,12 +137,12 @@ with right:
         full.image(state.crisp(model.decode_codes(codes)[0], 224), output_format="PNG", alt="Decoded code map")
         full.caption(f"Decoded from all {canvas.depth} depths: the deeper codes add detail.")
     else:
-        st.image(state.crisp(model.decode_codes(codes)[0], 280), output_format="PNG", alt="Decoded code map")
+        st.image(state.crisp(model.decode_codes(codes)[0], 336), output_format="PNG", alt="Decoded code map")
         st.caption("The decoder's picture of your code map, redrawn after every stroke.")
 
     st.markdown("**What the codes look like**")
     used = painting.layer_legend(canvas.layer(d), top=6)
     for col, (c, count) in zip(st.columns(6), used):
-        col.image(state.crisp(pal.tiles[c], 48), output_format="PNG", caption=f"#{c}: {count}")
+        col.image(state.crisp(pal.tiles[c], 48), output_format="PNG", caption=f"#{c} ×{count}")
     st.caption("The codes in your grid, each decoded on its own (tiled over the whole map), with how many cells "
                "use it, most used first.")

@@ -268,7 +268,7 @@ def test_views_are_copies(tmp_path):
     view.model_cfg.vq.k = 99
     again = job.view()
     assert len(again.train) == 10 and again.val[0]["psnr"] != -1.0
-    assert again.knobs["lr"] == 1e-3 and again.model_cfg.vq.k == 8
+    assert again.knobs["lr"] == TrainConfig().lr and again.model_cfg.vq.k == 8
 
 
 def test_interrupted_runs_are_listed_after_a_restart(tmp_path):

@@ -15,10 +15,6 @@ from vqdemo.quantize import perplexity_of
 
 MAP_POINTS = 2000  # encoder outputs on the 2-D map: UMAP of ~2k points takes seconds, not a minute
 
-if "loaded" not in st.session_state:
-    # On a fresh server Streamlit runs a deep link (/page?...) through its pages/ folder fallback, without
-    # app.py, until st.navigation has run once; load the sidebar's model here so shared links still work.
-    st.session_state["loaded"] = state.sidebar()
 loaded = state.current()
 if loaded is None:
     st.stop()

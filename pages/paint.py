@@ -13,10 +13,6 @@ from ui import state
 from ui.painter import grid_painter
 from vqdemo import analysis, painting, runs
 
-if "loaded" not in st.session_state:
-    # On a fresh server Streamlit runs a deep link (/page?...) through its pages/ folder fallback, without
-    # app.py, until st.navigation has run once; load the sidebar's model here so shared links still work.
-    st.session_state["loaded"] = state.sidebar()
 loaded = state.current()
 if loaded is None:
     st.stop()

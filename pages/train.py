@@ -30,13 +30,15 @@ BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "
 KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "vae": "VAE"}
 KS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 DIMS = [1, 2, 4, 8, 16, 32, 64]
-LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-BATCHES = [16, 32, 64, 128, 256]
+TRAIN = TrainConfig()  # the library's defaults for lr and batch size
+LRS = sorted({1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, TRAIN.lr})
+BATCHES = sorted({16, 32, 64, 128, 256, TRAIN.batch_size})
 DOWN = {"conv": [2, 4, 8], "patch": [2, 4, 7, 8]}
 HEALTHY, SEED_STYLE = QuantizerConfig(), seed_style_quantizer()
 PRESETS = {"healthy": "Healthy default", "seed": "Seed-style (collapses)"}
 MAX_UPLOAD_MB = 64
 SAVED = "tr_saved"
+CHART_EVERY_S = 3.0
 
 
 def choice(options):
@@ -62,7 +64,7 @@ SETTINGS = {
     "data": ("mnist", choice(BUILT_IN + ["folder"])), "kind": ("vq", choice(list(KINDS))),
     "arch": ("conv", choice(list(DOWN))), "down": (4, choice(sorted(set(DOWN["conv"] + DOWN["patch"])))),
     "k": (HEALTHY.k, choice(KS)), "d": (HEALTHY.dim, choice(DIMS)), "beta": (HEALTHY.beta, number(0.0, 2.0, float)),
-    "kl": (1.0, number(0.0, 10.0, float)), "lr": (1e-3, choice(LRS)), "batch": (128, choice(BATCHES)),
+    "kl": (1.0, number(0.0, 10.0, float)), "lr": (TRAIN.lr, choice(LRS)), "batch": (TRAIN.batch_size, choice(BATCHES)),
     "budget": ("seconds", choice(["seconds", "steps"])), "secs": (30, number(5, 600)), "steps": (500, number(1, 100_000)),
     "seed": (0, number(0, 1_000_000)), "cb": (HEALTHY.codebook, choice(["ema", "grad"])),
     "init": (HEALTHY.init, choice(["kmeans", "uniform", "normal"])), "restart": (HEALTHY.restart_dead, flag),
@@ -370,7 +372,8 @@ def figures(v: JobView) -> None:
                  f"at step {v.snapshot['step']:,}.")
 
 
-def live_panel(job_id: str, settings: dict) -> None:
+def status_panel(job_id: str, settings: dict) -> None:
+    """Redrawn every second: state, step counter, buttons and live knobs (kept light so clicks land)."""
     job = job_queue().get(job_id)
     if job is None:
         st.info("This run is no longer held by the server; find it in the list of runs below.")
@@ -397,10 +400,18 @@ def live_panel(job_id: str, settings: dict) -> None:
         live_knobs(v)
         structural_note(v, settings)
     metrics(v)
+
+
+def chart_panel(job_id: str) -> None:
+    """Redrawn every few seconds: the figures cost more to build and to draw."""
+    job = job_queue().get(job_id)
+    if job is None:
+        return
+    v = job.view()
     if v.train or v.val:
         figures(v)
     elif v.active:
-        st.caption("The first steps appear here within a few seconds.")
+        st.caption("The curves appear here after the first steps.")
 
 
 def my_runs_table(me: str) -> None:
@@ -487,7 +498,8 @@ with live_box:
         job_id = st.selectbox("Your run", ids, key="tr_job", format_func=titles.get)
         view = queue.get(job_id).view()
         st.session_state["tr_live_state"] = view.state
-        st.fragment(live_panel, run_every=1.0 if view.active else None)(job_id, settings)
+        st.fragment(status_panel, run_every=1.0 if view.active else None)(job_id, settings)
+        st.fragment(chart_panel, run_every=CHART_EVERY_S if view.active else None)(job_id)
         with st.expander("Your runs in the queue", expanded=len(mine) > 1):
             my_runs_table(me)
             counts = queue.counts()

@@ -147,6 +147,8 @@ def test_live_beta_lr_and_k_take_effect(tmp_path):
     job.step(1)
     wait_for(lambda: job.view().paused_at == held + 1, "the step that applies the changes")
     view = job.view()
+    meta = runs.read_json(job.run_dir / "config.json")  # owner and title survive the loop's rewrites mid-run
+    assert (meta["owner"], meta["title"]) == ("s", "knobs")
     assert view.knobs == {"beta": 1.5, "lr": 5e-4, "k": 16} and view.pending == {}
     assert view.changes[-1] == {"step": held, "beta": 1.5, "lr": 5e-4, "k": 16}
     assert (view.latest["beta"], view.latest["lr"], view.latest["k"]) == (1.5, 5e-4, 16.0)

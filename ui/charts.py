@@ -39,8 +39,9 @@ def series(rows: Sequence[dict], key: str, kind: str | None = None) -> tuple[lis
 
 
 def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool = False, height: int = HEIGHT) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+    fig.update_layout(title=dict(text=title, font=dict(size=14), y=0.98, yanchor="top"), height=height,
+                      margin=dict(l=10, r=10, t=58, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0.0, font=dict(size=11)),
                       xaxis_title="step", yaxis_title=y_title, hovermode="x unified")
     if log_y:
         fig.update_yaxes(type="log")

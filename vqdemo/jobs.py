@@ -151,6 +151,7 @@ class Job:
         self._pending: dict[str, float] = {}
         self._paused_since: float | None = None
         self._stop_reason: str | None = None
+        self._stamp_due = True   # worker thread only
 
     # ---- reads (copies) -------------------------------------------------------------------------------
 
@@ -263,6 +264,9 @@ class Job:
     def _on_event(self, event: dict[str, Any]) -> None:
         """Called by the training loop in the worker thread for every event."""
         kind = event.get("type")
+        if self._stamp_due and kind != "val":
+            self._stamp_config()
+        self._stamp_due = kind == "val"
         with self._lock:
             step = int(event.get("step", self._step))
             self._step = step
@@ -312,6 +316,19 @@ class Job:
         reason = self._finish_files(state, reason)  # files first: a finished state means its files are final
         with self._lock:
             self._state, self._reason, self._paused_since, self._paused_at = state, reason, None, None
+
+    def _stamp_config(self) -> None:
+        """Put owner and title back into config.json, which the loop rewrites when it starts and at each save.
+
+        Runs in the worker thread on the first event and on the first event after each validation (the loop
+        saves right after emitting "val"), so it never races the loop's own writes.
+        """
+        try:
+            meta = runs.read_json(self.run_dir / "config.json")
+            if (meta.get("owner"), meta.get("title"), meta.get("job")) != (self.owner, self.title, self.id):
+                runs.write_json(self.run_dir / "config.json", dict(meta, owner=self.owner, title=self.title, job=self.id))
+        except (runs.CheckpointError, OSError):
+            pass   # the run goes on; _finish_files reports a folder that cannot be written
 
     def _finish_files(self, state: str, reason: str) -> str:
         """Put owner and title back into config.json (the loop rewrites it) and the final state into status.json."""

@@ -23,6 +23,7 @@ from torch import Tensor
 from . import runs
 
 Event = dict[str, Any]
+MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
 
 
 class Trainable(Protocol):
@@ -49,22 +50,31 @@ class TrainConfig:
     def validate(self) -> None:
         if self.steps is None and self.seconds is None:
             raise ValueError("give a budget: steps or seconds")
-        if self.steps is not None and not (isinstance(self.steps, int) and 1 <= self.steps <= 10_000_000):
+        if self.steps is not None and not (_is_int(self.steps) and 1 <= self.steps <= 10_000_000):
             raise ValueError(f"steps must be an integer in [1, 10^7], got {self.steps!r}")
-        if self.seconds is not None and not (math.isfinite(self.seconds) and 0 < self.seconds <= 7 * 86400):
+        if self.seconds is not None and not (isinstance(self.seconds, (int, float)) and not isinstance(self.seconds, bool)
+                                             and math.isfinite(self.seconds) and 0 < self.seconds <= 7 * 86400):
             raise ValueError(f"seconds must be a finite number in (0, 604800], got {self.seconds!r}")
-        if not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096):
+        if not (_is_int(self.batch_size) and 1 <= self.batch_size <= 4096):
             raise ValueError(f"batch size must be an integer in [1, 4096], got {self.batch_size!r}")
         check_lr(self.lr)
+        if not (_is_int(self.seed) and -2**63 <= self.seed < 2**64):  # what torch.manual_seed accepts
+            raise ValueError(f"seed must be an integer that fits in 64 bits, got {self.seed!r}")
+        if self.threads is not None and not (_is_int(self.threads) and 1 <= self.threads <= MAX_THREADS):
+            raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}], got {self.threads!r}")
         for name in ("val_every", "log_every", "snapshot_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_lr(lr: float) -> None:
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= 1):
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and 0 < lr <= 1):
         raise ValueError(f"learning rate must be a finite number in (0, 1], got {lr!r}")
 
 

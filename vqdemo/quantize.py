@@ -35,6 +35,10 @@ class QuantizerConfig:
             raise ValueError(f"codebook size K must be an integer in [2, 65536], got {self.k!r}")
         if not (isinstance(self.dim, int) and 1 <= self.dim <= 1024):
             raise ValueError(f"code dimension D must be an integer in [1, 1024], got {self.dim!r}")
+        for name in ("beta", "decay", "dead_threshold"):  # from a JSON config "0.25" or null would be a TypeError
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         if not (math.isfinite(self.beta) and 0 <= self.beta <= 100):
             raise ValueError(f"beta must be a finite number in [0, 100], got {self.beta!r}")
         if self.codebook not in ("ema", "grad"):
@@ -242,8 +246,9 @@ class ResidualConfig:
             raise ValueError(f"RQ depth must be an integer in [1, 16], got {self.depth!r}")
         if not self.shared and len(self.codebook_sizes) != self.depth:
             raise ValueError(f"give one codebook size per depth: depth {self.depth} but sizes {self.codebook_sizes}")
-        if self.progressive_steps < 0:
-            raise ValueError("progressive_steps must be >= 0")
+        if not (isinstance(self.progressive_steps, int) and not isinstance(self.progressive_steps, bool)
+                and self.progressive_steps >= 0):
+            raise ValueError(f"progressive_steps must be an integer >= 0, got {self.progressive_steps!r}")
 
 
 @dataclass

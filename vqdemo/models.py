@@ -53,6 +53,10 @@ class ModelConfig:
             raise ValueError(f"conv downsampling must be 2, 4 or 8, got {self.downsample!r}")
         if self.arch == "patch" and not (1 <= self.downsample <= self.image_size):
             raise ValueError(f"patch size must be in [1, image size], got {self.downsample!r}")
+        for name in ("kl_weight", "data_variance"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
             raise ValueError("kl_weight must be a finite number >= 0")
         if not (math.isfinite(self.data_variance) and self.data_variance > 0):

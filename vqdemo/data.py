@@ -40,6 +40,7 @@ SHAPE_NAMES = ["circle", "square", "triangle"]
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SHAPES_DEFAULT_N = 6000
 MAX_FILE_BYTES = 256 * 2**20  # bound on any single dataset file read (MNIST train images are 47 MB)
+MAX_DATA_BYTES = 4 << 30      # bound on a dataset's float32 tensors (CIFAR-10 at 256x256 would be 47 GB)
 
 MNIST_FILES = {  # role -> (file name, md5 of the .gz on the mirror)
     "train_x": ("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
@@ -388,7 +389,9 @@ def _check(cfg: DataConfig) -> None:
         raise DataError(f"val_fraction must be strictly between 0 and 1 (e.g. 0.1), got {vf!r}.")
     if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or not 4 <= cfg.image_size <= 256):
         raise DataError(f"image_size must be an integer from 4 to 256 (or None for native), got {cfg.image_size!r}.")
-    if cfg.channels not in (None, 1, 3):
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise DataError(f"seed must be an integer >= 0, got {cfg.seed!r}.")
+    if cfg.channels not in (None, 1, 3) or isinstance(cfg.channels, bool):
         raise DataError(f"channels must be 1 (grey), 3 (colour) or None (native), got {cfg.channels!r}.")
     if cfg.max_images is not None and (not isinstance(cfg.max_images, int) or cfg.max_images < 2):
         raise DataError(f"max_images must be an integer >= 2 (or None for all), got {cfg.max_images!r}.")
@@ -397,6 +400,14 @@ def _check(cfg: DataConfig) -> None:
     if cfg.name in ("mnist-full", "cifar10") and not cfg.download and not Path(cfg.path).is_dir():
         raise DataError(f"'{cfg.path}' is not a folder; point to the folder holding the {cfg.name} files, "
                         "or set download=True if you are online.")
+
+
+def _check_memory(name: str, n: int, channels: int, size: int) -> None:
+    """Refuse, before allocating, a dataset whose float32 images would not fit (many images at a large size)."""
+    need = n * channels * size * size * 4
+    if need > MAX_DATA_BYTES:
+        raise DataError(f"{n:,} {name} images at {size}x{size} would take {need / 2**30:.1f} GiB, over the "
+                        f"{MAX_DATA_BYTES / 2**30:.0f} GiB allowed; use a smaller image_size or set max_images.")
 
 
 def _to_tensor(x) -> torch.Tensor:
@@ -464,6 +475,7 @@ def load_data(cfg: DataConfig) -> ImageData:
     elif cfg.name == "digits":
         pool = _load_digits()
     elif cfg.name == "shapes":
+        _check_memory(cfg.name, cfg.max_images or SHAPES_DEFAULT_N, 3, size)
         pool, classes = draw_shapes(cfg.max_images or SHAPES_DEFAULT_N, cfg.seed, size), SHAPE_NAMES
     elif cfg.name == "mnist-full":
         pool, test, classes = _load_mnist_full(cfg)
@@ -489,6 +501,7 @@ def load_data(cfg: DataConfig) -> ImageData:
         tr, va = _subsample(y, len(x), n_train, rng), _subsample(np.asarray(test[1]), len(test[0]), n_val, rng)
         parts = (x[tr], y[tr]), (test[0][va], np.asarray(test[1])[va])
     (tx, ty), (vx, vy) = parts
+    _check_memory(cfg.name, len(tx) + len(vx), max(channels, x.shape[1]), size)
     return ImageData(
         name=cfg.name,
         train_x=_fit(_to_tensor(tx), size, channels),

@@ -13,8 +13,9 @@ from typing import Callable
 import torch
 
 from .data import DataConfig, ImageData, load_data
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig
+from .runs import MAX_PARAMS
 from .train import Control, TrainConfig, TrainResult, train
 
 
@@ -40,6 +41,32 @@ def seed_style_quantizer(k: int = 64, dim: int = 16, beta: float = 0.25) -> Quan
     return QuantizerConfig(k=k, dim=dim, beta=beta, codebook="grad", init="normal", restart_dead=False)
 
 
+MAX_STEP_BYTES = 4 << 30  # one training step may use this much memory; the server is shared by a class
+
+
+def step_bytes(cfg: ModelConfig, batch_size: int) -> int:
+    """Rough peak memory of one training step. Measured on the CPU build: about 8 bytes per hidden channel per
+    input pixel of the batch (activations kept for backward, and their gradients), plus the (B*h*w, K) distances."""
+    pixels = batch_size * cfg.image_size ** 2
+    positions = batch_size * cfg.latent_size ** 2
+    codes = sum(cfg.rq.codebook_sizes) if cfg.kind == "rq" and not cfg.rq.shared else cfg.vq.k * (cfg.kind != "vae")
+    return 8 * pixels * max(cfg.hidden, cfg.vq.dim) + 8 * positions * codes
+
+
+def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
+    """Refuse, before allocating, a model this app could not load back (runs.MAX_PARAMS), e.g. K=65536 x D=1024,
+    or one whose training step would not fit in memory (e.g. batch 4096 of 256x256 images)."""
+    model_cfg.validate()
+    size = parameter_count(model_cfg)
+    if size > MAX_PARAMS:
+        raise ValueError(f"this model would have {size:,} parameters, over the {MAX_PARAMS:,} this app can train "
+                         "and load; use a smaller K, D or hidden width")
+    need = step_bytes(model_cfg, batch_size)
+    if need > MAX_STEP_BYTES:
+        raise ValueError(f"a training step would need about {need / 2**30:.1f} GiB of memory, over the "
+                         f"{MAX_STEP_BYTES / 2**30:.0f} GiB allowed; use a smaller batch size, image size, K or hidden width")
+
+
 def fit(
     model_cfg: ModelConfig,
     data_cfg: DataConfig,
@@ -56,6 +83,7 @@ def fit(
     model_cfg = dataclasses.replace(model_cfg, channels=data.channels, image_size=data.image_size)
     if normalize_recon:
         model_cfg.data_variance = float(data.train_x.var())
+    check_trainable(model_cfg, train_cfg.batch_size)
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg)
     meta = {"data": dataclasses.asdict(data_cfg), "command": command, "kind": model_cfg.kind}

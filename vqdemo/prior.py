@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import runs
-from .data import DataConfig, load_data
+from .data import load_data
 from .train import Control, TrainConfig, train
 
 KINDS = ("pixelcnn", "rq")
@@ -509,15 +509,14 @@ def train_prior(
     of train.py (seeds, pause/stop via `control`, events, best checkpoint by bits per code); how it ended
     is in <ae_dir>/prior/status.json and the final "end" event. Returns <ae_dir>/prior.
     """
+    train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed, val_every=100)
+    train_cfg.validate()  # a bad budget is refused before the dataset is loaded and encoded
     ae_dir = Path(ae_dir)
     ae, ae_meta = runs.load_model(ae_dir)
     _code_kind(ae)
     if not isinstance(ae_meta.get("data"), dict):
         raise PriorError(f"{ae_dir} records no data config, so its dataset cannot be encoded; retrain the autoencoder.")
-    try:
-        data = load_data(DataConfig(**ae_meta["data"]))
-    except TypeError as e:
-        raise PriorError(f"{ae_dir} has an unreadable data config ({e}).") from None
+    data = load_data(runs.data_config(ae_meta, str(ae_dir)))
     labelled = data.train_y is not None and data.val_y is not None
     cfg = prior_cfg or prior_config_for(ae, data.num_classes if labelled else None)
     _check_fits(cfg, ae)
@@ -538,7 +537,7 @@ def train_prior(
         prior,
         (encode_codes(ae, data.train_x), train_y),  # (N, C, H, W) -> (N, [D,] h, w)
         (encode_codes(ae, data.val_x), val_y),
-        TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed, val_every=100),
+        train_cfg,
         out_dir=out_dir,
         meta=meta,
         control=control,

@@ -138,6 +138,17 @@ def model_from_meta(meta: dict, source: str):
     return build_model(cfg)
 
 
+def data_config(meta: dict, source: str):
+    """The DataConfig a run's meta records, with downloads off: a checkpoint from elsewhere must never make the
+    app fetch files, nor write them where its config points."""
+    from .data import DataConfig
+
+    try:
+        return DataConfig(**{**meta.get("data", {}), "download": False})
+    except TypeError as e:
+        raise CheckpointError(f"{source} has no usable data config ({e})") from None
+
+
 def load_model(path: Path | str, which: str = WEIGHTS):
     """A run folder or a .safetensors file -> (model in eval mode, meta dict)."""
     path = Path(path)

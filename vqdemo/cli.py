@@ -17,8 +17,8 @@ from tqdm import tqdm
 from .data import DATASETS, DataConfig, DataError, load_data
 from .images import ImageError
 from .quantize import QuantizerConfig, ResidualConfig
-from .runs import CheckpointError, load_model, new_run_dir
-from .train import TrainConfig
+from .runs import CheckpointError, data_config, load_model, new_run_dir
+from .train import MAX_THREADS, TrainConfig
 
 
 def _positive_int(text: str) -> int:
@@ -29,6 +29,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi], refused in one line otherwise (before anything loads)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is outside [{lo}, {hi}]")
+        return value
+    return parse
+
+
+SEED = _int_in(0, 2**63 - 1)
 
 
 def _finite(text: str) -> float:
@@ -97,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=_positive_int)
     t.add_argument("--batch-size", type=_positive_int, default=64)
     t.add_argument("--lr", type=_finite, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--val-every", type=_positive_int, default=250)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--threads", type=_positive_int)
+    t.add_argument("--threads", type=_int_in(1, MAX_THREADS))
     t.add_argument("--out", type=Path, help="run folder (default: a new folder under runs/)")
 
     e = sub.add_parser("eval", help="print validation figures of a run")
@@ -113,23 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("run", type=Path)
     pt.add_argument("--seconds", type=_finite)
     pt.add_argument("--steps", type=_positive_int)
-    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--seed", type=SEED, default=0)
     pt.add_argument("--unconditional", action="store_true", help="ignore class labels")
     ps = psub.add_parser("sample")
     ps.add_argument("run", type=Path)
-    ps.add_argument("--n", type=_positive_int, default=16)
+    ps.add_argument("--n", type=_int_in(1, 1024), default=16)
     ps.add_argument("--temperature", type=_finite, default=1.0)
-    ps.add_argument("--top-k", type=_positive_int)
-    ps.add_argument("--seed", type=int, default=0)
-    ps.add_argument("--label", type=int)
+    ps.add_argument("--top-k", type=_int_in(1, 65536))
+    ps.add_argument("--seed", type=SEED, default=0)
+    ps.add_argument("--label", type=_int_in(0, 9999))
     ps.add_argument("--out", type=Path, default=Path("samples.png"))
     return p
 
 
 def _progress(total_steps: int | None, seconds: float | None):
-    bar = tqdm(total=total_steps or (int(seconds) if seconds else None), unit="step" if total_steps else "s", dynamic_ncols=True)
+    """A tqdm bar drawn from the first event on, so an error before training starts stays a one-line message."""
+    bar = None
 
     def on_event(event: dict) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total_steps or (int(seconds) if seconds else None), unit="step" if total_steps else "s",
+                       dynamic_ncols=True)
         if event["type"] == "train":
             bar.n = event["step"] if total_steps else min(int(event["time"]), bar.total or 0)
             if event["step"] % 10 == 0:
@@ -148,7 +169,7 @@ def _progress(total_steps: int | None, seconds: float | None):
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .fit import fit
+    from .fit import check_trainable, fit
     from .models import ModelConfig
 
     if a.seconds is None and a.steps is None:
@@ -159,17 +180,20 @@ def cmd_train(a: argparse.Namespace) -> int:
     rq = ResidualConfig(depth=a.depth, codebook_sizes=a.ks or [a.k] * a.depth, shared=a.shared_codebook,
                         norm_residual=a.norm_residual, progressive_steps=a.progressive_steps)
     model_cfg = ModelConfig(kind=a.model, arch=a.arch, downsample=a.downsample, vq=vq, rq=rq, kl_weight=a.kl_weight)
-    if a.hidden:
-        model_cfg.hidden = a.hidden
-        model_cfg.res_hidden = max(4, a.hidden // 2)
-    elif load_data(data_cfg).channels == 3:
-        model_cfg.hidden, model_cfg.res_hidden = 96, 48
     train_cfg = TrainConfig(steps=a.steps, seconds=a.seconds, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                             val_every=a.val_every, device=a.device, threads=a.threads)
     model_cfg.vq.validate()
     if a.model == "rq":
         rq.validate()
     train_cfg.validate()
+    data = load_data(data_cfg)
+    model_cfg.channels, model_cfg.image_size = data.channels, data.image_size
+    if a.hidden:
+        model_cfg.hidden = a.hidden
+        model_cfg.res_hidden = max(4, a.hidden // 2)
+    elif data.channels == 3:
+        model_cfg.hidden, model_cfg.res_hidden = 96, 48
+    check_trainable(model_cfg, train_cfg.batch_size)   # every bound, and the size, before a run folder or a progress bar exists
     out = a.out or new_run_dir()
     command = "python -m vqdemo " + " ".join(shlex.quote(s) for s in sys.argv[1:])
     _, result = fit(model_cfg, data_cfg, train_cfg, out_dir=out, normalize_recon=a.normalize_recon,
@@ -182,7 +206,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def evaluate(run: Path) -> dict:
     """Validation figures of a run's best checkpoint on its own dataset's validation split."""
     model, meta = load_model(run)
-    data = load_data(DataConfig(**meta.get("data", {})))
+    data = load_data(data_config(meta, str(run)))
     stats = model.validate(data.val_x, data.val_y, 256)
     out = {"psnr": stats["psnr"], "mse": stats["mse"], "kind": model.config.kind}
     if model.config.kind != "vae":

@@ -130,6 +130,7 @@ def usage_histograms(chosen: list[state.ModelChoice]) -> None:
                "never picked. A long red tail is a collapsed codebook: K was paid for, few codes work.")
 
 
+state.current()  # draws the sidebar when a deep link on a fresh server runs this page without app.py
 st.title("Compare")
 st.caption("Put models side by side: shipped checkpoints and the runs trained on this server.")
 choices = state.model_choices()

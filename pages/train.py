@@ -464,6 +464,7 @@ def example() -> None:
 
 # ---- the page ---------------------------------------------------------------------------------------------
 
+state.current()  # draws the sidebar when a deep link on a fresh server runs this page without app.py
 st.title("Train")
 st.caption("Train a VQ-VAE, RQ-VAE or VAE in the background and watch its codebook learn. Runs keep going when you "
            "switch pages or close the tab; come back with this page's URL.")

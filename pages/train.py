@@ -134,7 +134,10 @@ def settings_form() -> dict:
             if up.size > MAX_UPLOAD_MB * 2**20:
                 st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
             else:
-                st.session_state["tr_upload_path"] = save_upload(up.getvalue())
+                try:
+                    st.session_state["tr_upload_path"] = save_upload(up.getvalue())
+                except OSError as e:
+                    st.error(f"Could not store the upload under {state.runs_dir()} ({e}); the disk may be full.")
     kind = st.radio("Model", list(KINDS), format_func=KINDS.get, key="tr_kind", horizontal=True)
     a, b = st.columns(2)
     arch = a.radio("Architecture", list(DOWN), key="tr_arch", horizontal=True,

@@ -5,10 +5,13 @@ covers the job machinery itself and tests/browser/test_train_browser.py the live
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ui.jobs import job_queue
@@ -141,6 +144,26 @@ def test_settings_come_from_the_url_and_junk_falls_back(runs_dir):
     assert at.slider(key="tr_beta").value == 2.0              # clamped to the slider's range
     assert at.select_slider(key="tr_batch").value == TrainConfig().batch_size  # junk -> default
     assert at.selectbox(key="tr_data").value == "mnist"
+
+
+def test_an_uploaded_zip_trains_as_the_folder_dataset(runs_dir, tmp_path):
+    zip_path = tmp_path / "mine.zip"
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for i in range(12):
+            buf = io.BytesIO()
+            Image.new("RGB", (20, 20), (20 * i, 255 - 20 * i, 128)).save(buf, format="PNG")
+            z.writestr(f"{'warm' if i % 2 else 'cool'}/{i}.png", buf.getvalue())
+    at = open_train({"data": "folder", "budget": "steps", "steps": "5", "batch": "16"})
+    assert len(at.get("file_uploader")) == 1
+    stored = runs_dir / "uploads" / "mine.zip"   # where the page keeps an upload (AppTest cannot upload a file)
+    runs.atomic_write_bytes(stored, zip_path.read_bytes())
+    at.session_state["tr_upload_path"] = str(stored)
+    at.button(key="tr_start").click().run()
+    assert not at.exception and not at.error
+    [job] = job_queue().list_jobs(at.query_params["me"])
+    assert job.view().data_cfg.name == "folder" and Path(job.view().data_cfg.path).parent == runs_dir / "uploads"
+    wait_for(lambda: job.state in FINISHED, "the run to finish")
+    assert job.state == "done", job.view().reason
 
 
 def test_bad_input_gets_a_message_not_a_traceback(runs_dir):

@@ -7,8 +7,10 @@ with a message that says what was wrong and what to do.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -20,6 +22,13 @@ from PIL import Image, ImageOps
 MAX_PIXELS: int = 40_000_000  # declared width*height above this is refused before decoding
 RATIO_CHECK_BYTES = 2**20  # members smaller than this cannot hurt, whatever their compression ratio
 MAX_RATIO = 100  # a larger uncompressed/compressed ratio on a big member is treated as a zip bomb
+# A 90 KB 16-bit PNG of 40 MP takes ~0.9 GB and 2 s to decode: a class uploading such files together must not
+# exhaust the server, so decodes above BIG_PIXELS take one of DECODE_SLOTS (the others wait their turn), and
+# one zip may not declare more than MAX_ZIP_PIXELS in all (5,000 such members would be hours of CPU).
+BIG_PIXELS = 4_000_000
+DECODE_SLOTS = 2
+MAX_ZIP_PIXELS = 1_000_000_000
+_big_decodes = threading.BoundedSemaphore(DECODE_SLOTS)
 # Decoders tried on untrusted bytes: the common formats only. Exotic plugins are attack surface
 # (EPS runs Ghostscript, WMF/FITS/GRIB/... are rarely fuzzed) and no user needs them for a demo.
 # (JPEG also opens phone MPO files.) Names this Pillow lacks, e.g. AVIF without libavif, are dropped.
@@ -137,6 +146,21 @@ def _square_resize(im: Image.Image, size: int) -> Image.Image:
     return im.resize((size, size), flt)
 
 
+def _pixels(im: Image.Image, size: int | None) -> int:
+    """Pixels a decode will really produce: JPEGs decode at a reduced scale (draft) when a small size is wanted."""
+    w, h = im.size
+    if size is not None and im.format == "JPEG":
+        scale = 1
+        while scale < 8 and min(w, h) // (scale * 2) >= size:
+            scale *= 2
+        w, h = -(-w // scale), -(-h // scale)
+    return w * h
+
+
+def _decode_slot(pixels: int):
+    return _big_decodes if pixels > BIG_PIXELS else contextlib.nullcontext()
+
+
 def load_image(src: bytes | str | os.PathLike, size: int | None = None, channels: int = 3) -> torch.Tensor:
     """Decode one untrusted image -> (C, H, W) float32 in [0, 1]; square size x size if size is given."""
     if channels not in (1, 3):
@@ -144,7 +168,7 @@ def load_image(src: bytes | str | os.PathLike, size: int | None = None, channels
     if size is not None and (not isinstance(size, int) or size < 1):
         raise ImageError(f"size must be a positive integer or None, got {size!r}.")
     what = _describe(src)
-    with _open(src, what) as im:
+    with _open(src, what) as im, _decode_slot(_pixels(im, size)):
         try:
             if size is not None and im.format == "JPEG":
                 im.draft(None, (size, size))  # decode at a reduced scale still >= size: faster, less memory
@@ -160,12 +184,12 @@ def load_image(src: bytes | str | os.PathLike, size: int | None = None, channels
         except Exception:
             raise _fail(what, f"uses the image mode {im.mode!r}, which cannot be converted",
                         "re-export it as 8-bit RGB or greyscale.") from None
-    if im.mode == "RGB" and channels == 1:
-        im = im.convert("L")
-    elif im.mode == "L" and channels == 3:
-        im = im.convert("RGB")
-    if size is not None:
-        im = _square_resize(im, size)
+        if im.mode == "RGB" and channels == 1:
+            im = im.convert("L")
+        elif im.mode == "L" and channels == 3:
+            im = im.convert("RGB")
+        if size is not None:
+            im = _square_resize(im, size)  # still in the slot: the full-size image lives until here
     a = np.asarray(im, dtype=np.float32)
     if im.mode != "F":
         a = a / 255.0
@@ -175,6 +199,17 @@ def load_image(src: bytes | str | os.PathLike, size: int | None = None, channels
     if x.shape[0] != channels:
         x = x.expand(channels, -1, -1)  # 'F' grey -> RGB
     return x.contiguous()
+
+
+def _declared_pixels(data: bytes, size: int) -> int:
+    """What decoding these bytes would cost, from the header alone; 0 for what is not an image (skipped later)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses it just after
+            with Image.open(io.BytesIO(data), formats=[f for f in FORMATS if f in Image.OPEN]) as im:
+                return _pixels(im, size)
+    except Exception:
+        return 0
 
 
 def _bad_name(name: str) -> bool:
@@ -225,15 +260,23 @@ def load_images_from_zip(src: bytes | str | os.PathLike, size: int, channels: in
                                  f"{i.file_size / max(i.compress_size, 1):.0f}x, which looks like a zip bomb; "
                                  "refusing the zip.")
         xs, names, bad = [], [], []
+        pixels = 0
         for i in members:
             try:
                 with zf.open(i) as f:
                     data = f.read(i.file_size + 1)  # bounded: never more than declared (+1 to spot a lie)
                 if len(data) > i.file_size:
                     raise _fail(i.filename, "is larger than its zip header says", "re-create the zip.")
+                pixels += _declared_pixels(data, size)
+                if pixels > MAX_ZIP_PIXELS:
+                    raise ImageError(f"{what}: its images add up to more than {MAX_ZIP_PIXELS / 1e6:,.0f} megapixels "
+                                     f"(at '{i.filename}'); use fewer or smaller images, the model sees them at "
+                                     f"{size}x{size} anyway.")
                 xs.append(load_image(data, size, channels))
                 names.append(i.filename)
             except ImageError as e:
+                if pixels > MAX_ZIP_PIXELS:
+                    raise
                 bad.append((i.filename, e.reason))
             except Exception:  # encrypted, unsupported compression, bad CRC
                 bad.append((i.filename, "cannot be read from the zip"))

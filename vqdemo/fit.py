@@ -75,10 +75,14 @@ def fit(
     out_dir: Path | None = None,
     normalize_recon: bool = False,
     command: str = "",
+    meta: dict | None = None,
     control: Control | None = None,
     on_event: Callable[[dict], None] | None = None,
 ) -> tuple[torch.nn.Module, TrainResult]:
-    """Train a fresh model on a dataset. With `normalize_recon`, divide the recon loss by the data variance (seed 000)."""
+    """Train a fresh model on a dataset. With `normalize_recon`, divide the recon loss by the data variance (seed 000).
+
+    `meta` adds fields (a title, an owner) to the run's config.json.
+    """
     data = load_data(data_cfg)
     model_cfg = dataclasses.replace(model_cfg, channels=data.channels, image_size=data.image_size)
     if normalize_recon:
@@ -86,7 +90,7 @@ def fit(
     check_trainable(model_cfg, train_cfg.batch_size)
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg)
-    meta = {"data": dataclasses.asdict(data_cfg), "command": command, "kind": model_cfg.kind}
+    meta = {**(meta or {}), "data": dataclasses.asdict(data_cfg), "command": command, "kind": model_cfg.kind}
     result = train(model, (data.train_x, data.train_y), (data.val_x, data.val_y), train_cfg,
                    out_dir=out_dir, meta=meta, control=control, on_event=on_event)
     return model, result

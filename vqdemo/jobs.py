@@ -151,7 +151,6 @@ class Job:
         self._pending: dict[str, float] = {}
         self._paused_since: float | None = None
         self._stop_reason: str | None = None
-        self._stamp_due = True   # worker thread only
 
     # ---- reads (copies) -------------------------------------------------------------------------------
 
@@ -264,9 +263,6 @@ class Job:
     def _on_event(self, event: dict[str, Any]) -> None:
         """Called by the training loop in the worker thread for every event."""
         kind = event.get("type")
-        if self._stamp_due and kind != "val":
-            self._stamp_config()
-        self._stamp_due = kind == "val"
         with self._lock:
             step = int(event.get("step", self._step))
             self._step = step
@@ -304,6 +300,7 @@ class Job:
         try:
             _, result = fitting.fit(copy.deepcopy(self.model_cfg), self.data_cfg, self.train_cfg, out_dir=self.run_dir,
                                     normalize_recon=self.normalize_recon, command=f"app job for {self.owner}",
+                                    meta={"title": self.title, "owner": self.owner, "job": self.id},
                                     control=self.control, on_event=self._on_event)
             state, reason = result.state, result.reason   # the model's own config changes with live K / beta
         except ValueError as e:   # DataError, ImageError, config errors: the message says what to do
@@ -317,21 +314,8 @@ class Job:
         with self._lock:
             self._state, self._reason, self._paused_since, self._paused_at = state, reason, None, None
 
-    def _stamp_config(self) -> None:
-        """Put owner and title back into config.json, which the loop rewrites when it starts and at each save.
-
-        Runs in the worker thread on the first event and on the first event after each validation (the loop
-        saves right after emitting "val"), so it never races the loop's own writes.
-        """
-        try:
-            meta = runs.read_json(self.run_dir / "config.json")
-            if (meta.get("owner"), meta.get("title"), meta.get("job")) != (self.owner, self.title, self.id):
-                runs.write_json(self.run_dir / "config.json", dict(meta, owner=self.owner, title=self.title, job=self.id))
-        except (runs.CheckpointError, OSError):
-            pass   # the run goes on; _finish_files reports a folder that cannot be written
-
     def _finish_files(self, state: str, reason: str) -> str:
-        """Put owner and title back into config.json (the loop rewrites it) and the final state into status.json."""
+        """The final state into status.json; config.json too if the loop never wrote one (data failed to load)."""
         try:
             meta = runs.read_json(self.run_dir / "config.json")
         except runs.CheckpointError:

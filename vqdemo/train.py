@@ -246,7 +246,7 @@ def train(
         if not torch.isfinite(loss):
             state = "failed"
             kept = f"the checkpoint of step {best['step']} was kept" if best else "no checkpoint had been saved yet"
-            reason = (f"the loss became {float(loss)} at step {step + 1}: the weights diverged. "
+            reason = (f"the loss became {float(loss.detach())} at step {step + 1}: the weights diverged. "
                       f"Lower the learning rate (now {optimizer.param_groups[0]['lr']:g}) and start again; {kept}")
             emit({"type": "failed", "step": step, "reason": reason})
             break

@@ -305,6 +305,9 @@ class Job:
             state, reason = result.state, result.reason   # the model's own config changes with live K / beta
         except ValueError as e:   # DataError, ImageError, config errors: the message says what to do
             reason = str(e)
+        except OSError as e:      # the runs folder filled up or went read-only mid-run
+            reason = (f"could not write to the run folder ({e.strerror or e}); the disk may be full or read-only. "
+                      "Checkpoints saved before that are kept")
         except Exception as e:    # noqa: BLE001 - a worker must report, never die silently
             reason = f"{type(e).__name__}: {e}. This is a bug or the machine ran out of memory; try a smaller run"
         with self._lock:
@@ -380,7 +383,11 @@ class JobQueue:
                                "per student); stop one or wait for one to finish")
             if len(self._pending) >= self.max_queued:
                 raise JobError(f"the class queue is full ({len(self._pending)} runs waiting); try again when some finish")
-            run_dir = runs.new_run_dir(self.runs_dir)
+            try:
+                run_dir = runs.new_run_dir(self.runs_dir)
+            except OSError as e:   # read-only or full runs folder: a message for the page, not a crash
+                raise JobError(f"could not create a run folder in {self.runs_dir} ({e.strerror or e}); the disk may "
+                               "be full or read-only") from None
             job = Job(self, owner, title, run_dir, model_cfg, data_cfg, train_cfg, normalize_recon, self.history)
             try:
                 runs.write_json(run_dir / JOB_FILE, {"owner": owner, "title": title, "created": job.created})

@@ -129,7 +129,8 @@ def settings_form() -> dict:
     st.selectbox("Dataset", BUILT_IN + ["folder"], key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
-        up = st.file_uploader("A .zip of images (sub-folders become classes)", type=["zip"], key="tr_upload")
+        up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_UPLOAD_MB} MB)", type=["zip"],
+                              key="tr_upload", max_upload_size=MAX_UPLOAD_MB)
         if up is not None:
             if up.size > MAX_UPLOAD_MB * 2**20:
                 st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")

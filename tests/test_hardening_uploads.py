@@ -244,9 +244,6 @@ def test_reconstruct_page_limits_uploads_and_decodes_through_load_image():
     assert "load_image(raw, size=" in src and "except ImageError" in src
 
 
-@pytest.mark.xfail(reason="pages/train.py: the zip uploader has no max_upload_size, so the server takes up to "
-                          "server.maxUploadSize (200 MB) into memory before the page's 64 MB check; integrator to fix",
-                   strict=True)
 def test_train_page_limits_zip_uploads_at_the_widget():
     calls = _uploader_calls("train.py")
     assert calls and all("max_upload_size" in {k.arg for k in c.keywords} for c in calls)

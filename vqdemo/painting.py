@@ -124,12 +124,7 @@ class Canvas:
         """Replace layer d with a painted grid; True (and one undo step) if anything changed."""
         layers = [self.layer(i) for i in range(self.depth)]
         layers[d] = grid
-        layers = self._checked(layers)
-        if layers == self.layers:
-            return False
-        self._push()
-        self.layers = layers
-        return True
+        return self.replace(layers)
 
     def replace(self, layers: list[Grid]) -> bool:
         """A new whole stack (reset, load an image, random fill); undoable like a stroke."""

@@ -155,6 +155,24 @@ def test_killed_cli_run_then_a_server_restart_lists_and_loads_it(tmp_path):
         assert finite_weights(model) and meta["model"]["vq"]["k"] == 16
     assert "the server stopped" in runs.read_json(killed / "status.json")["reason"]
     assert JobQueue(1, root, threads=1).interrupted()[0].id == killed.name   # a second restart: still listed
+    assert_the_app_lists(root, {killed.name: "interrupted", finished.name: "done"})
+
+
+def assert_the_app_lists(root: Path, expected: dict[str, str]) -> None:
+    """The restarted app: both runs in the sidebar's model picker and in the Train page's table, with their state."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["VQDEMO_RUNS_DIR"] = str(root)   # the autouse fixture restores it after the test
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    picker = at.sidebar.selectbox(key="model_picker").options   # labels: "<title or id> (<state>)"
+    for run_id, state in expected.items():
+        assert f"{run_id} ({state})" in picker, picker
+    table = next(df.value for df in at.dataframe if "loadable" in df.value.columns)
+    rows = {r["id"]: r for r in table.to_dict("records")}
+    for run_id, state in expected.items():
+        assert rows[run_id]["state"].startswith(state) and rows[run_id]["loadable"], rows[run_id]
 
 
 # ---- read-only and full runs folders ------------------------------------------------------------------------

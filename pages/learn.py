@@ -94,11 +94,15 @@ url_int("learn_row", "row", h // 2, 0, h - 1)
 url_int("learn_col", "col", w // 2, 0, w - 1)
 
 pick, info = st.columns([3, 2])
-index = pick.slider("Validation image", 0, n_val - 1, key="learn_img",
-                    help="Any image of the held-out set; the URL keeps your choice so you can share it.")
+if n_val > 1:
+    index = pick.slider("Validation image", 0, n_val - 1, key="learn_img",
+                        help="Any image of the held-out set; the URL keeps your choice so you can share it.")
+else:
+    index = 0
+    pick.caption("The validation set holds one image.")
 st.query_params["img"] = str(index)
 if data.val_y is not None and data.class_names:
-    info.markdown(f"<br>Label: **{data.class_names[int(data.val_y[index])]}**", unsafe_allow_html=True)
+    info.metric("Label", str(data.class_names[int(data.val_y[index])]))
 
 view = image_view(key, index, model, data.val_x)
 tr = view["trace"]

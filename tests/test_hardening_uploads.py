@@ -278,18 +278,12 @@ def open_learn(monkeypatch, root: Path, run: Path):
     return at.run()
 
 
-@pytest.mark.xfail(reason="pages/learn.py renders the class name with unsafe_allow_html=True: a folder name in one "
-                          "student's zip becomes raw HTML on every student's Learn page; integrator to escape it",
-                   strict=True)
 def test_class_names_from_an_uploaded_zip_are_not_raw_html(tmp_path, monkeypatch):
     at = open_learn(monkeypatch, tmp_path, folder_run(tmp_path, "20260101-000000-xss000", 7))
     assert not at.exception
     assert not [m.value for m in at.markdown if m.proto.allow_html and "<img" in m.value]
 
 
-@pytest.mark.xfail(reason="pages/learn.py: st.slider(0, n_val - 1) raises StreamlitInvalidMinMaxError when the "
-                          "validation set holds one image (a zip of 2 images); integrator to handle n_val == 1",
-                   strict=True)
 def test_learn_page_survives_a_one_image_validation_set(tmp_path, monkeypatch):
     at = open_learn(monkeypatch, tmp_path, folder_run(tmp_path, "20260101-000000-one000", 1))
     assert not at.exception, [e.message for e in at.exception]

@@ -75,7 +75,7 @@ def test_codebook_page(page: Page, app_server, assert_no_errors, screenshot) -> 
     assert_no_errors(page)
     # The first paint never waits for UMAP: a PCA map is there at once, swapped for UMAP when it is ready.
     axis = page.locator(".st-key-cb_map .xtitle").first
-    expect(axis).to_have_text(re.compile(r"^(PCA|UMAP) 1$"))
+    expect(axis).to_have_text(re.compile(r"^(PCA|UMAP) 1$"), timeout=60_000)
     start = time.monotonic()
     expect(axis).to_have_text("UMAP 1", timeout=UMAP_TIMEOUT_MS)
     print(f"UMAP replaced PCA {time.monotonic() - start:.1f} s after the first paint")

@@ -1,0 +1,360 @@
+"""A class at once: N students against one real `streamlit run app.py` on 127.0.0.1.
+
+Each simulated student is a websocket client speaking Streamlit's own protocol, as a browser tab does: it opens
+the Learn, Reconstruct, Codebook and Train pages, presses "Start training" (a small run on the digits), then
+watches it as the page's live panel would (the 1 s fragment reruns the browser sends, and a full reload now and
+then) until the run ends. Nothing leaves this machine: the server listens on 127.0.0.1 only, sessions and time
+are bounded.
+
+Prints: sessions, the queue's concurrency limit and the most runs seen training at once (from the runs
+folder), peak memory of the server process, page response times (slowest, median, per page), and whether
+every run's files belong to the student who started it.
+Run: python bench/load_test.py [--sessions 30] [--steps 20] [--timeout 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode
+
+from streamlit.proto.Alert_pb2 import Alert
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from websockets.sync.client import connect
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ["learn", "reconstruct", "codebook", "train"]
+MAX_SESSIONS = 40
+FINAL = ("done", "stopped", "failed", "interrupted")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Server:
+    """`streamlit run app.py` on 127.0.0.1 with its own runs folder; stopped on exit."""
+
+    def __init__(self, runs_dir: Path, max_jobs: int | None = None):
+        self.port = free_port()
+        env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONPATH": str(ROOT)}
+        if max_jobs:
+            env["VQDEMO_MAX_JOBS"] = str(max_jobs)
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
+             "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.output()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the server did not come up")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(20)
+
+
+@dataclass
+class Tab:
+    """One browser tab: a websocket session, its URL query string, what the last run drew."""
+
+    index: int
+    port: int
+    query: dict[str, str] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)       # url pathname -> page_script_hash
+    page_hash: str = ""
+    buttons: dict[str, str] = field(default_factory=dict)     # widget key suffix -> widget id
+    selectboxes: dict[str, list[str]] = field(default_factory=dict)
+    fragment: str = ""                                        # the live panel's auto-rerun fragment id
+    times: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    turnaround: float | None = None                           # Start pressed -> its run ended (queue + training)
+    unfinished: str = ""
+
+    def __post_init__(self):
+        self._conn = connect(f"ws://127.0.0.1:{self.port}/_stcore/stream", subprotocols=["streamlit"],
+                             max_size=None, open_timeout=60, ping_interval=None)   # browsers send no pings
+        self.ws = self._conn.__enter__()
+
+    def close(self) -> None:
+        self._conn.__exit__(None, None, None)
+
+    def rerun(self, name: str, timeout: float, widgets: list | None = None, fragment: str = "") -> None:
+        """Send what a browser sends for a page load, a click or a fragment tick; wait for the run to finish."""
+        msg = BackMsg()
+        rs = msg.rerun_script
+        rs.query_string = urlencode(self.query)
+        rs.page_script_hash = self.page_hash
+        if fragment:
+            rs.fragment_id, rs.is_auto_rerun = fragment, True
+        for w in widgets or []:
+            rs.widget_states.widgets.append(w)
+        if not fragment:
+            self.buttons, self.selectboxes, self.alerts = {}, {}, []
+        start = time.perf_counter()
+        self.ws.send(msg.SerializeToString())
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{name}: no answer in {timeout:.0f} s")
+            fwd = ForwardMsg.FromString(self.ws.recv(timeout=left))
+            kind = fwd.WhichOneof("type")
+            if kind == "delta":
+                self._element(fwd)
+            elif kind == "navigation":
+                self.pages = {p.url_pathname or p.page_name: p.page_script_hash for p in fwd.navigation.app_pages}
+                self.page_hash = self.page_hash or fwd.navigation.page_script_hash
+            elif kind == "page_info_changed":
+                self.query = {k: v[-1] for k, v in parse_qs(fwd.page_info_changed.query_string).items()}
+            elif kind == "auto_rerun":
+                self.fragment = fwd.auto_rerun.fragment_id
+            elif kind == "script_finished" and fwd.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                break
+        self.times.setdefault(name, []).append(time.perf_counter() - start)
+
+    def _element(self, fwd: ForwardMsg) -> None:
+        delta = fwd.delta
+        if delta.WhichOneof("type") != "new_element":
+            return
+        el = delta.new_element
+        kind = el.WhichOneof("type")
+        if kind == "exception":
+            self.errors.append(f"{el.exception.type}: {el.exception.message[:200]}")
+        elif kind == "alert" and el.alert.format == Alert.ERROR:
+            self.alerts.append(el.alert.body[:200])
+        elif kind == "button":
+            self.buttons[el.button.id.rsplit("-", 1)[-1]] = el.button.id
+        elif kind == "selectbox":
+            self.selectboxes[el.selectbox.id.rsplit("-", 1)[-1]] = list(el.selectbox.options)
+
+    def open(self, page: str, timeout: float) -> None:
+        self.page_hash = self.pages.get(page, self.page_hash)
+        self.rerun(page, timeout)
+
+    def click(self, key: str, name: str, timeout: float) -> None:
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        if key not in self.buttons:
+            raise KeyError(f"no button {key!r} on the page (buttons: {sorted(self.buttons)})")
+        w = WidgetState(id=self.buttons[key], trigger_value=True)
+        self.rerun(name, timeout, widgets=[w])
+
+
+def my_runs(runs_dir: Path, me: str) -> list[Path]:
+    out = []
+    for d in runs_dir.iterdir() if runs_dir.is_dir() else []:
+        try:
+            if json.loads((d / "job.json").read_text()).get("owner") == me:
+                out.append(d)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def state_of(run: Path) -> str:
+    try:
+        return json.loads((run / "status.json").read_text()).get("state", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def student(tab: Tab, runs_dir: Path, steps: int, deadline: float, gate: threading.Barrier) -> None:
+    """Every page once, Start a small run, then watch it as the live panel does until it ends."""
+    def left() -> float:
+        if time.monotonic() >= deadline:
+            raise TimeoutError("the bench's deadline came first")
+        return deadline - time.monotonic()
+
+    try:
+        gate.wait(timeout=120)
+        tab.rerun("first load", left())
+        for page in PAGES:
+            if page == "train":
+                tab.query.update(data="digits", budget="steps", steps=str(steps), batch="16")
+            tab.open(page, left())
+        tab.click("tr_start", "start training", left())
+        if tab.alerts:
+            tab.errors += [f"start: {a}" for a in tab.alerts]
+            return
+        me = tab.query.get("me", "")
+        clicked = time.monotonic()
+        while True:   # as the browser does: the live panel's fragment, 1 s after its last answer
+            mine = my_runs(runs_dir, me)
+            if len(mine) == 1 and state_of(mine[0]) in FINAL:
+                break
+            time.sleep(1.0)
+            if tab.fragment:
+                tab.rerun("live panel tick", left(), fragment=tab.fragment)
+            else:
+                tab.rerun("train page reload", left())
+        tab.turnaround = time.monotonic() - clicked
+        tab.rerun("train page reload", left())   # the finished run, drawn once more
+    except TimeoutError as e:
+        tab.unfinished = str(e)
+    except Exception as e:  # noqa: BLE001 - a session's failure is a figure, not the end of the bench
+        tab.errors.append(f"{type(e).__name__}: {e}")
+
+
+def check_files(tabs: list[Tab], runs_dir: Path) -> list[str]:
+    """Each student has exactly one run folder; its config, job and status files name that student and run, and
+    the Train page listed that run and no other."""
+    problems = []
+    for tab in tabs:
+        me = tab.query.get("me", "")
+        mine = my_runs(runs_dir, me)
+        if len(mine) != 1:
+            problems.append(f"session {tab.index} ({me}): {len(mine)} run folders")
+            continue
+        if tab.unfinished:
+            continue   # its page was not drawn after the run ended
+        run = mine[0]
+        meta = json.loads((run / "config.json").read_text())
+        if (meta.get("owner"), meta.get("job")) != (me, run.name):
+            problems.append(f"{run.name}: config says owner {meta.get('owner')} job {meta.get('job')}, expected {me}")
+        listed = tab.selectboxes.get("tr_job")   # "Your run": titles of this student's runs
+        if listed is None or len(listed) != 1:
+            problems.append(f"session {tab.index}: its Train page lists {listed} as its runs, expected one")
+    owners = [json.loads((d / "job.json").read_text()).get("owner") for d in runs_dir.iterdir() if (d / "job.json").is_file()]
+    if len(owners) != len(set(owners)):
+        problems.append("two run folders claim the same student")
+    return problems
+
+
+def run_load(sessions: int = 30, steps: int = 20, timeout_s: float = 600.0, runs_dir: Path | None = None,
+             max_jobs: int | None = None) -> dict:
+    """Start a server, drive `sessions` students at once, stop the server; returns the figures."""
+    if not 1 <= sessions <= MAX_SESSIONS:
+        raise ValueError(f"sessions must be in [1, {MAX_SESSIONS}]")
+    runs_dir = Path(runs_dir or tempfile.mkdtemp(prefix="vqdemo-load-"))
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    server = Server(runs_dir, max_jobs)
+    try:
+        server.wait_ready()
+        rss_idle = rss_mb(server.proc.pid)
+        peak = {"running": 0, "rss": rss_idle}
+        stop = threading.Event()
+
+        def monitor() -> None:
+            while not stop.is_set():
+                running = sum(state_of(d) in ("running", "paused") for d in runs_dir.iterdir() if d.is_dir())
+                peak["running"] = max(peak["running"], running)
+                peak["rss"] = max(peak["rss"], rss_mb(server.proc.pid))
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=monitor, daemon=True)
+        watcher.start()
+        started = time.monotonic()
+        deadline = started + timeout_s
+        tabs = [Tab(i, server.port) for i in range(sessions)]
+        gate = threading.Barrier(sessions)
+        threads = [threading.Thread(target=student, args=(t, runs_dir, steps, deadline, gate), daemon=True)
+                   for t in tabs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()) + 10)
+        wall = time.monotonic() - started
+        stop.set()
+        watcher.join()
+        for tab in tabs:
+            tab.close()
+        limit = int(os.environ.get("VQDEMO_MAX_JOBS") or max_jobs or 0) or max(1, len(os.sched_getaffinity(0)) // 2)
+        times = {name: [x for t in tabs for x in t.times.get(name, [])] for name in
+                 ("first load", *PAGES, "start training", "live panel tick", "train page reload")}
+        every = [x for v in times.values() for x in v]
+        states = [state_of(d) for d in runs_dir.iterdir() if (d / "job.json").is_file()]
+        return {
+            "sessions": sessions,
+            "max_running": limit,
+            "peak_running": peak["running"],
+            "runs": len(states),
+            "done": states.count("done"),
+            "rss_idle_mb": round(rss_idle),
+            "peak_rss_mb": round(peak["rss"]),
+            "responses": len(every),
+            "slowest_response_s": round(max(every), 2) if every else None,
+            "median_response_s": round(statistics.median(every), 2) if every else None,
+            "slowest_by_kind_s": {k: round(max(v), 2) for k, v in times.items() if v},
+            "wall_s": round(wall, 1),
+            "turnaround_s": sorted(round(t.turnaround, 1) for t in tabs if t.turnaround is not None),
+            "unfinished": sum(bool(t.unfinished) for t in tabs),
+            "errors": [f"session {t.index}: {e}" for t in tabs for e in t.errors],
+            "file_problems": check_files(tabs, runs_dir),
+            "server_alive": server.proc.poll() is None,
+            "runs_dir": str(runs_dir),
+        }
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sessions", type=int, default=30)
+    p.add_argument("--steps", type=int, default=20, help="training steps per student's run (batch 16, digits)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before the bench gives up")
+    p.add_argument("--max-jobs", type=int, help="VQDEMO_MAX_JOBS for the server (default: half the cores)")
+    a = p.parse_args()
+    f = run_load(a.sessions, a.steps, a.timeout, max_jobs=a.max_jobs)
+    print(f"sessions:          {f['sessions']} websocket clients on one `streamlit run` (127.0.0.1), "
+          f"{len(os.sched_getaffinity(0))} CPU cores")
+    print(f"runs:              {f['runs']} started, {f['done']} done")
+    print(f"concurrent jobs:   peak {f['peak_running']} training at once (limit {f['max_running']})")
+    print(f"server memory:     {f['rss_idle_mb']} MB idle, peak {f['peak_rss_mb']} MB RSS")
+    print(f"page responses:    {f['responses']}; slowest {f['slowest_response_s']} s, median {f['median_response_s']} s")
+    print("slowest by kind:   " + ", ".join(f"{k} {v} s" for k, v in f["slowest_by_kind_s"].items()))
+    turn = f["turnaround_s"]
+    if turn:
+        print(f"Start -> run ended: fastest {turn[0]} s, median {statistics.median(turn)} s, slowest {turn[-1]} s "
+              f"({f['unfinished']} sessions still waiting at the deadline)")
+    print(f"wall time:         {f['wall_s']} s; server still up: {f['server_alive']}")
+    print(f"run files:         {f['file_problems'] or 'each run folder is its own student' + chr(39) + 's, and only theirs'}")
+    print(f"session errors:    {f['errors'] or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -203,7 +203,8 @@ def state_of(run: Path) -> str:
         return ""
 
 
-def student(tab: Tab, runs_dir: Path, steps: int, deadline: float, gate: threading.Barrier) -> None:
+def student(tab: Tab, runs_dir: Path, steps: int, deadline: float, gate: threading.Barrier,
+            pages: list[str] = PAGES) -> None:
     """Every page once, Start a small run, then watch it as the live panel does until it ends."""
     def left() -> float:
         if time.monotonic() >= deadline:
@@ -213,7 +214,7 @@ def student(tab: Tab, runs_dir: Path, steps: int, deadline: float, gate: threadi
     try:
         gate.wait(timeout=120)
         tab.rerun("first load", left())
-        for page in PAGES:
+        for page in [*pages, "train"] if "train" not in pages else pages:
             if page == "train":
                 tab.query.update(data="digits", budget="steps", steps=str(steps), batch="16")
             tab.open(page, left())
@@ -266,7 +267,7 @@ def check_files(tabs: list[Tab], runs_dir: Path) -> list[str]:
 
 
 def run_load(sessions: int = 30, steps: int = 20, timeout_s: float = 600.0, runs_dir: Path | None = None,
-             max_jobs: int | None = None) -> dict:
+             max_jobs: int | None = None, pages: list[str] = PAGES) -> dict:
     """Start a server, drive `sessions` students at once, stop the server; returns the figures."""
     if not 1 <= sessions <= MAX_SESSIONS:
         raise ValueError(f"sessions must be in [1, {MAX_SESSIONS}]")
@@ -292,7 +293,7 @@ def run_load(sessions: int = 30, steps: int = 20, timeout_s: float = 600.0, runs
         deadline = started + timeout_s
         tabs = [Tab(i, server.port) for i in range(sessions)]
         gate = threading.Barrier(sessions)
-        threads = [threading.Thread(target=student, args=(t, runs_dir, steps, deadline, gate), daemon=True)
+        threads = [threading.Thread(target=student, args=(t, runs_dir, steps, deadline, gate, pages), daemon=True)
                    for t in tabs]
         for t in threads:
             t.start()
@@ -320,6 +321,7 @@ def run_load(sessions: int = 30, steps: int = 20, timeout_s: float = 600.0, runs
             "slowest_response_s": round(max(every), 2) if every else None,
             "median_response_s": round(statistics.median(every), 2) if every else None,
             "slowest_by_kind_s": {k: round(max(v), 2) for k, v in times.items() if v},
+            "median_by_kind_s": {k: round(statistics.median(v), 2) for k, v in times.items() if v},
             "wall_s": round(wall, 1),
             "turnaround_s": sorted(round(t.turnaround, 1) for t in tabs if t.turnaround is not None),
             "unfinished": sum(bool(t.unfinished) for t in tabs),
@@ -347,6 +349,7 @@ def main() -> None:
     print(f"server memory:     {f['rss_idle_mb']} MB idle, peak {f['peak_rss_mb']} MB RSS")
     print(f"page responses:    {f['responses']}; slowest {f['slowest_response_s']} s, median {f['median_response_s']} s")
     print("slowest by kind:   " + ", ".join(f"{k} {v} s" for k, v in f["slowest_by_kind_s"].items()))
+    print("median by kind:    " + ", ".join(f"{k} {v} s" for k, v in f["median_by_kind_s"].items()))
     turn = f["turnaround_s"]
     if turn:
         print(f"Start -> run ended: fastest {turn[0]} s, median {statistics.median(turn)} s, slowest {turn[-1]} s "

@@ -107,7 +107,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path, seed):
     out = tmp_path / "run"
     out.mkdir()

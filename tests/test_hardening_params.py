@@ -243,3 +243,25 @@ def test_eval_of_a_checkpoint_with_a_hostile_data_config_is_one_line(tmp_path, c
         save_file(tensors, str(f), metadata={"vqdemo": json.dumps({"model": cfg.to_dict(), "data": data})})
         _one_line_refusal(capsys, ["eval", str(f)])
     assert not target.exists()
+
+
+@pytest.mark.xfail(reason="a run's title (typed by a student, at most 80 characters) reaches st.markdown on every "
+                          "student's pages through ModelChoice.label (learn.py, sample.py, ui/state.py): links and "
+                          "external images can be injected; integrator to escape the label's markdown",
+                   strict=True)
+def test_a_run_title_is_shown_as_text_on_other_students_pages(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from helpers import tiny_config
+    from vqdemo.fit import fit
+
+    out = tmp_path / "runs" / "20260101-000000-title0"
+    fit(tiny_config(), DataConfig(name="digits", max_images=40), TrainConfig(steps=1, batch_size=4), out_dir=out,
+        meta={"title": "[answers](http://evil.example) ![x](http://evil.example/t.png)"})
+    monkeypatch.setenv("VQDEMO_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.query_params["model"] = f"run:{out.name}"
+    at.run()
+    assert not at.exception
+    shown = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert not [s for s in shown if "](http://evil.example" in s and "\\]" not in s and "\\[" not in s]

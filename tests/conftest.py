@@ -2,7 +2,9 @@
 
 import pytest
 
-import vqdemo  # noqa: F401  (first: sets OpenMP and malloc options before torch loads)
+from vqdemo import runtime
+
+runtime.configure()  # first: OpenMP and malloc options before torch loads
 import torch
 
 torch.set_num_threads(1)

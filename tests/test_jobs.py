@@ -1,6 +1,8 @@
-"""The shared training queue: concurrency limit, FIFO places, pause / step / stop, live knobs, limits,
-failures with a reason, one folder per job, and interrupted runs after a restart.
+"""The shared job queue: concurrency limit, FIFO places, pause / step / stop, live knobs, limits,
+failures with a reason, one folder per job, interrupted runs after a restart, prior and computation jobs.
 
+These drive the real worker code (`vqdemo.jobs.worker`) through the in-process thread backend, so a test can
+monkeypatch the training loop; tests/test_jobs_process.py runs the same jobs in real worker processes.
 Every job is tiny (200 sklearn digits, hidden 16, K 8, one torch thread) so each trains in about a second.
 """
 
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+import vqdemo.fit
 from vqdemo import jobs, runs
 from vqdemo.data import DataConfig
-from vqdemo.jobs import JobError, JobQueue
+from vqdemo.jobs import JobError, JobQueue, worker
+from vqdemo.jobs.local import ThreadBackend
 from vqdemo.models import VQVAE, ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.train import TrainConfig
@@ -33,7 +37,7 @@ def budget(steps: int = 20, **kw) -> TrainConfig:
 
 
 def queue(tmp_path: Path, max_running: int = 1, **kw) -> JobQueue:
-    return JobQueue(max_running, tmp_path / "runs", threads=1, **kw)
+    return JobQueue(max_running, tmp_path / "runs", threads=1, backend=ThreadBackend(), **kw)
 
 
 def wait_for(pred, what: str, timeout: float = TIMEOUT_S):
@@ -63,7 +67,7 @@ def gate(monkeypatch):
             self.peak = 0
 
     g = Gate()
-    real_fit = jobs.fitting.fit
+    real_fit = vqdemo.fit.fit
 
     def fit(*args, **kwargs):
         with g.lock:
@@ -76,7 +80,7 @@ def gate(monkeypatch):
             with g.lock:
                 g.inside -= 1
 
-    monkeypatch.setattr(jobs.fitting, "fit", fit)
+    monkeypatch.setattr(vqdemo.fit, "fit", fit)
     return g
 
 
@@ -306,4 +310,4 @@ def test_default_max_running_reads_the_environment(monkeypatch):
     monkeypatch.setenv("VQDEMO_MAX_JOBS", "lots")
     assert jobs.default_max_running() == max(1, jobs.cpu_count() // 2)
     monkeypatch.delenv("VQDEMO_MAX_JOBS")
-    assert JobQueue(runs_dir="unused").max_running == max(1, jobs.cpu_count() // 2)
+    assert JobQueue(runs_dir="unused", backend=ThreadBackend()).max_running == max(1, jobs.cpu_count() // 2)

@@ -1,5 +1,10 @@
 import sys
 
-from .cli import main
+from .runtime import configure
 
-sys.exit(main())
+if __name__ == "__main__":   # a job's worker process re-imports this module (spawn) and must not run the CLI
+    configure()  # before cli imports torch
+
+    from .cli import main
+
+    sys.exit(main())

@@ -16,7 +16,7 @@ from .data import DataConfig, ImageData, load_data
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig
 from .runs import MAX_PARAMS
-from .train import Control, TrainConfig, TrainResult, train
+from .train import Control, Store, TrainConfig, TrainResult, train
 
 
 def default_model_config(data: ImageData, kind: str = "vq", **overrides) -> ModelConfig:
@@ -73,6 +73,7 @@ def fit(
     train_cfg: TrainConfig,
     *,
     out_dir: Path | None = None,
+    store: Store | None = None,
     normalize_recon: bool = False,
     command: str = "",
     meta: dict | None = None,
@@ -92,5 +93,5 @@ def fit(
     model = build_model(model_cfg)
     meta = {**(meta or {}), "data": dataclasses.asdict(data_cfg), "command": command, "kind": model_cfg.kind}
     result = train(model, (data.train_x, data.train_y), (data.val_x, data.val_y), train_cfg,
-                   out_dir=out_dir, meta=meta, control=control, on_event=on_event)
+                   out_dir=out_dir, store=store, meta=meta, control=control, on_event=on_event)
     return model, result

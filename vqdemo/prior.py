@@ -27,7 +27,7 @@ from torch import Tensor
 
 from . import runs
 from .data import load_data
-from .train import Control, TrainConfig, train
+from .train import Control, Store, TrainConfig, train
 
 KINDS = ("pixelcnn", "rq")
 PRIOR_DIR = "prior"  # an autoencoder run keeps its prior in <run>/prior/
@@ -502,12 +502,14 @@ def train_prior(
     on_event: Callable[[dict], None] | None = None,
     batch_size: int = 64,
     lr: float = 1e-3,
+    store: Store | None = None,
 ) -> Path:
     """Fit a prior to the codes an autoencoder run gives its own dataset; write it to <ae_dir>/prior/.
 
     The default prior is class-conditional when the dataset has labels. Training goes through the one loop
     of train.py (seeds, pause/stop via `control`, events, best checkpoint by bits per code); how it ended
-    is in <ae_dir>/prior/status.json and the final "end" event. Returns <ae_dir>/prior.
+    is in <ae_dir>/prior/status.json and the final "end" event. Returns <ae_dir>/prior. With `store`, the run's
+    files go there instead (a job's worker sends them back to the app).
     """
     train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed, val_every=100)
     train_cfg.validate()  # a bad budget is refused before the dataset is loaded and encoded
@@ -538,7 +540,8 @@ def train_prior(
         (encode_codes(ae, data.train_x), train_y),  # (N, C, H, W) -> (N, [D,] h, w)
         (encode_codes(ae, data.val_x), val_y),
         train_cfg,
-        out_dir=out_dir,
+        out_dir=None if store else out_dir,
+        store=store,
         meta=meta,
         control=control,
         on_event=on_event,

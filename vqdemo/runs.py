@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .models import ModelConfig, build_model, parameter_count
 
@@ -77,17 +77,14 @@ def read_json(path: Path) -> dict:
     return obj
 
 
-def save_weights(path: Path, module: torch.nn.Module, meta: dict) -> None:
-    """Weights as safetensors, with the JSON config in the header so the file stands on its own."""
+def weights_bytes(module: torch.nn.Module, meta: dict) -> bytes:
+    """Weights as safetensors bytes, with the JSON config in the header so the file stands on its own."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".weights.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"vqdemo": json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return save(tensors, metadata={"vqdemo": json.dumps(meta)})
+
+
+def save_weights(path: Path, module: torch.nn.Module, meta: dict) -> None:
+    atomic_write_bytes(path, weights_bytes(module, meta))
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -228,3 +225,44 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
             status = {"state": "unknown"}
         out.append(RunInfo(p, meta, status))
     return out
+
+
+class RunStore:
+    """The one writer of a run folder: config.json, status.json, metrics.jsonl and the weights, each atomically.
+
+    The training loop calls it directly in the CLI; for the app's jobs the loop runs in a worker process (or on a
+    Ray node) and a forwarding store sends the same calls back here, so one class writes every run folder.
+    """
+
+    def __init__(self, path: Path, meta: dict | None = None):
+        self.path = Path(path)
+        self.meta = dict(meta or {})
+        self.rows: list[dict] = []
+        self._status: dict[str, Any] = {}
+
+    def open(self, meta: dict) -> None:
+        """The run's config (model, data, training settings); fields given at construction (title, owner) stay."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.meta = {**meta, **self.meta}
+        write_json(self.path / "config.json", self.meta)
+
+    def status(self, state: str, reason: str, step: int, **extra: Any) -> None:
+        self._status = {"state": state, "reason": reason, "step": step, "updated": time.time(), **extra}
+        write_json(self.path / "status.json", self._status)
+
+    def metrics(self, rows: list[dict]) -> None:
+        """New metric rows since the last call; the file is rewritten whole (atomic), never appended in place."""
+        self.rows.extend(rows)
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int) -> None:
+        """The latest weights (safetensors bytes), also as the best ones when `improved`. K may have changed live,
+        so the model config is rewritten with them; status.json's step follows, so a killed run says where it got."""
+        self.meta["model"] = model_meta
+        write_json(self.path / "config.json", self.meta)
+        atomic_write_bytes(self.path / LAST, blob)
+        if improved:
+            atomic_write_bytes(self.path / WEIGHTS, blob)
+        if self._status:
+            self._status.update(step=step, updated=time.time())
+            write_json(self.path / "status.json", self._status)

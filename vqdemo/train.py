@@ -9,7 +9,6 @@ resume, single step, stop, and new beta / learning rate / K without a restart.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import threading
 import time
@@ -23,6 +22,7 @@ from torch import Tensor
 from . import runs
 
 Event = dict[str, Any]
+EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run shows PSNR, usage and images at once
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
 
 
@@ -32,6 +32,18 @@ class Trainable(Protocol):
     def training_loss(self, batch: tuple[Tensor, Tensor | None]) -> tuple[Tensor, dict[str, float]]: ...
 
     def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]: ...
+
+
+class Store(Protocol):
+    """Where a run's files go: `runs.RunStore` writes them; a job's worker forwards the same calls to the app."""
+
+    def open(self, meta: dict) -> None: ...
+
+    def status(self, state: str, reason: str, step: int, **extra: Any) -> None: ...
+
+    def metrics(self, rows: list[Event]) -> None: ...
+
+    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int) -> None: ...
 
 
 @dataclass
@@ -166,11 +178,13 @@ def train(
     cfg: TrainConfig,
     *,
     out_dir: Path | None = None,
+    store: Store | None = None,
     meta: dict | None = None,
     control: Control | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place. With `out_dir`, keep config.json, status.json, metrics.jsonl and weights there."""
+    """Train `model` in place. With `out_dir` (or any `store`), keep config.json, status.json, metrics.jsonl and
+    the best and last weights there."""
     cfg.validate()
     control = control or Control()
     emit = on_event or (lambda e: None)
@@ -184,9 +198,12 @@ def train(
     x_train, y_train = (t.to(device) if t is not None else None for t in train_data)
     x_val, y_val = (t.to(device) if t is not None else None for t in val_data)
     optimizer = _optimizer(model, cfg.lr)
-    meta = dict(meta or {})
-    meta["train"] = dataclasses.asdict(cfg)
-    store = _RunStore(Path(out_dir), meta, model) if out_dir else None
+    meta = dict(meta or {}, train=dataclasses.asdict(cfg), model=model_meta(model))
+    if store is None and out_dir is not None:
+        store = runs.RunStore(Path(out_dir))
+    if store:
+        store.open(meta)
+    logged = 0  # rows already handed to the store
 
     rows: list[Event] = []
     best: dict[str, float] = {}
@@ -198,7 +215,7 @@ def train(
         store.status("running", "training", step)
 
     def validate_and_save() -> None:
-        nonlocal best, last_val
+        nonlocal best, last_val, logged
         model.eval()
         last_val = model.validate(x_val, y_val, max(cfg.batch_size, 256))
         model.train()
@@ -211,8 +228,10 @@ def train(
         if improved:
             best = dict(last_val, step=step)
         if store:
-            store.save(model, improved, best)
-            store.metrics(rows)
+            meta["model"] = model_meta(model)   # K may have changed live
+            store.checkpoint(meta["model"], runs.weights_bytes(model, meta), improved, step)
+            store.metrics(rows[logged:])
+            logged = len(rows)
 
     model.train()
     while True:
@@ -263,15 +282,16 @@ def train(
         emit(event)
         if step % cfg.log_every == 0:
             rows.append(event)
-        if step % cfg.snapshot_every == 0 and hasattr(model, "snapshot"):
+        early = step in EARLY_VAL_STEPS and step < cfg.val_every
+        if (early or step % cfg.snapshot_every == 0) and hasattr(model, "snapshot"):
             emit({"type": "snapshot", "step": step, **model.snapshot(x_val[:8])})
-        if step % cfg.val_every == 0:
+        if early or step % cfg.val_every == 0:
             validate_and_save()
 
     if state != "failed" and (not rows or rows[-1].get("type") != "val" or rows[-1]["step"] != step) and step > 0:
         validate_and_save()
     if store:
-        store.metrics(rows)
+        store.metrics(rows[logged:])
         store.status(state, reason, step, best=best)
     emit({"type": "end", "step": step, "state": state, "reason": reason})
     return TrainResult(state, reason, step, best, last_val, Path(out_dir) if out_dir else None)
@@ -300,28 +320,3 @@ def _apply_changes(model: Any, optimizer: torch.optim.Optimizer, changes: dict[s
                 if id(p) in old_state:
                     optimizer.state[p] = old_state[id(p)]
     return optimizer
-
-
-class _RunStore:
-    """The run folder a training writes: config, status, metrics, best and last weights."""
-
-    def __init__(self, path: Path, meta: dict, model: Trainable):
-        self.path = path
-        self.meta = meta
-        path.mkdir(parents=True, exist_ok=True)
-        self.meta["model"] = model_meta(model)
-        runs.write_json(path / "config.json", self.meta)
-
-    def status(self, state: str, reason: str, step: int, **extra: Any) -> None:
-        runs.write_json(self.path / "status.json", {"state": state, "reason": reason, "step": step,
-                                                     "updated": time.time(), **extra})
-
-    def metrics(self, rows: list[Event]) -> None:
-        runs.atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-
-    def save(self, model: Trainable, improved: bool, best: dict) -> None:
-        self.meta["model"] = model_meta(model)   # K may have changed live
-        runs.write_json(self.path / "config.json", self.meta)
-        runs.save_weights(self.path / runs.LAST, model, self.meta)
-        if improved:
-            runs.save_weights(self.path / runs.WEIGHTS, model, self.meta)

@@ -410,6 +410,8 @@ class _Pump:
         kind = msg[0]
         if kind == "event":
             self.job._on_event(msg[1])
+            if self.store is not None and self.job.task == "train":
+                self.store.meta["title"] = self.job.title   # a live K change retitles the run
         elif kind == "store" and self.store is not None and self.disk_error is None:
             name, *args = msg[1:]
             try:

@@ -1,8 +1,12 @@
 """vqdemo: watch an image become a grid of codes and come back. `streamlit run app.py`"""
 
-import streamlit as st
+from vqdemo import runtime
 
-from ui import state
+runtime.configure()  # first, before anything imports torch (OpenMP wait policy, malloc thresholds)
+
+import streamlit as st  # noqa: E402
+
+from ui import jobs, state  # noqa: E402
 
 st.set_page_config(page_title="vqdemo: codebooks, live", page_icon=":material/grid_on:", layout="wide")
 
@@ -14,7 +18,9 @@ pages = [
     st.Page("pages/paint.py", title="Paint", icon=":material/brush:"),
     st.Page("pages/sample.py", title="Sample", icon=":material/casino:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/balance:"),
+    st.Page("pages/classroom.py", title="Class", icon=":material/groups:"),
 ]
 nav = st.navigation(pages)
 st.session_state["loaded"] = state.sidebar()
+jobs.owner_id()  # ?me= on every page, so a reload anywhere keeps a student's runs theirs
 nav.run()

@@ -1,5 +1,5 @@
 """Codebook: every code decoded alone and sorted by use, dead codes marked, perplexity against K, a 2-D
-map of the codebook among the encoder's outputs (PCA at once, UMAP from a background thread), and the
+map of the codebook among the encoder's outputs (PCA at once, UMAP from a background worker), and the
 validation images that use a chosen code most."""
 
 import math
@@ -10,7 +10,9 @@ import torch
 
 from ui import figures as fg
 from ui import state
+from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis, explain, runs
+from vqdemo.jobs import FINISHED
 from vqdemo.quantize import perplexity_of
 
 MAP_POINTS = 2000  # encoder outputs on the 2-D map: UMAP of ~2k points takes seconds, not a minute
@@ -38,12 +40,6 @@ def url_int(wkey: str, name: str, default: int, lo: int, hi: int) -> None:
         st.session_state[wkey] = min(hi, max(lo, int(st.session_state[wkey])))
 
 
-@st.cache_resource(show_spinner=False)
-def background() -> explain.BackgroundResults:
-    """One worker thread for the whole server: UMAPs queue instead of all running at once."""
-    return explain.BackgroundResults(workers=1)
-
-
 @st.cache_resource(max_entries=16, show_spinner="Encoding the validation set...")
 def codebook_view(key: tuple, depth: int, _model, _x, _y) -> dict:
     """Usage, tiles and the 2-D map's points for one depth, once per model (shared, read-only)."""
@@ -57,8 +53,11 @@ def codebook_view(key: tuple, depth: int, _model, _x, _y) -> dict:
             "tiles": analysis.code_tiles(_model, depth), "map": pts, "pca": analysis.pca_2d(both)}
 
 
-def umap_of(points: dict) -> np.ndarray:
-    return analysis.umap_2d(np.concatenate([points["codebook"], points["points"]]), seed=0)
+def umap_job(key: tuple, points: dict):
+    """UMAP of codes and outputs, computed once per model and depth in a worker of the class queue (UMAP takes
+    half a minute the first time: never in the web server's process)."""
+    return job_queue().compute(("umap",) + key, "umap_2d", np.concatenate([points["codebook"], points["points"]]),
+                               seed=0)
 
 
 depth = 0
@@ -130,29 +129,25 @@ proj = c2.radio("Projection", ["UMAP", "PCA"], key="cb_proj", horizontal=True,
                      "once per model for the whole server; PCA is shown until it is ready.")
 st.query_params["proj"] = proj
 
-bg = background()
-umap_key = key + (depth, MAP_POINTS)
-if proj == "UMAP":
-    bg.submit(umap_key, umap_of, view["map"])
-waiting = proj == "UMAP" and bg.state(umap_key) == "running"
+umap = umap_job(key + (depth, MAP_POINTS), view["map"]) if proj == "UMAP" else None
+waiting = umap is not None and umap.state not in FINISHED
 
 
-@st.fragment(run_every=2.0 if waiting else None)
+@st.fragment(run_every=tick_seconds(2.0) if waiting else None)
 def map_panel() -> None:
-    status = bg.state(umap_key)
-    if waiting and status != "running":
+    status = umap.view() if umap is not None else None
+    if waiting and status.state in FINISHED:
         st.rerun()  # UMAP just finished: one full rerun redraws the map and stops the polling
     pts, xy, method = view["map"], view["pca"], "PCA"
-    if proj == "UMAP" and status == "done":
-        xy, method = bg.get(umap_key), "UMAP"
-    elif proj == "UMAP" and status == "running":
-        st.info("UMAP is computing in the background (about half a minute the first time, shared by everyone on "
-                "this server); PCA is shown until it is ready, and the map swaps by itself.", icon="⏳")
-    elif proj == "UMAP" and status == "failed":
-        try:
-            bg.get(umap_key)
-        except Exception as e:  # noqa: BLE001  a failed projection must not take the page down
-            st.warning(f"UMAP failed ({e}); showing PCA.")
+    if status is not None and status.state == "done" and umap.result is not None:
+        xy, method = umap.result, "UMAP"
+    elif status is not None and status.active:
+        where = f" (place {status.place} in the class queue)" if status.place else ""
+        st.info(f"UMAP is computing in a background worker{where}: about half a minute the first time, shared by "
+                "everyone on this server. PCA is shown until it is ready, and the map swaps by itself.",
+                icon=":material/hourglass_top:")
+    elif status is not None and status.state in ("failed", "stopped"):
+        st.warning(f"UMAP did not finish ({status.reason}); showing PCA.")
     k = len(pts["codebook"])
     fig = fg.map_2d(xy[k:], xy[:k], pts["codes"], pts["labels"], counts, by,
                     data.class_names, 560 if big else 470, method)

@@ -10,7 +10,9 @@ import streamlit as st
 import torch
 
 from ui import figures, state
+from ui.jobs import browser_id, job_queue, owner_id, tick_seconds
 from vqdemo import analysis, painting, prior, runs
+from vqdemo.jobs import JobError
 
 PRIOR_SECONDS = 60
 
@@ -27,12 +29,6 @@ st.caption("A VQ-VAE is an autoencoder, not a generator: a PixelCNN prior learns
 def load_prior(path: str, mtime: float):
     """The prior of one run, shared by the class; reloaded when its weights file changes."""
     return prior.load_prior(path)[0]
-
-
-@st.cache_resource
-def trainer() -> painting.PriorTrainer:
-    """One server-wide prior trainer: at most one prior trains at a time on the shared CPU."""
-    return painting.PriorTrainer()
 
 
 @st.cache_data(show_spinner="Sampling code maps...", max_entries=64)
@@ -128,44 +124,54 @@ st.query_params.update({"n": str(n), "temperature": f"{temperature:g}", "top_k":
 # --- the prior, or how to get one ----------------------------------------------------------------
 
 
-@st.fragment(run_every=1)
-def training_progress(path) -> None:
-    """Polls the background job; never touched by the training thread itself."""
-    job = trainer().job(path)
+def prior_job():
+    """The class queue's job training this model's prior, if one was started on this server."""
+    return job_queue().keyed(("prior", str((run_dir / prior.PRIOR_DIR).resolve())))
+
+
+def training_progress() -> None:
+    """Polls the prior's job in the class queue; the worker process never touches the page."""
+    job = prior_job()
     if job is None:
         return
-    if not job.finished:
-        bits = "" if job.bits_per_code is None else f", {job.bits_per_code:.2f} bits per code"
-        st.progress(min(1.0, job.elapsed / job.seconds),
-                    text=f"Training the prior: step {job.step}, {job.elapsed:.0f} of {job.seconds:.0f} s{bits}")
-        st.button("Stop training", on_click=trainer().stop, args=(path,))
+    v = job.view()
+    if v.state == "queued":
+        st.info(f"The prior waits in the class queue at place {v.place}; it starts by itself.")
+    elif v.active:
+        bits = [r["bits_per_code"] for r in v.val if isinstance(r.get("bits_per_code"), float)]
+        text = f"Training the prior: step {v.step}, {v.elapsed:.0f} of {v.budget_s:.0f} s"
+        st.progress(min(1.0, v.elapsed / max(v.budget_s, 1e-9)),
+                    text=text + (f", {bits[-1]:.2f} bits per code" if bits else ""))
+        st.button("Stop training", on_click=job.stop, disabled=v.state == "stopping")
     else:
-        st.session_state.prior_job_seen = job.started
+        st.session_state.prior_job_seen = job.id
         st.rerun(scope="app")  # load and show the new prior
 
 
 def start_training() -> None:
     try:
-        trainer().start(run_dir, seconds=PRIOR_SECONDS, seed=seed)
-    except (prior.PriorError, runs.CheckpointError) as e:
+        job_queue().submit_prior(owner_id(), run_dir, run_dir / prior.PRIOR_DIR, seconds=PRIOR_SECONDS, seed=seed,
+                                 client=browser_id())
+    except (JobError, prior.PriorError, runs.CheckpointError, OSError) as e:
         st.session_state.prior_start_error = str(e)
 
 
-job = trainer().job(run_dir)
+job = prior_job()
+view = job.view() if job is not None else None
 if the_prior is None:
     st.warning(f"**{loaded.choice.label} has no prior yet.** Without one the only ways to 'generate' are the "
                "random codes and the noise below: see how badly they work, then train a prior.")
-    if job is None or job.finished:
+    if view is None or not view.active:
         st.button(f"Train a prior ({PRIOR_SECONDS} s)", type="primary", on_click=start_training,
-                  help="Fits a PixelCNN to this model's code maps in the background; everyone sees the result.")
+                  help="Fits a PixelCNN to this model's code maps in a background worker; everyone sees the result.")
     st.caption("Or from a terminal, for longer:")
     st.code(f"python -m vqdemo prior train {run_dir} --seconds 300", language="bash")
 if "prior_start_error" in st.session_state:
     st.error(st.session_state.pop("prior_start_error"))
-if job is not None and job.state == "failed":
-    st.error(f"Training the prior failed: {job.message}")
-if job is not None and (not job.finished or st.session_state.get("prior_job_seen") != job.started):
-    training_progress(run_dir)
+if view is not None and view.state == "failed":
+    st.error(f"Training the prior failed: {view.reason}")
+if view is not None and (view.active or st.session_state.get("prior_job_seen") != view.id):
+    st.fragment(training_progress, run_every=tick_seconds(1.0))()
 
 if the_prior is not None:
     nll = painting.prior_figures(run_dir)

@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from ui import charts, state
-from ui.jobs import OWNER_PARAM, job_queue, owner_id
+from ui.jobs import OWNER_PARAM, browser_id, job_queue, owner_id, shared_figure, thin, tick_seconds
 from vqdemo import runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
@@ -107,6 +107,25 @@ def preset_of(v: dict) -> str | None:
         if (v["cb"], v["init"], v["restart"], v["cosine"], v["ste"]) == (q.codebook, q.init, q.restart_dead, q.cosine, q.ste):
             return name
     return None
+
+
+def sweep_cell(me: str) -> tuple[int, float] | None:
+    """A teacher's sweep link (?sweep=NAME&ks=16,64,256&betas=0.1,0.25,1, made on the Class page) gives each
+    student the next (K, beta) cell of the grid, the same one on every visit; it pre-fills this page once."""
+    name = st.query_params.get("sweep", "")[:40]
+    if not name:
+        return None
+    ks = [k for k in (choice(KS)(x.strip()) for x in st.query_params.get("ks", "").split(",")[:12]) if k]
+    betas = [b for b in (number(0.0, 2.0, float)(x.strip()) for x in st.query_params.get("betas", "").split(",")[:12])
+             if b is not None]
+    if not ks or not betas:
+        st.warning("This sweep link names no usable K or beta values; ask your teacher for a new link.")
+        return None
+    cells = [(k, b) for k in ks for b in betas]
+    k, beta = cells[job_queue().sweep_cell(name, me, len(cells))]
+    if st.session_state.get("tr_sweep") != name:
+        st.session_state.update(tr_sweep=name, tr_k=k, tr_beta=beta)
+    return k, beta
 
 
 def save_upload(data: bytes) -> str:
@@ -232,7 +251,7 @@ def start(v: dict, me: str) -> None:
                                 seconds=float(v["secs"]) if v["budget"] == "seconds" else None, batch_size=v["batch"],
                                 lr=v["lr"], seed=int(v["seed"]), val_every=100, log_every=5, snapshot_every=25)
         title = st.session_state.get("tr_title") or title_of(v)
-        job = job_queue().submit(me, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"])
+        job = job_queue().submit(me, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"], client=browser_id())
     except ValueError as e:
         st.error(f"Could not start: {e}")
         return
@@ -253,7 +272,8 @@ def act(job_id: str, action: str, **kwargs) -> None:
         if action == "restart":
             v = job.view()
             job.stop()
-            new = job_queue().submit(v.owner, v.title, v.model_cfg, v.data_cfg, v.train_cfg, v.normalize_recon)
+            new = job_queue().submit(v.owner, v.title, v.model_cfg, v.data_cfg, v.train_cfg, v.normalize_recon,
+                                     client=browser_id())
             st.session_state["tr_goto"] = new.id
         elif action == "set":
             job.set(**{name: st.session_state[key] for name, key in kwargs.items()})
@@ -279,7 +299,8 @@ def controls(v: JobView) -> None:
                        disabled=v.state != "running")
     cols[1].button("Step", icon=":material/skip_next:", key="tr_step", on_click=act, args=(v.id, "step"), width="stretch",
                    disabled=v.state not in ("running", "paused"), help="Train exactly one more batch, then hold.")
-    cols[2].button("Stop", icon=":material/stop:", key="tr_stop", on_click=act, args=(v.id, "stop"), width="stretch", disabled=not v.active,
+    cols[2].button("Stop", icon=":material/stop:", key="tr_stop", on_click=act, args=(v.id, "stop"), width="stretch",
+                   disabled=not v.active or v.state == "stopping",
                    help="End the run; its best and last checkpoints stay (a queued run just leaves the queue).")
     cols[3].button("Restart", icon=":material/restart_alt:", key="tr_restart_job", on_click=act, args=(v.id, "restart"), width="stretch",
                    help="Stop this run and queue a fresh one with the same settings.")
@@ -343,29 +364,30 @@ def metrics(v: JobView) -> None:
 def figures(v: JobView) -> None:
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.loss_curves(v.train, marks=v.changes), key="tr_fig_loss")
+        st.plotly_chart(shared_figure(v, "loss", lambda: charts.loss_curves(thin(v.train), marks=v.changes)),
+                        key="tr_fig_loss")
         st.caption("Recon should fall steadily; commit (beta's term) shows how far encoder outputs sit from their "
                    "codes. Dotted lines mark live changes.")
     with b:
-        st.plotly_chart(charts.metric_curve(v.train + v.val, "psnr", "PSNR", "dB", kinds=("train", "val")),
-                        key="tr_fig_psnr")
+        st.plotly_chart(shared_figure(v, "psnr", lambda: charts.metric_curve(
+            thin(v.train) + v.val, "psnr", "PSNR", "dB", kinds=("train", "val"))), key="tr_fig_psnr")
         st.caption("Validation PSNR (bold) is the honest score: it climbs while the decoder and codebook learn.")
     if v.kind == "vae":
         st.caption("A VAE has no codebook: no usage, no perplexity. Compare its reconstructions with a VQ run.")
     else:
         a, b = st.columns(2)
         with a:
-            st.plotly_chart(charts.codebook_curve(v.train, "perplexity", "Perplexity vs K", "perplexity"),
-                            key="tr_fig_ppl")
+            st.plotly_chart(shared_figure(v, "ppl", lambda: charts.codebook_curve(
+                thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
             st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse.")
         with b:
-            st.plotly_chart(charts.codebook_curve(v.train, "used", "Codes used per batch", "codes used"),
-                            key="tr_fig_used")
+            st.plotly_chart(shared_figure(v, "used", lambda: charts.codebook_curve(
+                thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
             st.caption("How many different codes one batch picked" + (" (depth 1)" if v.kind == "rq" else "") + ".")
         usage = v.snapshot.get("usage") if v.snapshot else None
         if usage is not None:
-            st.plotly_chart(charts.usage_histogram(usage, v.model_cfg.vq.dead_threshold,
-                                                   "Running usage per code", "vectors per step"), key="tr_fig_usage")
+            st.plotly_chart(shared_figure(v, "usage", lambda: charts.usage_histogram(
+                usage, v.model_cfg.vq.dead_threshold, "Running usage per code", "vectors per step")), key="tr_fig_usage")
             st.caption("Each bar is one code's recent use; red bars are dead codes"
                        + (" (restarts move them onto data)." if v.model_cfg.vq.restart_dead else
                           " (without restarts they never come back)."))
@@ -400,7 +422,7 @@ def status_panel(job_id: str, settings: dict) -> None:
     elif v.budget_s:
         st.progress(min(1.0, v.elapsed / v.budget_s), text=f"{v.elapsed:.0f} s of {v.budget_s:.0f} s")
     controls(v)
-    if v.active:
+    if v.state in ("queued", "running", "paused"):
         live_knobs(v)
         structural_note(v, settings)
     metrics(v)
@@ -474,6 +496,9 @@ st.caption("Train a VQ-VAE, RQ-VAE or VAE in the background and watch its codebo
            "switch pages or close the tab; come back with this page's URL.")
 me = owner_id()
 queue = job_queue()
+if cell := sweep_cell(me):
+    st.info(f"**Class sweep:** your cell is K = {cell[0]}, beta = {cell[1]:g}. Press Start training; the Class page "
+            "shows every student's result on one chart.")
 presenter = state.presenter()
 settings_box, live_box = (st.expander("New run settings"), st.container()) if presenter else st.columns([1, 2], gap="large")
 
@@ -503,8 +528,8 @@ with live_box:
         job_id = st.selectbox("Your run", ids, key="tr_job", format_func=titles.get)
         view = queue.get(job_id).view()
         st.session_state["tr_live_state"] = view.state
-        st.fragment(status_panel, run_every=1.0 if view.active else None)(job_id, settings)
-        st.fragment(chart_panel, run_every=CHART_EVERY_S if view.active else None)(job_id)
+        st.fragment(status_panel, run_every=tick_seconds(1.0) if view.active else None)(job_id, settings)
+        st.fragment(chart_panel, run_every=tick_seconds(CHART_EVERY_S) if view.active else None)(job_id)
         with st.expander("Your runs in the queue", expanded=len(mine) > 1):
             my_runs_table(me)
             counts = queue.counts()

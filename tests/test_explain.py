@@ -1,7 +1,5 @@
 """vqdemo.explain: the numbers the teaching pages show must agree with the model they describe."""
 
-import threading
-import time
 
 import pytest
 import torch
@@ -126,34 +124,3 @@ def test_encoder_points_codes_are_the_nearest_codebook_rows():
         assert set(p["labels"].tolist()) <= {0, 1, 2, 3}
     with pytest.raises(ValueError):
         explain.encoder_points(model, x, depth=3)
-
-
-def test_background_results_runs_once_per_key_and_keeps_failures():
-    bg = explain.BackgroundResults()
-    calls = []
-    gate = threading.Event()
-
-    def slow(v):
-        calls.append(v)
-        gate.wait(5)
-        return v * 2
-
-    bg.submit("a", slow, 21)
-    bg.submit("a", slow, 99)  # same key: not submitted again
-    assert bg.state("a") == "running" and bg.get("a") is None
-    gate.set()
-    deadline = time.monotonic() + 5
-    while bg.state("a") != "done" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert bg.get("a") == 42 and calls == [21]
-    assert bg.state("missing") == "missing"
-
-    def boom():
-        raise ValueError("bad points")
-
-    bg.submit("b", boom)
-    while bg.state("b") == "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert bg.state("b") == "failed"
-    with pytest.raises(ValueError, match="bad points"):
-        bg.get("b")

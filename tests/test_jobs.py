@@ -17,7 +17,7 @@ import pytest
 import vqdemo.fit
 from vqdemo import jobs, runs
 from vqdemo.data import DataConfig
-from vqdemo.jobs import JobError, JobQueue, worker
+from vqdemo.jobs import JobError, JobQueue
 from vqdemo.jobs.local import ThreadBackend
 from vqdemo.models import VQVAE, ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
@@ -311,3 +311,17 @@ def test_default_max_running_reads_the_environment(monkeypatch):
     assert jobs.default_max_running() == max(1, jobs.cpu_count() // 2)
     monkeypatch.delenv("VQDEMO_MAX_JOBS")
     assert JobQueue(runs_dir="unused", backend=ThreadBackend()).max_running == max(1, jobs.cpu_count() // 2)
+
+
+def test_a_prior_needs_trained_weights_and_a_broken_model_fails_with_a_reason(tmp_path):
+    q = queue(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(JobError, match="no trained weights"):
+        q.submit_prior("s", empty, empty / "prior")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / runs.WEIGHTS).write_bytes(b"not safetensors")
+    job = q.submit_prior("s", broken, broken / "prior", seconds=5)
+    wait_finished(job)
+    assert job.state == "failed" and "safetensors" in job.view().reason

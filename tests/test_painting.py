@@ -1,13 +1,11 @@
 """vqdemo.painting: the canvas and its undo, palette tiles, blank/random maps, sampling with codes,
-the prior's NLL figures and the one-at-a-time background prior trainer."""
+the prior's NLL figures. (A prior trained in the background is a job: tests/test_jobs*.py.)"""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import threading
-import time
 
 import pytest
 import torch
@@ -19,7 +17,6 @@ from vqdemo.models import ModelConfig, build_model
 from vqdemo.painting import (
     Canvas,
     PaintError,
-    PriorTrainer,
     blank_grid,
     brightest_code,
     code_frequencies,
@@ -150,52 +147,3 @@ def test_prior_figures_prefer_status_then_metrics(tmp_path) -> None:
     assert prior_figures(tmp_path)["step"] == 9  # a bad status falls back to the metrics
     assert uniform_bits_per_image([64], 7, 7) == 6 * 49
     assert uniform_bits_per_image([8, 4], 2, 2) == (3 + 2) * 4
-
-
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the background job did not get there in time"
-        time.sleep(0.01)
-
-
-def test_prior_trainer_runs_one_job_at_a_time_and_reports(tmp_path) -> None:
-    gate = threading.Event()
-
-    def fake_train(run_dir, *, seconds, seed, control, on_event):
-        on_event({"type": "train", "step": 1})
-        on_event({"type": "val", "step": 1, "bits_per_code": 2.5})
-        while not gate.is_set() and not control.stopped:
-            time.sleep(0.01)
-        state = "stopped" if control.stopped else "done"
-        on_event({"type": "end", "step": 2, "state": state, "reason": f"{state} here"})
-        return run_dir / "prior"
-
-    trainer = PriorTrainer(train_fn=fake_train)
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert trainer.job(a) is None
-    job = trainer.start(a, seconds=5)
-    wait_until(lambda: trainer.job(a).bits_per_code == 2.5)
-    assert trainer.job(a).state == "running" and trainer.job(a).step == 1
-    assert trainer.start(a).started == job.started  # the same job, not a second one
-    with pytest.raises(PriorError, match="is training now"):
-        trainer.start(b)
-    gate.set()
-    wait_until(lambda: trainer.job(a).finished)
-    assert trainer.job(a).state == "done" and trainer.job(a).message == "done here"
-    gate.clear()
-    trainer.start(b)
-    trainer.stop(b)
-    wait_until(lambda: trainer.job(b).finished)
-    assert trainer.job(b).state == "stopped"
-
-
-def test_prior_trainer_reports_a_crash(tmp_path) -> None:
-    def broken(run_dir, **kw):
-        raise PriorError("no codes here")
-
-    trainer = PriorTrainer(train_fn=broken)
-    trainer.start(tmp_path)
-    wait_until(lambda: trainer.job(tmp_path).finished)
-    job = trainer.job(tmp_path)
-    assert job.state == "failed" and "no codes here" in job.message

@@ -2,16 +2,12 @@
 
 Each function makes one idea of the seeds checkable with this model's own tensors: the expanded
 distance next to the brute-force one (seed 000), quantisation depth by depth (seed 002), where the
-straight-through gradient goes in both forms (seeds 001 and 004), the loss terms of one image.
-`BackgroundResults` runs slow maps (UMAP) off the page's first paint. No streamlit here.
+straight-through gradient goes in both forms (seeds 001 and 004), the loss terms of one image. No streamlit here.
 """
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
 
 import numpy as np
 import torch
@@ -172,44 +168,3 @@ def encoder_points(model: VQVAE, x: Tensor, labels: Tensor | None = None, depth:
     keep = torch.randperm(len(codes), generator=g)[:max_points]
     return {"points": compared[keep].numpy(), "codes": codes[keep].numpy(), "labels": lab[keep].numpy(),
             "codebook": (layer.vectors() * scale).detach().numpy()}
-
-
-class BackgroundResults:
-    """Slow computations (UMAP) run on one worker thread, each once per key, shared by every session.
-
-    Pages call `submit(key, fn, ...)` on every rerun (cheap after the first) and `get(key)`, which
-    returns the result or None while it runs. A failure is kept and re-raised by `get`, not retried,
-    so a bad input cannot loop the worker. Thread-safe.
-    """
-
-    def __init__(self, workers: int = 1, max_results: int = 16):
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vqdemo-bg")
-        self._futures: dict[Hashable, Future] = {}
-        self._lock = threading.Lock()
-        self._max = max_results
-
-    def submit(self, key: Hashable, fn: Callable[..., Any], *args, **kwargs) -> Future:
-        with self._lock:
-            if key not in self._futures:
-                done = [k for k, f in self._futures.items() if f.done()]
-                for k in done[: max(0, len(self._futures) - self._max + 1)]:
-                    del self._futures[k]
-                self._futures[key] = self._pool.submit(fn, *args, **kwargs)
-            return self._futures[key]
-
-    def state(self, key: Hashable) -> str:
-        """"missing", "running" (or queued), "done" or "failed"."""
-        with self._lock:
-            f = self._futures.get(key)
-        if f is None:
-            return "missing"
-        if not f.done():
-            return "running"
-        return "failed" if f.exception() is not None else "done"
-
-    def get(self, key: Hashable) -> Any | None:
-        with self._lock:
-            f = self._futures.get(key)
-        if f is None or not f.done():
-            return None
-        return f.result()

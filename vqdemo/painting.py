@@ -1,6 +1,6 @@
 """What the Paint and Sample pages compute: a student's own code canvas with undo, palette tiles as
 PNG data URLs, sensible blank and random code maps, sampling that keeps the code maps, the prior's
-NLL figures, and one background prior training that a page can watch.
+NLL figures. (Training a prior in the background is a job of the class queue: `vqdemo.jobs`.)
 
 No streamlit here: the pages hold the widgets, this file holds the state and the math.
 """
@@ -10,9 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import math
-import threading
-import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +20,7 @@ from torch import Tensor
 from . import runs
 from .analysis import usage
 from .images import to_uint8
-from .prior import PRIOR_DIR, PriorError, train_prior
-from .train import Control
+from .prior import PRIOR_DIR
 
 Grid = list[list[int]]  # h rows of w code ids
 
@@ -198,86 +194,3 @@ def prior_figures(run_dir: Path | str) -> dict[str, float] | None:
     if best is None:
         return None
     return {**{k: float(best[k]) for k in keys}, "step": int(best.get("step", 0))}
-
-
-@dataclass
-class PriorJob:
-    """One background prior training: its thread, stop control and last progress, read by any session."""
-
-    run_dir: Path
-    seconds: float
-    control: Control = field(default_factory=Control)
-    state: str = "queued"  # queued | running | done | stopped | failed
-    step: int = 0
-    elapsed: float = 0.0
-    bits_per_code: float | None = None
-    message: str = ""
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("done", "stopped", "failed")
-
-
-class PriorTrainer:
-    """Runs at most one prior training at a time for a whole server (the CPU is shared), in a thread.
-
-    Thread-safe: pages call `start`, `job` and `stop` from any session; the thread only updates its
-    `PriorJob` under the lock and never touches the UI.
-    """
-
-    def __init__(self, train_fn=train_prior):
-        self._lock = threading.Lock()
-        self._jobs: dict[str, PriorJob] = {}
-        self._train = train_fn
-
-    def job(self, run_dir: Path | str) -> PriorJob | None:
-        """A consistent copy of the latest job for run_dir (None if it never trained here)."""
-        with self._lock:
-            job = self._jobs.get(str(Path(run_dir).resolve()))
-            return None if job is None else replace(job)
-
-    def start(self, run_dir: Path | str, seconds: float = 60.0, seed: int = 0) -> PriorJob:
-        """Start training a prior for run_dir, or return the job already training it.
-
-        Raises PriorError when another model's prior is training (one at a time on a shared CPU).
-        """
-        key = str(Path(run_dir).resolve())
-        with self._lock:
-            running = next((j for j in self._jobs.values() if not j.finished), None)
-            if running is not None:
-                if str(running.run_dir.resolve()) == key:
-                    return running
-                raise PriorError(f"a prior for {running.run_dir.name} is training now; try again when it finishes.")
-            job = PriorJob(Path(run_dir), float(seconds))
-            self._jobs[key] = job
-        threading.Thread(target=self._run, args=(job, seed), daemon=True, name=f"prior-{job.run_dir.name}").start()
-        return job
-
-    def stop(self, run_dir: Path | str) -> None:
-        job = self.job(run_dir)
-        if job is not None:
-            job.control.stop()  # the copy shares the live job's Control
-
-    def _run(self, job: PriorJob, seed: int) -> None:
-        def on_event(event: dict) -> None:
-            with self._lock:
-                job.state = "running" if event["type"] != "end" else event["state"]
-                job.step = int(event.get("step", job.step))
-                job.elapsed = time.monotonic() - job.started
-                if event["type"] == "val":
-                    job.bits_per_code = float(event["bits_per_code"])
-                if event["type"] in ("end", "failed"):
-                    job.message = str(event.get("reason", ""))
-
-        with self._lock:
-            job.state = "running"
-        try:
-            self._train(job.run_dir, seconds=job.seconds, seed=seed, control=job.control, on_event=on_event)
-        except Exception as e:  # noqa: BLE001 - a failed job must say why instead of dying silently
-            with self._lock:
-                job.state, job.message = "failed", f"{type(e).__name__}: {e}"
-        with self._lock:
-            if not job.finished:
-                job.state = "done"
-            job.elapsed = time.monotonic() - job.started

@@ -1,0 +1,108 @@
+"""Class: every run on this server as one point, live, so the class sees together what K and beta do.
+
+K on a log axis, beta on the other, colour = validation PSNR or codebook use (perplexity / K). The teacher hands
+out a sweep: one link that gives each student a different (K, beta) cell, pre-filled on the Train page. Clicking
+a point opens that run on the other pages.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from ui import state
+from ui.jobs import job_queue, owner_id, tick_seconds
+from vqdemo import classroom
+from vqdemo.jobs import ACTIVE
+
+KS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+BETAS = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]
+COLOURS = {"psnr": ("Validation PSNR (dB)", "Viridis"), "use": ("Codebook use: perplexity / K", "Cividis")}
+
+
+def scatter(points: list[classroom.RunPoint], colour: str, me: str) -> go.Figure:
+    """One marker per run; rings for runs still training, a star for the viewer's own."""
+    label, scale = COLOURS[colour]
+    rng = np.random.default_rng(0)   # a little fixed jitter so runs in one cell do not hide each other
+    x = [p.k * 2 ** rng.uniform(-0.12, 0.12) for p in points]
+    y = [p.beta + rng.uniform(-0.02, 0.02) for p in points]
+    values = [p.psnr if colour == "psnr" else p.use for p in points]
+    fig = go.Figure(go.Scatter(
+        x=x, y=y, mode="markers", customdata=[p.id for p in points],
+        marker=dict(size=[18 if p.owner == me else 13 for p in points],
+                    symbol=["star" if p.owner == me else "circle-open" if p.state in ACTIVE else "circle"
+                            for p in points],
+                    color=[v if v is not None else np.nan for v in values], colorscale=scale, showscale=True,
+                    colorbar=dict(title=dict(text=label, side="right")), line=dict(width=1, color="#444")),
+        text=[f"{p.title}<br>{p.kind.upper()} K={p.k} beta={p.beta:g} · {p.state} at step {p.step:,}<br>"
+              + (f"PSNR {p.psnr:.1f} dB" if p.psnr is not None else "no score yet")
+              + (f" · uses {p.use:.0%} of its codes" if p.use is not None else "") for p in points],
+        hovertemplate="%{text}<extra></extra>"))
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=40, b=10), title="Every run on this server",
+                      xaxis=dict(title="codebook size K (log scale)", type="log", tickvals=KS, ticktext=[str(k) for k in KS]),
+                      yaxis=dict(title="commitment weight beta", rangemode="tozero"))
+    return fig
+
+
+def live_points() -> dict[str, classroom.RunPoint]:
+    views = (j.view() for j in job_queue().list_jobs())
+    return {p.id: p for p in (classroom.live_point(v) for v in views if v.active) if p is not None}
+
+
+def board(colour: str, me: str) -> None:
+    """Redrawn every few seconds while runs train; a click on a point offers that run on the other pages."""
+    live = live_points()
+    points = classroom.run_points(state.runs_dir(), live)
+    if not points:
+        st.info("No VQ-VAE or RQ-VAE runs on this server yet. Hand out a sweep (below) or start one on the Train page.")
+        return
+    event = st.plotly_chart(scatter(points, colour, me), key="cl_board", on_select="rerun", selection_mode="points")
+    st.caption("Each point is one run (yours is a star; open rings are still training). Look along a row: does a "
+               "bigger K always help? Look down a column: what does a larger beta do to codebook use?")
+    if text := classroom.summary(points):
+        st.markdown(text)
+    picked = [p["customdata"] for p in (event.selection.points if event and event.selection else [])
+              if p.get("customdata")]
+    if picked:
+        chosen = next((p for p in points if p.id == picked[0]), None)
+        if chosen is not None:
+            st.text(f"Picked: {chosen.title} ({chosen.state})")
+            query = {"model": f"run:{chosen.id}"}
+            cols = st.columns(4)
+            for col, (page, label) in zip(cols, [("pages/reconstruct.py", "Reconstruct"), ("pages/codebook.py", "Codebook"),
+                                                 ("pages/paint.py", "Paint"), ("pages/compare.py", "Compare")]):
+                col.page_link(page, label=f"Open in {label}", query_params=query if page != "pages/compare.py"
+                              else {"runs": chosen.id})
+            if chosen.state in ACTIVE:
+                st.caption("This run is still training: the other pages can open it once it has saved a checkpoint.")
+
+
+def sweep_maker() -> None:
+    """The teacher's sweep link: each student who opens it gets the next (K, beta) cell, on the Train page."""
+    with st.expander("Hand out a sweep", expanded=False):
+        a, b = st.columns(2)
+        ks = a.multiselect("K values", KS, default=[16, 64, 256], key="cl_ks")
+        betas = b.multiselect("beta values", BETAS, default=[0.1, 0.25, 1.0], key="cl_betas")
+        name = st.text_input("Sweep name", value="k-vs-beta", max_chars=40, key="cl_name")
+        if not ks or not betas or not name.strip():
+            st.caption("Pick at least one K and one beta, and name the sweep.")
+            return
+        query = urlencode({"sweep": name.strip(), "ks": ",".join(map(str, sorted(ks))),
+                           "betas": ",".join(f"{b:g}" for b in sorted(betas)), "budget": "seconds", "secs": "30"})
+        base = (st.context.url or "").rsplit("/", 1)[0]
+        st.code(f"{base}/train?{query}", language=None)
+        st.caption(f"{len(ks) * len(betas)} cells: students who open this link get them in turn (the same cell on "
+                   "every visit), with a 30 s budget. Their runs appear on the chart above as they train.")
+
+
+state.current()  # draws the sidebar when a deep link on a fresh server runs this page without app.py
+st.title("Class")
+st.caption("Every run trained on this server, live: what K and beta did, for everyone at once.")
+me = owner_id()
+colour = st.radio("Colour by", list(COLOURS), format_func=lambda c: COLOURS[c][0], horizontal=True, key="cl_colour")
+training = any(j.view().active for j in job_queue().list_jobs())
+st.fragment(board, run_every=tick_seconds(3.0) if training else None)(colour, me)
+sweep_maker()

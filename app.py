@@ -23,4 +23,5 @@ pages = [
 nav = st.navigation(pages)
 st.session_state["loaded"] = state.sidebar()
 jobs.owner_id()  # ?me= on every page, so a reload anywhere keeps a student's runs theirs
+jobs.job_queue()  # made on the first visit to any page, so its warm worker is ready before anyone presses Start
 nav.run()

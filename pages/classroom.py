@@ -48,7 +48,7 @@ def scatter(points: list[classroom.RunPoint], colour: str, me: str) -> go.Figure
 
 
 def live_points() -> dict[str, classroom.RunPoint]:
-    views = (j.view() for j in job_queue().list_jobs())
+    views = (j.view(light=True) for j in job_queue().list_jobs())
     return {p.id: p for p in (classroom.live_point(v) for v in views if v.active) if p is not None}
 
 
@@ -103,6 +103,6 @@ st.title("Class")
 st.caption("Every run trained on this server, live: what K and beta did, for everyone at once.")
 me = owner_id()
 colour = st.radio("Colour by", list(COLOURS), format_func=lambda c: COLOURS[c][0], horizontal=True, key="cl_colour")
-training = any(j.view().active for j in job_queue().list_jobs())
+training = any(j.state in ACTIVE for j in job_queue().list_jobs())
 st.fragment(board, run_every=tick_seconds(3.0) if training else None)(colour, me)
 sweep_maker()

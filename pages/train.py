@@ -257,7 +257,7 @@ def start(v: dict, me: str) -> None:
         return
     st.session_state["tr_job"] = job.id
     view = job.view()
-    if view.state == "queued":
+    if view.place:
         st.info(f"Queued at place {view.place}: it starts by itself when a trainer is free.")
 
 
@@ -404,7 +404,7 @@ def status_panel(job_id: str, settings: dict) -> None:
     if job is None:
         st.info("This run is no longer held by the server; find it in the list of runs below.")
         return
-    v = job.view()
+    v = job.view(light=True)
     if "tr_goto" in st.session_state or (st.session_state.get("tr_live_state") in ACTIVE) != v.active:
         st.session_state["tr_live_state"] = v.state
         st.rerun()   # a run started or ended: redraw the whole page (its lists and refresh rate change)
@@ -443,14 +443,14 @@ def chart_panel(job_id: str) -> None:
 def my_runs_table(me: str) -> None:
     rows = [{"run": v.title, "state": v.state, "place": v.place, "step": v.step,
              "best PSNR": round(v.best_psnr, 2) if v.best_psnr else None, "id": v.id}
-            for v in (j.view() for j in reversed(job_queue().list_jobs(me)))]
+            for v in (j.view(light=True) for j in reversed(job_queue().list_jobs(me)))]
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 def finished_runs(me: str) -> None:
     """Every run on this server, newest first: finished ones are in the sidebar's model picker."""
-    live = {j.id: j.view() for j in job_queue().list_jobs()}
+    live = {j.id: j.view(light=True) for j in job_queue().list_jobs()}
     interrupted = {r.id: r for r in job_queue().interrupted()}
     rows = []
     for info in runs.list_runs(state.runs_dir())[:100]:
@@ -526,7 +526,7 @@ with live_box:
             st.session_state["tr_job"] = ids[0]
         titles = {j.id: f"{j.title} · {j.state}" for j in mine}
         job_id = st.selectbox("Your run", ids, key="tr_job", format_func=titles.get)
-        view = queue.get(job_id).view()
+        view = queue.get(job_id).view(light=True)
         st.session_state["tr_live_state"] = view.state
         st.fragment(status_panel, run_every=tick_seconds(1.0) if view.active else None)(job_id, settings)
         st.fragment(chart_panel, run_every=tick_seconds(CHART_EVERY_S) if view.active else None)(job_id)
@@ -538,4 +538,5 @@ with live_box:
 
 st.divider()
 st.subheader("Runs on this server")
-finished_runs(me)
+busy = any(j.state in ACTIVE for j in queue.list_jobs())
+st.fragment(finished_runs, run_every=tick_seconds(CHART_EVERY_S) if busy else None)(me)

@@ -13,7 +13,6 @@ well, so a new tab or a dropped `?me=` does not reset it; a private window or an
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 import time
@@ -21,7 +20,7 @@ import time
 import streamlit as st
 
 from ui import state
-from vqdemo.jobs import JobQueue, cpu_count
+from vqdemo.jobs import JobQueue
 
 OWNER_PARAM = "me"
 _OWNER_KEY = "jobs_owner"
@@ -85,9 +84,7 @@ def tick_seconds(base: float) -> float:
     """A live panel's refresh interval: `base` on a quiet server, up to 4x slower as the server's own process nears
     a full core (a class of 30 watching at once), so page loads and clicks stay quick."""
     busy = _load().sample()
-    cores = max(1, cpu_count())
-    slow = 1.0 + 3.0 * max(0.0, (busy - 0.3) / 0.6) + (1.0 if os.getloadavg()[0] > 1.5 * cores else 0.0)
-    return round(base * min(4.0, slow), 1)
+    return round(base * min(4.0, 1.0 + 3.0 * max(0.0, (busy - 0.3) / 0.6)), 1)
 
 
 class _Figures:

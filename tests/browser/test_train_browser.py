@@ -8,6 +8,7 @@ first paint and save screenshots under test-output/screenshots/.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -17,6 +18,9 @@ from playwright.sync_api import Page, expect
 APP_IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 TRAIN_TIMEOUT_MS = 120_000  # the CPU is shared: the first steps can take a while
 SMALL_RUN = "data=digits&budget=steps&steps=3000&batch=16"
+# Start -> a moving step counter and PSNR within 5 s: runs train in a warm worker process and validate at steps
+# 1, 10 and 50. Strict unless the suite shares the CPU with other work (VQDEMO_BUSY_CPU=1).
+FIVE_SECONDS_STRICT = os.environ.get("VQDEMO_BUSY_CPU") != "1"
 
 
 def first_paint(page: Page, url: str, title: str) -> float:
@@ -44,6 +48,14 @@ def step_counter(page: Page) -> int:
         has=page.locator("[data-testid=stMetricLabel]", has_text=re.compile(r"^Step$")))
     values = metric.locator("[data-testid=stMetricValue]").all_inner_texts()
     return int(values[0].replace(",", "")) if values and values[0].replace(",", "").isdigit() else -1
+
+
+def metric_text(page: Page, label: str) -> str:
+    """The shown value of the metric whose label starts with `label` ("" while it is not on screen)."""
+    metric = page.locator("[data-testid=stMetric]").filter(
+        has=page.locator("[data-testid=stMetricLabel]", has_text=re.compile(rf"^{re.escape(label)}")))
+    values = metric.locator("[data-testid=stMetricValue]").all_inner_texts()
+    return values[0] if values else ""
 
 
 def wait_for_step(page: Page, above: int, timeout_ms: float = TRAIN_TIMEOUT_MS) -> int:
@@ -83,9 +95,19 @@ def test_train_page_runs_a_job_live(page: Page, app_server, assert_no_errors, sc
     full_screenshot(page, screenshot, "train_before")
 
     click(page, "tr_start")
+    clicked = time.monotonic()
     first = wait_for_step(page, 0)
+    psnr = ""
+    while not psnr.endswith("dB") and time.monotonic() - clicked < 60:
+        psnr = metric_text(page, "Val PSNR")
+        page.wait_for_timeout(100)
     later = wait_for_step(page, first)  # the counter moves with no click: the live fragment redraws
-    assert later > first
+    while metric_text(page, "Val PSNR") == psnr and time.monotonic() - clicked < 60:
+        page.wait_for_timeout(100)
+    moved = time.monotonic() - clicked
+    print(f"\nStart -> step counter and validation PSNR both moving on screen: {moved:.1f} s")
+    assert later > first and metric_text(page, "Val PSNR") != psnr
+    assert moved < 5.0 or not FIVE_SECONDS_STRICT, f"took {moved:.1f} s to show a moving step counter and PSNR"
     expect(page.get_by_text("Loss terms (training batches)").first).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
     assert_no_errors(page)
     path = full_screenshot(page, screenshot, "train_running")
@@ -101,6 +123,9 @@ def test_train_page_runs_a_job_live(page: Page, app_server, assert_no_errors, sc
     assert wait_for_step(page, held, 30_000) == held + 1
 
     click(page, "tr_stop")
+    clicked = time.monotonic()
+    expect(page.get_by_text(re.compile(r"\bSTOPP(ING|ED)\b")).first).to_be_visible(timeout=30_000)
+    print(f"Stop -> the state on screen says so: {time.monotonic() - clicked:.1f} s")
     expect(page.get_by_text(re.compile(r"\bSTOPPED\b")).first).to_be_visible(timeout=60_000)
     assert_no_errors(page)
 

@@ -209,7 +209,8 @@ class Job:
         with self._lock:
             return self._version
 
-    def view(self) -> JobView:
+    def view(self, light: bool = False) -> JobView:
+        """A copy of the job's state; `light` leaves out the training rows and snapshot (tables of many jobs)."""
         wait_s = self._queue.wait_estimate(self)  # before taking our lock: the queue lock always comes first
         with self._lock:
             return JobView(
@@ -217,9 +218,9 @@ class Job:
                 state=self._state, reason=self._reason, place=self._place, wait_s=wait_s,
                 step=self._step, paused_at=self._paused_at, elapsed=self._elapsed, budget_s=self.train_cfg.seconds or 0.0,
                 budget_steps=self.train_cfg.steps, knobs=dict(self._knobs), pending=dict(self._pending),
-                train=[dict(r) for r in self._train], val=[dict(r) for r in self._val],
+                train=[] if light else [dict(r) for r in self._train], val=[dict(r) for r in self._val],
                 changes=[dict(c) for c in self._changes],
-                snapshot=dict(self._snapshot) if self._snapshot else None, latest=dict(self._latest),
+                snapshot=dict(self._snapshot) if self._snapshot and not light else None, latest=dict(self._latest),
                 model_cfg=copy.deepcopy(self.model_cfg), data_cfg=self.data_cfg,
                 train_cfg=dataclasses.replace(self.train_cfg), normalize_recon=self.normalize_recon,
                 created=self.created, version=self._version,
@@ -580,6 +581,8 @@ class JobQueue:
             while self._pending and len(self._running) < self.max_running:
                 job = self._pending.popleft()
                 self._running.add(job.id)
+                with job._lock:
+                    job._place, job._reason = None, "starting a worker"
                 threading.Thread(target=self._work, args=(job,), name=f"vqdemo-pump-{job.id}", daemon=True).start()
             self._renumber()
 

@@ -111,3 +111,16 @@ def test_a_killed_ray_worker_fails_the_job_and_keeps_the_checkpoint(ray_queue):
     assert view.state == "failed" and "Ray worker" in view.reason and "kept" in view.reason
     runs.load_model(job.run_dir)
     assert runs.read_json(job.run_dir / "status.json")["state"] == "failed"
+
+
+def test_the_cli_trains_on_ray_into_its_out_folder(ray_queue, tmp_path):
+    import sys
+
+    out = tmp_path / "cli-run"
+    done = subprocess.run(
+        [sys.executable, "-m", "vqdemo", "train", "--backend", "ray", "--dataset", "digits", "--hidden", "16",
+         "--k", "8", "--dim", "4", "--steps", "20", "--batch-size", "16", "--val-every", "10", "--threads", "1",
+         "--out", str(out)], capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "done" in done.stdout and (out / runs.WEIGHTS).is_file()
+    assert runs.read_json(out / "status.json")["step"] == 20

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--threads", type=_int_in(1, MAX_THREADS))
     t.add_argument("--out", type=Path, help="run folder (default: a new folder under runs/)")
+    t.add_argument("--backend", default="here", choices=["here", "ray"],
+                   help="here: train in this process; ray: on the Ray cluster at RAY_ADDRESS (files come back here)")
 
     e = sub.add_parser("eval", help="print validation figures of a run")
     e.add_argument("run", type=Path)
@@ -196,11 +198,43 @@ def cmd_train(a: argparse.Namespace) -> int:
     check_trainable(model_cfg, train_cfg.batch_size)   # every bound, and the size, before a run folder or a progress bar exists
     out = a.out or new_run_dir()
     command = "python -m vqdemo " + " ".join(shlex.quote(s) for s in sys.argv[1:])
+    if a.backend == "ray":
+        return _train_on_ray(model_cfg, data_cfg, train_cfg, out, a)
     _, result = fit(model_cfg, data_cfg, train_cfg, out_dir=out, normalize_recon=a.normalize_recon,
                     command=command, on_event=_progress(a.steps, a.seconds))
     print(f"{result.state}: {result.reason} after {result.steps} steps; best val psnr "
           f"{result.best.get('psnr', float('nan')):.2f} dB -> {out}")
     return 0 if result.state != "failed" else 1
+
+
+def _train_on_ray(model_cfg, data_cfg, train_cfg, out: Path, a: argparse.Namespace) -> int:
+    """The same run as a job of the app's queue on a Ray cluster; its events and files come back to `out`."""
+    import time
+
+    from .jobs import FINISHED, JobQueue, make_backend
+
+    queue = JobQueue(1, out.parent, threads=train_cfg.threads or 1, max_seconds=train_cfg.seconds or 7 * 86400,
+                     backend=make_backend("ray"))
+    job = queue.submit("cli", out.name, model_cfg, data_cfg, train_cfg, normalize_recon=a.normalize_recon, run_dir=out)
+    show, seen = _progress(a.steps, a.seconds), set()
+    try:
+        while job.state not in FINISHED:
+            time.sleep(0.5)
+            view = job.view()
+            for event in [view.latest] + view.val:
+                key = (event.get("type"), event.get("step"))
+                if event and key not in seen:
+                    seen.add(key)
+                    show(event)
+    except KeyboardInterrupt:
+        job.stop("stopped from the command line")
+        while job.state not in FINISHED:
+            time.sleep(0.2)
+    view = job.view()
+    show({"type": "end", "step": view.step})
+    print(f"{view.state}: {view.reason} after {view.step} steps; best val psnr "
+          f"{view.best_psnr or float('nan'):.2f} dB -> {out}")
+    return 0 if view.state != "failed" else 1
 
 
 def evaluate(run: Path) -> dict:

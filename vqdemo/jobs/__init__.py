@@ -473,9 +473,10 @@ class JobQueue:
             raise JobError(f"the class queue is full ({len(self._pending)} runs waiting); try again when some finish")
 
     def submit(self, owner: str, title: str, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
-               normalize_recon: bool = False, client: str = "") -> Job:
+               normalize_recon: bool = False, client: str = "", run_dir: Path | None = None) -> Job:
         """Queue a training run (it starts at once when a worker is free). Raises ValueError/JobError with a clear
-        message. `client` names the browser for the per-student limit (the app passes a cookie's hash)."""
+        message. `client` names the browser for the per-student limit (the app passes a cookie's hash); `run_dir`
+        is a folder of the caller's choosing (the CLI's --out), else a new one under the runs folder."""
         owner = str(owner).strip()[:64]
         if not owner:
             raise JobError("a job needs an owner id")
@@ -489,7 +490,10 @@ class JobQueue:
         with self._lock:
             self._check_limits(owner, client)
             try:
-                run_dir = runs.new_run_dir(self.runs_dir)
+                if run_dir is not None:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                else:
+                    run_dir = runs.new_run_dir(self.runs_dir)
             except OSError as e:   # read-only or full runs folder: a message for the page, not a crash
                 raise JobError(f"could not create a run folder in {self.runs_dir} ({e.strerror or e}); the disk may "
                                "be full or read-only") from None

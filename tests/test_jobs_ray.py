@@ -6,12 +6,8 @@ job with a clear reason and keeps the last checkpoint. The head is started here 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
-import socket
 import subprocess
-import tempfile
-import time
 
 import pytest
 
@@ -21,59 +17,25 @@ from vqdemo.jobs import JobQueue
 from vqdemo.models import VQVAE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-HEAD_START_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ray_queue(tmp_path_factory):
-    port = free_port()
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    temp = tempfile.mkdtemp(prefix="vqray-", dir="/tmp")   # Ray's socket paths must stay short
-    log = open(os.path.join(temp, "head.log"), "wb")
-    head = subprocess.Popen(
-        ["ray", "start", "--head", "--num-cpus", "2", "--port", str(port), "--node-ip-address", "127.0.0.1",
-         "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp, "--block"],
-        env={**os.environ, **auth, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)   # its own process group: the teardown stops this head and nothing else
-    saved = {k: os.environ.get(k) for k in [*auth, "RAY_ADDRESS"]}
-    os.environ.update(auth, RAY_ADDRESS=f"127.0.0.1:{port}")   # before ray is imported: it reads them then
-    import ray
+    from vqdemo.jobs.ray_head import local_head
 
-    from vqdemo.jobs.ray_backend import RayBackend
+    with local_head(num_cpus=2) as env:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)   # before ray is imported: it reads the token settings then
+        import ray
 
-    try:
-        deadline = time.monotonic() + HEAD_START_S
-        backend = None
-        while backend is None:
-            assert head.poll() is None, open(log.name).read()[-2000:]
-            try:
-                backend = RayBackend()
-            except (ConnectionError, RuntimeError, ValueError):
-                ray.shutdown()
-                assert time.monotonic() < deadline, "the Ray head did not come up"
-                time.sleep(1.0)
-        queue = JobQueue(1, tmp_path_factory.mktemp("ray") / "runs", threads=1, backend=backend)
-        yield queue
-    finally:
-        ray.shutdown()
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(head.pid, sig)
-                head.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-            except ProcessLookupError:
-                break
-        log.close()
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        from vqdemo.jobs.ray_backend import RayBackend
+
+        try:
+            yield JobQueue(1, tmp_path_factory.mktemp("ray") / "runs", threads=1, backend=RayBackend())
+        finally:
+            ray.shutdown()
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def test_a_run_trains_on_ray_and_its_files_come_back(ray_queue):

@@ -103,3 +103,4 @@ class RayBackend:
 
     def close(self) -> None:
         pass
+

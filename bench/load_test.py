@@ -1,15 +1,16 @@
 """A class at once: N students against one real `streamlit run app.py` on 127.0.0.1.
 
 Each simulated student is a websocket client speaking Streamlit's own protocol, as a browser tab does: it opens
-the Learn, Reconstruct, Codebook and Train pages, presses "Start training" (a small run on the digits), then
-watches it as the page's live panel would (the 1 s fragment reruns the browser sends, and a full reload now and
-then) until the run ends. Nothing leaves this machine: the server listens on 127.0.0.1 only, sessions and time
-are bounded.
+the Learn, Reconstruct, Codebook and Train pages, presses "Start training" (a run on the digits with a time
+budget), then watches it as the browser would: every live fragment is rerun at the interval the server asks for
+(`auto_rerun`), until the run ends. Nothing leaves this machine: the server listens on 127.0.0.1 only (with
+`--backend ray`, so does the Ray head it starts), sessions and time are bounded.
 
 Prints: sessions, the queue's concurrency limit and the most runs seen training at once (from the runs
-folder), peak memory of the server process, page response times (slowest, median, per page), and whether
-every run's files belong to the student who started it.
-Run: python bench/load_test.py [--sessions 30] [--steps 20] [--timeout 600]
+folder), peak memory and CPU use of the web server's own process (its workers are separate processes), page
+response times (median, 95th percentile, slowest, per kind), and whether every run's files belong to the
+student who started it.
+Run: python bench/load_test.py [--sessions 30] [--seconds 20] [--timeout 900] [--max-jobs 2] [--backend ray]
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (not its children: the job workers are counted apart)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -60,9 +71,9 @@ def rss_mb(pid: int) -> float:
 class Server:
     """`streamlit run app.py` on 127.0.0.1 with its own runs folder; stopped on exit."""
 
-    def __init__(self, runs_dir: Path, max_jobs: int | None = None):
+    def __init__(self, runs_dir: Path, max_jobs: int | None = None, extra_env: dict[str, str] | None = None):
         self.port = free_port()
-        env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONPATH": str(ROOT), **(extra_env or {})}
         if max_jobs:
             env["VQDEMO_MAX_JOBS"] = str(max_jobs)
         self.log = tempfile.TemporaryFile()
@@ -108,7 +119,7 @@ class Tab:
     page_hash: str = ""
     buttons: dict[str, str] = field(default_factory=dict)     # widget key suffix -> widget id
     selectboxes: dict[str, list[str]] = field(default_factory=dict)
-    fragment: str = ""                                        # the live panel's auto-rerun fragment id
+    fragments: dict[str, float] = field(default_factory=dict)  # live fragments' ids -> the interval the server asked
     times: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
@@ -134,7 +145,7 @@ class Tab:
         for w in widgets or []:
             rs.widget_states.widgets.append(w)
         if not fragment:
-            self.buttons, self.selectboxes, self.alerts = {}, {}, []
+            self.buttons, self.selectboxes, self.alerts, self.fragments = {}, {}, [], {}
         start = time.perf_counter()
         self.ws.send(msg.SerializeToString())
         deadline = time.monotonic() + timeout
@@ -152,7 +163,7 @@ class Tab:
             elif kind == "page_info_changed":
                 self.query = {k: v[-1] for k, v in parse_qs(fwd.page_info_changed.query_string).items()}
             elif kind == "auto_rerun":
-                self.fragment = fwd.auto_rerun.fragment_id
+                self.fragments[fwd.auto_rerun.fragment_id] = fwd.auto_rerun.interval
             elif kind == "script_finished" and fwd.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                 break
         self.times.setdefault(name, []).append(time.perf_counter() - start)
@@ -203,9 +214,9 @@ def state_of(run: Path) -> str:
         return ""
 
 
-def student(tab: Tab, runs_dir: Path, steps: int, deadline: float, gate: threading.Barrier,
+def student(tab: Tab, runs_dir: Path, seconds: int, deadline: float, gate: threading.Barrier,
             pages: list[str] = PAGES) -> None:
-    """Every page once, Start a small run, then watch it as the live panel does until it ends."""
+    """Every page once, Start a run of `seconds`, then watch it as the browser does until it ends."""
     def left() -> float:
         if time.monotonic() >= deadline:
             raise TimeoutError("the bench's deadline came first")
@@ -216,7 +227,7 @@ def student(tab: Tab, runs_dir: Path, steps: int, deadline: float, gate: threadi
         tab.rerun("first load", left())
         for page in [*pages, "train"] if "train" not in pages else pages:
             if page == "train":
-                tab.query.update(data="digits", budget="steps", steps=str(steps), batch="16")
+                tab.query.update(data="digits", budget="seconds", secs=str(seconds), batch="16")
             tab.open(page, left())
         tab.click("tr_start", "start training", left())
         if tab.alerts:
@@ -224,15 +235,20 @@ def student(tab: Tab, runs_dir: Path, steps: int, deadline: float, gate: threadi
             return
         me = tab.query.get("me", "")
         clicked = time.monotonic()
-        while True:   # as the browser does: the live panel's fragment, 1 s after its last answer
+        due = {f: clicked + every for f, every in tab.fragments.items()}
+        while True:   # as the browser does: each live fragment, its interval after its last answer
             mine = my_runs(runs_dir, me)
             if len(mine) == 1 and state_of(mine[0]) in FINAL:
                 break
-            time.sleep(1.0)
-            if tab.fragment:
-                tab.rerun("live panel tick", left(), fragment=tab.fragment)
-            else:
+            if not tab.fragments:
+                time.sleep(1.0)
                 tab.rerun("train page reload", left())
+                due = {f: time.monotonic() + every for f, every in tab.fragments.items()}
+                continue
+            frag = min(due, key=due.get)
+            time.sleep(max(0.0, min(due[frag] - time.monotonic(), left())))
+            tab.rerun("live panel tick", left(), fragment=frag)
+            due[frag] = time.monotonic() + tab.fragments.get(frag, 1.0)
         tab.turnaround = time.monotonic() - clicked
         tab.rerun("train page reload", left())   # the finished run, drawn once more
     except TimeoutError as e:
@@ -266,17 +282,18 @@ def check_files(tabs: list[Tab], runs_dir: Path) -> list[str]:
     return problems
 
 
-def run_load(sessions: int = 30, steps: int = 20, timeout_s: float = 600.0, runs_dir: Path | None = None,
-             max_jobs: int | None = None, pages: list[str] = PAGES) -> dict:
+def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, runs_dir: Path | None = None,
+             max_jobs: int | None = None, pages: list[str] = PAGES, extra_env: dict[str, str] | None = None) -> dict:
     """Start a server, drive `sessions` students at once, stop the server; returns the figures."""
     if not 1 <= sessions <= MAX_SESSIONS:
         raise ValueError(f"sessions must be in [1, {MAX_SESSIONS}]")
     runs_dir = Path(runs_dir or tempfile.mkdtemp(prefix="vqdemo-load-"))
     runs_dir.mkdir(parents=True, exist_ok=True)
-    server = Server(runs_dir, max_jobs)
+    server = Server(runs_dir, max_jobs, extra_env)
     try:
         server.wait_ready()
         rss_idle = rss_mb(server.proc.pid)
+        cpu_start = cpu_seconds(server.proc.pid)
         peak = {"running": 0, "rss": rss_idle}
         stop = threading.Event()
 
@@ -293,13 +310,14 @@ def run_load(sessions: int = 30, steps: int = 20, timeout_s: float = 600.0, runs
         deadline = started + timeout_s
         tabs = [Tab(i, server.port) for i in range(sessions)]
         gate = threading.Barrier(sessions)
-        threads = [threading.Thread(target=student, args=(t, runs_dir, steps, deadline, gate, pages), daemon=True)
+        threads = [threading.Thread(target=student, args=(t, runs_dir, seconds, deadline, gate, pages), daemon=True)
                    for t in tabs]
         for t in threads:
             t.start()
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()) + 10)
         wall = time.monotonic() - started
+        server_cpu = cpu_seconds(server.proc.pid) - cpu_start
         stop.set()
         watcher.join()
         for tab in tabs:
@@ -320,6 +338,8 @@ def run_load(sessions: int = 30, steps: int = 20, timeout_s: float = 600.0, runs
             "responses": len(every),
             "slowest_response_s": round(max(every), 2) if every else None,
             "median_response_s": round(statistics.median(every), 2) if every else None,
+            "p95_response_s": round(statistics.quantiles(every, n=20)[-1], 2) if len(every) > 1 else None,
+            "server_cores": round(server_cpu / wall, 2),
             "slowest_by_kind_s": {k: round(max(v), 2) for k, v in times.items() if v},
             "median_by_kind_s": {k: round(statistics.median(v), 2) for k, v in times.items() if v},
             "wall_s": round(wall, 1),
@@ -337,17 +357,28 @@ def run_load(sessions: int = 30, steps: int = 20, timeout_s: float = 600.0, runs
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sessions", type=int, default=30)
-    p.add_argument("--steps", type=int, default=20, help="training steps per student's run (batch 16, digits)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds before the bench gives up")
+    p.add_argument("--seconds", type=int, default=20, help="each student's training budget (batch 16, digits)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds before the bench gives up")
     p.add_argument("--max-jobs", type=int, help="VQDEMO_MAX_JOBS for the server (default: half the cores)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="ray: start a Ray head on 127.0.0.1 and run the server with VQDEMO_BACKEND=ray")
     a = p.parse_args()
-    f = run_load(a.sessions, a.steps, a.timeout, max_jobs=a.max_jobs)
+    if a.backend == "ray":
+        sys.path.insert(0, str(ROOT))
+        from vqdemo.jobs.ray_head import local_head
+
+        with local_head(num_cpus=len(os.sched_getaffinity(0))) as env:
+            f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs, extra_env={**env, "VQDEMO_BACKEND": "ray"})
+    else:
+        f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs)
     print(f"sessions:          {f['sessions']} websocket clients on one `streamlit run` (127.0.0.1), "
           f"{len(os.sched_getaffinity(0))} CPU cores")
-    print(f"runs:              {f['runs']} started, {f['done']} done")
+    print(f"runs:              {f['runs']} started, {f['done']} done ({a.seconds} s budget each, backend {a.backend})")
     print(f"concurrent jobs:   peak {f['peak_running']} training at once (limit {f['max_running']})")
     print(f"server memory:     {f['rss_idle_mb']} MB idle, peak {f['peak_rss_mb']} MB RSS")
-    print(f"page responses:    {f['responses']}; slowest {f['slowest_response_s']} s, median {f['median_response_s']} s")
+    print(f"server CPU:        {f['server_cores']} cores on average (the web process alone; jobs run in workers)")
+    print(f"page responses:    {f['responses']}; median {f['median_response_s']} s, 95th percentile "
+          f"{f['p95_response_s']} s, slowest {f['slowest_response_s']} s")
     print("slowest by kind:   " + ", ".join(f"{k} {v} s" for k, v in f["slowest_by_kind_s"].items()))
     print("median by kind:    " + ", ".join(f"{k} {v} s" for k, v in f["median_by_kind_s"].items()))
     turn = f["turnaround_s"]

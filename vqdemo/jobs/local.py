@@ -1,27 +1,54 @@
 """The default backend: each running job in its own worker process on this machine.
 
-Processes are started with multiprocessing's "spawn" (a fresh interpreter: no copy of the web server's threads or
-locks, its own torch and thread count, its own OpenMP set-up made before torch loads). One warm spare waits with
-torch already imported, so a student's run starts training in well under a second instead of after an import.
-A duplex pipe carries the messages of `worker.py`; if the app dies, the worker sees the pipe close and stops.
+Each worker is a fresh interpreter, `python -m vqdemo.jobs FD` (no copy of the web server's threads or
+locks, its own torch and thread count, its own OpenMP set-up made before torch loads). Not multiprocessing's
+"spawn": that re-runs the parent's main script in the child, and under `streamlit run` the main script is app.py.
+One warm spare waits with torch already imported, so a student's run starts training in well under a second
+instead of after an import. A socket pair carries the messages of `worker.py` (multiprocessing's Connection
+framing); if the app dies, the worker sees the socket close and stops.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
+import pickle
 import queue
+import socket
+import subprocess
+import sys
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from . import worker
 
-_ctx = mp.get_context("spawn")
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # the folder that holds vqdemo/, for the worker's imports
+
+
+class Channel:
+    """Messages over a socket with plain pickle. Not Connection.send: with torch loaded that shares tensors through
+    file descriptors and a handshake keyed to multiprocessing's own children, which these workers are not."""
+
+    def __init__(self, conn: Connection):
+        self._conn = conn
+
+    def send(self, msg: worker.Message) -> None:
+        self._conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def recv(self) -> worker.Message:
+        return pickle.loads(self._conn.recv_bytes())
+
+    def poll(self, timeout: float) -> bool:
+        return self._conn.poll(timeout)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class LocalHandle:
     """One running job's process and pipe, as the queue sees it."""
 
-    def __init__(self, proc: mp.process.BaseProcess, conn: Connection):
+    def __init__(self, proc: subprocess.Popen, conn: Channel):
         self.proc = proc
         self._conn = conn
 
@@ -43,20 +70,25 @@ class LocalHandle:
         return out
 
     def alive(self) -> bool:
-        return self.proc.is_alive()
+        return self.proc.poll() is None
 
     def death(self) -> str:
         """Why the process ended without saying goodbye."""
-        self.proc.join(1)
-        code = self.proc.exitcode
+        try:
+            code = self.proc.wait(1)
+        except subprocess.TimeoutExpired:
+            code = None
         if code is not None and code < 0:
             return f"the worker process was killed (signal {-code}); checkpoints saved before that are kept"
         return f"the worker process ended unexpectedly (exit code {code}); checkpoints saved before that are kept"
 
     def kill(self) -> None:
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(5)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
         self._conn.close()
 
 
@@ -73,11 +105,13 @@ class LocalBackend:
             self._warm()
 
     def _spawn(self) -> LocalHandle:
-        ours, theirs = _ctx.Pipe(duplex=True)
-        proc = _ctx.Process(target=worker.serve, args=(theirs,), name="vqdemo-worker", daemon=True)
-        proc.start()
+        ours, theirs = socket.socketpair()
+        path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        proc = subprocess.Popen([sys.executable, "-m", "vqdemo.jobs", str(theirs.fileno())],
+                                pass_fds=[theirs.fileno()], env={**os.environ, "PYTHONPATH": path},
+                                stdin=subprocess.DEVNULL)
         theirs.close()
-        return LocalHandle(proc, ours)
+        return LocalHandle(proc, Channel(Connection(ours.detach())))
 
     def _warm(self) -> None:
         with self._lock:

@@ -172,3 +172,4 @@ def serve(conn: Connection) -> None:
         send(("exit", state, reason, result))
     except (OSError, EOFError):
         pass
+

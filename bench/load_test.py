@@ -73,7 +73,8 @@ class Server:
 
     def __init__(self, runs_dir: Path, max_jobs: int | None = None, extra_env: dict[str, str] | None = None):
         self.port = free_port()
-        env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONPATH": str(ROOT), **(extra_env or {})}
+        env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONPATH": str(ROOT), "VQDEMO_BACKEND": "local",
+               **(extra_env or {})}
         if max_jobs:
             env["VQDEMO_MAX_JOBS"] = str(max_jobs)
         self.log = tempfile.TemporaryFile()

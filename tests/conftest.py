@@ -1,4 +1,7 @@
-"""Shared test settings: one torch thread (the suite shares 2 cores) and runs in a temp folder."""
+"""Shared test settings: one torch thread (the suite shares 2 cores), runs in a temp folder, and jobs on the
+in-process thread backend, so a test can monkeypatch what a job runs. The real worker processes and Ray are
+tested on purpose (tests/test_jobs_process.py, tests/test_jobs_ray.py), and every server a test starts (browser
+tests, the load test) runs the app's default backend."""
 
 import pytest
 
@@ -13,3 +16,4 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _runs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("VQDEMO_BACKEND", "thread")

@@ -219,15 +219,16 @@ def test_disk_full_mid_run_fails_the_job_clearly_and_keeps_the_previous_checkpoi
     goes on, the earlier checkpoint still loads and no temp file is left behind."""
     q = JobQueue(1, tmp_path / "runs", threads=1)
     writes = {"n": 0}
-    real_save = runs.save_file
+    real_write = runs.atomic_write_bytes
 
-    def save_file(*a, **k):
-        writes["n"] += 1
-        if writes["n"] > 2:   # model + last at step 5, then the disk is full
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(*a, **k)
+    def atomic_write_bytes(path, data):
+        if str(path).endswith(".safetensors"):
+            writes["n"] += 1
+            if writes["n"] > 2:   # last + best at step 1, then the disk is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(path, data)
 
-    monkeypatch.setattr(runs, "save_file", save_file)
+    monkeypatch.setattr(runs, "atomic_write_bytes", atomic_write_bytes)
     job = q.submit("s1", "fills the disk", tiny_config(), DATA, TrainConfig(steps=40, batch_size=16, val_every=5))
     wait_for(lambda: job.state in jobs.FINISHED, "the job to end")
     v = job.view()
@@ -235,7 +236,7 @@ def test_disk_full_mid_run_fails_the_job_clearly_and_keeps_the_previous_checkpoi
     model, _ = runs.load_model(job.run_dir)
     assert finite_weights(model)
     assert not [p.name for p in job.run_dir.iterdir() if p.name.endswith(".tmp")]
-    monkeypatch.setattr(runs, "save_file", real_save)
+    monkeypatch.setattr(runs, "atomic_write_bytes", real_write)
     after = q.submit("s2", "disk freed", tiny_config(), DATA, TrainConfig(steps=5, batch_size=16, val_every=5))
     wait_for(lambda: after.state in jobs.FINISHED, "the next job")
     assert after.state == "done"

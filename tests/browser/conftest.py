@@ -110,7 +110,7 @@ def start_streamlit(script: Path, runs_dir: Path, log_dir: Path) -> StreamlitSer
         "--server.fileWatcherType", "none",
         "--server.runOnSave", "false",
     ]  # fmt: skip
-    env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1", "VQDEMO_BACKEND": "local"}
     # Output goes to a file, not a pipe: an unread pipe fills up and stalls the server.
     with log.open("wb") as out:
         proc = subprocess.Popen(

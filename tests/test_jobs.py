@@ -325,3 +325,17 @@ def test_a_prior_needs_trained_weights_and_a_broken_model_fails_with_a_reason(tm
     job = q.submit_prior("s", broken, broken / "prior", seconds=5)
     wait_finished(job)
     assert job.state == "failed" and "safetensors" in job.view().reason
+
+
+def test_the_per_student_limit_follows_the_browser_not_the_url_id(tmp_path, gate):
+    q = queue(tmp_path, per_owner=2)
+    q.submit("tab-one", "a", tiny(), DATA, budget(), client="browser-1")
+    q.submit("tab-two", "b", tiny(), DATA, budget(), client="browser-1")   # a new tab: a new ?me=, same cookie
+    with pytest.raises(JobError, match="limit is 2 per student"):
+        q.submit("dropped-me", "c", tiny(), DATA, budget(), client="browser-1")
+    other = q.submit("tab-three", "d", tiny(), DATA, budget(), client="browser-2")
+    gate.open.set()
+    for j in q.list_jobs():
+        j.stop()
+    wait_finished(*q.list_jobs())
+    assert other.state in jobs.FINISHED

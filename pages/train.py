@@ -20,7 +20,7 @@ from ui.jobs import OWNER_PARAM, job_queue, owner_id
 from vqdemo import runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
-from vqdemo.fit import default_model_config, seed_style_quantizer
+from vqdemo.fit import check_app_limits, default_model_config, seed_style_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
@@ -203,11 +203,10 @@ def model_config(v: dict, data) -> ModelConfig:
             sizes = [int(s) for s in v["sizes"].split(",") if s.strip()] or [v["k"]] * v["depth"]
         except ValueError:
             raise ValueError(f"K per depth must be whole numbers separated by commas, e.g. 512,256,128; got {v['sizes']!r}") from None
-        for k in sizes:
-            QuantizerConfig(k=k, dim=v["d"]).validate()
         cfg.rq = ResidualConfig(depth=v["depth"], codebook_sizes=sizes, shared=v["shared"], norm_residual=v["norm"],
                                 progressive_steps=v["prog"])
     cfg.validate()
+    check_app_limits(cfg, v["batch"])   # typed K per depth and ?sizes= get the K slider's bounds
     return cfg
 
 

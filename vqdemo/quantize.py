@@ -155,12 +155,13 @@ class VectorQuantizer(nn.Module):
         far), so small clusters, like the few stroke vectors among MNIST's many background ones, get codes too.
         """
         g = torch.Generator(device=x.device).manual_seed(0)
-        centers = x[torch.randint(len(x), (1,), generator=g, device=x.device)]
+        centers = x.new_empty(self.k, x.shape[1])  # (K, D), filled row by row (a growing cat costs K^2 D copies)
+        centers[0] = x[torch.randint(len(x), (1,), generator=g, device=x.device)][0]
         closest = (x - centers[0]).pow(2).sum(1)
-        for _ in range(1, self.k):
+        for i in range(1, self.k):
             weights = closest if closest.sum() > 0 else torch.ones_like(closest)
             pick = x[torch.multinomial(weights, 1, generator=g)]
-            centers = torch.cat([centers, pick])
+            centers[i] = pick[0]
             closest = torch.minimum(closest, (x - pick).pow(2).sum(1))
         for _ in range(iters):
             codes, _ = nearest_code(x, centers)

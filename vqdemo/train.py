@@ -24,6 +24,7 @@ from . import runs
 
 Event = dict[str, Any]
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
+VAL_PIXELS = 256 * 32 * 32  # a validation batch holds about this many pixels (256 small images), or the training batch
 
 
 class Trainable(Protocol):
@@ -67,6 +68,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+def validation_batch(batch_size: int, image_size: int) -> int:
+    """Validation needs no gradients, so it takes larger batches than training: as many images as VAL_PIXELS holds
+    (at most 256), or the training batch when that is larger. fit.step_bytes counts the same batch."""
+    return max(batch_size, min(256, VAL_PIXELS // max(1, image_size ** 2)))
 
 
 def _is_int(value: Any) -> bool:
@@ -205,6 +212,11 @@ def train(
         """Validate and checkpoint, within the time budget: a validation that would overrun it is skipped during
         training and, at the end, done on as many validation images as fit (the run still gets a checkpoint)."""
         nonlocal best, last_val
+        if clock.val_per_image is None and cfg.seconds is not None:   # first validation: time a few images first
+            probe = min(len(x_val), 8)
+            model.eval()
+            clock.timed_val(lambda: model.validate(x_val[:probe], None if y_val is None else y_val[:probe], probe), probe)
+            model.train()
         n = clock.images_that_fit(left())
         if n < len(x_val) and not final:
             return
@@ -215,7 +227,7 @@ def train(
         n = max(n, 1)
         model.eval()
         last_val = clock.timed_val(lambda: model.validate(x_val[:n], None if y_val is None else y_val[:n],
-                                                          max(cfg.batch_size, 256)), n)
+                                                          validation_batch(cfg.batch_size, x_val.shape[-1])), n)
         model.train()
         event = {"type": "val", "step": step, "time": time.monotonic() - start - paused_for, **last_val}
         if n < len(x_val):
@@ -235,8 +247,9 @@ def train(
     model.train()
     while True:
         elapsed = time.monotonic() - start - paused_for
-        if (cfg.steps is not None and step >= cfg.steps) or (cfg.seconds is not None and elapsed + clock.step_s >= cfg.seconds):
-            break   # the next step would end past the budget (its time estimated from the last steps)
+        if (cfg.steps is not None and step >= cfg.steps) or (
+                cfg.seconds is not None and elapsed + clock.step_s + clock.reserve(cfg.seconds) >= cfg.seconds):
+            break   # the next step would leave too little time for the final validation and checkpoint
         if control.paused:
             t0 = time.monotonic()
             if store:
@@ -316,6 +329,11 @@ class _BudgetClock:
         if self.val_per_image is not None:
             return self.val_per_image
         return self.step_s / self.batch_size / 2
+
+    def reserve(self, budget_s: float) -> float:
+        """Time kept for the final validation and checkpoint: what they are expected to take, at most a quarter of
+        the budget (a validation that needs more is done on fewer images)."""
+        return min(self.val_per_image_s() * self.val_images + self.save_s, budget_s / 4)
 
     def images_that_fit(self, seconds_left: float) -> int:
         """How many validation images can be validated and the result saved in the time left (all of them

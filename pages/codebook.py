@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from ui import figures as fg
-from ui import state
+from ui import state, text
 from vqdemo import analysis, explain, runs
 from vqdemo.quantize import perplexity_of
 
@@ -155,7 +155,7 @@ def map_panel() -> None:
             st.warning(f"UMAP failed ({e}); showing PCA.")
     k = len(pts["codebook"])
     fig = fg.map_2d(xy[k:], xy[:k], pts["codes"], pts["labels"], counts, by,
-                    data.class_names, 560 if big else 470, method)
+                    [text.plotly(n) for n in data.class_names or []] or None, 560 if big else 470, method)
     st.plotly_chart(fig, config={"displayModeBar": False}, key="cb_map")
     st.caption(f"{method} of the {k} codebook vectors (diamonds; dead ones red crosses) and {len(pts['points'])} "
                "encoder outputs (dots). Coloured by code, each dot should sit by its diamond; coloured by label, "

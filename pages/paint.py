@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from ui import state
+from ui import state, text
 from ui.painter import grid_painter
 from vqdemo import analysis, painting, runs
 
@@ -23,7 +23,7 @@ st.caption(
     "'white ink' code and watch a digit appear."
 )
 if loaded.kind not in ("vq", "rq"):
-    st.info(f"{loaded.choice.label} is a {loaded.kind.upper()}: it has no codebook to paint with. "
+    st.info(f"{text.md(loaded.choice.label)} is a {loaded.kind.upper()}: it has no codebook to paint with. "
             "Pick a VQ-VAE or RQ-VAE model in the sidebar.")
     st.stop()
 
@@ -72,7 +72,7 @@ def image_label(index: int) -> str:
     if data.val_y is None:
         return ""
     y = int(data.val_y[index])
-    return f" ({data.class_names[y]})" if data.class_names and y < len(data.class_names) else f" (class {y})"
+    return f" ({text.md(data.class_names[y])})" if data.class_names and y < len(data.class_names) else f" (class {y})"
 
 
 def reset() -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from ui import charts, state
+from ui import charts, state, text
 from ui.jobs import OWNER_PARAM, job_queue, owner_id
 from vqdemo import runs
 from vqdemo.analysis import image_grid
@@ -233,7 +233,7 @@ def start(v: dict, me: str) -> None:
         title = st.session_state.get("tr_title") or title_of(v)
         job = job_queue().submit(me, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"])
     except ValueError as e:
-        st.error(f"Could not start: {e}")
+        st.error(f"Could not start: {text.md(e, 400)}")
         return
     st.session_state["tr_job"] = job.id
     view = job.view()

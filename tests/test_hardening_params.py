@@ -245,10 +245,6 @@ def test_eval_of_a_checkpoint_with_a_hostile_data_config_is_one_line(tmp_path, c
     assert not target.exists()
 
 
-@pytest.mark.xfail(reason="a run's title (typed by a student, at most 80 characters) reaches st.markdown on every "
-                          "student's pages through ModelChoice.label (learn.py, sample.py, ui/state.py): links and "
-                          "external images can be injected; integrator to escape the label's markdown",
-                   strict=True)
 def test_a_run_title_is_shown_as_text_on_other_students_pages(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

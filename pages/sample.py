@@ -45,7 +45,7 @@ def draw(path: str, mtime: float, n: int, temperature: float, top_k: int, seed: 
 
 
 def prior_mtime(path) -> float | None:
-    file = path / prior.PRIOR_DIR / runs.WEIGHTS
+    file = prior.prior_dir(path) / runs.WEIGHTS   # its own prior/, or the runs folder's mirror for a shipped model
     return file.stat().st_mtime if file.is_file() else None
 
 

@@ -18,6 +18,7 @@ from ui import text
 from vqdemo import runs
 from vqdemo.data import DataConfig, ImageData, load_data
 from vqdemo.images import to_uint8, upscale_nearest
+from vqdemo.prior import prior_dir
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_MODEL = "shipped:mnist-vq"
@@ -44,7 +45,7 @@ class Loaded:
 
     @property
     def has_prior(self) -> bool:
-        return (self.choice.path / "prior" / runs.WEIGHTS).is_file()
+        return (prior_dir(self.choice.path) / runs.WEIGHTS).is_file()
 
 
 def runs_dir() -> Path:

@@ -238,7 +238,7 @@ def cmd_prior(a: argparse.Namespace) -> int:
         if a.unconditional:
             cfg = prior.prior_config_for(load_model(a.run)[0], None)
         out = prior.train_prior(a.run, seconds=a.seconds, steps=a.steps, seed=a.seed, prior_cfg=cfg,
-                                on_event=_progress(a.steps, a.seconds))
+                                on_event=_progress(a.steps, a.seconds), out_dir=a.run / prior.PRIOR_DIR)
         print(f"prior written to {out}")
         return 0
     from PIL import Image

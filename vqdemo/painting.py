@@ -23,7 +23,8 @@ from torch import Tensor
 from . import runs
 from .analysis import usage
 from .images import to_uint8
-from .prior import PRIOR_DIR, PriorError, train_prior
+from .prior import PriorError, train_prior
+from .prior import prior_dir as find_prior_dir
 from .train import Control
 
 Grid = list[list[int]]  # h rows of w code ids
@@ -183,7 +184,7 @@ def prior_figures(run_dir: Path | str) -> dict[str, float] | None:
 
     Prefers status.json's best checkpoint (the weights that are loaded), else the last good val row.
     """
-    prior_dir = Path(run_dir) / PRIOR_DIR
+    prior_dir = find_prior_dir(run_dir)
     keys = ("bits_per_code", "bits_per_image", "uniform_bits_per_image")
 
     def usable(row: dict) -> bool:

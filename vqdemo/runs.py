@@ -148,6 +148,7 @@ def save_weights(path: Path, module: torch.nn.Module, meta: dict) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"vqdemo": json.dumps(meta)})
+        os.chmod(tmp, FILE_MODE)   # safetensors writes its file afresh, 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,7 +21,7 @@ import torch
 from helpers import tiny_config
 from vqdemo import prior, runs
 from vqdemo.data import DataConfig
-from vqdemo.train import Control, TrainConfig
+from vqdemo.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ["config.json", "status.json", "job.json", "metrics.jsonl"]
@@ -240,21 +240,22 @@ def test_a_checkpoint_writes_the_step_into_status(tmp_path):
 
 
 def test_after_a_live_k_change_config_json_describes_the_loaded_weights(tmp_path):
-    from vqdemo.fit import fit
+    """A K change is saved in last.safetensors at once; config.json follows model.safetensors, the best weights that
+    every page loads, so Compare never shows one K beside weights of another."""
+    from vqdemo.models import build_model
+    from vqdemo.train import _RunStore
 
-    control = Control()
-
-    def on_event(e):
-        if e["type"] == "val" and e["step"] == 4:
-            control.set(k=24)
-
-    fit(tiny_config(), DataConfig(name="digits", max_images=60), TrainConfig(steps=12, batch_size=8, val_every=4, lr=1e-6),
-        out_dir=tmp_path / "run", control=control, on_event=on_event)
-    model, _ = runs.load_model(tmp_path / "run")
-    config = runs.read_json(tmp_path / "run" / "config.json")
-    assert config["model"]["vq"]["k"] == model.config.vq.k
+    model = build_model(tiny_config())
+    store = _RunStore(tmp_path / "run", {"kind": "vq"}, model)
+    store.save(model, True, {"score": 1.0})
+    model.resize_codebook(2)                      # live, from 16
+    store.save(model, False, {"score": 1.0})      # not better: model.safetensors keeps K = 16
+    best, _ = runs.load_model(tmp_path / "run")
     last, _ = runs.load_model(tmp_path / "run", runs.LAST)
-    assert last.config.vq.k == 24
+    assert runs.read_json(tmp_path / "run" / "config.json")["model"]["vq"]["k"] == best.config.vq.k == 16
+    assert last.config.vq.k == 2
+    store.save(model, True, {"score": 0.5})
+    assert runs.read_json(tmp_path / "run" / "config.json")["model"]["vq"]["k"] == 2
 
 
 def test_runs_lock_refuses_a_second_server(tmp_path):

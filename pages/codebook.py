@@ -68,7 +68,11 @@ if loaded.kind == "rq":
                              help="RQ has one codebook per depth; depth 1 quantises z_e, later depths the residuals.") - 1
     st.query_params["depth"] = str(depth + 1)
 K = sizes[depth]
-view = codebook_view(key, depth, model, data.val_x, data.val_y)
+try:
+    view = codebook_view(key, depth, model, data.val_x, data.val_y)
+except ValueError as e:   # weights that load but overflow (huge finite values): a message, not a traceback
+    st.error(f"Could not map this codebook: {text.md(e, 400)}")
+    st.stop()
 counts = view["counts"]
 order = np.argsort(-counts, kind="stable")
 used = int((counts > 0).sum())

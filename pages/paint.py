@@ -17,6 +17,7 @@ loaded = state.current()
 if loaded is None:
     st.stop()
 
+MAX_PAINT_K = 4096  # the palette decodes every code: 4,096 tiles is already a long scroll
 st.title("Paint with codes")
 st.caption(
     "Each cell is one codebook vector; the decoder turns the grid back into an image: paint a stroke of a "
@@ -52,6 +53,10 @@ def code_stats(path: str, mtime: float, _model, _val_x) -> tuple[list[int], list
 
 model, data = loaded.model, loaded.data
 kind, sizes = loaded.kind, model.codebook_sizes
+if max(sizes) > MAX_PAINT_K:
+    st.info(f"{text.md(loaded.choice.label)} has K = {max(sizes):,} codes; the palette decodes every code, so Paint "
+            f"takes models with K up to {MAX_PAINT_K:,}. Pick a smaller model in the sidebar.")
+    st.stop()
 h, w = model.latent_shape
 path = str(loaded.choice.path)
 mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime

@@ -7,6 +7,7 @@ model, hand both to the one training loop in `train.py`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +16,7 @@ import torch
 from .data import DataConfig, ImageData, load_data
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig
-from .runs import MAX_PARAMS
+from .runs import MAX_PARAMS, atomic_write_bytes
 from .train import Control, TrainConfig, TrainResult, train, validation_batch
 
 APP_MAX_K = 1024      # the Train page's K slider stops here, and so does every other way into the app
@@ -96,6 +97,22 @@ def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
                          f"{MAX_STEP_BYTES / 2**30:.0f} GiB allowed; use a smaller batch size, image size, K or hidden width")
 
 
+DATA_COPY = "data.zip"
+
+
+def keep_data(zip_path: Path, out_dir: Path) -> Path:
+    """A run trained on an uploaded zip keeps its own link to it (<run>/data.zip, a hard link where the file system
+    allows, else a copy), so clearing <runs>/uploads/ between classes leaves every run loadable."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / DATA_COPY
+    if not target.exists():
+        try:
+            os.link(zip_path, target)
+        except OSError:
+            atomic_write_bytes(target, zip_path.read_bytes())
+    return target.resolve()
+
+
 def fit(
     model_cfg: ModelConfig,
     data_cfg: DataConfig,
@@ -113,6 +130,8 @@ def fit(
     `meta` adds fields (a title, an owner) to the run's config.json.
     """
     data = load_data(data_cfg)
+    if out_dir is not None and data_cfg.name == "folder" and Path(data_cfg.path).is_file():
+        data_cfg = dataclasses.replace(data_cfg, path=str(keep_data(Path(data_cfg.path), Path(out_dir))))
     model_cfg = dataclasses.replace(model_cfg, channels=data.channels, image_size=data.image_size)
     if normalize_recon:
         model_cfg.data_variance = float(data.train_x.var())

@@ -47,8 +47,8 @@ class QuantizerConfig:
             raise ValueError(f"decay must be in (0, 1), got {self.decay!r}")
         if self.init not in ("kmeans", "uniform", "normal"):
             raise ValueError(f"init must be 'kmeans', 'uniform' or 'normal', got {self.init!r}")
-        if not (math.isfinite(self.dead_threshold) and self.dead_threshold >= 0):
-            raise ValueError(f"dead_threshold must be >= 0, got {self.dead_threshold!r}")
+        if not (math.isfinite(self.dead_threshold) and 0 <= self.dead_threshold <= 1e6):  # 1e300 overflowed float32
+            raise ValueError(f"dead_threshold must be in [0, 10^6] (vectors per step), got {self.dead_threshold!r}")
         if self.ste not in ("paper", "seed004"):
             raise ValueError(f"ste must be 'paper' or 'seed004', got {self.ste!r}")
 

@@ -31,6 +31,8 @@ LAST = "last.safetensors"       # the latest good checkpoint
 MAX_CONFIG_BYTES = 1 << 20
 MAX_PARAMS = 50_000_000         # refuse configs that would build absurdly large models
 MAX_WEIGHTS_BYTES = 8 * MAX_PARAMS  # float32 parameters plus as many buffers (EMA codebooks): nothing real is bigger
+MAX_WEIGHT = 1e6                # |weight| of a trained model is far below this; 1e30 overflows float32 on the way
+MAX_BUFFER = 1e12               # running sums (EMA codebooks, usage counts) grow with batch x positions
 MAX_METRICS_BYTES = 32 << 20    # metrics.jsonl: a 600 s app run writes under 2 MB; a longer file is read up to here
 MAX_TEXT_CHARS = 200            # a title, owner or reason longer than this is cut (they are shown on every page)
 STATES = ("queued", "running", "paused", "done", "stopped", "failed", "interrupted", "unknown")
@@ -169,8 +171,10 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("vqdemo", "{}"))
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError, RecursionError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({str(e)[:120]}); retrain or pick another file") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} carries a config that is a JSON {type(meta).__name__}, not an object; retrain")
     return tensors, meta
 
 
@@ -184,9 +188,14 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source
     if missing or extra or wrong:
         parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "", "; ".join(wrong[:3])]
         raise CheckpointError(f"{source} does not fit its config: " + "; ".join(p for p in parts if p))
+    params = dict(module.named_parameters())
     for k, v in tensors.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{source}: tensor {k} holds NaN or inf; the run diverged before this save")
+        limit = MAX_WEIGHT if k in params else MAX_BUFFER
+        if v.is_floating_point() and v.numel() and float(v.abs().max()) > limit:
+            raise CheckpointError(f"{source}: tensor {k} holds values over {limit:.0e} in size, which no trained model "
+                                  "has (its outputs would overflow); retrain or pick another file")
     module.load_state_dict(tensors)
 
 

@@ -34,8 +34,8 @@ TRAIN_FLAGS = {
     "--progressive-steps": ["-1", "1.5"],
     "--beta": ["-0.5", "101", "1e308", *NAN_INF],
     "--decay": ["0", "1", "2", "-1", *NAN_INF],
-    "--dead-threshold": ["-1", *NAN_INF],
-    "--kl-weight": ["-1", *NAN_INF],
+    "--dead-threshold": ["-1", "1e300", "1e7", *NAN_INF],   # 1e300 overflowed float32 in the usage buffer
+    "--kl-weight": ["-1", "1e300", *NAN_INF],
     "--lr": ["0", "-1", "1.5", "1e9", *NAN_INF],
     "--seconds": ["0", "-1", "604801", "1e300", *NAN_INF],
     "--steps": ["0", "-1", "10000001", "1000000000000"],

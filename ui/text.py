@@ -16,6 +16,8 @@ from typing import Any
 
 MAX_CHARS = 120
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")  # incl. bidi overrides
+_JOINER = "\u2060"   # WORD JOINER: invisible, and not a URL character
+_AUTOLINK = re.compile(r"://|(?i:www)\.|@")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'@^%])")
 
 
@@ -27,8 +29,11 @@ def plain(value: Any, limit: int = MAX_CHARS) -> str:
 
 def md(value: Any, limit: int = MAX_CHARS) -> str:
     """For anything Streamlit renders as markdown: every markdown and HTML metacharacter backslash-escaped, so links,
-    images, emphasis, emoji and colour shortcodes (:red[...]), LaTeX ($) and bare URLs stay literal text."""
-    return _MD_SPECIAL.sub(r"\\\1", plain(value, limit))
+    images, emphasis, emoji and colour shortcodes (:red[...]), LaTeX ($) stay literal text. Escaping does not stop
+    GitHub-style autolinks (http://..., www...., a@b.c are linked after escapes are read), so an invisible word
+    joiner splits those patterns."""
+    text = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + _JOINER + m.group(0)[-1], plain(value, limit))
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def plotly(value: Any, limit: int = MAX_CHARS) -> str:

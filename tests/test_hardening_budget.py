@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import tiny_config
 from vqdemo import runs
-from vqdemo.fit import APP_MAX_K, check_app_limits, check_trainable, step_bytes
+from vqdemo.fit import APP_MAX_K, check_app_limits, check_trainable
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.train import TrainConfig, train

@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from helpers import tiny_config
 from vqdemo import prior, runs

@@ -126,16 +126,6 @@ def test_the_cli_path_refuses_the_same_data_configs(trained, tmp_path, capsys):
     assert not (tmp_path / "dl").exists()
 
 
-def vq_as_rq(meta):
-    return {**meta, "kind": "rq"}
-
-
-def three_channels(trained_meta):
-    """A model for 3-channel 64x64 images saved with the digits data config: weights fit, data does not."""
-    cfg = ModelConfig(channels=3, image_size=64, hidden=16, res_hidden=8, res_blocks=1, vq=QuantizerConfig(k=16, dim=8))
-    return cfg
-
-
 @pytest.mark.parametrize("page", PAGES)
 def test_a_config_whose_kind_is_not_its_weights_is_a_message(trained, tmp_path, page):
     model = planted(trained, tmp_path / "runs", "20260101-000002-kind00",

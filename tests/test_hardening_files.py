@@ -309,3 +309,15 @@ def test_training_a_prior_for_a_shipped_model_writes_under_the_runs_folder(tmp_p
     assert prior.load_prior(shipped)[1]["role"] == "prior"
     from vqdemo.painting import prior_figures
     assert prior_figures(shipped) is not None
+
+
+@pytest.mark.parametrize("best", [[1, 2], "best", {"bits_per_code": "2"}, 5])
+def test_a_priors_planted_status_falls_back_to_its_metrics(tmp_path, best):
+    from vqdemo.painting import prior_figures
+
+    folder = tmp_path / prior.PRIOR_DIR
+    folder.mkdir()
+    row = {"type": "val", "step": 9, "bits_per_code": 3.0, "bits_per_image": 147.0, "uniform_bits_per_image": 294.0}
+    runs.atomic_write_text(folder / "metrics.jsonl", json.dumps(row) + "\n")
+    (folder / "status.json").write_text(json.dumps({"best": best}))
+    assert prior_figures(tmp_path)["step"] == 9

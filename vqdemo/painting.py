@@ -190,10 +190,7 @@ def prior_figures(run_dir: Path | str) -> dict[str, float] | None:
     def usable(row: dict) -> bool:
         return all(isinstance(row.get(k), (int, float)) and math.isfinite(row[k]) for k in keys)
 
-    try:
-        rows = [runs.read_json(prior_dir / "status.json").get("best") or {}]
-    except runs.CheckpointError:
-        rows = []
+    rows = [runs.read_status(prior_dir).get("best", {})]   # cleaned: a planted status.json is a dict of floats here
     rows += reversed([r for r in runs.read_metrics(prior_dir) if r.get("type") == "val"])
     best = next((r for r in rows if usable(r)), None)
     if best is None:

@@ -321,3 +321,14 @@ def test_a_priors_planted_status_falls_back_to_its_metrics(tmp_path, best):
     runs.atomic_write_text(folder / "metrics.jsonl", json.dumps(row) + "\n")
     (folder / "status.json").write_text(json.dumps({"best": best}))
     assert prior_figures(tmp_path)["step"] == 9
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
+def test_dataset_files_that_are_not_regular_are_refused(tmp_path, kind):
+    """A checkpoint's data config may point mnist-full at a folder someone planted: never block on it."""
+    from vqdemo.data import DataError, load_data
+
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        plant(tmp_path / name, kind)
+    with pytest.raises(DataError):
+        within(10, load_data, DataConfig(name="mnist-full", path=str(tmp_path)))

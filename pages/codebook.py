@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from ui import figures as fg
-from ui import state
+from ui import state, text
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis, explain, runs
 from vqdemo.jobs import FINISHED
@@ -67,7 +67,11 @@ if loaded.kind == "rq":
                              help="RQ has one codebook per depth; depth 1 quantises z_e, later depths the residuals.") - 1
     st.query_params["depth"] = str(depth + 1)
 K = sizes[depth]
-view = codebook_view(key, depth, model, data.val_x, data.val_y)
+try:
+    view = codebook_view(key, depth, model, data.val_x, data.val_y)
+except ValueError as e:   # weights that load but overflow (huge finite values): a message, not a traceback
+    st.error(f"Could not map this codebook: {text.md(e, 400)}")
+    st.stop()
 counts = view["counts"]
 order = np.argsort(-counts, kind="stable")
 used = int((counts > 0).sum())
@@ -150,7 +154,7 @@ def map_panel() -> None:
         st.warning(f"UMAP did not finish ({status.reason}); showing PCA.")
     k = len(pts["codebook"])
     fig = fg.map_2d(xy[k:], xy[:k], pts["codes"], pts["labels"], counts, by,
-                    data.class_names, 560 if big else 470, method)
+                    [text.plotly(n) for n in data.class_names or []] or None, 560 if big else 470, method)
     st.plotly_chart(fig, config={"displayModeBar": False}, key="cb_map")
     st.caption(f"{method} of the {k} codebook vectors (diamonds; dead ones red crosses) and {len(pts['points'])} "
                "encoder outputs (dots). Coloured by code, each dot should sit by its diamond; coloured by label, "

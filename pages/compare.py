@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from ui import charts, state
+from ui import charts, state, text
 from vqdemo import runs
 from vqdemo.analysis import encode_all, image_grid, reconstruct, usage
 from vqdemo.quantize import perplexity_of
@@ -63,8 +63,7 @@ def default_selection(choices: list[state.ModelChoice]) -> list[str]:
 
 
 def describe(c: state.ModelChoice) -> dict:
-    info = runs.RunInfo(c.path, runs.read_json(c.path / "config.json"), runs.read_json(c.path / "status.json")
-                        if (c.path / "status.json").is_file() else {})
+    info = runs.run_info(c.path)
     m, best = info.meta.get("model", {}), info.status.get("best") or {}
     vq, rq = m.get("vq", {}), m.get("rq", {})
     sizes = "none" if c.kind == "vae" else (
@@ -80,7 +79,7 @@ def describe(c: state.ModelChoice) -> dict:
 
 
 def curves(chosen: list[state.ModelChoice]) -> None:
-    rows = {c.label: metrics(str(c.path), mtime(c.path / "metrics.jsonl")) for c in chosen}
+    rows = {text.plotly(c.label): metrics(str(c.path), mtime(c.path / "metrics.jsonl")) for c in chosen}
     a, b = st.columns(2)
     with a:
         st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB"), key="cmp_psnr")
@@ -100,14 +99,14 @@ def curves(chosen: list[state.ModelChoice]) -> None:
 def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
     groups: dict[str, list[state.ModelChoice]] = {}
     for c in chosen:
-        groups.setdefault(repr(sorted(runs.read_json(c.path / "config.json").get("data", {}).items())), []).append(c)
+        groups.setdefault(repr(sorted(runs.run_info(c.path).meta.get("data", {}).items())), []).append(c)
     for members in groups.values():
         x, _, _ = reconstructions(members[0], str(members[0].path), mtime(members[0].path / runs.WEIGHTS))
         st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
         for c in members:
             _, x_hat, psnr = reconstructions(c, str(c.path), mtime(c.path / runs.WEIGHTS))
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
-                     caption=f"{c.label}: mean PSNR {psnr.mean():.1f} dB")
+                     caption=f"{text.md(c.label)}: mean PSNR {psnr.mean():.1f} dB")
     st.caption("The same validation images through each model: look at thin strokes and edges, where a small "
                "or collapsed codebook blurs first." + (" Models trained on different data get their own originals."
                                                        if len(groups) > 1 else ""))
@@ -120,9 +119,9 @@ def usage_histograms(chosen: list[state.ModelChoice]) -> None:
             with col:
                 counts = code_usage(c, str(c.path), mtime(c.path / runs.WEIGHTS))
                 if counts is None:
-                    st.info(f"{c.label}: a VAE has no codebook.")
+                    st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue
-                st.plotly_chart(charts.usage_histogram(counts, 0, c.label, "uses", sort=True, height=240),
+                st.plotly_chart(charts.usage_histogram(counts, 0, text.plotly(c.label), "uses", sort=True, height=240),
                                 key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
                            + (" (depth 1)" if c.kind == "rq" else "") + ".")
@@ -137,7 +136,7 @@ choices = state.model_choices()
 by_id = {c.id: c for c in choices}
 default = default_selection(choices)
 if "cmp_runs" not in st.session_state:
-    wanted = [i for i in st.query_params.get("runs", "").split(",") if i in by_id]
+    wanted = list(dict.fromkeys(i for i in st.query_params.get("runs", "").split(",") if i in by_id))  # ?runs=a,a: once
     st.session_state["cmp_runs"] = wanted or default
 picked = st.multiselect("Models to compare", list(by_id), key="cmp_runs", format_func=lambda i: by_id[i].label,
                         help="Two or more; runs appear here once they have saved weights.")
@@ -161,4 +160,4 @@ try:
     st.subheader("Codebook usage")
     usage_histograms(chosen)
 except (runs.CheckpointError, ValueError, OSError) as e:
-    st.error(f"Could not compare these models: {e}")
+    st.error(f"Could not compare these models: {text.md(e, 400)}")

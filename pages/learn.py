@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from ui import figures as fg
-from ui import state
+from ui import state, text
 from vqdemo import analysis, explain, runs
 from vqdemo.metrics import psnr_per_image
 
@@ -84,7 +84,7 @@ arch = (f"conv encoder (strided convs + {cfg.res_blocks} residual blocks, seed 0
         else f"patch MLP (Conv2d with kernel = stride = {cfg.downsample}, seed 004)")
 depth_note = f", RQ depth {cfg.rq.depth} with codebooks {model.codebook_sizes}" if is_rq else ""
 st.markdown(
-    f"**{loaded.choice.label}**: {arch}; K = {K} codes of D = {D} numbers{depth_note}; "
+    f"**{text.md(loaded.choice.label)}**: {arch}; K = {K} codes of D = {D} numbers{depth_note}; "
     f"a {cfg.image_size}x{cfg.image_size} image becomes a {h}x{w} grid of codes; beta = {cfg.vq.beta}, "
     f"{'EMA' if cfg.vq.codebook == 'ema' else 'gradient-learned'} codebook, {cfg.vq.init} init, "
     f"dead-code restart {'on' if cfg.vq.restart_dead else 'off'}.")
@@ -102,7 +102,7 @@ else:
     pick.caption("The validation set holds one image.")
 st.query_params["img"] = str(index)
 if data.val_y is not None and data.class_names:
-    info.metric("Label", str(data.class_names[int(data.val_y[index])]))
+    info.metric("Label", text.md(data.class_names[int(data.val_y[index])]))
 
 view = image_view(key, index, model, data.val_x)
 tr = view["trace"]

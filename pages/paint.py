@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from ui import state
+from ui import state, text
 from ui.painter import grid_painter
 from vqdemo import analysis, painting, runs
 
@@ -17,13 +17,14 @@ loaded = state.current()
 if loaded is None:
     st.stop()
 
+MAX_PAINT_K = 4096  # the palette decodes every code: 4,096 tiles is already a long scroll
 st.title("Paint with codes")
 st.caption(
     "Each cell is one codebook vector; the decoder turns the grid back into an image: paint a stroke of a "
     "'white ink' code and watch a digit appear."
 )
 if loaded.kind not in ("vq", "rq"):
-    st.info(f"{loaded.choice.label} is a {loaded.kind.upper()}: it has no codebook to paint with. "
+    st.info(f"{text.md(loaded.choice.label)} is a {loaded.kind.upper()}: it has no codebook to paint with. "
             "Pick a VQ-VAE or RQ-VAE model in the sidebar.")
     st.stop()
 
@@ -52,6 +53,10 @@ def code_stats(path: str, mtime: float, _model, _val_x) -> tuple[list[int], list
 
 model, data = loaded.model, loaded.data
 kind, sizes = loaded.kind, model.codebook_sizes
+if max(sizes) > MAX_PAINT_K:
+    st.info(f"{text.md(loaded.choice.label)} has K = {max(sizes):,} codes; the palette decodes every code, so Paint "
+            f"takes models with K up to {MAX_PAINT_K:,}. Pick a smaller model in the sidebar.")
+    st.stop()
 h, w = model.latent_shape
 path = str(loaded.choice.path)
 mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
@@ -72,7 +77,7 @@ def image_label(index: int) -> str:
     if data.val_y is None:
         return ""
     y = int(data.val_y[index])
-    return f" ({data.class_names[y]})" if data.class_names and y < len(data.class_names) else f" (class {y})"
+    return f" ({text.md(data.class_names[y])})" if data.class_names and y < len(data.class_names) else f" (class {y})"
 
 
 def reset() -> None:

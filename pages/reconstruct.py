@@ -6,7 +6,7 @@ import math
 import streamlit as st
 
 from ui import figures as fg
-from ui import state
+from ui import state, text
 from vqdemo import analysis, runs
 from vqdemo.images import ImageError, load_image
 from vqdemo.metrics import psnr_per_image
@@ -101,7 +101,7 @@ codes_shown = (val["codes"][idx][:, depth] if is_rq else val["codes"][idx]) if i
 for j, (c, i, p) in enumerate(zip(cols, idx, psnr.tolist())):
     label = f"#{i}"
     if data.val_y is not None and data.class_names:
-        label += f" ({data.class_names[int(data.val_y[i])]})"
+        label += f" ({text.md(data.class_names[int(data.val_y[i])])})"
     c.image(state.crisp(data.val_x[i], size), caption=label, width=size)
     c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB", width=size)
     if is_vq:
@@ -139,7 +139,7 @@ if up is not None:
                              "downscale or compress it and try again.")
         x = load_image(raw, size=cfg.image_size, channels=cfg.channels)  # (C, H, W) in [0, 1]
     except ImageError as e:
-        st.error(f"Could not use {up.name}: {e}")
+        st.error(f"Could not use {text.md(up.name)}: {text.md(e, 400)}")
     else:
         x_hat, p = analysis.reconstruct(model, x[None])
         cols = st.columns([1, 1, 2])
@@ -147,7 +147,7 @@ if up is not None:
         cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB")
         if is_vq:
             codes = model.encode_codes(x[None])
-            cols[2].plotly_chart(code_map_figure(codes, [up.name[:24]], depth), config={"displayModeBar": False},
+            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth), config={"displayModeBar": False},
                                  width="content")
             if is_rq:
                 coarse = analysis.coarse_to_fine(model, x[None])

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import figures, state
+from ui import figures, state, text
 from ui.jobs import browser_id, job_queue, owner_id, tick_seconds
 from vqdemo import analysis, painting, prior, runs
 from vqdemo.jobs import JobError
@@ -41,7 +41,7 @@ def draw(path: str, mtime: float, n: int, temperature: float, top_k: int, seed: 
 
 
 def prior_mtime(path) -> float | None:
-    file = path / prior.PRIOR_DIR / runs.WEIGHTS
+    file = prior.prior_dir(path) / runs.WEIGHTS   # its own prior/, or the runs folder's mirror for a shipped model
     return file.stat().st_mtime if file.is_file() else None
 
 
@@ -55,7 +55,7 @@ def vae_for(dataset: str):
         if choice.kind != "vae":
             continue
         try:
-            if runs.read_json(choice.path / "config.json").get("data", {}).get("name") == dataset:
+            if runs.run_info(choice.path).meta.get("data", {}).get("name") == dataset:
                 return state.load_choice(choice)
         except (runs.CheckpointError, ValueError, OSError):
             continue
@@ -63,7 +63,7 @@ def vae_for(dataset: str):
 
 
 if loaded.kind not in ("vq", "rq"):
-    st.info(f"{loaded.choice.label} is a VAE: it generates by decoding N(0, I) noise, no prior over codes needed. "
+    st.info(f"{text.md(loaded.choice.label)} is a VAE: it generates by decoding N(0, I) noise, no prior over codes needed. "
             "Pick a VQ-VAE or RQ-VAE model in the sidebar to see why those need one.")
     st.image(grid_image(loaded.model.sample(16, 0)), output_format="PNG")
     st.caption("The VAE's own samples: Gaussian noise through its decoder.")
@@ -78,7 +78,7 @@ if mtime is not None:
     try:
         the_prior = load_prior(str(run_dir), mtime)
     except (runs.CheckpointError, ValueError, OSError) as e:
-        st.error(f"The prior of {loaded.choice.label} could not be loaded: {e}. Train it again below.")
+        st.error(f"The prior of {text.md(loaded.choice.label)} could not be loaded: {text.md(e, 400)}. Train it again below.")
 num_classes = the_prior.config.num_classes if the_prior is not None else None
 
 # --- settings, kept in the URL -------------------------------------------------------------------
@@ -110,7 +110,7 @@ with st.expander("Settings", expanded=not state.presenter()):
     if num_classes:
         c5.selectbox("Class", [-1, *range(num_classes)], key="sample_label",
                      format_func=lambda y: "any" if y < 0 else (
-                         loaded.data.class_names[y] if loaded.data.class_names and y < len(loaded.data.class_names)
+                         text.plain(loaded.data.class_names[y]) if loaded.data.class_names and y < len(loaded.data.class_names)
                          else str(y)),
                      help="The prior is class-conditional: ask it for one class.")
     else:
@@ -126,7 +126,7 @@ st.query_params.update({"n": str(n), "temperature": f"{temperature:g}", "top_k":
 
 def prior_job():
     """The class queue's job training this model's prior, if one was started on this server."""
-    return job_queue().keyed(("prior", str((run_dir / prior.PRIOR_DIR).resolve())))
+    return job_queue().keyed(("prior", str(prior.prior_write_dir(run_dir).resolve())))
 
 
 def training_progress() -> None:
@@ -150,7 +150,7 @@ def training_progress() -> None:
 
 def start_training() -> None:
     try:
-        job_queue().submit_prior(owner_id(), run_dir, run_dir / prior.PRIOR_DIR, seconds=PRIOR_SECONDS, seed=seed,
+        job_queue().submit_prior(owner_id(), run_dir, prior.prior_write_dir(run_dir), seconds=PRIOR_SECONDS, seed=seed,
                                  client=browser_id())
     except (JobError, prior.PriorError, runs.CheckpointError, OSError) as e:
         st.session_state.prior_start_error = str(e)
@@ -159,7 +159,7 @@ def start_training() -> None:
 job = prior_job()
 view = job.view() if job is not None else None
 if the_prior is None:
-    st.warning(f"**{loaded.choice.label} has no prior yet.** Without one the only ways to 'generate' are the "
+    st.warning(f"**{text.md(loaded.choice.label)} has no prior yet.** Without one the only ways to 'generate' are the "
                "random codes and the noise below: see how badly they work, then train a prior.")
     if view is None or not view.active:
         st.button(f"Train a prior ({PRIOR_SECONDS} s)", type="primary", on_click=start_training,
@@ -226,7 +226,7 @@ with cols[3]:
     if vae is not None:
         st.image(grid_image(analysis.gaussian_latent_images(vae.model, n, seed)), output_format="PNG",
                  alt="Gaussian noise through a VAE")
-        st.caption(f"The same noise through {vae.choice.label}, a VAE trained so that N(0, I) decodes to images: "
+        st.caption(f"The same noise through {text.md(vae.choice.label)}, a VAE trained so that N(0, I) decodes to images: "
                    "blurrier, but like the data.")
     else:
         st.info(f"No VAE on {loaded.data.name} here. Train one on the Train page (model: VAE) to compare: "

@@ -15,12 +15,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from ui import charts, state
+from ui import charts, state, text
 from ui.jobs import OWNER_PARAM, browser_id, job_queue, owner_id, shared_figure, thin, tick_seconds
 from vqdemo import runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
-from vqdemo.fit import default_model_config, seed_style_quantizer
+from vqdemo.fit import check_app_limits, default_model_config, seed_style_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
@@ -199,7 +199,7 @@ def settings_form() -> dict:
     if kind == "rq":
         with st.expander("Residual quantisation (RQ)", expanded=True):
             st.slider("Depth", 1, 8, key="tr_depth")
-            st.text_input("K per depth", key="tr_sizes", placeholder=f"empty: K at every depth; e.g. 512,256,128,64")
+            st.text_input("K per depth", key="tr_sizes", placeholder="empty: K at every depth; e.g. 512,256,128,64")
             st.toggle("One codebook shared by every depth", key="tr_shared")
             st.toggle("Normalise each residual (LayerNorm-style scale)", key="tr_norm")
             st.number_input("Progressive: switch a depth on every N steps (0: all at once)", 0, 100_000, step=100,
@@ -222,11 +222,10 @@ def model_config(v: dict, data) -> ModelConfig:
             sizes = [int(s) for s in v["sizes"].split(",") if s.strip()] or [v["k"]] * v["depth"]
         except ValueError:
             raise ValueError(f"K per depth must be whole numbers separated by commas, e.g. 512,256,128; got {v['sizes']!r}") from None
-        for k in sizes:
-            QuantizerConfig(k=k, dim=v["d"]).validate()
         cfg.rq = ResidualConfig(depth=v["depth"], codebook_sizes=sizes, shared=v["shared"], norm_residual=v["norm"],
                                 progressive_steps=v["prog"])
     cfg.validate()
+    check_app_limits(cfg, v["batch"])   # typed K per depth and ?sizes= get the K slider's bounds
     return cfg
 
 
@@ -253,7 +252,7 @@ def start(v: dict, me: str) -> None:
         title = st.session_state.get("tr_title") or title_of(v)
         job = job_queue().submit(me, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"], client=browser_id())
     except ValueError as e:
-        st.error(f"Could not start: {e}")
+        st.error(f"Could not start: {text.md(e, 400)}")
         return
     st.session_state["tr_job"] = job.id
     view = job.view()

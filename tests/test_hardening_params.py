@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from vqdemo import cli, fit as fitting, runs
@@ -34,8 +33,8 @@ TRAIN_FLAGS = {
     "--progressive-steps": ["-1", "1.5"],
     "--beta": ["-0.5", "101", "1e308", *NAN_INF],
     "--decay": ["0", "1", "2", "-1", *NAN_INF],
-    "--dead-threshold": ["-1", *NAN_INF],
-    "--kl-weight": ["-1", *NAN_INF],
+    "--dead-threshold": ["-1", "1e300", "1e7", *NAN_INF],   # 1e300 overflowed float32 in the usage buffer
+    "--kl-weight": ["-1", "1e300", *NAN_INF],
     "--lr": ["0", "-1", "1.5", "1e9", *NAN_INF],
     "--seconds": ["0", "-1", "604801", "1e300", *NAN_INF],
     "--steps": ["0", "-1", "10000001", "1000000000000"],
@@ -245,10 +244,6 @@ def test_eval_of_a_checkpoint_with_a_hostile_data_config_is_one_line(tmp_path, c
     assert not target.exists()
 
 
-@pytest.mark.xfail(reason="a run's title (typed by a student, at most 80 characters) reaches st.markdown on every "
-                          "student's pages through ModelChoice.label (learn.py, sample.py, ui/state.py): links and "
-                          "external images can be injected; integrator to escape the label's markdown",
-                   strict=True)
 def test_a_run_title_is_shown_as_text_on_other_students_pages(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

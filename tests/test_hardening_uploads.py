@@ -3,7 +3,6 @@ the right pixels, nothing written anywhere, memory and CPU bounded."""
 
 import ast
 import io
-import os
 import struct
 import threading
 import time

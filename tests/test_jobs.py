@@ -339,3 +339,10 @@ def test_the_per_student_limit_follows_the_browser_not_the_url_id(tmp_path, gate
         j.stop()
     wait_finished(*q.list_jobs())
     assert other.state in jobs.FINISHED
+
+
+def test_a_second_server_on_the_same_runs_folder_is_refused(tmp_path):
+    first = JobQueue(1, tmp_path / "runs", backend=ThreadBackend(), lock=True)
+    with pytest.raises(runs.RunsDirBusy, match="another vqdemo server"):
+        JobQueue(1, tmp_path / "runs", backend=ThreadBackend(), lock=True)
+    assert first.counts()["running"] == 0

@@ -20,6 +20,7 @@ import time
 import streamlit as st
 
 from ui import state
+from vqdemo import runs
 from vqdemo.jobs import JobQueue
 
 OWNER_PARAM = "me"
@@ -29,12 +30,17 @@ _BROWSER_COOKIE = "_streamlit_xsrf"
 
 @st.cache_resource(show_spinner=False)
 def _queue(runs_dir: str) -> JobQueue:
-    return JobQueue(runs_dir=runs_dir)
+    return JobQueue(runs_dir=runs_dir, lock=True)
 
 
 def job_queue() -> JobQueue:
-    """The shared queue for this server's runs folder (env VQDEMO_RUNS_DIR, else ./runs)."""
-    return _queue(str(state.runs_dir().resolve()))
+    """The shared queue for this server's runs folder (env VQDEMO_RUNS_DIR, else ./runs). A folder another server
+    holds stops the page with a message that says what to do."""
+    try:
+        return _queue(str(state.runs_dir().resolve()))
+    except runs.RunsDirBusy as e:
+        st.error(f"This server cannot use its runs folder: {e}.")
+        st.stop()
 
 
 def browser_id() -> str:

@@ -14,9 +14,11 @@ import numpy as np
 import streamlit as st
 import torch
 
+from ui import text
 from vqdemo import runs
 from vqdemo.data import DataConfig, ImageData, load_data
 from vqdemo.images import to_uint8, upscale_nearest
+from vqdemo.prior import prior_dir
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_MODEL = "shipped:mnist-vq"
@@ -43,7 +45,7 @@ class Loaded:
 
     @property
     def has_prior(self) -> bool:
-        return (self.choice.path / "prior" / runs.WEIGHTS).is_file()
+        return (prior_dir(self.choice.path) / runs.WEIGHTS).is_file()
 
 
 def runs_dir() -> Path:
@@ -60,15 +62,19 @@ def model_choices() -> list[ModelChoice]:
     out.sort(key=lambda c: c.id)
     for info in runs.list_runs(runs_dir()):
         if info.has_weights and info.meta.get("kind") in ("vq", "rq", "vae"):
-            title = info.meta.get("title") or info.id
+            title = text.plain(info.meta.get("title") or info.id, 80)
             out.append(ModelChoice(f"run:{info.id}", f"{title} ({info.state})", info.path, info.meta["kind"]))
     return out
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=16)
-def _load_model(path: str, mtime: float):
-    model, meta = runs.load_model(path)
-    return model, meta
+def _load_model(path: str, mtime: float) -> tuple[torch.nn.Module | None, dict | str]:
+    """(model, meta), or (None, why) for a refused checkpoint: refusals are cached too (per file version), so a
+    planted checkpoint that takes seconds to refuse costs them once, not on every rerun of every page."""
+    try:
+        return runs.load_model(path)
+    except runs.CheckpointError as e:
+        return None, str(e)
 
 
 @st.cache_resource(show_spinner="Loading dataset...", max_entries=8)
@@ -77,9 +83,17 @@ def load_dataset(cfg: DataConfig) -> ImageData:
 
 
 def load_choice(choice: ModelChoice) -> Loaded:
+    """The model and its dataset. The data config comes from the checkpoint, so it goes through runs.data_config
+    (downloads off, unknown keys and odd values refused); a model that does not fit its data is refused here."""
     weights = choice.path / runs.WEIGHTS
     model, meta = _load_model(str(choice.path), weights.stat().st_mtime)
-    data = load_dataset(DataConfig(**meta.get("data", {})))
+    if model is None:
+        raise runs.CheckpointError(meta)
+    if model.config.kind != choice.kind:
+        raise runs.CheckpointError(f"its config.json says {choice.kind} but its weights are a {model.config.kind} "
+                                   "model; the run folder was edited or mixed up")
+    data = load_dataset(runs.data_config(meta, choice.label))
+    runs.check_fits(model, data, choice.label)
     return Loaded(choice, model, meta, data)
 
 
@@ -111,7 +125,7 @@ def sidebar() -> Loaded | None:
     try:
         return load_choice(choice)
     except (runs.CheckpointError, ValueError, OSError) as e:
-        st.error(f"Could not load {choice.label}: {e}")
+        st.error(f"Could not load {text.md(choice.label)}: {text.md(e, 400)}")
         return None
 
 

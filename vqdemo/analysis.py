@@ -109,7 +109,12 @@ def pca_2d(points: np.ndarray) -> np.ndarray:
     centred = points - points.mean(0, keepdims=True)
     if points.shape[1] < 2:
         return np.concatenate([centred, np.zeros_like(centred)], 1)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    if not np.isfinite(centred).all():
+        raise ValueError("these vectors hold inf or NaN (the weights are too large for float32); no PCA map")
+    try:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    except np.linalg.LinAlgError as e:   # "SVD did not converge": values too large or degenerate
+        raise ValueError(f"PCA of these vectors failed ({e}); the weights are not those of a trained model") from None
     return centred @ vt[:2].T
 
 

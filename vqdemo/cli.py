@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .data import DATASETS, DataConfig, DataError, load_data
 from .images import ImageError
 from .quantize import QuantizerConfig, ResidualConfig
-from .runs import CheckpointError, data_config, load_model, new_run_dir
+from .runs import CheckpointError, check_fits, data_config, load_model, new_run_dir
 from .train import MAX_THREADS, TrainConfig
 
 
@@ -241,6 +241,7 @@ def evaluate(run: Path) -> dict:
     """Validation figures of a run's best checkpoint on its own dataset's validation split."""
     model, meta = load_model(run)
     data = load_data(data_config(meta, str(run)))
+    check_fits(model, data, str(run))
     stats = model.validate(data.val_x, data.val_y, 256)
     out = {"psnr": stats["psnr"], "mse": stats["mse"], "kind": model.config.kind}
     if model.config.kind != "vae":
@@ -252,10 +253,20 @@ def evaluate(run: Path) -> dict:
     return out
 
 
+def _finite_or_null(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     figures = evaluate(a.run)
-    if a.json:
-        print(json.dumps(figures))
+    if a.json:   # strict JSON: a non-finite figure (a model whose outputs overflow) is null, never NaN
+        print(json.dumps(_finite_or_null(figures), allow_nan=False))
     else:
         for k, v in figures.items():
             print(f"{k:>14}: {v:.4g}" if isinstance(v, float) else f"{k:>14}: {v}")
@@ -272,7 +283,7 @@ def cmd_prior(a: argparse.Namespace) -> int:
         if a.unconditional:
             cfg = prior.prior_config_for(load_model(a.run)[0], None)
         out = prior.train_prior(a.run, seconds=a.seconds, steps=a.steps, seed=a.seed, prior_cfg=cfg,
-                                on_event=_progress(a.steps, a.seconds))
+                                on_event=_progress(a.steps, a.seconds), out_dir=a.run / prior.PRIOR_DIR)
         print(f"prior written to {out}")
         return 0
     from PIL import Image

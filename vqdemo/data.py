@@ -151,7 +151,10 @@ def draw_shapes(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.
 # ------------------------------------------------------------------------------------------------ files
 
 def _read_bounded(path: Path) -> bytes:
-    """Whole file (gunzipped if .gz), refusing anything above MAX_FILE_BYTES, gzip bombs included."""
+    """Whole file (gunzipped if .gz), refusing anything above MAX_FILE_BYTES, gzip bombs included, and anything
+    that is not a regular file (a FIFO would block the server's read forever, /dev/zero never end)."""
+    if not path.is_file():
+        raise DataError(f"'{path}' is not a regular file; point to the dataset's own files.")
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
             data = f.read(MAX_FILE_BYTES + 1)

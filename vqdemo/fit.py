@@ -7,6 +7,7 @@ model, hand both to the one training loop in `train.py`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -15,8 +16,13 @@ import torch
 from .data import DataConfig, ImageData, load_data
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig
-from .runs import MAX_PARAMS
-from .train import Control, Store, TrainConfig, TrainResult, train
+from .runs import MAX_PARAMS, atomic_write_bytes
+from .train import Control, Store, TrainConfig, TrainResult, train, validation_batch
+
+APP_MAX_K = 1024      # the Train page's K slider stops here, and so does every other way into the app
+APP_MAX_DEPTH = 8
+APP_MAX_DIM = 64
+APP_MAX_BATCH = 256
 
 
 def default_model_config(data: ImageData, kind: str = "vq", **overrides) -> ModelConfig:
@@ -41,16 +47,40 @@ def seed_style_quantizer(k: int = 64, dim: int = 16, beta: float = 0.25) -> Quan
     return QuantizerConfig(k=k, dim=dim, beta=beta, codebook="grad", init="normal", restart_dead=False)
 
 
-MAX_STEP_BYTES = 4 << 30  # one training step may use this much memory; the server is shared by a class
+MAX_STEP_BYTES = 4 << 30  # one training step (or validation pass) may use this much memory; the server is shared by a class
+SLACK_BYTES = 64 << 20    # allocator slack and the k-means init's transients, measured on small models
 
 
 def step_bytes(cfg: ModelConfig, batch_size: int) -> int:
-    """Rough peak memory of one training step. Measured on the CPU build: about 8 bytes per hidden channel per
-    input pixel of the batch (activations kept for backward, and their gradients), plus the (B*h*w, K) distances."""
-    pixels = batch_size * cfg.image_size ** 2
-    positions = batch_size * cfg.latent_size ** 2
-    codes = sum(cfg.rq.codebook_sizes) if cfg.kind == "rq" and not cfg.rq.shared else cfg.vq.k * (cfg.kind != "vae")
-    return 8 * pixels * max(cfg.hidden, cfg.vq.dim) + 8 * positions * codes
+    """Peak memory of a training step or of a validation pass (train.validation_batch), whichever is larger.
+
+    Activations: about 8 bytes per hidden channel per input pixel when training (kept for backward, plus their
+    gradients), 4 when validating. Distances: nearest_code holds a few (positions, K) float32 tensors at once, one
+    depth at a time, so the largest K counts, not their sum; measured 2-2.5 of them for VQ and up to 5 for RQ.
+    tests/test_hardening_budget.py checks this against ru_maxrss of real steps."""
+    codes = 0 if cfg.kind == "vae" else max(cfg.rq.codebook_sizes if cfg.kind == "rq" and not cfg.rq.shared else [cfg.vq.k])
+    width = max(cfg.hidden, cfg.vq.dim)
+    held = 3 if cfg.kind != "rq" else 8   # (positions, K) tensors alive at once, with margin
+    per_image, per_latent_map = cfg.image_size ** 2, cfg.latent_size ** 2
+    train = batch_size * (8 * per_image * width + 4 * held * per_latent_map * codes)
+    val = validation_batch(batch_size, cfg.image_size) * (4 * per_image * width + 4 * held * per_latent_map * codes)
+    return max(train, val) + SLACK_BYTES
+
+
+def check_app_limits(model_cfg: ModelConfig, batch_size: int) -> None:
+    """What the Train page's widgets allow, for settings that arrive another way (typed K per depth, ?sizes= in the
+    URL, a job submitted through the API): every K in [2, APP_MAX_K], depth and D within the widgets' ranges."""
+    sizes = [model_cfg.vq.k] + (list(model_cfg.rq.codebook_sizes) if model_cfg.kind == "rq" else [])
+    for k in sizes:
+        if not (isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= APP_MAX_K):
+            raise ValueError(f"each K must be a whole number from 2 to {APP_MAX_K} here, got {k!r}; "
+                             "the command line allows larger codebooks")
+    if model_cfg.kind == "rq" and not 1 <= model_cfg.rq.depth <= APP_MAX_DEPTH:
+        raise ValueError(f"RQ depth must be from 1 to {APP_MAX_DEPTH} here, got {model_cfg.rq.depth!r}")
+    if not 1 <= model_cfg.vq.dim <= APP_MAX_DIM:
+        raise ValueError(f"code size D must be from 1 to {APP_MAX_DIM} here, got {model_cfg.vq.dim!r}")
+    if not 1 <= batch_size <= APP_MAX_BATCH:
+        raise ValueError(f"batch size must be from 1 to {APP_MAX_BATCH} here, got {batch_size!r}")
 
 
 def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
@@ -65,6 +95,22 @@ def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
     if need > MAX_STEP_BYTES:
         raise ValueError(f"a training step would need about {need / 2**30:.1f} GiB of memory, over the "
                          f"{MAX_STEP_BYTES / 2**30:.0f} GiB allowed; use a smaller batch size, image size, K or hidden width")
+
+
+DATA_COPY = "data.zip"
+
+
+def keep_data(zip_path: Path, out_dir: Path) -> Path:
+    """A run trained on an uploaded zip keeps its own link to it (<run>/data.zip, a hard link where the file system
+    allows, else a copy), so clearing <runs>/uploads/ between classes leaves every run loadable."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / DATA_COPY
+    if not target.exists():
+        try:
+            os.link(zip_path, target)
+        except OSError:
+            atomic_write_bytes(target, zip_path.read_bytes())
+    return target.resolve()
 
 
 def fit(
@@ -85,6 +131,8 @@ def fit(
     `meta` adds fields (a title, an owner) to the run's config.json.
     """
     data = load_data(data_cfg)
+    if out_dir is not None and data_cfg.name == "folder" and Path(data_cfg.path).is_file():
+        data_cfg = dataclasses.replace(data_cfg, path=str(keep_data(Path(data_cfg.path), Path(out_dir))))
     model_cfg = dataclasses.replace(model_cfg, channels=data.channels, image_size=data.image_size)
     if normalize_recon:
         model_cfg.data_variance = float(data.train_x.var())

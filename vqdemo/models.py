@@ -57,10 +57,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"{name} must be a number, got {value!r}")
-        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
-            raise ValueError("kl_weight must be a finite number >= 0")
-        if not (math.isfinite(self.data_variance) and self.data_variance > 0):
-            raise ValueError("data_variance must be a finite number > 0")
+        if not (math.isfinite(self.kl_weight) and 0 <= self.kl_weight <= 1e4):
+            raise ValueError(f"kl_weight must be a number in [0, 10^4], got {self.kl_weight!r}")
+        if not (math.isfinite(self.data_variance) and 1e-12 <= self.data_variance <= 1e12):
+            raise ValueError(f"data_variance must be a number in [10^-12, 10^12], got {self.data_variance!r}")
         self.vq.validate()
         if self.kind == "rq":
             self.rq.validate()

@@ -20,7 +20,7 @@ from torch import Tensor
 from . import runs
 from .analysis import usage
 from .images import to_uint8
-from .prior import PRIOR_DIR
+from .prior import prior_dir as find_prior_dir
 
 Grid = list[list[int]]  # h rows of w code ids
 
@@ -179,16 +179,13 @@ def prior_figures(run_dir: Path | str) -> dict[str, float] | None:
 
     Prefers status.json's best checkpoint (the weights that are loaded), else the last good val row.
     """
-    prior_dir = Path(run_dir) / PRIOR_DIR
+    prior_dir = find_prior_dir(run_dir)
     keys = ("bits_per_code", "bits_per_image", "uniform_bits_per_image")
 
     def usable(row: dict) -> bool:
         return all(isinstance(row.get(k), (int, float)) and math.isfinite(row[k]) for k in keys)
 
-    try:
-        rows = [runs.read_json(prior_dir / "status.json").get("best") or {}]
-    except runs.CheckpointError:
-        rows = []
+    rows = [runs.read_status(prior_dir).get("best", {})]   # cleaned: a planted status.json is a dict of floats here
     rows += reversed([r for r in runs.read_metrics(prior_dir) if r.get("type") == "val"])
     best = next((r for r in rows if usable(r)), None)
     if best is None:

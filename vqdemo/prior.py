@@ -15,6 +15,7 @@ column of the horizontal stack per position) so 64 maps of 7x7 take a fraction o
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from .train import Control, Store, TrainConfig, train
 
 KINDS = ("pixelcnn", "rq")
 PRIOR_DIR = "prior"  # an autoencoder run keeps its prior in <run>/prior/
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"  # the repository's models: read-only to the app
+MIRRORS = "priors"   # <runs>/priors/<name>-<hash>/: priors the app trained for models in folders it must not write
 
 
 class PriorError(ValueError):
@@ -502,14 +505,16 @@ def train_prior(
     on_event: Callable[[dict], None] | None = None,
     batch_size: int = 64,
     lr: float = 1e-3,
+    out_dir: Path | None = None,
     store: Store | None = None,
 ) -> Path:
-    """Fit a prior to the codes an autoencoder run gives its own dataset; write it to <ae_dir>/prior/.
+    """Fit a prior to the codes an autoencoder run gives its own dataset; write it to out_dir, by default
+    prior_write_dir(ae_dir) (<ae_dir>/prior/, or the runs-folder mirror for a shipped checkpoint).
 
     The default prior is class-conditional when the dataset has labels. Training goes through the one loop
     of train.py (seeds, pause/stop via `control`, events, best checkpoint by bits per code); how it ended
-    is in <ae_dir>/prior/status.json and the final "end" event. Returns <ae_dir>/prior. With `store`, the run's
-    files go there instead (a job's worker sends them back to the app).
+    is in <out_dir>/status.json and the final "end" event. Returns out_dir. With `store`, the run's files go there
+    instead (a job's worker sends them back to the app).
     """
     train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed, val_every=100)
     train_cfg.validate()  # a bad budget is refused before the dataset is loaded and encoded
@@ -533,7 +538,7 @@ def train_prior(
 
     torch.manual_seed(seed)  # the prior's initial weights
     prior = build_prior(cfg)
-    out_dir = ae_dir / PRIOR_DIR
+    out_dir = Path(out_dir) if out_dir is not None else prior_write_dir(ae_dir)
     meta = {"role": "prior", "autoencoder": ae_meta.get("model"), "data": ae_meta["data"]}
     train(
         prior,
@@ -549,9 +554,33 @@ def train_prior(
     return out_dir
 
 
+def prior_mirror(ae_dir: Path | str, runs_root: Path | str | None = None) -> Path:
+    """The runs-folder twin of <ae_dir>/prior/: <runs>/priors/<folder name>-<hash of its full path>/."""
+    ae_dir = Path(ae_dir).resolve()
+    key = hashlib.sha256(str(ae_dir).encode()).hexdigest()[:10]
+    return Path(runs_root or runs.default_runs_dir()) / MIRRORS / f"{ae_dir.name}-{key}"
+
+
+def prior_write_dir(ae_dir: Path | str, runs_root: Path | str | None = None) -> Path:
+    """Where a new prior for the autoencoder in ae_dir is written: <ae_dir>/prior/, except for the shipped
+    checkpoints/ (read-only to the app, a student's prior must not change the repository), whose priors go to
+    the runs-folder mirror. The command line writes where it is told instead (`prior train` passes out_dir)."""
+    ae_dir = Path(ae_dir)
+    return prior_mirror(ae_dir, runs_root) if ae_dir.resolve().is_relative_to(SHIPPED) else ae_dir / PRIOR_DIR
+
+
+def prior_dir(ae_dir: Path | str, runs_root: Path | str | None = None) -> Path:
+    """Where the prior of the autoencoder in ae_dir is read from: its own prior/ when that holds weights, else the
+    runs-folder mirror when that does, else where one would be written (prior_write_dir)."""
+    for folder in (Path(ae_dir) / PRIOR_DIR, prior_mirror(ae_dir, runs_root)):
+        if (folder / runs.WEIGHTS).is_file():
+            return folder
+    return prior_write_dir(ae_dir, runs_root)
+
+
 def load_prior(ae_dir: Path, which: str = runs.WEIGHTS) -> tuple[_CodePrior, dict]:
-    """<ae_dir>/prior/ -> (prior in eval mode, meta). Safetensors only; the config is checked before building."""
-    file = Path(ae_dir) / PRIOR_DIR / which
+    """prior_dir(ae_dir) -> (prior in eval mode, meta). Safetensors only; the config is checked before building."""
+    file = prior_dir(ae_dir) / which
     if not file.is_file():
         raise runs.CheckpointError(f"{ae_dir} has no trained prior yet ({file} is missing): train one first.")
     tensors, meta = runs.read_weights(file)

@@ -47,8 +47,8 @@ class QuantizerConfig:
             raise ValueError(f"decay must be in (0, 1), got {self.decay!r}")
         if self.init not in ("kmeans", "uniform", "normal"):
             raise ValueError(f"init must be 'kmeans', 'uniform' or 'normal', got {self.init!r}")
-        if not (math.isfinite(self.dead_threshold) and self.dead_threshold >= 0):
-            raise ValueError(f"dead_threshold must be >= 0, got {self.dead_threshold!r}")
+        if not (math.isfinite(self.dead_threshold) and 0 <= self.dead_threshold <= 1e6):  # 1e300 overflowed float32
+            raise ValueError(f"dead_threshold must be in [0, 10^6] (vectors per step), got {self.dead_threshold!r}")
         if self.ste not in ("paper", "seed004"):
             raise ValueError(f"ste must be 'paper' or 'seed004', got {self.ste!r}")
 
@@ -155,12 +155,13 @@ class VectorQuantizer(nn.Module):
         far), so small clusters, like the few stroke vectors among MNIST's many background ones, get codes too.
         """
         g = torch.Generator(device=x.device).manual_seed(0)
-        centers = x[torch.randint(len(x), (1,), generator=g, device=x.device)]
+        centers = x.new_empty(self.k, x.shape[1])  # (K, D), filled row by row (a growing cat costs K^2 D copies)
+        centers[0] = x[torch.randint(len(x), (1,), generator=g, device=x.device)][0]
         closest = (x - centers[0]).pow(2).sum(1)
-        for _ in range(1, self.k):
+        for i in range(1, self.k):
             weights = closest if closest.sum() > 0 else torch.ones_like(closest)
             pick = x[torch.multinomial(weights, 1, generator=g)]
-            centers = torch.cat([centers, pick])
+            centers[i] = pick[0]
             closest = torch.minimum(closest, (x - pick).pow(2).sum(1))
         for _ in range(iters):
             codes, _ = nearest_code(x, centers)

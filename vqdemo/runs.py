@@ -7,9 +7,13 @@ checkpoint whose tensors do not fit its config is refused with a clear message.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import math
 import os
 import secrets
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +31,12 @@ LAST = "last.safetensors"       # the latest good checkpoint
 MAX_CONFIG_BYTES = 1 << 20
 MAX_PARAMS = 50_000_000         # refuse configs that would build absurdly large models
 MAX_WEIGHTS_BYTES = 8 * MAX_PARAMS  # float32 parameters plus as many buffers (EMA codebooks): nothing real is bigger
+MAX_WEIGHT = 1e6                # |weight| of a trained model is far below this; 1e30 overflows float32 on the way
+MAX_BUFFER = 1e12               # running sums (EMA codebooks, usage counts) grow with batch x positions
+MAX_METRICS_BYTES = 32 << 20    # metrics.jsonl: a 600 s app run writes under 2 MB; a longer file is read up to here
+MAX_TEXT_CHARS = 200            # a title, owner or reason longer than this is cut (they are shown on every page)
+STATES = ("queued", "running", "paused", "done", "stopped", "failed", "interrupted", "unknown")
+LOCK_FILE = ".server.lock"
 
 
 class CheckpointError(ValueError):
@@ -37,10 +47,70 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("VQDEMO_RUNS_DIR", "runs"))
 
 
+def _read_umask() -> int:
+    """The process umask, read once at import (os.umask can only be read by setting it, which races with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_read_umask()   # what open() would give: mkstemp's 0600 would hide runs from another account
+
+
+def _mkstemp(folder: Path, prefix: str) -> tuple[int, str]:
+    """A temp file beside its target, with the umask's mode rather than mkstemp's 0600."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass
+    return fd, tmp
+
+
+def read_capped(path: Path, limit: int, *, truncate: bool = False) -> bytes:
+    """The bytes of a regular file, at most `limit` of them; never blocks on a FIFO nor reads a device.
+
+    st_size is not trusted (a /proc file says 0, a device says anything): at most limit + 1 bytes are read. Over the
+    limit the file is refused, or with `truncate` its first `limit` bytes are returned."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read ({e.strerror or e}); check its permissions") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"{path} is not a regular file (a pipe, device or folder); delete it")
+        chunks, got = [], 0
+        while got <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        if not truncate:
+            raise CheckpointError(f"{path} is larger than {limit:,} bytes: not a vqdemo file")
+        data = data[:limit]
+    return data
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -63,11 +133,7 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> dict:
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes: not a vqdemo config")
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist") from None
+        obj = json.loads(read_capped(path, MAX_CONFIG_BYTES).decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e}); delete the run or restore the file") from None
     except RecursionError:  # '[[[[...' nested deeper than Python's stack: hostile or corrupt, never a config
@@ -90,8 +156,8 @@ def save_weights(path: Path, module: torch.nn.Module, meta: dict) -> None:
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of a safetensors file; anything else is refused, never unpickled."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
+    if not path.is_file():   # follows links: a FIFO or /dev/zero is not a file, and safetensors maps what it opens
+        raise CheckpointError(f"{path} does not exist or is not a regular file")
     if path.stat().st_size > MAX_WEIGHTS_BYTES:  # refused before a byte of it is read into memory
         raise CheckpointError(f"{path} is {path.stat().st_size / 2**20:,.0f} MiB, larger than any model this app "
                               f"can load ({MAX_WEIGHTS_BYTES / 2**20:,.0f} MiB); pick another file")
@@ -101,8 +167,10 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("vqdemo", "{}"))
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError, RecursionError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({str(e)[:120]}); retrain or pick another file") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} carries a config that is a JSON {type(meta).__name__}, not an object; retrain")
     return tensors, meta
 
 
@@ -116,9 +184,14 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source
     if missing or extra or wrong:
         parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "", "; ".join(wrong[:3])]
         raise CheckpointError(f"{source} does not fit its config: " + "; ".join(p for p in parts if p))
+    params = dict(module.named_parameters())
     for k, v in tensors.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{source}: tensor {k} holds NaN or inf; the run diverged before this save")
+        limit = MAX_WEIGHT if k in params else MAX_BUFFER
+        if v.is_floating_point() and v.numel() and float(v.abs().max()) > limit:
+            raise CheckpointError(f"{source}: tensor {k} holds values over {limit:.0e} in size, which no trained model "
+                                  "has (its outputs would overflow); retrain or pick another file")
     module.load_state_dict(tensors)
 
 
@@ -140,8 +213,14 @@ def data_config(meta: dict, source: str):
     app fetch files, nor write them where its config points."""
     from .data import DataConfig
 
+    data = meta.get("data", {})
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source} has no usable data config (it is a {type(data).__name__}, not an object)")
+    odd = sorted(k for k, v in data.items() if not (v is None or isinstance(v, (str, int, float))))
+    if odd:   # a list or an object would reach DataConfig's hash (the dataset caches) as a TypeError
+        raise CheckpointError(f"{source} has no usable data config ({', '.join(map(str, odd[:3]))}: not a plain value)")
     try:
-        return DataConfig(**{**meta.get("data", {}), "download": False})
+        return DataConfig(**{**data, "download": False})
     except TypeError as e:
         raise CheckpointError(f"{source} has no usable data config ({e})") from None
 
@@ -156,6 +235,67 @@ def load_model(path: Path | str, which: str = WEIGHTS):
     model = model_from_meta(meta, str(file))
     load_state(model, tensors, str(file))
     return model.eval(), meta
+
+
+def check_fits(model: torch.nn.Module, data: Any, source: str) -> None:
+    """Refuse a model whose input is not the data's (3 channels on MNIST, 64 pixels on 28): a clear message
+    instead of a convolution's shape error on every page."""
+    cfg = model.config
+    got = (data.channels, data.image_size)
+    if (cfg.channels, cfg.image_size) != got:
+        raise CheckpointError(f"{source} takes {cfg.channels}-channel {cfg.image_size}x{cfg.image_size} images but its "
+                              f"data ({data.name}) is {got[0]}-channel {got[1]}x{got[1]}: the config does not fit the run")
+
+
+def _text(value: Any, default: str = "") -> str:
+    return value[:MAX_TEXT_CHARS] if isinstance(value, str) else default
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def clean_status(raw: Any) -> dict:
+    """status.json as its readers expect it, whatever the file says: state one of STATES, reason a short string,
+    step an int >= 0, updated a finite float or absent, best a dict of finite floats (its step an int).
+
+    A run folder is anybody's to plant; every page and the job queue read these fields without checks."""
+    raw = raw if isinstance(raw, dict) else {}
+    state = raw.get("state") if raw.get("state") in STATES else "unknown"
+    out: dict[str, Any] = {"state": state, "reason": _text(raw.get("reason")), "step": _count(raw.get("step"))}
+    if (updated := _finite(raw.get("updated"))) is not None:
+        out["updated"] = updated
+    best = raw.get("best")
+    if isinstance(best, dict):
+        out["best"] = {str(k)[:40]: v for k, v in ((k, _finite(v)) for k, v in best.items()) if v is not None}
+        if "step" in out["best"]:
+            out["best"]["step"] = _count(out["best"]["step"])
+    if raw.get("was") in STATES:
+        out["was"] = raw["was"]
+    return out
+
+
+def _count(value: Any) -> int:
+    """A step count: an int >= 0 (a whole float is taken, anything else is 0)."""
+    v = _finite(value)
+    return int(v) if v is not None and v >= 0 and v == int(v) and v < 2**62 else 0
+
+
+def clean_meta(raw: dict) -> dict:
+    """config.json with the fields pages read as plain types: title, owner, kind, command strings; model, data,
+    train objects. Anything else of the wrong type is dropped, so a planted config is listed, not fatal."""
+    out = dict(raw)
+    for key in ("title", "owner", "kind", "command", "role"):
+        if key in out and not isinstance(out[key], str):
+            del out[key]
+        elif key in out and key != "command":
+            out[key] = out[key][:MAX_TEXT_CHARS]
+    for key in ("model", "data", "train"):
+        if key in out and not isinstance(out[key], dict):
+            del out[key]
+    return out
 
 
 @dataclass
@@ -174,7 +314,24 @@ class RunInfo:
 
     @property
     def has_weights(self) -> bool:
-        return (self.path / WEIGHTS).is_file()
+        try:
+            return (self.path / WEIGHTS).is_file()
+        except OSError:
+            return False
+
+
+def read_status(run: Path) -> dict:
+    """A run's status, cleaned (see clean_status); missing or unreadable reads as state "unknown"."""
+    try:
+        return clean_status(read_json(Path(run) / "status.json"))
+    except CheckpointError:
+        return clean_status({})
+
+
+def run_info(run: Path) -> RunInfo:
+    """One run folder, its config and status cleaned; CheckpointError when its config cannot be read."""
+    run = Path(run)
+    return RunInfo(run, clean_meta(read_json(run / "config.json")), read_status(run))
 
 
 def new_run_dir(root: Path | None = None, prefix: str = "") -> Path:
@@ -192,38 +349,43 @@ def new_run_dir(root: Path | None = None, prefix: str = "") -> Path:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl rows; a torn last line (crash mid-write) is skipped, not fatal."""
-    rows = []
+    """metrics.jsonl rows: objects with an int step >= 0, a string type if any, and every other value
+    a number (NaN kept: it marks a diverged run). A torn last line (crash mid-write), a non-object line or a row with
+    a wrong-typed type or step is skipped; a file that is not regular reads as empty, a huge one is read up to
+    MAX_METRICS_BYTES."""
     try:
-        with open(Path(path) / "metrics.jsonl", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except (json.JSONDecodeError, RecursionError):
-                    continue
-    except FileNotFoundError:
-        pass
+        text = read_capped(Path(path) / "metrics.jsonl", MAX_METRICS_BYTES, truncate=True).decode("utf-8", "replace")
+    except CheckpointError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("type", ""), str) or _count(row.get("step")) != row.get("step"):
+            continue
+        rows.append({k: v for k, v in row.items()
+                     if k == "type" or (isinstance(v, (int, float)) and not isinstance(v, bool))})
     return rows
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
-    """Every run folder with a readable config, newest first; broken ones are skipped."""
+    """Every run folder with a readable config, newest first. A folder that is broken, unreadable, or holds a pipe
+    or device where a file should be is skipped: one planted run never breaks the list for the class."""
     root = Path(root or default_runs_dir())
     out = []
-    if not root.is_dir():
+    try:
+        entries = sorted(root.iterdir(), reverse=True) if root.is_dir() else []
+    except OSError:
         return out
-    for p in sorted(root.iterdir(), reverse=True):
-        if not p.is_dir() or not (p / "config.json").is_file():
-            continue
+    for p in entries:
         try:
-            meta = read_json(p / "config.json")
-        except CheckpointError:
+            if p.name.startswith(".") or not p.is_dir():
+                continue
+            out.append(run_info(p))
+        except (CheckpointError, OSError):
             continue
-        try:
-            status = read_json(p / "status.json")
-        except CheckpointError:
-            status = {"state": "unknown"}
-        out.append(RunInfo(p, meta, status))
     return out
 
 
@@ -255,14 +417,58 @@ class RunStore:
         self.rows.extend(rows)
         atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
 
-    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int) -> None:
-        """The latest weights (safetensors bytes), also as the best ones when `improved`. K may have changed live,
-        so the model config is rewritten with them; status.json's step follows, so a killed run says where it got."""
-        self.meta["model"] = model_meta
-        write_json(self.path / "config.json", self.meta)
+    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None:
+        """The latest weights (safetensors bytes), also as the best ones when `improved`. config.json follows the best
+        weights, which every page loads, and is written after them (K may have changed live); status.json's step and
+        best follow every checkpoint, so a killed run says where it got."""
         atomic_write_bytes(self.path / LAST, blob)
         if improved:
             atomic_write_bytes(self.path / WEIGHTS, blob)
+            self.meta["model"] = model_meta
+            write_json(self.path / "config.json", self.meta)
         if self._status:
-            self._status.update(step=step, updated=time.time())
+            self._status.update(step=step, updated=time.time(), **({"best": best} if best else {}))
             write_json(self.path / "status.json", self._status)
+class RunsDirBusy(RuntimeError):
+    """Another server already holds this runs folder."""
+
+
+class RunsLock:
+    """An exclusive hold on a runs folder (fcntl.flock on `<runs>/.server.lock`), released by `release()` or
+    when the process ends, kill -9 included: the kernel drops flock locks with the file descriptor."""
+
+    def __init__(self, root: Path, fd: int):
+        self.root, self._fd = root, fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunsLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_runs_dir(root: Path | None = None) -> RunsLock:
+    """Hold the runs folder for this server, or raise RunsDirBusy saying which process holds it.
+
+    Two servers on one folder would each mark the other's live runs "interrupted" and count students' runs twice."""
+    root = Path(root or default_runs_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+            raise RunsDirBusy(f"the runs folder {root} is in use by another vqdemo server (pid {holder}); stop it, or "
+                              "give this one its own folder with VQDEMO_RUNS_DIR") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return RunsLock(root, fd)

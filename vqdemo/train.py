@@ -24,6 +24,7 @@ from . import runs
 Event = dict[str, Any]
 EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run shows PSNR, usage and images at once
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
+VAL_PIXELS = 256 * 32 * 32  # a validation batch holds about this many pixels (256 small images), or the training batch
 
 
 class Trainable(Protocol):
@@ -43,7 +44,7 @@ class Store(Protocol):
 
     def metrics(self, rows: list[Event]) -> None: ...
 
-    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int) -> None: ...
+    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None: ...
 
 
 @dataclass
@@ -79,6 +80,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+def validation_batch(batch_size: int, image_size: int) -> int:
+    """Validation needs no gradients, so it takes larger batches than training: as many images as VAL_PIXELS holds
+    (at most 256), or the training batch when that is larger. fit.step_bytes counts the same batch."""
+    return max(batch_size, min(256, VAL_PIXELS // max(1, image_size ** 2)))
 
 
 def _is_int(value: Any) -> bool:
@@ -211,33 +218,59 @@ def train(
     step, state, reason = 0, "done", "finished its budget"
     start = time.monotonic()
     paused_for = 0.0
+    clock = _BudgetClock(cfg, len(x_val))
     if store:
         store.status("running", "training", step)
 
-    def validate_and_save() -> None:
+    def left() -> float:
+        return math.inf if cfg.seconds is None else cfg.seconds - (time.monotonic() - start - paused_for)
+
+    def checkpoint(improved: bool) -> None:
+        meta["model"] = model_meta(model)   # K may have changed live
+        clock.timed_save(lambda: store.checkpoint(meta["model"], runs.weights_bytes(model, meta), improved, step, best))
+
+    def validate_and_save(final: bool = False) -> None:
+        """Validate and checkpoint, within the time budget: a validation that would overrun it is skipped during
+        training and, at the end, done on as many validation images as fit (the run still gets a checkpoint)."""
         nonlocal best, last_val, logged
+        if clock.val_per_image is None and cfg.seconds is not None:   # first validation: time a few images first
+            probe = min(len(x_val), 8)
+            model.eval()
+            clock.timed_val(lambda: model.validate(x_val[:probe], None if y_val is None else y_val[:probe], probe), probe)
+            model.train()
+        n = clock.images_that_fit(left())
+        if n < len(x_val) and not final:
+            return
+        if n < len(x_val) and best and n < min(len(x_val), cfg.batch_size):
+            if store:   # no time to validate: keep the latest weights as last.safetensors only
+                checkpoint(False)
+            return
+        n = max(n, 1)
         model.eval()
-        last_val = model.validate(x_val, y_val, max(cfg.batch_size, 256))
+        last_val = clock.timed_val(lambda: model.validate(x_val[:n], None if y_val is None else y_val[:n],
+                                                          validation_batch(cfg.batch_size, x_val.shape[-1])), n)
         model.train()
         event = {"type": "val", "step": step, "time": time.monotonic() - start - paused_for, **last_val}
+        if n < len(x_val):
+            event["val_images"] = n
         rows.append(event)
         emit(event)
         if not all(math.isfinite(v) for v in last_val.values()):
             return
-        improved = not best or last_val["score"] < best["score"]
+        improved = not best or (last_val["score"] < best["score"] and n == len(x_val))
         if improved:
             best = dict(last_val, step=step)
         if store:
-            meta["model"] = model_meta(model)   # K may have changed live
-            store.checkpoint(meta["model"], runs.weights_bytes(model, meta), improved, step)
+            checkpoint(improved)
             store.metrics(rows[logged:])
             logged = len(rows)
 
     model.train()
     while True:
         elapsed = time.monotonic() - start - paused_for
-        if (cfg.steps is not None and step >= cfg.steps) or (cfg.seconds is not None and elapsed >= cfg.seconds):
-            break
+        if (cfg.steps is not None and step >= cfg.steps) or (
+                cfg.seconds is not None and elapsed + clock.step_s + clock.reserve(cfg.seconds) >= cfg.seconds):
+            break   # the next step would leave too little time for the final validation and checkpoint
         if control.paused:
             t0 = time.monotonic()
             if store:
@@ -259,6 +292,7 @@ def train(
             optimizer = _apply_changes(model, optimizer, changes)
             emit({"type": "changed", "step": step, **changes})
 
+        t_step = time.monotonic()
         idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)
         batch = (x_train[idx], y_train[idx] if y_train is not None else None)
         loss, stats = model.training_loss(batch)
@@ -273,6 +307,7 @@ def train(
         loss.backward()
         optimizer.step()
         step += 1
+        clock.took_step(time.monotonic() - t_step)
 
         event = {"type": "train", "step": step, "time": time.monotonic() - start - paused_for,
                  "lr": optimizer.param_groups[0]["lr"], **stats}
@@ -289,12 +324,57 @@ def train(
             validate_and_save()
 
     if state != "failed" and (not rows or rows[-1].get("type") != "val" or rows[-1]["step"] != step) and step > 0:
-        validate_and_save()
+        validate_and_save(final=True)
     if store:
         store.metrics(rows[logged:])
         store.status(state, reason, step, best=best)
     emit({"type": "end", "step": step, "state": state, "reason": reason})
     return TrainResult(state, reason, step, best, last_val, Path(out_dir) if out_dir else None)
+
+
+class _BudgetClock:
+    """What the next step, validation and checkpoint will take, from what the last ones took: so that a run with a
+    time budget stops before a step or a validation would carry it past the budget, not after."""
+
+    def __init__(self, cfg: TrainConfig, val_images: int):
+        self.batch_size = cfg.batch_size
+        self.val_images = val_images
+        self.step_s = 0.0              # the slowest recent step, decaying: one slow step is not forgotten at once
+        self.val_per_image: float | None = None
+        self.save_s = 0.0
+
+    def took_step(self, seconds: float) -> None:
+        self.step_s = max(seconds, 0.9 * self.step_s)
+
+    def val_per_image_s(self) -> float:
+        """Measured, or before the first validation: a forward pass costs about a third of a training step."""
+        if self.val_per_image is not None:
+            return self.val_per_image
+        return self.step_s / self.batch_size / 2
+
+    def reserve(self, budget_s: float) -> float:
+        """Time kept for the final validation and checkpoint: what they are expected to take, at most a quarter of
+        the budget (a validation that needs more is done on fewer images)."""
+        return min(self.val_per_image_s() * self.val_images + self.save_s, budget_s / 4)
+
+    def images_that_fit(self, seconds_left: float) -> int:
+        """How many validation images can be validated and the result saved in the time left (all of them
+        when there is no time budget)."""
+        per_image = self.val_per_image_s()
+        if math.isinf(seconds_left) or per_image * self.val_images + self.save_s <= seconds_left:
+            return self.val_images
+        return max(0, min(self.val_images, int((seconds_left - self.save_s) / max(per_image, 1e-9))))
+
+    def timed_val(self, run: Callable[[], dict[str, float]], n: int) -> dict[str, float]:
+        t0 = time.monotonic()
+        out = run()
+        self.val_per_image = (time.monotonic() - t0) / max(n, 1)
+        return out
+
+    def timed_save(self, run: Callable[[], None]) -> None:
+        t0 = time.monotonic()
+        run()
+        self.save_s = time.monotonic() - t0
 
 
 def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:

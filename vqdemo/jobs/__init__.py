@@ -438,7 +438,7 @@ class JobQueue:
     def __init__(self, max_running: int | None = None, runs_dir: Path | str | None = None, *,
                  per_owner: int = 3, max_queued: int = 40, max_seconds: float = 600.0, threads: int | None = None,
                  history: int = 2000, keep_finished: int = 200, pause_limit_s: float = 600.0, backend=None,
-                 max_results: int = 16):
+                 max_results: int = 16, lock: bool = False):
         self.max_running = max_running or default_max_running()
         if self.max_running < 1:
             raise ValueError("max_running must be at least 1")
@@ -451,6 +451,9 @@ class JobQueue:
         self.keep_finished = keep_finished
         self.pause_limit_s = pause_limit_s
         self.max_results = max_results
+        # A server holds its runs folder (lock=True): a second server on it would mark this one's live runs
+        # "interrupted" and count students' runs twice. runs.RunsDirBusy says which process holds it.
+        self._runs_lock = runs.lock_runs_dir(self.runs_dir) if lock else None
         self.backend = backend if backend is not None else make_backend()
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}

@@ -53,8 +53,8 @@ class ForwardingStore:
     def metrics(self, rows: list[dict]) -> None:
         self._send(("store", "metrics", rows))
 
-    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int) -> None:
-        self._send(("store", "checkpoint", model_meta, blob, improved, step))
+    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None:
+        self._send(("store", "checkpoint", model_meta, blob, improved, step, best))
 
 
 def apply_command(control, msg: Message) -> None:

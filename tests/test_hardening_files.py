@@ -235,25 +235,30 @@ def test_a_checkpoint_writes_the_step_into_status(tmp_path):
 
     fit(tiny_config(), DataConfig(name="digits", max_images=60), TrainConfig(steps=12, batch_size=8, val_every=4),
         out_dir=tmp_path / "run", on_event=check)
-    assert seen[:2] == [4, 8]
+    assert seen[:3] == [1, 4, 8]   # step 1 is an early validation (a live run shows a score at once)
 
 
 def test_after_a_live_k_change_config_json_describes_the_loaded_weights(tmp_path):
     """A K change is saved in last.safetensors at once; config.json follows model.safetensors, the best weights that
     every page loads, so Compare never shows one K beside weights of another."""
     from vqdemo.models import build_model
-    from vqdemo.train import _RunStore
+    from vqdemo.train import model_meta
+
+    def save(model, improved: bool) -> None:
+        meta = {"kind": "vq", "model": model_meta(model)}
+        store.checkpoint(meta["model"], runs.weights_bytes(model, meta), improved, 1, {"score": 1.0})
 
     model = build_model(tiny_config())
-    store = _RunStore(tmp_path / "run", {"kind": "vq"}, model)
-    store.save(model, True, {"score": 1.0})
+    store = runs.RunStore(tmp_path / "run")
+    store.open({"kind": "vq", "model": model_meta(model)})
+    save(model, True)
     model.resize_codebook(2)                      # live, from 16
-    store.save(model, False, {"score": 1.0})      # not better: model.safetensors keeps K = 16
+    save(model, False)                            # not better: model.safetensors keeps K = 16
     best, _ = runs.load_model(tmp_path / "run")
     last, _ = runs.load_model(tmp_path / "run", runs.LAST)
     assert runs.read_json(tmp_path / "run" / "config.json")["model"]["vq"]["k"] == best.config.vq.k == 16
     assert last.config.vq.k == 2
-    store.save(model, True, {"score": 0.5})
+    save(model, True)
     assert runs.read_json(tmp_path / "run" / "config.json")["model"]["vq"]["k"] == 2
 
 

@@ -20,7 +20,7 @@ from ui.jobs import OWNER_PARAM, job_queue, owner_id
 from vqdemo import runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
-from vqdemo.fit import default_model_config, seed_style_quantizer
+from vqdemo.fit import default_model_config, far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
@@ -34,8 +34,11 @@ TRAIN = TrainConfig()  # the library's defaults for lr and batch size
 LRS = sorted({1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, TRAIN.lr})
 BATCHES = sorted({16, 32, 64, 128, 256, TRAIN.batch_size})
 DOWN = {"conv": [2, 4, 8], "patch": [2, 4, 7, 8]}
-HEALTHY, SEED_STYLE = QuantizerConfig(), seed_style_quantizer()
-PRESETS = {"healthy": "Healthy default", "seed": "Seed-style (collapses)"}
+HEALTHY, FAR_INIT, NEAR_INIT = QuantizerConfig(), far_init_quantizer(), near_init_quantizer()
+RECIPES = {"healthy": HEALTHY, "far": FAR_INIT, "near": NEAR_INIT}
+PRESETS = {"healthy": "Healthy default", "far": "Codes start far: N(0, 1) (collapses)",
+           "near": "Codes start near: U(-1/K, 1/K)"}
+STE_FORMS = {"paper": "z_e + sg(z_q - z_e)", "both": "z_q + (z_e - sg(z_e))"}
 MAX_UPLOAD_MB = 64
 SAVED = "tr_saved"
 CHART_EVERY_S = 3.0
@@ -68,7 +71,7 @@ SETTINGS = {
     "budget": ("seconds", choice(["seconds", "steps"])), "secs": (30, number(5, 600)), "steps": (500, number(1, 100_000)),
     "seed": (0, number(0, 1_000_000)), "cb": (HEALTHY.codebook, choice(["ema", "grad"])),
     "init": (HEALTHY.init, choice(["kmeans", "uniform", "normal"])), "restart": (HEALTHY.restart_dead, flag),
-    "cosine": (HEALTHY.cosine, flag), "ste": (HEALTHY.ste, choice(["paper", "seed004"])),
+    "cosine": (HEALTHY.cosine, flag), "ste": (HEALTHY.ste, choice(list(STE_FORMS))),
     "depth": (4, number(1, 8)), "sizes": ("", lambda raw: raw[:80]), "shared": (False, flag),
     "norm": (False, flag), "prog": (0, number(0, 100_000)), "var": (False, flag),
 }
@@ -98,12 +101,12 @@ def save_settings() -> dict:
 
 
 def apply_preset() -> None:
-    q = SEED_STYLE if st.session_state["tr_preset"] == "seed" else HEALTHY
+    q = RECIPES.get(st.session_state["tr_preset"], HEALTHY)
     st.session_state.update(tr_cb=q.codebook, tr_init=q.init, tr_restart=q.restart_dead, tr_cosine=q.cosine, tr_ste=q.ste)
 
 
 def preset_of(v: dict) -> str | None:
-    for name, q in (("healthy", HEALTHY), ("seed", SEED_STYLE)):
+    for name, q in RECIPES.items():
         if (v["cb"], v["init"], v["restart"], v["cosine"], v["ste"]) == (q.codebook, q.init, q.restart_dead, q.cosine, q.ste):
             return name
     return None
@@ -124,8 +127,10 @@ def settings_form() -> dict:
     if "tr_preset" not in st.session_state:
         st.session_state["tr_preset"] = preset_of(v) or "healthy"
     st.radio("Codebook recipe", list(PRESETS), format_func=PRESETS.get, key="tr_preset", on_change=apply_preset,
-             horizontal=True, help="Seed-style is the seeds' plain recipe: N(0, 1) init, codebook learned by gradient, "
-             "no restarts; most codes die. Healthy: k-means init, EMA codebook, dead-code restart.")
+             horizontal=True, help="Both 'start' recipes learn the codebook by gradient with no restarts; only where the "
+             "codes start differs. N(0, 1) codes start far from the encoder's outputs and most never get picked; "
+             "U(-1/K, 1/K) codes start at their centre and get used. Healthy: k-means init on encoder outputs, EMA "
+             "codebook (Razavi et al. 2019), dead-code restart.")
     st.selectbox("Dataset", BUILT_IN + ["folder"], key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
@@ -142,7 +147,8 @@ def settings_form() -> dict:
     kind = st.radio("Model", list(KINDS), format_func=KINDS.get, key="tr_kind", horizontal=True)
     a, b = st.columns(2)
     arch = a.radio("Architecture", list(DOWN), key="tr_arch", horizontal=True,
-                   help="conv: strided convolutions + residual blocks (seed 000); patch: a patch MLP (seed 004)")
+                   help="conv: strided convolutions + residual blocks (van den Oord et al. 2017); patch: a patch MLP "
+                        "(Conv2d with kernel = stride = patch)")
     if st.session_state["tr_down"] not in DOWN[arch]:
         st.session_state["tr_down"] = 4
     down = b.selectbox("Downsample" if arch == "conv" else "Patch size", DOWN[arch], key="tr_down")
@@ -175,8 +181,12 @@ def settings_form() -> dict:
                      format_func={"kmeans": "k-means on data", "uniform": "U(-1/K, 1/K)", "normal": "N(0, 1)"}.get)
             st.toggle("Restart dead codes", key="tr_restart")
             st.toggle("Cosine codebook (unit vectors)", key="tr_cosine")
-            st.radio("Straight-through form", ["paper", "seed004"], key="tr_ste", horizontal=True,
-                     format_func={"paper": "z_e + sg(z_q - z_e)", "seed004": "z_q + (z_e - sg(z_e))"}.get)
+            st.radio("Straight-through form", list(STE_FORMS), key="tr_ste", horizontal=True, format_func=STE_FORMS.get,
+                     help="The second form also sends the decoder's gradient to the codebook; an EMA codebook takes "
+                          "no gradient, so it needs the gradient codebook update.")
+            if st.session_state["tr_ste"] == "both" and st.session_state["tr_cb"] == "ema":
+                st.warning("An EMA codebook takes no gradient, so z_q + (z_e - sg(z_e)) would train exactly like "
+                           "the paper's form. Pick the gradient codebook update, or the paper's form.")
     if kind == "rq":
         with st.expander("Residual quantisation (RQ)", expanded=True):
             st.slider("Depth", 1, 8, key="tr_depth")
@@ -187,7 +197,7 @@ def settings_form() -> dict:
                             key="tr_prog")
     with st.expander("More", expanded=False):
         st.number_input("Seed", 0, 1_000_000, key="tr_seed")
-        st.toggle("Divide the recon loss by the data variance (seed 000)", key="tr_var")
+        st.toggle("Divide the recon loss by the data variance (as van den Oord et al. 2017's code does)", key="tr_var")
     v = save_settings()
     if preset_of(v) is None and kind != "vae":
         st.caption("Codebook options: custom (neither preset).")
@@ -213,7 +223,7 @@ def model_config(v: dict, data) -> ModelConfig:
 
 def title_of(v: dict) -> str:
     what = KINDS[v["kind"]] + ("" if v["kind"] == "vae" else f" K={v['k']} beta={v['beta']:g}")
-    recipe = {"seed": ", seed-style"}.get(preset_of(v) or "custom", "") if v["kind"] != "vae" else ""
+    recipe = {"far": ", N(0,1) init", "near": ", U(-1/K,1/K) init"}.get(preset_of(v) or "custom", "") if v["kind"] != "vae" else ""
     return f"{what} on {v['data']}{recipe}"
 
 
@@ -452,6 +462,26 @@ def finished_runs(me: str) -> None:
         st.caption("No runs on this server yet.")
 
 
+def trend(first: float, final: float) -> str:
+    return "rises" if final > first * 1.05 else "falls" if final < first / 1.05 else "stays level"
+
+
+def trend_caption(rows: list[dict]) -> str:
+    """What the two example curves show, read off the recorded numbers (never assumed)."""
+    loss = [r["loss"] for r in rows if r.get("type") == "train" and isinstance(r.get("loss"), (int, float))]
+    ppl = [(r["step"], r["perplexity"]) for r in rows if r.get("type") == "val" and isinstance(r.get("perplexity"), (int, float))]
+    k = last(rows, "k")
+    parts = []
+    if len(loss) > 1:
+        parts.append(f"Left: the training loss {trend(loss[0], loss[-1])}, from {loss[0]:.3g} to {loss[-1]:.3g}.")
+    if len(ppl) > 1 and k:
+        (s0, p0), (s1, p1) = ppl[0], ppl[-1]
+        parts.append(f"Right: validation perplexity {trend(p0, p1)}, from {p0:.1f} at step {s0} to {p1:.1f} at step "
+                     f"{s1}, against K = {k:g}: about {p1 / k:.0%} of the codebook is effectively in use.")
+    parts.append("Try the recipe whose codes start far from the data (N(0, 1)) to see how few codes it keeps.")
+    return " ".join(parts)
+
+
 def example() -> None:
     """What the panel will show, from the shipped mnist-vq's recorded run, so the page teaches before any click."""
     rows = runs.read_metrics(state.CHECKPOINTS / "mnist-vq")
@@ -462,8 +492,7 @@ def example() -> None:
     a.plotly_chart(charts.loss_curves(rows), key="tr_ex_loss")
     b.plotly_chart(charts.metric_curve(rows, "perplexity", "Perplexity (validation)", "perplexity",
                                        reference=last(rows, "k"), reference_name="K"), key="tr_ex_ppl")
-    st.caption("Left: the losses fall. Right: perplexity climbs towards K as codes come into use. Try the "
-               "seed-style recipe to watch it stay near 1–5 instead.")
+    st.caption(trend_caption(rows))
 
 
 # ---- the page ---------------------------------------------------------------------------------------------
@@ -492,8 +521,8 @@ with live_box:
     if goto := st.session_state.pop("tr_goto", None):
         st.session_state["tr_job"] = goto
     if not mine:
-        st.info("Nothing of yours is training. Pick settings and press **Start training**; with the seed-style "
-                "recipe you will see most codes die.")
+        st.info("Nothing of yours is training. Pick settings and press **Start training**; with the codes started "
+                "far from the data (N(0, 1)) you will see most codes die, with them started near it (U(-1/K, 1/K)) not.")
         example()
     else:
         ids = [j.id for j in mine]

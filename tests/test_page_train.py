@@ -114,13 +114,17 @@ def test_a_reload_with_the_url_id_finds_the_same_runs(runs_dir):
     assert stranger.query_params["me"] != me and "tr_job" not in keys(stranger)
 
 
-def test_the_seed_style_preset_sets_the_collapsing_recipe(runs_dir):
+def test_the_far_init_preset_sets_the_collapsing_recipe(runs_dir):
     at = open_train()
-    at.radio(key="tr_preset").set_value("seed").run()
+    at.radio(key="tr_preset").set_value("far").run()
     assert (at.radio(key="tr_cb").value, at.radio(key="tr_init").value, at.toggle(key="tr_restart").value) == (
         "grad", "normal", False)
     assert (at.query_params["cb"], at.query_params["init"], at.query_params["restart"]) == ("grad", "normal", "0")
-    assert "seed-style" in at.text_input(key="tr_title").placeholder
+    assert "N(0,1) init" in at.text_input(key="tr_title").placeholder
+    assert "seed" not in " ".join(at.radio(key="tr_preset").options).lower()
+    at.radio(key="tr_preset").set_value("near").run()
+    assert (at.radio(key="tr_cb").value, at.radio(key="tr_init").value, at.toggle(key="tr_restart").value) == (
+        "grad", "uniform", False)
     at.radio(key="tr_preset").set_value("healthy").run()
     assert at.radio(key="tr_cb").value == "ema" and "cb" not in at.query_params
 

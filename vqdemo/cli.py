@@ -101,14 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--restart-dead", type=_on_off, default=True, metavar="on|off")
     t.add_argument("--dead-threshold", type=_finite, default=0.5)
     t.add_argument("--cosine", action="store_true")
-    t.add_argument("--ste", default="paper", choices=["paper", "seed004"])
+    t.add_argument("--ste", default="paper", choices=["paper", "both"],
+                   help="straight-through form: paper, z_e + sg(z_q - z_e) (van den Oord et al. 2017); both, "
+                        "z_q + (z_e - sg(z_e)), which also sends the decoder's gradient to a gradient codebook "
+                        "(needs --codebook grad)")
     t.add_argument("--depth", type=_positive_int, default=4, help="RQ depth")
     t.add_argument("--ks", type=_int_list, help="RQ codebook size per depth, e.g. 512,256,128 (default: K at every depth)")
     t.add_argument("--shared-codebook", action="store_true")
     t.add_argument("--norm-residual", action="store_true")
     t.add_argument("--progressive-steps", type=int, default=0)
-    t.add_argument("--kl-weight", type=_finite, default=1.0)
-    t.add_argument("--normalize-recon", action="store_true", help="divide the recon loss by the data variance (seed 000)")
+    t.add_argument("--kl-weight", type=_finite, default=1.0,
+                   help="VAE: weight of the KL term (KL summed over latents, divided by the pixel count like the MSE); "
+                        "lower sends more bits per image")
+    t.add_argument("--normalize-recon", action="store_true",
+                   help="divide the recon loss by the data variance (as van den Oord et al. 2017's code does)")
     t.add_argument("--seconds", type=_finite)
     t.add_argument("--steps", type=_positive_int)
     t.add_argument("--batch-size", type=_positive_int, default=64)

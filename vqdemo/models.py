@@ -22,7 +22,7 @@ from .quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, Vector
 @dataclass
 class ModelConfig:
     kind: str = "vq"          # "vq" | "rq" | "vae"
-    arch: str = "conv"        # "conv": strided convs + residual blocks (seed 000); "patch": patch MLP (seed 004)
+    arch: str = "conv"        # "conv": strided convs + residual blocks (van den Oord et al. 2017); "patch": a patch MLP
     channels: int = 1         # image channels C
     image_size: int = 28
     hidden: int = 64
@@ -31,8 +31,8 @@ class ModelConfig:
     downsample: int = 4       # conv: 2, 4 or 8 (28x28 -> 7x7 at 4); patch: the patch size
     vq: QuantizerConfig = field(default_factory=QuantizerConfig)
     rq: ResidualConfig = field(default_factory=ResidualConfig)
-    kl_weight: float = 1.0    # VAE only: weight of the KL term (per latent element, against per-pixel MSE)
-    data_variance: float = 1.0  # recon loss is divided by this (seed 000 divides by the training set's variance)
+    kl_weight: float = 1.0    # VAE only: weight of the KL term; the KL (nats, summed over latents) is divided by the pixel count, like the MSE
+    data_variance: float = 1.0  # recon loss is divided by this (van den Oord et al. 2017's code divides by the training set's variance)
 
     def validate(self) -> None:
         if self.kind not in ("vq", "rq", "vae"):
@@ -120,7 +120,7 @@ class Autoencoder(nn.Module):
     def decode_raw(self, z: Tensor) -> Tensor:
         """(B, D, h, w) -> (B, C, H, W), unbounded, cropped back to the image size.
 
-        The loss is taken on this linear output (as in seed 000): a sigmoid here saturates on MNIST's
+        The loss is taken on this linear output (as in the VQ-VAE reference code): a sigmoid here saturates on MNIST's
         black background within a few dozen steps and its gradient dies, freezing the decoder.
         """
         s = self.config.image_size
@@ -146,7 +146,7 @@ class Autoencoder(nn.Module):
 
     @torch.no_grad()
     def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
-        """Validation figures over the whole set; "score" (recon MSE) picks the best checkpoint (seed 004)."""
+        """Validation figures over the whole set; "score" (recon MSE) picks the best checkpoint."""
         sums: dict[str, float] = {}
         counts: list[Tensor] | None = None
         for i in range(0, len(x), batch_size):

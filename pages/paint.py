@@ -18,9 +18,11 @@ if loaded is None:
     st.stop()
 
 st.title("Paint with codes")
+DIGITS = loaded.data.name in ("mnist", "mnist-full", "digits")
 st.caption(
-    "Each cell is one codebook vector; the decoder turns the grid back into an image: paint a stroke of a "
-    "'white ink' code and watch a digit appear."
+    "Each cell is one codebook vector; the decoder turns the grid back into an image: paint "
+    + ("a stroke of a 'white ink' code and watch a digit appear." if DIGITS
+       else "a patch of one code and watch the decoder turn it into a piece of an image.")
 )
 if loaded.kind not in ("vq", "rq"):
     st.info(f"{loaded.choice.label} is a {loaded.kind.upper()}: it has no codebook to paint with. "

@@ -121,9 +121,11 @@ if is_rq:
         c.image(state.crisp(analysis.image_grid(strip, 1), 80), width=80,
                 caption=f"depths 1..{d + 1}: {float(psnr_per_image(data.val_x[show], strip).mean()):.1f} dB")
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
-               "the digit appears at depth 1, its details after.")
+               "the coarse image at depth 1, its details after.")
     st.plotly_chart(fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
-    st.caption(f"PSNR over the {n_val} validation images as depths are added: each depth should buy some dB.")
+    gains = [b - a for a, b in zip(val["psnr_depth"], val["psnr_depth"][1:])]
+    st.caption(f"PSNR over the {n_val} validation images as depths are added: "
+               + ", ".join(f"depth {d + 2} {g:+.2f} dB" for d, g in enumerate(gains)) + ".")
 
 st.subheader("Your own image")
 up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at most {MAX_UPLOAD_MB} MB)",

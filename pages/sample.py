@@ -181,6 +181,9 @@ if the_prior is not None:
                   help="How much shorter the prior makes the description of an image than uniform codes.")
         st.caption(f"The prior's validation NLL at step {nll['step']}: the fewer bits per image below the "
                    "uniform baseline, the more of the code maps' structure it has learned.")
+        if 1 - nll["bits_per_image"] / uniform < analysis.WEAK_PRIOR:
+            st.warning(f"This prior has learned little (under {analysis.WEAK_PRIOR:.0%} shorter than uniform codes): "
+                       "its samples will look much like the random codes beside them.")
     else:
         st.caption("This prior records no validation NLL yet.")
 
@@ -200,8 +203,8 @@ with cols[0]:
         st.image(grid_image(torch.from_numpy(sampled[1])), output_format="PNG", alt="Samples from the prior")
         what = "any class" if label < 0 else f"class {label}"
         st.caption(f"{n} code maps drawn by the prior ({what}, temperature {temperature:g}"
-                   f"{f', top-{top_k}' if top_k else ''}, seed {seed}), then decoded: they look like the data "
-                   "because the prior makes neighbouring codes fit together.")
+                   f"{f', top-{top_k}' if top_k else ''}, seed {seed}), then decoded. "
+                   + analysis.sample_note(nll, uniform, temperature))
     else:
         st.info("No prior to sample from yet.")
 with cols[1]:
@@ -213,15 +216,16 @@ with cols[2]:
     st.markdown("**Noise through this decoder**")
     st.image(grid_image(analysis.gaussian_latent_images(ae, n, seed)), output_format="PNG",
              alt="Gaussian noise through the VQ decoder")
-    st.caption("N(0, I) latents straight into the VQ decoder (seed 003's 'random' images): "
+    st.caption("N(0, I) latents straight into the VQ decoder (the 'random' images some tutorials show): "
                "noise is far from every code.")
 with cols[3]:
     st.markdown("**Noise through a VAE**")
     if vae is not None:
         st.image(grid_image(analysis.gaussian_latent_images(vae.model, n, seed)), output_format="PNG",
                  alt="Gaussian noise through a VAE")
-        st.caption(f"The same noise through {vae.choice.label}, a VAE trained so that N(0, I) decodes to images: "
-                   "blurrier, but like the data.")
+        st.caption(f"The same noise through {vae.choice.label}, a VAE trained so that N(0, I) decodes to images "
+                   f"(KL weight {vae.model.config.kl_weight:g}: the lower it is, the more bits each image carries and "
+                   "the less its noise looks like the data).")
     else:
         st.info(f"No VAE on {loaded.data.name} here. Train one on the Train page (model: VAE) to compare: "
                 "a VAE is trained so that Gaussian noise decodes to images.")

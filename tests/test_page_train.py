@@ -183,3 +183,12 @@ def test_bad_input_gets_a_message_not_a_traceback(runs_dir):
     at.button(key="tr_start").click().run()
     assert any("upload a .zip" in e.value for e in at.error)
     assert job_queue().list_jobs() == []
+
+
+def test_the_example_caption_reads_the_recorded_curve(runs_dir):
+    at = open_train()
+    rows = runs.read_metrics(Path(__file__).resolve().parents[1] / "checkpoints" / "mnist-vq")
+    ppl = [r["perplexity"] for r in rows if r.get("type") == "val"]
+    caption = next(c.value for c in at.caption if c.value.startswith("Left: the training loss"))
+    word = "rises" if ppl[-1] > ppl[0] * 1.05 else "falls" if ppl[-1] < ppl[0] / 1.05 else "stays level"
+    assert f"perplexity {word}, from {ppl[0]:.1f}" in caption and "climbs towards K" not in caption

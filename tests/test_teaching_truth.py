@@ -142,3 +142,13 @@ def test_the_vae_kl_term_is_the_kl_per_pixel():
     logvar = logvar.clamp(-10, 10)
     kl_nats = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum()
     assert float(vae(x).terms["kl"]) == pytest.approx(float(kl_nats) / x.numel(), rel=1e-5)
+
+
+# ---- captions computed from what is shown ---------------------------------------------------------------------
+
+def test_sample_note_claims_nothing_for_a_prior_that_learned_little():
+    weak = analysis.sample_note({"bits_per_image": 290.0}, 294.0, 1.0)
+    assert "learned little" in weak and "look like the data" not in weak
+    good = analysis.sample_note({"bits_per_image": 135.0}, 294.0, 1.0)
+    assert "54% fewer bits" in good
+    assert "towards random codes" in analysis.sample_note({"bits_per_image": 135.0}, 294.0, 2.0)

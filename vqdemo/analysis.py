@@ -248,3 +248,24 @@ def rate_bits(model: VQVAE | VAE, stats: dict[str, float]) -> float:
         return float(stats.get("kl", float("nan"))) * c * s * s / math.log(2)
     h, w = model.latent_shape
     return h * w * sum(math.log2(k) for k in model.codebook_sizes)
+
+
+WEAK_PRIOR = 0.20  # a prior that saves less than this share of the uniform code length has learned little
+
+
+def sample_note(nll: dict | None, uniform_bits: float, temperature: float) -> str:
+    """What can honestly be said of prior samples, from the prior's validation NLL (bits per image) and the
+    sampling temperature; never "they look like the data" unless the numbers say the prior learned something."""
+    if not nll or not uniform_bits:
+        return "This prior records no validation NLL, so nothing is claimed about its samples."
+    saved = 1 - nll["bits_per_image"] / uniform_bits
+    if saved < WEAK_PRIOR:
+        return (f"Careful: this prior describes an image in only {saved:.0%} fewer bits than uniform codes: it has "
+                "learned little, so its samples are close to random codes. Train it longer.")
+    note = (f"The prior describes an image in {saved:.0%} fewer bits than uniformly random codes: it has learned which "
+            "codes go together, which the random codes beside it lack.")
+    if temperature > 1.05:
+        note += f" At temperature {temperature:g} it samples from a flattened distribution, drifting towards random codes."
+    elif temperature < 0.95:
+        note += f" At temperature {temperature:g} it favours its most likely codes: cleaner, less varied samples."
+    return note

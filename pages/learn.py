@@ -37,11 +37,41 @@ COMPARE_TABLE = """
 | **bits sent per image** | unlimited (real numbers) | its KL to N(0, I), in nats / ln 2; the KL weight sets it | at most h·w·log2 K: one code id per cell |
 """
 
+QUANTIZER_TABLE = """
+| | VQ (van den Oord et al. 2017) | RQ (Lee et al. 2022) | FSQ (Mentzer et al. 2023) |
+|---|---|---|---|
+| **a cell becomes** | the id of its nearest codebook vector | D ids: the nearest code, then the nearest code to what is left, ... | one rounded level per channel; the id is their mixed-radix number |
+| **codebook** | K learned vectors (gradient or EMA) | one learned codebook per depth | none learned: the fixed grid of levels, e.g. 8 x 6 x 5 = 240 points |
+| **extra losses** | codebook + beta x commitment | the same, summed over depths | none |
+| **can collapse?** | yes: codes that never win never move (restarts and data init help) | yes, at every depth | no code can drift away, though some grid points may go unused |
+| **bits per cell** | log2 K | sum of log2 K_d | log2 of the product of the levels |
+"""
+
 st.title("Learn: an image becomes a grid of codes, and comes back")
 if loaded.kind == "vae":
     st.info("This model is a plain VAE: it has no codebook to follow. Pick a VQ or RQ model in the sidebar "
             "(for example mnist-vq) to see every step of vector quantisation.")
     st.markdown(COMPARE_TABLE)
+    st.stop()
+if loaded.kind == "fsq":
+    st.markdown(f"**{loaded.choice.label}**: finite scalar quantisation (Mentzer et al. 2023). The encoder gives "
+                f"{len(model.config.fsq.levels)} numbers per cell; each is squashed into a range and rounded to one "
+                f"of {model.config.fsq.levels} levels. The codes are the points of that grid, "
+                f"{model.codebook_sizes[0]} of them: nobody learns them, so there is no codebook or commitment loss.")
+    x0 = data.val_x[0]
+    z0 = model.encode(x0[None]).detach()
+    fh, fw = model.latent_shape
+    cell = explain.fsq_cell(model, z0, fh // 2, fw // 2)
+    st.dataframe({"channel": list(range(1, len(cell.levels) + 1)), "z_e": [round(v, 3) for v in cell.z_e],
+                  "bounded": [round(v, 3) for v in cell.bounded], "level (rounded)": cell.level,
+                  "levels": cell.levels}, hide_index=True)
+    st.caption(f"The centre cell ({fh // 2}, {fw // 2}) of validation image 0: bounded with tanh, rounded, and "
+               f"read as one number in mixed radix: code #{cell.code}. Rounding has no gradient, so the "
+               "straight-through estimator copies it past the rounding, as in VQ-VAE.")
+    a, b = st.columns(2)
+    a.image(state.crisp(x0, 140), caption="image")
+    b.image(state.crisp(model.decode_codes(model.encode_codes(x0[None]))[0], 140), caption="decoded from its codes")
+    st.markdown(QUANTIZER_TABLE)
     st.stop()
 
 mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
@@ -303,6 +333,8 @@ with tab_col:
     st.markdown(COMPARE_TABLE)
     st.caption("Read across a row: only the VQ-VAE's latent is a small image of integers, which is what makes "
                "a separate prior possible.")
+    st.markdown("**Three ways to make the integers**")
+    st.markdown(QUANTIZER_TABLE)
 with prior_col:
     st.markdown(
         f"1. Train the encoder and decoder (this model): a {H}x{W} image ↔ a {h}x{w} **small image** of code ids.\n"

@@ -18,7 +18,7 @@ if loaded is None:
     st.stop()
 model, data, cfg = loaded.model, loaded.data, loaded.model.config
 key = (str(loaded.choice.path), (loaded.choice.path / runs.WEIGHTS).stat().st_mtime)
-is_vq = loaded.kind in ("vq", "rq")
+is_vq = loaded.kind in ("vq", "rq", "fsq")
 is_rq = loaded.kind == "rq"
 K = model.codebook_sizes
 n_val = len(data.val_x)
@@ -37,7 +37,7 @@ def validation(key: tuple, _model, _x) -> dict:
     """Reconstructions, PSNR and codes of the whole validation set, once per model (shared, read-only)."""
     x_hat, psnr = analysis.reconstruct(_model, _x)
     out = {"x_hat": x_hat, "psnr": psnr}
-    if _model.config.kind in ("vq", "rq"):
+    if _model.config.kind in ("vq", "rq", "fsq"):
         out["codes"] = analysis.encode_all(_model, _x)
     if _model.config.kind == "rq":
         coarse = analysis.coarse_to_fine(_model, _x)                           # depth x (N, C, H, W)

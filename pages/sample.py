@@ -66,6 +66,10 @@ def vae_for(dataset: str):
     return None
 
 
+if loaded.kind == "fsq":
+    st.info(f"{loaded.choice.label} is an FSQ model: sampling with a prior is for VQ-VAE and RQ-VAE models here. "
+            "Pick one in the sidebar.")
+    st.stop()
 if loaded.kind not in ("vq", "rq"):
     st.info(f"{loaded.choice.label} is a VAE: it generates by decoding N(0, I) noise, no prior over codes needed. "
             "Pick a VQ-VAE or RQ-VAE model in the sidebar to see why those need one.")
@@ -225,7 +229,7 @@ with cols[3]:
                  alt="Gaussian noise through a VAE")
         st.caption(f"The same noise through {vae.choice.label}, a VAE trained so that N(0, I) decodes to images "
                    f"(KL weight {vae.model.config.kl_weight:g}: the lower it is, the more bits each image carries and "
-                   "the less its noise looks like the data).")
+                   "the less its latents are held to N(0, I)).")
     else:
         st.info(f"No VAE on {loaded.data.name} here. Train one on the Train page (model: VAE) to compare: "
                 "a VAE is trained so that Gaussian noise decodes to images.")

@@ -9,6 +9,7 @@ touch the page. New-run settings live in the URL so a teacher can share a setup.
 from __future__ import annotations
 
 import hashlib
+import math
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -20,6 +21,7 @@ from ui.jobs import OWNER_PARAM, job_queue, owner_id
 from vqdemo import runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
+from vqdemo.fsq import FSQConfig
 from vqdemo.fit import default_model_config, far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import ModelConfig
@@ -27,7 +29,9 @@ from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.train import TrainConfig
 
 BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "folder")]
-KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "vae": "VAE"}
+KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "fsq": "FSQ", "vae": "VAE"}
+KLS = [0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+FSQ_LEVELS = ["4,4,4", "8,6,5", "8,5,5,5"]  # 64, 240 and 1,000 codes (the last two from Mentzer et al. 2023)
 KS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 DIMS = [1, 2, 4, 8, 16, 32, 64]
 TRAIN = TrainConfig()  # the library's defaults for lr and batch size
@@ -67,13 +71,14 @@ SETTINGS = {
     "data": ("mnist", choice(BUILT_IN + ["folder"])), "kind": ("vq", choice(list(KINDS))),
     "arch": ("conv", choice(list(DOWN))), "down": (4, choice(sorted(set(DOWN["conv"] + DOWN["patch"])))),
     "k": (HEALTHY.k, choice(KS)), "d": (HEALTHY.dim, choice(DIMS)), "beta": (HEALTHY.beta, number(0.0, 2.0, float)),
-    "kl": (1.0, number(0.0, 10.0, float)), "lr": (TRAIN.lr, choice(LRS)), "batch": (TRAIN.batch_size, choice(BATCHES)),
+    "kl": (1.0, choice(KLS)), "lr": (TRAIN.lr, choice(LRS)), "batch": (TRAIN.batch_size, choice(BATCHES)),
     "budget": ("seconds", choice(["seconds", "steps"])), "secs": (30, number(5, 600)), "steps": (500, number(1, 100_000)),
     "seed": (0, number(0, 1_000_000)), "cb": (HEALTHY.codebook, choice(["ema", "grad"])),
     "init": (HEALTHY.init, choice(["kmeans", "uniform", "normal"])), "restart": (HEALTHY.restart_dead, flag),
     "cosine": (HEALTHY.cosine, flag), "ste": (HEALTHY.ste, choice(list(STE_FORMS))),
     "depth": (4, number(1, 8)), "sizes": ("", lambda raw: raw[:80]), "shared": (False, flag),
     "norm": (False, flag), "prog": (0, number(0, 100_000)), "var": (False, flag),
+    "levels": ("8,6,5", choice(FSQ_LEVELS)),
 }
 
 
@@ -155,14 +160,24 @@ def settings_form() -> dict:
     size = NATIVE_SIZE[st.session_state["tr_data"]]
     h = ModelConfig(image_size=size, downsample=down).latent_size
     a, b = st.columns(2)
-    if kind != "vae":
-        a.select_slider("Codebook size K", KS, key="tr_k")
-    b.select_slider("Code size D" if kind != "vae" else "Latent channels D", DIMS, key="tr_d")
-    st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors"
-               + (f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."))
-    if kind == "vae":
-        st.slider("KL weight", 0.0, 10.0, step=0.1, key="tr_kl")
+    if kind == "fsq":
+        a.selectbox("Levels per channel", FSQ_LEVELS, key="tr_levels",
+                    format_func=lambda s: f"{s} ({math.prod(int(n) for n in s.split(','))} codes)",
+                    help="Finite scalar quantisation (Mentzer et al. 2023): each latent channel is bounded and rounded "
+                         "to this many levels; the codes are the grid's points. Nothing to learn, nothing to collapse.")
+        levels = [int(n) for n in st.session_state["tr_levels"].split(",")]
+        st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {len(levels)}-vectors, each channel rounded "
+                   f"to its levels: one of {math.prod(levels)} grid points. No codebook loss, no commitment loss.")
     else:
+        if kind != "vae":
+            a.select_slider("Codebook size K", KS, key="tr_k")
+        b.select_slider("Code size D" if kind != "vae" else "Latent channels D", DIMS, key="tr_d")
+        st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors"
+                   + (f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."))
+    if kind == "vae":
+        st.select_slider("KL weight", KLS, key="tr_kl", format_func=lambda x: f"{x:g}",
+                  help="Lower sends more bits per image (its KL to N(0, I)): sharper reconstructions, worse noise samples.")
+    elif kind != "fsq":
         st.slider("Commitment weight beta", 0.0, 2.0, step=0.05, key="tr_beta")
     a, b = st.columns(2)
     a.select_slider("Learning rate", LRS, key="tr_lr", format_func=lambda x: f"{x:g}")
@@ -173,7 +188,7 @@ def settings_form() -> dict:
         b.slider("Seconds", 5, 600, step=5, key="tr_secs")
     else:
         b.number_input("Steps", 1, 100_000, step=100, key="tr_steps")
-    if kind != "vae":
+    if kind in ("vq", "rq"):
         with st.expander("Codebook options", expanded=False):
             st.radio("Codebook update", ["ema", "grad"], key="tr_cb", horizontal=True,
                      format_func={"ema": "EMA (running k-means)", "grad": "gradient (codebook loss)"}.get)
@@ -199,7 +214,7 @@ def settings_form() -> dict:
         st.number_input("Seed", 0, 1_000_000, key="tr_seed")
         st.toggle("Divide the recon loss by the data variance (as van den Oord et al. 2017's code does)", key="tr_var")
     v = save_settings()
-    if preset_of(v) is None and kind != "vae":
+    if preset_of(v) is None and kind in ("vq", "rq"):
         st.caption("Codebook options: custom (neither preset).")
     return v
 
@@ -208,6 +223,8 @@ def model_config(v: dict, data) -> ModelConfig:
     cfg = default_model_config(data, v["kind"], arch=v["arch"], downsample=v["down"], kl_weight=v["kl"])
     cfg.vq = QuantizerConfig(k=v["k"], dim=v["d"], beta=v["beta"], codebook=v["cb"], init=v["init"],
                              restart_dead=v["restart"], cosine=v["cosine"], ste=v["ste"])
+    if v["kind"] == "fsq":
+        cfg.fsq = FSQConfig(levels=[int(n) for n in v["levels"].split(",")])
     if v["kind"] == "rq":
         try:
             sizes = [int(s) for s in v["sizes"].split(",") if s.strip()] or [v["k"]] * v["depth"]
@@ -222,8 +239,8 @@ def model_config(v: dict, data) -> ModelConfig:
 
 
 def title_of(v: dict) -> str:
-    what = KINDS[v["kind"]] + ("" if v["kind"] == "vae" else f" K={v['k']} beta={v['beta']:g}")
-    recipe = {"far": ", N(0,1) init", "near": ", U(-1/K,1/K) init"}.get(preset_of(v) or "custom", "") if v["kind"] != "vae" else ""
+    what = KINDS[v["kind"]] + {"vae": "", "fsq": f" levels {v['levels']}"}.get(v["kind"], f" K={v['k']} beta={v['beta']:g}")
+    recipe = {"far": ", N(0,1) init", "near": ", U(-1/K,1/K) init"}.get(preset_of(v) or "custom", "") if v["kind"] in ("vq", "rq") else ""
     return f"{what} on {v['data']}{recipe}"
 
 

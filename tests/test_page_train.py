@@ -192,3 +192,17 @@ def test_the_example_caption_reads_the_recorded_curve(runs_dir):
     caption = next(c.value for c in at.caption if c.value.startswith("Left: the training loss"))
     word = "rises" if ppl[-1] > ppl[0] * 1.05 else "falls" if ppl[-1] < ppl[0] / 1.05 else "stays level"
     assert f"perplexity {word}, from {ppl[0]:.1f}" in caption and "climbs towards K" not in caption
+
+
+def test_fsq_is_a_model_kind_with_its_levels_and_no_codebook_options(runs_dir):
+    at = open_train()
+    at.radio(key="tr_kind").set_value("fsq").run()
+    assert not at.exception
+    assert at.selectbox(key="tr_levels").value == "8,6,5"
+    assert "tr_k" not in keys(at) and "tr_beta" not in keys(at) and "tr_cb" not in keys(at)
+    assert "FSQ levels 8,6,5" in at.text_input(key="tr_title").placeholder
+
+
+def test_the_both_estimator_with_an_ema_codebook_is_warned_about(runs_dir):
+    at = open_train({"ste": "both"})
+    assert any("EMA codebook takes no gradient" in w.value for w in at.warning)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .analysis import rate_bits
 from .data import DATASETS, DataConfig, DataError, load_data
 from .images import ImageError
 from .quantize import QuantizerConfig, ResidualConfig
@@ -88,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-path", help="folder or zip for folder / mnist-full / cifar10")
     t.add_argument("--image-size", type=_positive_int)
     t.add_argument("--download", action="store_true", help="mnist-full / cifar10: download when missing (needs internet)")
-    t.add_argument("--model", default="vq", choices=["vq", "rq", "vae"])
+    t.add_argument("--model", default="vq", choices=["vq", "rq", "fsq", "vae"],
+                   help="vq: VQ-VAE (van den Oord et al. 2017); rq: RQ-VAE (Lee et al. 2022); fsq: finite scalar "
+                        "quantisation (Mentzer et al. 2023); vae: a Gaussian VAE")
+    t.add_argument("--levels", type=_int_list, help="FSQ: levels per latent channel, e.g. 8,6,5 (240 codes)")
     t.add_argument("--arch", default="conv", choices=["conv", "patch"])
     t.add_argument("--downsample", type=_positive_int, default=4, help="conv: 2, 4 or 8; patch: the patch size")
     t.add_argument("--hidden", type=_positive_int)
@@ -176,6 +180,7 @@ def _progress(total_steps: int | None, seconds: float | None):
 
 def cmd_train(a: argparse.Namespace) -> int:
     from .fit import check_trainable, fit
+    from .fsq import FSQConfig
     from .models import ModelConfig
 
     if a.seconds is None and a.steps is None:
@@ -185,12 +190,15 @@ def cmd_train(a: argparse.Namespace) -> int:
                          restart_dead=a.restart_dead, dead_threshold=a.dead_threshold, cosine=a.cosine, ste=a.ste)
     rq = ResidualConfig(depth=a.depth, codebook_sizes=a.ks or [a.k] * a.depth, shared=a.shared_codebook,
                         norm_residual=a.norm_residual, progressive_steps=a.progressive_steps)
-    model_cfg = ModelConfig(kind=a.model, arch=a.arch, downsample=a.downsample, vq=vq, rq=rq, kl_weight=a.kl_weight)
+    fsq = FSQConfig(levels=a.levels) if a.levels else FSQConfig()
+    model_cfg = ModelConfig(kind=a.model, arch=a.arch, downsample=a.downsample, vq=vq, rq=rq, fsq=fsq, kl_weight=a.kl_weight)
     train_cfg = TrainConfig(steps=a.steps, seconds=a.seconds, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                             val_every=a.val_every, device=a.device, threads=a.threads)
     model_cfg.vq.validate()
     if a.model == "rq":
         rq.validate()
+    if a.model == "fsq":
+        fsq.validate()
     train_cfg.validate()
     data = load_data(data_cfg)
     model_cfg.channels, model_cfg.image_size = data.channels, data.image_size
@@ -221,6 +229,7 @@ def evaluate(run: Path) -> dict:
     out.update({k: v for k, v in stats.items() if k.startswith("psnr@")})
     if "kl" in stats:
         out["kl"] = stats["kl"]
+    out["bits_per_image"] = rate_bits(model, stats)  # what the bottleneck carries: compare PSNR only beside it
     return out
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fsq import FiniteScalarQuantizer
 from .models import VQVAE
 from .quantize import QuantizerConfig, ResidualQuantizer, VectorQuantizer, nearest_code
 
@@ -66,6 +67,12 @@ def quantize_steps(model: VQVAE, z_e: Tensor) -> list[DepthStep]:
     `model.encode_codes` and the sum of `chosen` equals the model's z_q.
     """
     b, d, h, w = z_e.shape
+    q = model.quantizer
+    if isinstance(q, FiniteScalarQuantizer):  # one step: the nearest grid point is each channel rounded
+        flat = (q.bound(z_e) / q._per_channel(q.half_width)).permute(0, 2, 3, 1).reshape(-1, d)  # (B*h*w, L)
+        codes, dist = nearest_code(flat, q.vectors())
+        codes = codes.reshape(b, h, w)
+        return [DepthStep(z_e.detach(), flat, codes, dist, q.lookup(codes))]
     residual = z_e.detach()
     steps = []
     for layer, scale in _layers(model):
@@ -170,6 +177,29 @@ def offset_check(offset: float = 1000.0, n: int = 512, k: int = 64, dim: int = 1
     codes, _ = nearest_code(x, e)
     return OffsetCheck(offset, float((naive.argmin(1) != exact).float().mean()), float((naive < 0).float().mean()),
                        float((codes != exact).float().mean()))
+
+
+@dataclass
+class FSQCell:
+    """One latent cell through finite scalar quantisation, channel by channel."""
+
+    z_e: list[float]       # the encoder's numbers
+    bounded: list[float]   # squashed into each channel's range
+    level: list[int]       # rounded: which of the channel's levels (0 .. levels - 1)
+    levels: list[int]
+    code: int              # the mixed-radix id of the grid point
+
+
+@torch.no_grad()
+def fsq_cell(model: VQVAE, z_e: Tensor, row: int, col: int) -> FSQCell:
+    """z_e (1, L, h, w) of an FSQ model -> what happens to cell (row, col)."""
+    q = model.quantizer
+    if not isinstance(q, FiniteScalarQuantizer):
+        raise ValueError("fsq_cell needs an FSQ model")
+    bounded = q.bound(z_e)[0, :, row, col]
+    level = (bounded.round() + q.half_width).long()
+    code = int((level * q.basis).sum())
+    return FSQCell(z_e[0, :, row, col].tolist(), bounded.tolist(), level.tolist(), list(q.cfg.levels), code)
 
 
 def pick_example(x: Tensor, score: Tensor, first: int = 64) -> int:

@@ -1,7 +1,7 @@
-"""Sample: a VQ-VAE only generates once a prior draws its "small image" of codes (seed 001).
+"""Sample: a VQ-VAE only generates once a prior draws its "small image" of codes (van den Oord et al. 2017).
 
 Beside the prior's samples sit the two ways that do not work: uniformly random codes, and Gaussian
-noise pushed through the decoder (seed 003's "random" images). The settings live in the URL so a
+noise pushed through the decoder (the "random" images some tutorials show). The settings live in the URL so a
 teacher can share an exact setup; models, priors and samples are cached for the whole class.
 """
 

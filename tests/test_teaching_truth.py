@@ -152,3 +152,27 @@ def test_sample_note_claims_nothing_for_a_prior_that_learned_little():
     good = analysis.sample_note({"bits_per_image": 135.0}, 294.0, 1.0)
     assert "54% fewer bits" in good
     assert "towards random codes" in analysis.sample_note({"bits_per_image": 135.0}, 294.0, 2.0)
+
+
+# ---- plain names ---------------------------------------------------------------------------------------------
+
+BANNED = ("seed 00", "seed-style", "seeds'", "seed004", "the seeds")
+
+
+def test_no_reference_article_numbers_in_anything_a_user_reads():
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    files = [repo / "README.md", repo / "app.py", *(repo / "pages").glob("*.py"), *(repo / "ui").glob("*.py")]
+    for f in files:
+        text = f.read_text().lower()
+        for word in BANNED:
+            assert word not in text, f"{f.name} says {word!r}: name the idea and its paper instead"
+
+
+def test_cli_help_uses_plain_names(capsys):
+    from vqdemo import cli
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.lower().split())  # argparse wraps lines
+    assert not any(word in out for word in BANNED)
+    assert "both" in out and "mentzer et al. 2023" in out

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from vqdemo import analysis, explain, runs
+from vqdemo import analysis, explain, prior, runs
 from vqdemo.data import DataConfig, load_data
 from vqdemo.models import VQVAE, ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, nearest_code
@@ -83,6 +83,7 @@ def test_a_progressive_rq_stopped_early_uses_only_its_trained_depths(tmp_path):
     loaded, _ = runs.load_model(tmp_path)
     assert loaded.encode_codes(x).shape[1] == 2 and loaded.codebook_sizes == [16, 16]
     assert len(analysis.coarse_to_fine(loaded, x)) == 2
+    assert prior.prior_config_for(loaded).codebook_sizes == [16, 16]  # a prior models the trained depths only
 
 
 def test_a_finished_progressive_rq_uses_every_depth():

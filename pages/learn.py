@@ -266,8 +266,8 @@ if is_rq:
     st.dataframe(table, hide_index=True)
     grew_here = [c.depth for c in cells[1:] if c.left_norm > c.residual_norm]
     change = model_change(key, model, data.val_x)
-    grew = ", ".join(f"{g:.1%} at depth {d + 2}" for d, g in enumerate(change.grew))
-    worse = ", ".join(f"{w:.1%} at depth {d + 2} (worst {change.worst_drop_db[d]:.2f} dB)"
+    grew = ", ".join(f"at depth {d + 2} for {g:.1%}" for d, g in enumerate(change.grew))
+    worse = ", ".join(f"depth {d + 2} for {w:.1%} (worst {change.worst_drop_db[d]:.2f} dB)"
                       for d, w in enumerate(change.worse_images))
     st.caption(
         f"Cell ({row}, {col}): the distance is measured where the codebook compares it, on the residual divided by "
@@ -275,8 +275,8 @@ if is_rq:
         + (f"Here the residual grew at depth {', '.join(map(str, grew_here))}. " if grew_here else
            "Here every depth shortened the residual. ")
         + f"Not always so: each depth takes the nearest code, but no code need be nearer to the residual than zero "
-        f"is. Over the {len(data.val_x)} validation images the residual grows for {grew} of the vectors, "
-        f"and adding a depth lowers the PSNR of {worse} of the images.")
+        f"is. Over the {len(data.val_x)} validation images the residual grows {grew} of the vectors; adding a "
+        f"depth lowers an image's PSNR at {worse} of the images.")
     psnrs = [float(psnr_per_image(tr.x, c)[0]) for c in view["coarse"]]
     cols = st.columns(len(view["coarse"]) + 1)
     cols[0].image(state.crisp(tr.x[0], 110), caption="original")

@@ -64,7 +64,7 @@ def test_rq_model_shows_the_residual_steps():
     assert residual_before[-1] < residual_before[0]  # over four depths, this cell's residual has shrunk
     assert "residual scale s" in tables[0].columns   # distances and norms are on different, labelled scales
     assert any(h.value.startswith("Residual quantisation") for h in at.subheader)
-    rq_caption = next(c.value for c in at.caption if "residual grows for" in c.value)
+    rq_caption = next(c.value for c in at.caption if "the residual grows at depth 2 for" in c.value)
     assert "shrinks depth by depth" not in rq_caption and "%" in rq_caption  # the measured fraction, not a promise
     assert any("loss = recon + sum_d" in c.value for c in at.code)  # the RQ loss, summed over depths
 

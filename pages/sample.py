@@ -92,7 +92,7 @@ num_classes = the_prior.config.num_classes if the_prior is not None else None
 # --- settings, kept in the URL -------------------------------------------------------------------
 if "sample_n" not in st.session_state:  # a new session starts from the URL (clamped; junk -> defaults)
     st.session_state.sample_n = state.int_param("n", 16, 1, 64)
-    temperature = state.float_param("temperature", 1.0, 0.05, 3.0)
+    temperature = state.float_param("temperature", prior.DEFAULT_TEMPERATURE, 0.05, 3.0)
     st.session_state.sample_temperature = round(round(temperature / 0.05) * 0.05, 2)  # on the slider's steps
     st.session_state.sample_top_k = state.int_param("top_k", 0, 0, max(sizes))
     st.session_state.sample_seed = state.int_param("seed", 0, 0, 999_999)

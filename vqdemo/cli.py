@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps = psub.add_parser("sample")
     ps.add_argument("run", type=Path)
     ps.add_argument("--n", type=_int_in(1, 1024), default=16)
-    ps.add_argument("--temperature", type=_finite, default=1.0)
+    ps.add_argument("--temperature", type=_finite, default=None,
+                    help="below 1 favours the prior's likelier codes (default: the library's DEFAULT_TEMPERATURE)")
     ps.add_argument("--top-k", type=_int_in(1, 65536))
     ps.add_argument("--seed", type=SEED, default=0)
     ps.add_argument("--label", type=_int_in(0, 9999))
@@ -261,7 +262,8 @@ def cmd_prior(a: argparse.Namespace) -> int:
     from .images import to_uint8, upscale_nearest
     from .analysis import image_grid
 
-    images = prior.sample_images(a.run, n=a.n, temperature=a.temperature, top_k=a.top_k, seed=a.seed, label=a.label)
+    temperature = prior.DEFAULT_TEMPERATURE if a.temperature is None else a.temperature
+    images = prior.sample_images(a.run, n=a.n, temperature=temperature, top_k=a.top_k, seed=a.seed, label=a.label)
     grid = upscale_nearest(to_uint8(image_grid(images)), 4)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(a.out)

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+from pathlib import Path
 
-import vqdemo  # noqa: F401  (sets OpenMP/malloc options before torch loads)
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from vqdemo.data import DataConfig, load_data
-from vqdemo.fit import default_model_config, far_init_quantizer, fit, near_init_quantizer
-from vqdemo.train import TrainConfig
+import vqdemo  # noqa: E402,F401  (sets OpenMP/malloc options before torch loads)
+import torch  # noqa: E402
+
+from vqdemo.data import DataConfig, load_data  # noqa: E402
+from vqdemo.fit import default_model_config, far_init_quantizer, fit, near_init_quantizer  # noqa: E402
+from vqdemo.train import TrainConfig  # noqa: E402
 
 TARGET_PSNR = 26.0
 TARGET_USAGE = 0.95

@@ -16,6 +16,7 @@ from vqdemo.jobs import FINISHED
 from vqdemo.quantize import perplexity_of
 
 MAP_POINTS = 2000  # encoder outputs on the 2-D map: UMAP of ~2k points takes seconds, not a minute
+INIT_NAMES = {"kmeans": "k-means on encoder outputs", "uniform": "U(-1/K, 1/K)", "normal": "N(0, 1)"}
 
 loaded = state.current()
 if loaded is None:
@@ -83,11 +84,17 @@ m3.metric("Dead codes", K - used, help="never the nearest code of any validation
 m4.metric("Perplexity", f"{view['perplexity']:.1f}", help="exp(entropy of code use): the number of codes the model "
           "effectively uses. K if all were used evenly, 1 if one code took everything.")
 restart = "on" if cfg.vq.restart_dead else "off"
-st.markdown(
-    f"Codebook collapse, a few codes taking every vector, is what the seeds' setup gives by default (N(0, 1) or "
-    f"U(-1/K, 1/K) init, no restarts). This model: **{cfg.vq.init}** init, dead-code restart **{restart}**, "
-    f"{'EMA' if cfg.vq.codebook == 'ema' else 'gradient-learned'} codebook. Seed 004 saw many of its codes unused; "
-    f"here {K - used} of {K} are.")
+if loaded.kind == "fsq":
+    st.markdown(f"This is finite scalar quantisation (Mentzer et al. 2023): its {K} codes are the points of a fixed "
+                f"grid, {' x '.join(map(str, cfg.fsq.levels))} levels, not learned vectors, so no code can drift away "
+                f"from the data; {K - used} of the {K} grid points are still unused on the validation set.")
+else:
+    st.markdown(
+        f"Codebook collapse, a few codes taking every vector, is what a codebook learned by gradient without "
+        f"restarts does when it **starts far from the encoder's outputs**, as with N(0, 1) init (nn.Embedding's "
+        f"default). This model: **{INIT_NAMES.get(cfg.vq.init, cfg.vq.init)}** init, dead-code restart "
+        f"**{restart}**, {'EMA (Razavi et al. 2019)' if cfg.vq.codebook == 'ema' else 'gradient-learned'} "
+        f"codebook; {K - used} of its {K} codes are unused on the validation set.")
 
 # ----------------------------------------------------------------------------- tiles and usage
 url_int("cb_code", "code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K), 0, K - 1)
@@ -108,7 +115,7 @@ with tiles_col:
                     key="cb_tiles", on_select=on_tile_click, selection_mode="points", width="content",
                     config={"displayModeBar": False})
     st.caption("Most used first, left to right: each code's vector tiled over the whole latent grid and decoded "
-               "(seed 004's trick). Red tiles are dead codes. Click a tile to see where it is used.")
+               "to see what it learned. Red tiles are dead codes. Click a tile to see where it is used.")
 with usage_col:
     st.subheader("How often each code is picked")
     st.plotly_chart(fg.usage_bars(counts, view["perplexity"], 440 if big else 360), config={"displayModeBar": False})
@@ -175,7 +182,10 @@ with imgs_col:
     top = analysis.images_using(view["codes"], code, top=8)
     if len(top) == 0:
         st.info(f"Code #{code} is dead: no validation vector picked it, so the decoder never sees it. "
-                f"{'Dead-code restart would move it onto a real encoder output during training.' if not cfg.vq.restart_dead else 'Dead-code restart moves such codes onto real encoder outputs during training; this one has not found a place yet.'}")
+                + ("It is a point of FSQ's fixed grid that no encoder output rounds to." if loaded.kind == "fsq" else
+                   "Dead-code restart would move it onto a real encoder output during training." if not cfg.vq.restart_dead
+                   else "Dead-code restart moves such codes onto real encoder outputs during training; this one has "
+                        "not found a place yet."))
     else:
         color = fg.code_colors(K)[code]
         cols = st.columns(8)
@@ -184,3 +194,41 @@ with imgs_col:
             c.image(state.crisp(fg.overlay_cells(data.val_x[i], mask, color), 96), caption=f"#{i}: {int(mask.sum())} cells")
         st.caption(f"The validation images that use code #{code} most; the cells that picked it are tinted in its "
                    "colour. A code is a piece of stroke or texture, reused wherever it fits.")
+
+# ------------------------------------------------------------------------------ where codes start
+@st.cache_resource(max_entries=16, show_spinner="Building fresh models...")
+def start_view(key: tuple, _model, _x) -> dict:
+    """Each init's codes against a fresh encoder's outputs (step 0), and this model's trained outputs."""
+    x = _x[:128]
+    return {"inits": {i: analysis.init_geometry(_model.config, x, i, seed=0) for i in INIT_NAMES},
+            "trained": analysis.output_radius(_model, x)}
+
+
+def start_section() -> None:
+    st.subheader("Where the codes start, and why that decides collapse")
+    sv = start_view(key, model, data.val_x)
+    g, trained = sv["inits"], sv["trained"]
+    rows = [("fresh encoder's outputs", g["normal"].output_dist), ("this model's outputs, trained", trained)]
+    rows += [(f"{INIT_NAMES[i]} codes", g[i].code_dist) for i in INIT_NAMES]
+    st.plotly_chart(fg.distance_strips(rows, 330 if big else 290), config={"displayModeBar": False})
+    t50, t95 = np.percentile(trained, [50, 95])
+    n, u = g["normal"], g["uniform"]
+    st.caption(
+        f"A freshly built model of this shape, before any training step: its encoder's outputs fill a cloud of radius "
+        f"{n.spread:.3f}; trained, this model's outputs lie a median {t50:.2f} from their centre (95% within {t95:.2f}). "
+        f"N(0, 1) codes start a median {n.gap:.2f} from the nearest output, each alone in its own direction; "
+        f"U(-1/K, 1/K) codes start {u.gap:.2f} away, all bunched at the centre; k-means codes start on the outputs "
+        f"({g['kmeans'].gap:.3f}). Codes the nearest of some output at step 0: N(0, 1) {n.winners}, U(-1/K, 1/K) "
+        f"{u.winners}, k-means {g['kmeans'].winners} of {K}.")
+    st.markdown(
+        "A code learned by gradient moves only when some vector picks it. With N(0, 1) codes far out, the few nearest "
+        "win, the encoder is pulled towards them by the commitment loss, and the others are never picked again. "
+        "U(-1/K, 1/K) codes sit at the centre of where the outputs will spread, so as the first winners move out, "
+        "the bunched ones left behind can become the nearest of the vectors near the centre. Measured on MNIST "
+        "(`python bench/train_quality.py`: gradient codebook, no restarts, 60 s, seed 0, K = 64): 2 to 3 codes in "
+        "use with N(0, 1) init, 49 to 64 with U(-1/K, 1/K) init (the fewer on a busier machine, with fewer steps). The default here, k-means init with an EMA codebook and "
+        "dead-code restarts (Razavi et al. 2019), starts every code on the data.")
+
+
+if loaded.kind != "fsq":  # FSQ learns no codebook, so nothing starts anywhere: its grid is fixed
+    start_section()

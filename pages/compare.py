@@ -1,4 +1,4 @@
-"""Compare: two or more models side by side (say K=8 vs K=512, or healthy vs seed-style codebooks).
+"""Compare: two or more models side by side (say K=8 vs K=512, or a healthy codebook vs one started far from the data).
 
 Their recorded curves overlaid, the same validation images reconstructed by each, and how each uses its
 codebook on a few hundred validation images. The default view puts the shipped mnist-vq beside the other
@@ -14,7 +14,7 @@ import torch
 
 from ui import charts, state, text
 from vqdemo import runs
-from vqdemo.analysis import encode_all, image_grid, reconstruct, usage
+from vqdemo.analysis import encode_all, image_grid, rate_bits, reconstruct, usage
 from vqdemo.quantize import perplexity_of
 
 N_USAGE = 500   # validation images encoded for each usage histogram
@@ -62,6 +62,12 @@ def default_selection(choices: list[state.ModelChoice]) -> list[str]:
     return shipped + [c.id for c in choices if not c.id.startswith("shipped:")][: max(0, 2 - len(shipped))]
 
 
+def rate_of(c: state.ModelChoice, best: dict) -> float | None:
+    """Bits per image the model's bottleneck carries (VQ / RQ: code ids; VAE: its KL), or None if unknown."""
+    value = rate_bits(state.load_choice(c).model, best)
+    return round(value) if np.isfinite(value) else None
+
+
 def describe(c: state.ModelChoice) -> dict:
     info = runs.run_info(c.path)
     m, best = info.meta.get("model", {}), info.status.get("best") or {}
@@ -74,7 +80,9 @@ def describe(c: state.ModelChoice) -> dict:
         "beta": vq.get("beta") if c.kind != "vae" else None,
         "codebook": None if c.kind == "vae" else f"{vq.get('codebook')}, {vq.get('init')} init"
         + (", restarts" if vq.get("restart_dead") else ""),
+        "KL weight": m.get("kl_weight") if c.kind == "vae" else None,
         "steps": info.status.get("step"), "best val PSNR": round(best["psnr"], 2) if "psnr" in best else None,
+        "bits per image": rate_of(c, best),
     }
 
 
@@ -105,8 +113,11 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
         st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
         for c in members:
             _, x_hat, psnr = reconstructions(c, str(c.path), mtime(c.path / runs.WEIGHTS))
+            status = c.path / "status.json"
+            rate = rate_of(c, (runs.read_json(status).get("best") or {}) if status.is_file() else {})
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
-                     caption=f"{text.md(c.label)}: mean PSNR {psnr.mean():.1f} dB")
+                     caption=f"{text.md(c.label)}: mean PSNR {psnr.mean():.1f} dB"
+                     + (f" at {rate} bits per image" if rate is not None else ""))
     st.caption("The same validation images through each model: look at thin strokes and edges, where a small "
                "or collapsed codebook blurs first." + (" Models trained on different data get their own originals."
                                                        if len(groups) > 1 else ""))
@@ -146,13 +157,16 @@ else:
     st.query_params["runs"] = ",".join(picked)
 
 if len(picked) < 2:
-    st.info("Pick two or more models to compare (for example a K=8 run and a K=512 run, or healthy vs seed-style).")
+    st.info("Pick two or more models to compare (for example a K=8 run and a K=512 run, or a healthy codebook "
+            "vs one started far from the data).")
     st.stop()
 
 chosen = [by_id[i] for i in picked]
 try:
     st.dataframe(pd.DataFrame([describe(c) for c in chosen]), hide_index=True, width="stretch")
-    st.caption("What differs between them: read this row by row before reading the curves.")
+    st.caption("What differs between them: read this row by row before reading the curves. Compare PSNR only "
+               "beside the bits per image each model sends: a VQ-VAE sends at most h·w·log2 K bits (one code id per "
+               "cell), a VAE its KL to N(0, I) (set by its KL weight); more bits buy sharper reconstructions.")
     st.subheader("Training curves")
     curves(chosen)
     st.subheader("Reconstructions")

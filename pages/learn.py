@@ -34,6 +34,17 @@ COMPARE_TABLE = """
 | **latent** | any vector (continuous) | a Gaussian: mean and variance per number, sampled by `mu + eps * std` | a grid of integers: each cell is the id of a codebook vector |
 | **loss** | reconstruction | reconstruction + KL(q(z given x) to N(0, I)) | reconstruction + codebook + beta * commitment (no KL) |
 | **generate by** | cannot: nobody knows which latents are valid | decode z ~ N(0, I) (blurry) | sample a small image of codes from a prior (PixelCNN), then decode it |
+| **bits sent per image** | unlimited (real numbers) | its KL to N(0, I), in nats / ln 2; the KL weight sets it | at most h·w·log2 K: one code id per cell |
+"""
+
+QUANTIZER_TABLE = """
+| | VQ (van den Oord et al. 2017) | RQ (Lee et al. 2022) | FSQ (Mentzer et al. 2023) |
+|---|---|---|---|
+| **a cell becomes** | the id of its nearest codebook vector | D ids: the nearest code, then the nearest code to what is left, ... | one rounded level per channel; the id is their mixed-radix number |
+| **codebook** | K learned vectors (gradient or EMA) | one learned codebook per depth | none learned: the fixed grid of levels, e.g. 8 x 6 x 5 = 240 points |
+| **extra losses** | codebook + beta x commitment | the same, summed over depths | none |
+| **can collapse?** | yes: codes that never win never move (restarts and data init help) | yes, at every depth | no code can drift away, though some grid points may go unused |
+| **bits per cell** | log2 K | sum of log2 K_d | log2 of the product of the levels |
 """
 
 st.title("Learn: an image becomes a grid of codes, and comes back")
@@ -41,6 +52,26 @@ if loaded.kind == "vae":
     st.info("This model is a plain VAE: it has no codebook to follow. Pick a VQ or RQ model in the sidebar "
             "(for example mnist-vq) to see every step of vector quantisation.")
     st.markdown(COMPARE_TABLE)
+    st.stop()
+if loaded.kind == "fsq":
+    st.markdown(f"**{loaded.choice.label}**: finite scalar quantisation (Mentzer et al. 2023). The encoder gives "
+                f"{len(model.config.fsq.levels)} numbers per cell; each is squashed into a range and rounded to one "
+                f"of {model.config.fsq.levels} levels. The codes are the points of that grid, "
+                f"{model.codebook_sizes[0]} of them: nobody learns them, so there is no codebook or commitment loss.")
+    x0 = data.val_x[0]
+    z0 = model.encode(x0[None]).detach()
+    fh, fw = model.latent_shape
+    cell = explain.fsq_cell(model, z0, fh // 2, fw // 2)
+    st.dataframe({"channel": list(range(1, len(cell.levels) + 1)), "z_e": [round(v, 3) for v in cell.z_e],
+                  "bounded": [round(v, 3) for v in cell.bounded], "level (rounded)": cell.level,
+                  "levels": cell.levels}, hide_index=True)
+    st.caption(f"The centre cell ({fh // 2}, {fw // 2}) of validation image 0: bounded with tanh, rounded, and "
+               f"read as one number in mixed radix: code #{cell.code}. Rounding has no gradient, so the "
+               "straight-through estimator copies it past the rounding, as in VQ-VAE.")
+    a, b = st.columns(2)
+    a.image(state.crisp(x0, 140), caption="image")
+    b.image(state.crisp(model.decode_codes(model.encode_codes(x0[None]))[0], 140), caption="decoded from its codes")
+    st.markdown(QUANTIZER_TABLE)
     st.stop()
 
 mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
@@ -71,17 +102,23 @@ def image_view(key: tuple, index: int, _model, _x) -> dict:
     return out
 
 
+@st.cache_resource(max_entries=16, show_spinner="Measuring the residuals over the validation set...")
+def model_change(key: tuple, _model, _x) -> analysis.ResidualChange:
+    return analysis.residual_change(_model, _x)
+
+
 @st.cache_resource(max_entries=16, show_spinner=False)
 def model_view(key: tuple, _model) -> dict:
     return {"tiles": analysis.code_tiles(_model, 0),
             "random": analysis.random_code_images(_model, 6, seed=0),
             "noise": analysis.gaussian_latent_images(_model, 6, seed=0),
-            "ste": explain.ste_gradients(seed=0)}
+            "ste": explain.ste_gradients(seed=0),
+            "offset": explain.offset_check(1000.0, k=min(K, 256), dim=D)}
 
 
 n_val = len(data.val_x)
-arch = (f"conv encoder (strided convs + {cfg.res_blocks} residual blocks, seed 000)" if cfg.arch == "conv"
-        else f"patch MLP (Conv2d with kernel = stride = {cfg.downsample}, seed 004)")
+arch = (f"conv encoder (strided convs + {cfg.res_blocks} residual blocks, as in van den Oord et al. 2017)"
+        if cfg.arch == "conv" else f"patch MLP (Conv2d with kernel = stride = {cfg.downsample})")
 depth_note = f", RQ depth {cfg.rq.depth} with codebooks {model.codebook_sizes}" if is_rq else ""
 st.markdown(
     f"**{text.md(loaded.choice.label)}**: {arch}; K = {K} codes of D = {D} numbers{depth_note}; "
@@ -152,7 +189,7 @@ st.caption(f"Follow the shapes: the encoder turns {H}x{W} pixels into {h}x{w} ve
 
 # --------------------------------------------------------------------- 2. one vector, snapped
 st.header("2 · Snap one latent vector to its nearest code")
-st.markdown("The encoder does not output a softmax over K codes to sample from (seed 001): it outputs the vector "
+st.markdown("The encoder does not output a softmax over K codes to sample from (van den Oord et al. 2017): it outputs the vector "
             "itself, and quantisation replaces it with the nearest codebook entry: vector → distances to every "
             "code → argmin → that code's vector.")
 
@@ -191,31 +228,55 @@ with right:
     e = layer0.vectors()[code].detach()
     st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, px(200)),
                     config={"displayModeBar": False})
-    st.caption("What this code paints by itself (seed 004's trick), and the vector beside the code it snapped to.")
+    st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
 
 parts = explain.distance_parts(first.compared[cell], e)
-st.markdown("**The distance trick** (seed 000): expanding |x − e|² = |x|² − 2x·e + |e|² turns all "
+st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den Oord et al. 2017): expanding "
+            "|x − e|² = |x|² − 2x·e + |e|² turns all "
             f"{N}x{K} distances into one matrix multiply. For this cell and code #{code}:")
 st.code(f"dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ e.T + e.pow(2).sum(1)\n"
         f"{parts.x_sq:.4f} - {-parts.cross:.4f} + {parts.e_sq:.4f} = {parts.expanded:.4f}"
         f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python")
+oc = mv["offset"]
+st.caption(f"The catch: the three terms can be huge and nearly cancel. In float32, with 512 vectors and {min(K, 256)} codes all "
+           f"near {oc.offset:g} ± 1 (computed now), the plain expansion picks the wrong code for {oc.naive_wrong:.0%} "
+           f"of them{f' and gives {oc.naive_negative:.0%} negative distances' if oc.naive_negative else ''}. "
+           "Distances do not change when x and every code move together, so this app's `nearest_code` first "
+           f"subtracts the codebook's mean from both, then expands: {oc.wrong:.0%} wrong.")
 
 if is_rq:
-    st.subheader("Residual quantisation, depth by depth (seed 002)")
+    st.subheader("Residual quantisation, depth by depth (RQ-VAE, Lee et al. 2022)")
     cells = explain.cell_steps(view["steps"], row, col)
     rq = cfg.rq
+    depths = len(model.codebook_sizes)
+    trained_note = (f" This run stopped after {depths} of its {rq.depth} depths were switched on, so only those "
+                    f"are used here." if depths < rq.depth else "")
     st.markdown(
         f"Depth 1 picks the nearest code to z_e; depth 2 quantises what is left, r₁ = z_e − q₁; and so on. "
-        f"The decoder sees q₁ + q₂ + … . This model: {rq.depth} depths, codebooks {model.codebook_sizes}"
+        f"The decoder sees q₁ + q₂ + … . This model: {depths} depths, codebooks {model.codebook_sizes}"
         f"{' (one shared)' if rq.shared else ''}, residual normalisation {'on' if rq.norm_residual else 'off'}"
-        f" (seed 002 suggests a LayerNorm-like rescale of each residual), progressive training "
-        f"{f'every {rq.progressive_steps} steps' if rq.progressive_steps else 'off'}.")
+        f" (each residual divided by its running RMS before it is compared, like a LayerNorm without the mean), "
+        f"progressive training {f'every {rq.progressive_steps} steps' if rq.progressive_steps else 'off'}.{trained_note}")
+    scales = [float(s_) for s_ in model.quantizer.scales[:depths]]
     table = {"depth": [c.depth for c in cells], "code": [f"#{c.code}" for c in cells],
-             "distance": [round(c.distance, 4) for c in cells],
-             "|residual| before": [round(c.residual_norm, 4) for c in cells],
-             "|residual| after": [round(c.left_norm, 4) for c in cells]}
+             "residual scale s": [round(v, 4) for v in scales],
+             "distance² at scale (÷ s²)": [round(c.distance, 4) for c in cells],
+             "|residual| before (latent units)": [round(c.residual_norm, 4) for c in cells],
+             "|residual| after (latent units)": [round(c.left_norm, 4) for c in cells]}
     st.dataframe(table, hide_index=True)
-    st.caption(f"Cell ({row}, {col}): each depth removes part of what is left, so the residual shrinks depth by depth.")
+    grew_here = [c.depth for c in cells[1:] if c.left_norm > c.residual_norm]
+    change = model_change(key, model, data.val_x)
+    grew = ", ".join(f"at depth {d + 2} for {g:.1%}" for d, g in enumerate(change.grew))
+    worse = ", ".join(f"depth {d + 2} for {w:.1%} (worst {change.worst_drop_db[d]:.2f} dB)"
+                      for d, w in enumerate(change.worse_images))
+    st.caption(
+        f"Cell ({row}, {col}): the distance is measured where the codebook compares it, on the residual divided by "
+        f"its scale s; the norms are in the latent's own units. "
+        + (f"Here the residual grew at depth {', '.join(map(str, grew_here))}. " if grew_here else
+           "Here every depth shortened the residual. ")
+        + f"Not always so: each depth takes the nearest code, but no code need be nearer to the residual than zero "
+        f"is. Over the {len(data.val_x)} validation images the residual grows {grew} of the vectors; adding a "
+        f"depth lowers an image's PSNR at {worse} of the images.")
     psnrs = [float(psnr_per_image(tr.x, c)[0]) for c in view["coarse"]]
     cols = st.columns(len(view["coarse"]) + 1)
     cols[0].image(state.crisp(tr.x[0], 110), caption="original")
@@ -234,7 +295,7 @@ ema = cfg.vq.codebook == "ema"
 lines = [
     ("recon = F.mse_loss(x_hat, x) / data_variance",
      f"**{t['recon']:.5f}**: reconstruction, trains encoder and decoder (data_variance = {cfg.data_variance:g}; "
-     "seed 000 divides by the training set's variance)"),
+     "van den Oord et al. 2017's code divides by the training set's variance)"),
     ("codebook = F.mse_loss(e, z_e.detach())",
      "|sg[z_e] − e|²: pulls each code towards its vectors; " + (
          "**EMA codebook here**: codes move by running averages instead, so this term is 0" if ema
@@ -244,27 +305,26 @@ lines = [
     ("z_q = z_e + (z_q - z_e).detach()",
      "straight-through (paper): forward uses z_q, backward copies the decoder's gradient onto z_e"),
     ("z_q = z_q + (z_e - z_e.detach())",
-     "seed 004's variant: same forward value, and the gradient reaches the codebook too"),
+     "the 'both' variant: same forward value, and a gradient-learned codebook also gets the decoder's gradient"),
 ]
 for line, what in lines:
     code_part, text_part = st.columns([1, 1.2])
     code_part.code(line, language="python")
     text_part.markdown(what)
-st.caption(f"sg[...] is stop-gradient, .detach() in PyTorch. This model trains with the "
-           f"{'paper' if cfg.vq.ste == 'paper' else 'seed 004'} form of the straight-through estimator.")
+st.caption("sg[...] is stop-gradient, .detach() in PyTorch. " + explain.ste_summary(cfg.vq))
 ste_table, ste_text = st.columns([1, 1.2])
 with ste_table:
     ste = mv["ste"]
     st.markdown("**Where the decoder's gradient goes** (a toy vector, computed now):")
-    st.dataframe({"form": ["paper", "seed 004"],
-                  "output = e": [ste[f]["forward_error"] < 1e-6 for f in ("paper", "seed004")],
-                  "|grad| on z_e": [round(ste[f]["grad_z_e"], 3) for f in ("paper", "seed004")],
-                  "|grad| on e": [round(ste[f]["grad_e"], 3) for f in ("paper", "seed004")]},
+    st.dataframe({"form": ["paper", "both"],
+                  "output = e": [ste[f]["forward_error"] < 1e-6 for f in ("paper", "both")],
+                  "|grad| on z_e": [round(ste[f]["grad_z_e"], 3) for f in ("paper", "both")],
+                  "|grad| on e": [round(ste[f]["grad_e"], 3) for f in ("paper", "both")]},
                  hide_index=True)
 with ste_text:
     st.markdown("<br>", unsafe_allow_html=True)
     st.caption("Both forms decode exactly the code; the paper's sends no reconstruction gradient to the codebook "
-               "(it learns from the codebook loss or EMA), seed 004's sends it to both.")
+               "(it learns from the codebook loss or EMA), the 'both' form sends it to both.")
 
 # ------------------------------------------------------------------- 4. AE / VAE / VQ-VAE, prior
 st.header("4 · A VQ-VAE is an autoencoder plus a prior over a small image of codes")
@@ -273,15 +333,20 @@ with tab_col:
     st.markdown(COMPARE_TABLE)
     st.caption("Read across a row: only the VQ-VAE's latent is a small image of integers, which is what makes "
                "a separate prior possible.")
+    st.markdown("**Three ways to make the integers**")
+    st.markdown(QUANTIZER_TABLE)
 with prior_col:
     st.markdown(
         f"1. Train the encoder and decoder (this model): a {H}x{W} image ↔ a {h}x{w} **small image** of code ids.\n"
         f"2. Train a PixelCNN on the small images: which code comes next, given the ones before.\n"
         f"3. Generate: sample a small image from the PixelCNN, decode it. Swap the PixelCNN for a transformer or "
-        f"diffusion model and you are close to Stable Diffusion's recipe (seed 001).")
+        f"diffusion model and you are close to the recipe of today's latent image generators.")
     a, b = st.columns(2)
     a.image(state.crisp(analysis.image_grid(mv["random"], 3), 150), caption="uniformly random codes, decoded")
-    b.image(state.crisp(analysis.image_grid(mv["noise"], 3), 150), caption="N(0, 1) noise decoded (seed 003)")
+    b.image(state.crisp(analysis.image_grid(mv["noise"], 3), 150), caption="N(0, 1) noise decoded")
     st.caption("Without a prior, neither random codes nor Gaussian noise decode to a plausible image: "
                "that is the prior's job.")
-    st.page_link("pages/sample.py", label="Sample from the trained prior", icon="🎲")
+    if loaded.has_prior:
+        st.page_link("pages/sample.py", label="Sample from this model's trained prior", icon="🎲")
+    else:
+        st.page_link("pages/sample.py", label="This model has no prior yet: train one on the Sample page", icon="🎲")

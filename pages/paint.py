@@ -19,10 +19,16 @@ if loaded is None:
 
 MAX_PAINT_K = 4096  # the palette decodes every code: 4,096 tiles is already a long scroll
 st.title("Paint with codes")
+DIGITS = loaded.data.name in ("mnist", "mnist-full", "digits")
 st.caption(
-    "Each cell is one codebook vector; the decoder turns the grid back into an image: paint a stroke of a "
-    "'white ink' code and watch a digit appear."
+    "Each cell is one codebook vector; the decoder turns the grid back into an image: paint "
+    + ("a stroke of a 'white ink' code and watch a digit appear." if DIGITS
+       else "a patch of one code and watch the decoder turn it into a piece of an image.")
 )
+if loaded.kind == "fsq":
+    st.info(f"{loaded.choice.label} is an FSQ model (Mentzer et al. 2023): its codes are the points of a fixed grid, "
+            "shown on the Learn and Codebook pages. Painting is for VQ-VAE and RQ-VAE models: pick one in the sidebar.")
+    st.stop()
 if loaded.kind not in ("vq", "rq"):
     st.info(f"{text.md(loaded.choice.label)} is a {loaded.kind.upper()}: it has no codebook to paint with. "
             "Pick a VQ-VAE or RQ-VAE model in the sidebar.")

@@ -18,7 +18,7 @@ if loaded is None:
     st.stop()
 model, data, cfg = loaded.model, loaded.data, loaded.model.config
 key = (str(loaded.choice.path), (loaded.choice.path / runs.WEIGHTS).stat().st_mtime)
-is_vq = loaded.kind in ("vq", "rq")
+is_vq = loaded.kind in ("vq", "rq", "fsq")
 is_rq = loaded.kind == "rq"
 K = model.codebook_sizes
 n_val = len(data.val_x)
@@ -37,7 +37,7 @@ def validation(key: tuple, _model, _x) -> dict:
     """Reconstructions, PSNR and codes of the whole validation set, once per model (shared, read-only)."""
     x_hat, psnr = analysis.reconstruct(_model, _x)
     out = {"x_hat": x_hat, "psnr": psnr}
-    if _model.config.kind in ("vq", "rq"):
+    if _model.config.kind in ("vq", "rq", "fsq"):
         out["codes"] = analysis.encode_all(_model, _x)
     if _model.config.kind == "rq":
         coarse = analysis.coarse_to_fine(_model, _x)                           # depth x (N, C, H, W)
@@ -121,9 +121,11 @@ if is_rq:
         c.image(state.crisp(analysis.image_grid(strip, 1), 80), width=80,
                 caption=f"depths 1..{d + 1}: {float(psnr_per_image(data.val_x[show], strip).mean()):.1f} dB")
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
-               "the digit appears at depth 1, its details after.")
+               "the coarse image at depth 1, its details after.")
     st.plotly_chart(fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
-    st.caption(f"PSNR over the {n_val} validation images as depths are added: each depth should buy some dB.")
+    gains = [b - a for a, b in zip(val["psnr_depth"], val["psnr_depth"][1:])]
+    st.caption(f"PSNR over the {n_val} validation images as depths are added: "
+               + ", ".join(f"depth {d + 2} {g:+.2f} dB" for d, g in enumerate(gains)) + ".")
 
 st.subheader("Your own image")
 up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at most {MAX_UPLOAD_MB} MB)",

@@ -1,7 +1,7 @@
-"""Sample: a VQ-VAE only generates once a prior draws its "small image" of codes (seed 001).
+"""Sample: a VQ-VAE only generates once a prior draws its "small image" of codes (van den Oord et al. 2017).
 
 Beside the prior's samples sit the two ways that do not work: uniformly random codes, and Gaussian
-noise pushed through the decoder (seed 003's "random" images). The settings live in the URL so a
+noise pushed through the decoder (the "random" images some tutorials show). The settings live in the URL so a
 teacher can share an exact setup; models, priors and samples are cached for the whole class.
 """
 
@@ -62,6 +62,10 @@ def vae_for(dataset: str):
     return None
 
 
+if loaded.kind == "fsq":
+    st.info(f"{loaded.choice.label} is an FSQ model: sampling with a prior is for VQ-VAE and RQ-VAE models here. "
+            "Pick one in the sidebar.")
+    st.stop()
 if loaded.kind not in ("vq", "rq"):
     st.info(f"{text.md(loaded.choice.label)} is a VAE: it generates by decoding N(0, I) noise, no prior over codes needed. "
             "Pick a VQ-VAE or RQ-VAE model in the sidebar to see why those need one.")
@@ -84,7 +88,7 @@ num_classes = the_prior.config.num_classes if the_prior is not None else None
 # --- settings, kept in the URL -------------------------------------------------------------------
 if "sample_n" not in st.session_state:  # a new session starts from the URL (clamped; junk -> defaults)
     st.session_state.sample_n = state.int_param("n", 16, 1, 64)
-    temperature = state.float_param("temperature", 1.0, 0.05, 3.0)
+    temperature = state.float_param("temperature", prior.DEFAULT_TEMPERATURE, 0.05, 3.0)
     st.session_state.sample_temperature = round(round(temperature / 0.05) * 0.05, 2)  # on the slider's steps
     st.session_state.sample_top_k = state.int_param("top_k", 0, 0, max(sizes))
     st.session_state.sample_seed = state.int_param("seed", 0, 0, 999_999)
@@ -187,6 +191,9 @@ if the_prior is not None:
                   help="How much shorter the prior makes the description of an image than uniform codes.")
         st.caption(f"The prior's validation NLL at step {nll['step']}: the fewer bits per image below the "
                    "uniform baseline, the more of the code maps' structure it has learned.")
+        if 1 - nll["bits_per_image"] / uniform < analysis.WEAK_PRIOR:
+            st.warning(f"This prior has learned little (under {analysis.WEAK_PRIOR:.0%} shorter than uniform codes): "
+                       "its samples will look much like the random codes beside them.")
     else:
         st.caption("This prior records no validation NLL yet.")
 
@@ -206,8 +213,8 @@ with cols[0]:
         st.image(grid_image(torch.from_numpy(sampled[1])), output_format="PNG", alt="Samples from the prior")
         what = "any class" if label < 0 else f"class {label}"
         st.caption(f"{n} code maps drawn by the prior ({what}, temperature {temperature:g}"
-                   f"{f', top-{top_k}' if top_k else ''}, seed {seed}), then decoded: they look like the data "
-                   "because the prior makes neighbouring codes fit together.")
+                   f"{f', top-{top_k}' if top_k else ''}, seed {seed}), then decoded. "
+                   + analysis.sample_note(nll, uniform, temperature))
     else:
         st.info("No prior to sample from yet.")
 with cols[1]:
@@ -219,15 +226,16 @@ with cols[2]:
     st.markdown("**Noise through this decoder**")
     st.image(grid_image(analysis.gaussian_latent_images(ae, n, seed)), output_format="PNG",
              alt="Gaussian noise through the VQ decoder")
-    st.caption("N(0, I) latents straight into the VQ decoder (seed 003's 'random' images): "
+    st.caption("N(0, I) latents straight into the VQ decoder (the 'random' images some tutorials show): "
                "noise is far from every code.")
 with cols[3]:
     st.markdown("**Noise through a VAE**")
     if vae is not None:
         st.image(grid_image(analysis.gaussian_latent_images(vae.model, n, seed)), output_format="PNG",
                  alt="Gaussian noise through a VAE")
-        st.caption(f"The same noise through {text.md(vae.choice.label)}, a VAE trained so that N(0, I) decodes to images: "
-                   "blurrier, but like the data.")
+        st.caption(f"The same noise through {text.md(vae.choice.label)}, a VAE trained so that N(0, I) decodes to images "
+                   f"(KL weight {vae.model.config.kl_weight:g}: the lower it is, the more bits each image carries and "
+                   "the less its latents are held to N(0, I)).")
     else:
         st.info(f"No VAE on {loaded.data.name} here. Train one on the Train page (model: VAE) to compare: "
                 "a VAE is trained so that Gaussian noise decodes to images.")

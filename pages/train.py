@@ -9,6 +9,7 @@ touch the page. New-run settings live in the URL so a teacher can share a setup.
 from __future__ import annotations
 
 import hashlib
+import math
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -20,22 +21,28 @@ from ui.jobs import OWNER_PARAM, browser_id, job_queue, owner_id, shared_figure,
 from vqdemo import runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
-from vqdemo.fit import check_app_limits, default_model_config, seed_style_quantizer
+from vqdemo.fit import check_app_limits, default_model_config, far_init_quantizer, near_init_quantizer
+from vqdemo.fsq import FSQConfig
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.train import TrainConfig
 
 BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "folder")]
-KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "vae": "VAE"}
+KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "fsq": "FSQ", "vae": "VAE"}
+KLS = [0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+FSQ_LEVELS = ["4,4,4", "8,6,5", "8,5,5,5"]  # 64, 240 and 1,000 codes (the last two from Mentzer et al. 2023)
 KS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 DIMS = [1, 2, 4, 8, 16, 32, 64]
 TRAIN = TrainConfig()  # the library's defaults for lr and batch size
 LRS = sorted({1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, TRAIN.lr})
 BATCHES = sorted({16, 32, 64, 128, 256, TRAIN.batch_size})
 DOWN = {"conv": [2, 4, 8], "patch": [2, 4, 7, 8]}
-HEALTHY, SEED_STYLE = QuantizerConfig(), seed_style_quantizer()
-PRESETS = {"healthy": "Healthy default", "seed": "Seed-style (collapses)"}
+HEALTHY, FAR_INIT, NEAR_INIT = QuantizerConfig(), far_init_quantizer(), near_init_quantizer()
+RECIPES = {"healthy": HEALTHY, "far": FAR_INIT, "near": NEAR_INIT}
+PRESETS = {"healthy": "Healthy default", "far": "Codes start far: N(0, 1) (collapses)",
+           "near": "Codes start near: U(-1/K, 1/K)"}
+STE_FORMS = {"paper": "z_e + sg(z_q - z_e)", "both": "z_q + (z_e - sg(z_e))"}
 MAX_UPLOAD_MB = 64
 SAVED = "tr_saved"
 CHART_EVERY_S = 3.0
@@ -64,13 +71,14 @@ SETTINGS = {
     "data": ("mnist", choice(BUILT_IN + ["folder"])), "kind": ("vq", choice(list(KINDS))),
     "arch": ("conv", choice(list(DOWN))), "down": (4, choice(sorted(set(DOWN["conv"] + DOWN["patch"])))),
     "k": (HEALTHY.k, choice(KS)), "d": (HEALTHY.dim, choice(DIMS)), "beta": (HEALTHY.beta, number(0.0, 2.0, float)),
-    "kl": (1.0, number(0.0, 10.0, float)), "lr": (TRAIN.lr, choice(LRS)), "batch": (TRAIN.batch_size, choice(BATCHES)),
+    "kl": (1.0, choice(KLS)), "lr": (TRAIN.lr, choice(LRS)), "batch": (TRAIN.batch_size, choice(BATCHES)),
     "budget": ("seconds", choice(["seconds", "steps"])), "secs": (30, number(5, 600)), "steps": (500, number(1, 100_000)),
     "seed": (0, number(0, 1_000_000)), "cb": (HEALTHY.codebook, choice(["ema", "grad"])),
     "init": (HEALTHY.init, choice(["kmeans", "uniform", "normal"])), "restart": (HEALTHY.restart_dead, flag),
-    "cosine": (HEALTHY.cosine, flag), "ste": (HEALTHY.ste, choice(["paper", "seed004"])),
+    "cosine": (HEALTHY.cosine, flag), "ste": (HEALTHY.ste, choice(list(STE_FORMS))),
     "depth": (4, number(1, 8)), "sizes": ("", lambda raw: raw[:80]), "shared": (False, flag),
     "norm": (False, flag), "prog": (0, number(0, 100_000)), "var": (False, flag),
+    "levels": ("8,6,5", choice(FSQ_LEVELS)),
 }
 
 
@@ -98,12 +106,12 @@ def save_settings() -> dict:
 
 
 def apply_preset() -> None:
-    q = SEED_STYLE if st.session_state["tr_preset"] == "seed" else HEALTHY
+    q = RECIPES.get(st.session_state["tr_preset"], HEALTHY)
     st.session_state.update(tr_cb=q.codebook, tr_init=q.init, tr_restart=q.restart_dead, tr_cosine=q.cosine, tr_ste=q.ste)
 
 
 def preset_of(v: dict) -> str | None:
-    for name, q in (("healthy", HEALTHY), ("seed", SEED_STYLE)):
+    for name, q in RECIPES.items():
         if (v["cb"], v["init"], v["restart"], v["cosine"], v["ste"]) == (q.codebook, q.init, q.restart_dead, q.cosine, q.ste):
             return name
     return None
@@ -143,8 +151,10 @@ def settings_form() -> dict:
     if "tr_preset" not in st.session_state:
         st.session_state["tr_preset"] = preset_of(v) or "healthy"
     st.radio("Codebook recipe", list(PRESETS), format_func=PRESETS.get, key="tr_preset", on_change=apply_preset,
-             horizontal=True, help="Seed-style is the seeds' plain recipe: N(0, 1) init, codebook learned by gradient, "
-             "no restarts; most codes die. Healthy: k-means init, EMA codebook, dead-code restart.")
+             horizontal=True, help="Both 'start' recipes learn the codebook by gradient with no restarts; only where the "
+             "codes start differs. N(0, 1) codes start far from the encoder's outputs and most never get picked; "
+             "U(-1/K, 1/K) codes start at their centre and get used. Healthy: k-means init on encoder outputs, EMA "
+             "codebook (Razavi et al. 2019), dead-code restart.")
     st.selectbox("Dataset", BUILT_IN + ["folder"], key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
@@ -161,21 +171,32 @@ def settings_form() -> dict:
     kind = st.radio("Model", list(KINDS), format_func=KINDS.get, key="tr_kind", horizontal=True)
     a, b = st.columns(2)
     arch = a.radio("Architecture", list(DOWN), key="tr_arch", horizontal=True,
-                   help="conv: strided convolutions + residual blocks (seed 000); patch: a patch MLP (seed 004)")
+                   help="conv: strided convolutions + residual blocks (van den Oord et al. 2017); patch: a patch MLP "
+                        "(Conv2d with kernel = stride = patch)")
     if st.session_state["tr_down"] not in DOWN[arch]:
         st.session_state["tr_down"] = 4
     down = b.selectbox("Downsample" if arch == "conv" else "Patch size", DOWN[arch], key="tr_down")
     size = NATIVE_SIZE[st.session_state["tr_data"]]
     h = ModelConfig(image_size=size, downsample=down).latent_size
     a, b = st.columns(2)
-    if kind != "vae":
-        a.select_slider("Codebook size K", KS, key="tr_k")
-    b.select_slider("Code size D" if kind != "vae" else "Latent channels D", DIMS, key="tr_d")
-    st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors"
-               + (f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."))
-    if kind == "vae":
-        st.slider("KL weight", 0.0, 10.0, step=0.1, key="tr_kl")
+    if kind == "fsq":
+        a.selectbox("Levels per channel", FSQ_LEVELS, key="tr_levels",
+                    format_func=lambda s: f"{s} ({math.prod(int(n) for n in s.split(','))} codes)",
+                    help="Finite scalar quantisation (Mentzer et al. 2023): each latent channel is bounded and rounded "
+                         "to this many levels; the codes are the grid's points. Nothing to learn, nothing to collapse.")
+        levels = [int(n) for n in st.session_state["tr_levels"].split(",")]
+        st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {len(levels)}-vectors, each channel rounded "
+                   f"to its levels: one of {math.prod(levels)} grid points. No codebook loss, no commitment loss.")
     else:
+        if kind != "vae":
+            a.select_slider("Codebook size K", KS, key="tr_k")
+        b.select_slider("Code size D" if kind != "vae" else "Latent channels D", DIMS, key="tr_d")
+        st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors"
+                   + (f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."))
+    if kind == "vae":
+        st.select_slider("KL weight", KLS, key="tr_kl", format_func=lambda x: f"{x:g}",
+                  help="Lower sends more bits per image (its KL to N(0, I)): sharper reconstructions, worse noise samples.")
+    elif kind != "fsq":
         st.slider("Commitment weight beta", 0.0, 2.0, step=0.05, key="tr_beta")
     a, b = st.columns(2)
     a.select_slider("Learning rate", LRS, key="tr_lr", format_func=lambda x: f"{x:g}")
@@ -186,7 +207,7 @@ def settings_form() -> dict:
         b.slider("Seconds", 5, 600, step=5, key="tr_secs")
     else:
         b.number_input("Steps", 1, 100_000, step=100, key="tr_steps")
-    if kind != "vae":
+    if kind in ("vq", "rq"):
         with st.expander("Codebook options", expanded=False):
             st.radio("Codebook update", ["ema", "grad"], key="tr_cb", horizontal=True,
                      format_func={"ema": "EMA (running k-means)", "grad": "gradient (codebook loss)"}.get)
@@ -194,8 +215,12 @@ def settings_form() -> dict:
                      format_func={"kmeans": "k-means on data", "uniform": "U(-1/K, 1/K)", "normal": "N(0, 1)"}.get)
             st.toggle("Restart dead codes", key="tr_restart")
             st.toggle("Cosine codebook (unit vectors)", key="tr_cosine")
-            st.radio("Straight-through form", ["paper", "seed004"], key="tr_ste", horizontal=True,
-                     format_func={"paper": "z_e + sg(z_q - z_e)", "seed004": "z_q + (z_e - sg(z_e))"}.get)
+            st.radio("Straight-through form", list(STE_FORMS), key="tr_ste", horizontal=True, format_func=STE_FORMS.get,
+                     help="The second form also sends the decoder's gradient to the codebook; an EMA codebook takes "
+                          "no gradient, so it needs the gradient codebook update.")
+            if st.session_state["tr_ste"] == "both" and st.session_state["tr_cb"] == "ema":
+                st.warning("An EMA codebook takes no gradient, so z_q + (z_e - sg(z_e)) would train exactly like "
+                           "the paper's form. Pick the gradient codebook update, or the paper's form.")
     if kind == "rq":
         with st.expander("Residual quantisation (RQ)", expanded=True):
             st.slider("Depth", 1, 8, key="tr_depth")
@@ -206,9 +231,9 @@ def settings_form() -> dict:
                             key="tr_prog")
     with st.expander("More", expanded=False):
         st.number_input("Seed", 0, 1_000_000, key="tr_seed")
-        st.toggle("Divide the recon loss by the data variance (seed 000)", key="tr_var")
+        st.toggle("Divide the recon loss by the data variance (as van den Oord et al. 2017's code does)", key="tr_var")
     v = save_settings()
-    if preset_of(v) is None and kind != "vae":
+    if preset_of(v) is None and kind in ("vq", "rq"):
         st.caption("Codebook options: custom (neither preset).")
     return v
 
@@ -217,6 +242,8 @@ def model_config(v: dict, data) -> ModelConfig:
     cfg = default_model_config(data, v["kind"], arch=v["arch"], downsample=v["down"], kl_weight=v["kl"])
     cfg.vq = QuantizerConfig(k=v["k"], dim=v["d"], beta=v["beta"], codebook=v["cb"], init=v["init"],
                              restart_dead=v["restart"], cosine=v["cosine"], ste=v["ste"])
+    if v["kind"] == "fsq":
+        cfg.fsq = FSQConfig(levels=[int(n) for n in v["levels"].split(",")])
     if v["kind"] == "rq":
         try:
             sizes = [int(s) for s in v["sizes"].split(",") if s.strip()] or [v["k"]] * v["depth"]
@@ -230,8 +257,8 @@ def model_config(v: dict, data) -> ModelConfig:
 
 
 def title_of(v: dict) -> str:
-    what = KINDS[v["kind"]] + ("" if v["kind"] == "vae" else f" K={v['k']} beta={v['beta']:g}")
-    recipe = {"seed": ", seed-style"}.get(preset_of(v) or "custom", "") if v["kind"] != "vae" else ""
+    what = KINDS[v["kind"]] + {"vae": "", "fsq": f" levels {v['levels']}"}.get(v["kind"], f" K={v['k']} beta={v['beta']:g}")
+    recipe = {"far": ", N(0,1) init", "near": ", U(-1/K,1/K) init"}.get(preset_of(v) or "custom", "") if v["kind"] in ("vq", "rq") else ""
     return f"{what} on {v['data']}{recipe}"
 
 
@@ -473,6 +500,26 @@ def finished_runs(me: str) -> None:
         st.caption("No runs on this server yet.")
 
 
+def trend(first: float, final: float) -> str:
+    return "rises" if final > first * 1.05 else "falls" if final < first / 1.05 else "stays level"
+
+
+def trend_caption(rows: list[dict]) -> str:
+    """What the two example curves show, read off the recorded numbers (never assumed)."""
+    loss = [r["loss"] for r in rows if r.get("type") == "train" and isinstance(r.get("loss"), (int, float))]
+    ppl = [(r["step"], r["perplexity"]) for r in rows if r.get("type") == "val" and isinstance(r.get("perplexity"), (int, float))]
+    k = last(rows, "k")
+    parts = []
+    if len(loss) > 1:
+        parts.append(f"Left: the training loss {trend(loss[0], loss[-1])}, from {loss[0]:.3g} to {loss[-1]:.3g}.")
+    if len(ppl) > 1 and k:
+        (s0, p0), (s1, p1) = ppl[0], ppl[-1]
+        parts.append(f"Right: validation perplexity {trend(p0, p1)}, from {p0:.1f} at step {s0} to {p1:.1f} at step "
+                     f"{s1}, against K = {k:g}: about {p1 / k:.0%} of the codebook is effectively in use.")
+    parts.append("Try the recipe whose codes start far from the data (N(0, 1)) to see how few codes it keeps.")
+    return " ".join(parts)
+
+
 def example() -> None:
     """What the panel will show, from the shipped mnist-vq's recorded run, so the page teaches before any click."""
     rows = runs.read_metrics(state.CHECKPOINTS / "mnist-vq")
@@ -483,8 +530,7 @@ def example() -> None:
     a.plotly_chart(charts.loss_curves(rows), key="tr_ex_loss")
     b.plotly_chart(charts.metric_curve(rows, "perplexity", "Perplexity (validation)", "perplexity",
                                        reference=last(rows, "k"), reference_name="K"), key="tr_ex_ppl")
-    st.caption("Left: the losses fall. Right: perplexity climbs towards K as codes come into use. Try the "
-               "seed-style recipe to watch it stay near 1–5 instead.")
+    st.caption(trend_caption(rows))
 
 
 # ---- the page ---------------------------------------------------------------------------------------------
@@ -516,8 +562,8 @@ with live_box:
     if goto := st.session_state.pop("tr_goto", None):
         st.session_state["tr_job"] = goto
     if not mine:
-        st.info("Nothing of yours is training. Pick settings and press **Start training**; with the seed-style "
-                "recipe you will see most codes die.")
+        st.info("Nothing of yours is training. Pick settings and press **Start training**; with the codes started "
+                "far from the data (N(0, 1)) you will see most codes die, with them started near it (U(-1/K, 1/K)) not.")
         example()
     else:
         ids = [j.id for j in mine]

@@ -93,13 +93,13 @@ def test_loss_terms_leave_the_model_unchanged():
     assert model.training and torch.equal(model.quantizer.codebook, before)
 
 
-def test_ste_gradients_paper_vs_seed004():
+def test_ste_gradients_paper_vs_both():
     g = explain.ste_gradients(seed=3)
-    for form in ("paper", "seed004"):
+    for form in ("paper", "both"):
         assert g[form]["forward_error"] < 1e-6   # both decode the code itself
         assert g[form]["grad_z_e"] > 0           # both reach the encoder
     assert g["paper"]["grad_e"] == 0.0            # the paper's form leaves the codebook to its own loss
-    assert g["seed004"]["grad_e"] > 0             # seed 004's form also trains the codebook from the decoder
+    assert g["both"]["grad_e"] > 0                # the "both" form also trains the codebook from the decoder
 
 
 def test_pick_example_prefers_structured_well_reconstructed_images():

@@ -7,6 +7,7 @@ tested in test_explain.py and the swap itself in the browser test.
 
 from pathlib import Path
 
+import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -79,3 +80,14 @@ def test_junk_url_state_falls_back():
     at = open_codebook(code="-7", by="nonsense")
     assert at.selectbox(key="cb_code").value == 0
     assert at.radio(key="cb_by").value == "code"
+
+
+def test_the_collapse_lesson_blames_where_the_codes_start():
+    at = open_codebook()
+    assert any(h.value.startswith("Where the codes start") for h in at.subheader)
+    text = " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+    assert "starts far from the encoder's outputs" in text
+    assert "seeds'" not in text and "seed 00" not in text.lower()
+    start = next(c.value for c in at.caption if c.value.startswith("A freshly built model"))
+    gaps = [float(v) for v in re.findall(r"start (?:a median )?([0-9.]+) (?:from|away)", start)]
+    assert len(gaps) == 2 and gaps[0] > 5 * gaps[1]  # N(0, 1) codes start far out, U(-1/K, 1/K) ones near

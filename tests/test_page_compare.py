@@ -100,3 +100,12 @@ def test_a_run_of_this_server_joins_and_the_selection_changes_the_view(runs_dir)
 def test_unknown_ids_in_the_url_fall_back_to_the_default(runs_dir):
     at = open_compare({"runs": "run:../../etc,shipped:nope"})
     assert at.multiselect(key="cmp_runs").value[0] == "shipped:mnist-vq"
+
+
+def test_every_compared_model_shows_its_rate_beside_its_psnr(runs_dir):
+    at = open_compare({"runs": "shipped:mnist-vq,shipped:mnist-vae"})
+    table = at.dataframe[0].value.set_index("model")
+    rates = dict(zip(table["kind"], table["bits per image"]))
+    assert rates["VQ"] == 294                    # 7 x 7 cells x log2(64) bits
+    assert 0 < rates["VAE"] < 294                # its KL to N(0, I), in bits
+    assert any("bits per image" in c.value for c in at.caption)

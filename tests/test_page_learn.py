@@ -60,9 +60,12 @@ def test_rq_model_shows_the_residual_steps():
     at = open_learn("mnist-rq")
     tables = [d.value for d in at.dataframe if "depth" in d.value.columns]
     assert tables and list(tables[0]["depth"]) == [1, 2, 3, 4]
-    residual_before = list(tables[0]["|residual| before"])
-    assert residual_before[-1] < residual_before[0]  # each depth explains part of what is left
+    residual_before = list(tables[0]["|residual| before (latent units)"])
+    assert residual_before[-1] < residual_before[0]  # over four depths, this cell's residual has shrunk
+    assert "residual scale s" in tables[0].columns   # distances and norms are on different, labelled scales
     assert any(h.value.startswith("Residual quantisation") for h in at.subheader)
+    rq_caption = next(c.value for c in at.caption if "the residual grows at depth 2 for" in c.value)
+    assert "shrinks depth by depth" not in rq_caption and "%" in rq_caption  # the measured fraction, not a promise
     assert any("loss = recon + sum_d" in c.value for c in at.code)  # the RQ loss, summed over depths
 
 
@@ -99,3 +102,27 @@ def test_url_state_is_clamped_and_junk_ignored():
     assert at.number_input(key="learn_row").value == 0
     assert at.number_input(key="learn_col").value == 3  # junk -> the default, the centre column
     assert cell_line(at).startswith("Cell (0, 3)")
+
+
+def test_the_learn_page_says_what_the_loaded_models_estimator_does():
+    at = open_learn("mnist-vq")  # EMA codebook
+    assert any("no gradient reaches it" in c.value for c in at.caption)
+
+
+def test_no_reference_article_numbers_on_the_learn_page():
+    for model in ("mnist-vq", "mnist-rq", "mnist-vae"):
+        at = open_learn(model)
+        shown = " ".join([m.value for m in at.markdown] + [c.value for c in at.caption]
+                         + [str(d.value.columns.tolist()) + str(d.value.values.tolist()) for d in at.dataframe])
+        assert "seed 00" not in shown.lower() and "seed-style" not in shown.lower() and "seed004" not in shown
+
+
+def test_the_distance_trick_states_its_caveat_with_numbers_computed_now():
+    at = open_learn("mnist-vq")
+    caveat = next(c.value for c in at.caption if c.value.startswith("The catch"))
+    assert "wrong" in caveat and "nearest_code" in caveat
+
+
+def test_the_prior_link_matches_whether_the_model_has_a_prior():
+    at = open_learn("mnist-vq")
+    assert any("trained prior" in p.proto.label for p in at.get("page_link"))

@@ -84,7 +84,7 @@ def test_url_settings_are_read_and_bad_ones_clamped():
     at = open_sample(seed=-5, n=999, temperature="nan", label=77, top_k="lots")
     assert at.number_input(key="sample_seed").value == 0
     assert at.slider(key="sample_n").value == 64
-    assert at.slider(key="sample_temperature").value == 1.0
+    assert at.slider(key="sample_temperature").value == pytest.approx(prior.DEFAULT_TEMPERATURE)
     assert at.selectbox(key="sample_label").value == -1
     assert at.number_input(key="sample_top_k").value == 0
 

@@ -114,13 +114,17 @@ def test_a_reload_with_the_url_id_finds_the_same_runs(runs_dir):
     assert stranger.query_params["me"] != me and "tr_job" not in keys(stranger)
 
 
-def test_the_seed_style_preset_sets_the_collapsing_recipe(runs_dir):
+def test_the_far_init_preset_sets_the_collapsing_recipe(runs_dir):
     at = open_train()
-    at.radio(key="tr_preset").set_value("seed").run()
+    at.radio(key="tr_preset").set_value("far").run()
     assert (at.radio(key="tr_cb").value, at.radio(key="tr_init").value, at.toggle(key="tr_restart").value) == (
         "grad", "normal", False)
     assert (at.query_params["cb"], at.query_params["init"], at.query_params["restart"]) == ("grad", "normal", "0")
-    assert "seed-style" in at.text_input(key="tr_title").placeholder
+    assert "N(0,1) init" in at.text_input(key="tr_title").placeholder
+    assert "seed" not in " ".join(at.radio(key="tr_preset").options).lower()
+    at.radio(key="tr_preset").set_value("near").run()
+    assert (at.radio(key="tr_cb").value, at.radio(key="tr_init").value, at.toggle(key="tr_restart").value) == (
+        "grad", "uniform", False)
     at.radio(key="tr_preset").set_value("healthy").run()
     assert at.radio(key="tr_cb").value == "ema" and "cb" not in at.query_params
 
@@ -179,3 +183,26 @@ def test_bad_input_gets_a_message_not_a_traceback(runs_dir):
     at.button(key="tr_start").click().run()
     assert any("upload a .zip" in e.value.replace("\\", "") for e in at.error)   # shown as text: markdown-escaped
     assert job_queue().list_jobs() == []
+
+
+def test_the_example_caption_reads_the_recorded_curve(runs_dir):
+    at = open_train()
+    rows = runs.read_metrics(Path(__file__).resolve().parents[1] / "checkpoints" / "mnist-vq")
+    ppl = [r["perplexity"] for r in rows if r.get("type") == "val"]
+    caption = next(c.value for c in at.caption if c.value.startswith("Left: the training loss"))
+    word = "rises" if ppl[-1] > ppl[0] * 1.05 else "falls" if ppl[-1] < ppl[0] / 1.05 else "stays level"
+    assert f"perplexity {word}, from {ppl[0]:.1f}" in caption and "climbs towards K" not in caption
+
+
+def test_fsq_is_a_model_kind_with_its_levels_and_no_codebook_options(runs_dir):
+    at = open_train()
+    at.radio(key="tr_kind").set_value("fsq").run()
+    assert not at.exception
+    assert at.selectbox(key="tr_levels").value == "8,6,5"
+    assert "tr_k" not in keys(at) and "tr_beta" not in keys(at) and "tr_cb" not in keys(at)
+    assert "FSQ levels 8,6,5" in at.text_input(key="tr_title").placeholder
+
+
+def test_the_both_estimator_with_an_ema_codebook_is_warned_about(runs_dir):
+    at = open_train({"ste": "both"})
+    assert any("EMA codebook takes no gradient" in w.value for w in at.warning)

@@ -49,8 +49,8 @@ def test_paper_ste_copies_decoder_gradient_to_encoder_only():
     assert vq.codebook.grad is None or vq.codebook.grad.abs().sum() == 0
 
 
-def test_seed004_ste_also_trains_the_codebook_from_the_decoder():
-    vq = VectorQuantizer(QuantizerConfig(k=8, dim=4, codebook="grad", init="normal", restart_dead=False, ste="seed004"))
+def test_both_ste_also_trains_the_codebook_from_the_decoder():
+    vq = VectorQuantizer(QuantizerConfig(k=8, dim=4, codebook="grad", init="normal", restart_dead=False, ste="both"))
     z = torch.randn(2, 4, 3, 3, requires_grad=True)
     out = vq(z)
     upstream = torch.randn_like(out.z_q)

@@ -11,7 +11,7 @@ import torch
 from helpers import tiny_config
 from vqdemo import runs
 from vqdemo.data import DataConfig, load_data
-from vqdemo.fit import fit, seed_style_quantizer
+from vqdemo.fit import far_init_quantizer, fit, near_init_quantizer
 from vqdemo.models import build_model
 from vqdemo.train import Control, TrainConfig, train
 
@@ -115,13 +115,15 @@ def test_bad_training_settings_are_refused(bad):
 
 
 @pytest.mark.slow
-def test_healthy_default_uses_far_more_codes_than_the_seed_style_baseline(tmp_path):
-    """The collapse contrast the app teaches: same net, same data, same steps."""
+def test_codes_started_far_from_the_data_collapse_and_near_ones_do_not(tmp_path):
+    """The collapse contrast the app teaches: same net, same data, same steps; the gradient codebook without restarts
+    collapses with N(0, 1) init (far from the encoder's outputs) and not with U(-1/K, 1/K) init (near them)."""
     used = {}
-    for name, vq in {"default": None, "seed": seed_style_quantizer(k=32, dim=8)}.items():
+    for name, vq in {"default": None, "far": far_init_quantizer(k=32, dim=8), "near": near_init_quantizer(k=32, dim=8)}.items():
         cfg = tiny_config(k=32)
         if vq is not None:
             cfg.vq = vq
         _, result = fit(cfg, DataConfig(name="digits"), TrainConfig(steps=150, batch_size=64, val_every=150))
         used[name] = result.last_val["used"]
-    assert used["default"] >= 28 and used["seed"] <= used["default"] / 2, used
+    assert used["default"] >= 28 and used["far"] <= used["default"] / 2, used
+    assert used["near"] > 2 * used["far"], used

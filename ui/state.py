@@ -29,7 +29,7 @@ class ModelChoice:
     id: str          # "shipped:<name>" or "run:<run id>"
     label: str
     path: Path
-    kind: str        # vq | rq | vae
+    kind: str        # vq | rq | fsq | vae
 
 
 @dataclass
@@ -61,7 +61,7 @@ def model_choices() -> list[ModelChoice]:
             out.append(ModelChoice(f"shipped:{info.id}", f"{info.id} (shipped)", info.path, kind))
     out.sort(key=lambda c: c.id)
     for info in runs.list_runs(runs_dir()):
-        if info.has_weights and info.meta.get("kind") in ("vq", "rq", "vae"):
+        if info.has_weights and info.meta.get("kind") in ("vq", "rq", "fsq", "vae"):
             title = text.plain(info.meta.get("title") or info.id, 80)
             out.append(ModelChoice(f"run:{info.id}", f"{title} ({info.state})", info.path, info.meta["kind"]))
     return out

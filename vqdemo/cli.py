@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .analysis import rate_bits
 from .data import DATASETS, DataConfig, DataError, load_data
 from .images import ImageError
 from .quantize import QuantizerConfig, ResidualConfig
@@ -88,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-path", help="folder or zip for folder / mnist-full / cifar10")
     t.add_argument("--image-size", type=_positive_int)
     t.add_argument("--download", action="store_true", help="mnist-full / cifar10: download when missing (needs internet)")
-    t.add_argument("--model", default="vq", choices=["vq", "rq", "vae"])
+    t.add_argument("--model", default="vq", choices=["vq", "rq", "fsq", "vae"],
+                   help="vq: VQ-VAE (van den Oord et al. 2017); rq: RQ-VAE (Lee et al. 2022); fsq: finite scalar "
+                        "quantisation (Mentzer et al. 2023); vae: a Gaussian VAE")
+    t.add_argument("--levels", type=_int_list, help="FSQ: levels per latent channel, e.g. 8,6,5 (240 codes)")
     t.add_argument("--arch", default="conv", choices=["conv", "patch"])
     t.add_argument("--downsample", type=_positive_int, default=4, help="conv: 2, 4 or 8; patch: the patch size")
     t.add_argument("--hidden", type=_positive_int)
@@ -101,14 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--restart-dead", type=_on_off, default=True, metavar="on|off")
     t.add_argument("--dead-threshold", type=_finite, default=0.5)
     t.add_argument("--cosine", action="store_true")
-    t.add_argument("--ste", default="paper", choices=["paper", "seed004"])
+    t.add_argument("--ste", default="paper", choices=["paper", "both"],
+                   help="straight-through form: paper, z_e + sg(z_q - z_e) (van den Oord et al. 2017); both, "
+                        "z_q + (z_e - sg(z_e)), which also sends the decoder's gradient to a gradient codebook "
+                        "(needs --codebook grad)")
     t.add_argument("--depth", type=_positive_int, default=4, help="RQ depth")
     t.add_argument("--ks", type=_int_list, help="RQ codebook size per depth, e.g. 512,256,128 (default: K at every depth)")
     t.add_argument("--shared-codebook", action="store_true")
     t.add_argument("--norm-residual", action="store_true")
     t.add_argument("--progressive-steps", type=int, default=0)
-    t.add_argument("--kl-weight", type=_finite, default=1.0)
-    t.add_argument("--normalize-recon", action="store_true", help="divide the recon loss by the data variance (seed 000)")
+    t.add_argument("--kl-weight", type=_finite, default=1.0,
+                   help="VAE: weight of the KL term (KL summed over latents, divided by the pixel count like the MSE); "
+                        "lower sends more bits per image")
+    t.add_argument("--normalize-recon", action="store_true",
+                   help="divide the recon loss by the data variance (as van den Oord et al. 2017's code does)")
     t.add_argument("--seconds", type=_finite)
     t.add_argument("--steps", type=_positive_int)
     t.add_argument("--batch-size", type=_positive_int, default=64)
@@ -136,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps = psub.add_parser("sample")
     ps.add_argument("run", type=Path)
     ps.add_argument("--n", type=_int_in(1, 1024), default=16)
-    ps.add_argument("--temperature", type=_finite, default=1.0)
+    ps.add_argument("--temperature", type=_finite, default=None,
+                    help="below 1 favours the prior's likelier codes (default: the library's DEFAULT_TEMPERATURE)")
     ps.add_argument("--top-k", type=_int_in(1, 65536))
     ps.add_argument("--seed", type=SEED, default=0)
     ps.add_argument("--label", type=_int_in(0, 9999))
@@ -172,6 +183,7 @@ def _progress(total_steps: int | None, seconds: float | None):
 
 def cmd_train(a: argparse.Namespace) -> int:
     from .fit import check_trainable, fit
+    from .fsq import FSQConfig
     from .models import ModelConfig
 
     if a.seconds is None and a.steps is None:
@@ -181,12 +193,15 @@ def cmd_train(a: argparse.Namespace) -> int:
                          restart_dead=a.restart_dead, dead_threshold=a.dead_threshold, cosine=a.cosine, ste=a.ste)
     rq = ResidualConfig(depth=a.depth, codebook_sizes=a.ks or [a.k] * a.depth, shared=a.shared_codebook,
                         norm_residual=a.norm_residual, progressive_steps=a.progressive_steps)
-    model_cfg = ModelConfig(kind=a.model, arch=a.arch, downsample=a.downsample, vq=vq, rq=rq, kl_weight=a.kl_weight)
+    fsq = FSQConfig(levels=a.levels) if a.levels else FSQConfig()
+    model_cfg = ModelConfig(kind=a.model, arch=a.arch, downsample=a.downsample, vq=vq, rq=rq, fsq=fsq, kl_weight=a.kl_weight)
     train_cfg = TrainConfig(steps=a.steps, seconds=a.seconds, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                             val_every=a.val_every, device=a.device, threads=a.threads)
     model_cfg.vq.validate()
     if a.model == "rq":
         rq.validate()
+    if a.model == "fsq":
+        fsq.validate()
     train_cfg.validate()
     data = load_data(data_cfg)
     model_cfg.channels, model_cfg.image_size = data.channels, data.image_size
@@ -250,6 +265,7 @@ def evaluate(run: Path) -> dict:
     out.update({k: v for k, v in stats.items() if k.startswith("psnr@")})
     if "kl" in stats:
         out["kl"] = stats["kl"]
+    out["bits_per_image"] = rate_bits(model, stats)  # what the bottleneck carries: compare PSNR only beside it
     return out
 
 
@@ -291,7 +307,8 @@ def cmd_prior(a: argparse.Namespace) -> int:
     from .images import to_uint8, upscale_nearest
     from .analysis import image_grid
 
-    images = prior.sample_images(a.run, n=a.n, temperature=a.temperature, top_k=a.top_k, seed=a.seed, label=a.label)
+    temperature = prior.DEFAULT_TEMPERATURE if a.temperature is None else a.temperature
+    images = prior.sample_images(a.run, n=a.n, temperature=temperature, top_k=a.top_k, seed=a.seed, label=a.label)
     grid = upscale_nearest(to_uint8(image_grid(images)), 4)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(a.out)

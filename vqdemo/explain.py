@@ -1,8 +1,9 @@
 """The numbers the Learn, Reconstruct and Codebook pages put on screen, beyond `analysis`.
 
-Each function makes one idea of the seeds checkable with this model's own tensors: the expanded
-distance next to the brute-force one (seed 000), quantisation depth by depth (seed 002), where the
-straight-through gradient goes in both forms (seeds 001 and 004), the loss terms of one image. No streamlit here.
+Each function makes one idea checkable with this model's own tensors: the expanded distance next to the
+brute-force one, quantisation depth by depth (RQ-VAE, Lee et al. 2022), where the straight-through gradient
+goes in both forms (van den Oord et al. 2017 and the "both" variant), the loss terms of one image.
+No streamlit here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fsq import FiniteScalarQuantizer
 from .models import VQVAE
-from .quantize import ResidualQuantizer, VectorQuantizer, nearest_code
+from .quantize import QuantizerConfig, ResidualQuantizer, VectorQuantizer, nearest_code
 
 
 @dataclass
@@ -50,7 +52,7 @@ class DepthStep:
 def _layers(model: VQVAE) -> list[tuple[VectorQuantizer, Tensor]]:
     q = model.quantizer
     if isinstance(q, ResidualQuantizer):
-        return [(q.layer(d), q.scales[d]) for d in range(q.rq.depth)]
+        return [(q.layer(d), q.scales[d]) for d in range(q.trained_depth)]
     return [(q, torch.ones(()))]
 
 
@@ -62,6 +64,12 @@ def quantize_steps(model: VQVAE, z_e: Tensor) -> list[DepthStep]:
     `model.encode_codes` and the sum of `chosen` equals the model's z_q.
     """
     b, d, h, w = z_e.shape
+    q = model.quantizer
+    if isinstance(q, FiniteScalarQuantizer):  # one step: the nearest grid point is each channel rounded
+        flat = (q.bound(z_e) / q._per_channel(q.half_width)).permute(0, 2, 3, 1).reshape(-1, d)  # (B*h*w, L)
+        codes, dist = nearest_code(flat, q.vectors())
+        codes = codes.reshape(b, h, w)
+        return [DepthStep(z_e.detach(), flat, codes, dist, q.lookup(codes))]
     residual = z_e.detach()
     steps = []
     for layer, scale in _layers(model):
@@ -116,13 +124,13 @@ def ste_gradients(seed: int = 0, dim: int = 4) -> dict[str, dict[str, float]]:
     """Where the decoder's gradient goes under each straight-through form, on a toy vector.
 
     The decoder input equals e (the code) in both forms. The paper's z_e + sg(e - z_e) sends the
-    gradient to the encoder output only; seed 004's e + (z_e - sg(z_e)) sends it to both z_e and e,
+    gradient to the encoder output only; the "both" form e + (z_e - sg(z_e)) sends it to z_e and e,
     so the codebook also learns from the reconstruction loss.
     """
     g = torch.Generator().manual_seed(seed)
     z0, e0, w = (torch.randn(dim, generator=g) for _ in range(3))
     out = {}
-    for name, form in (("paper", lambda z, e: z + (e - z).detach()), ("seed004", lambda z, e: e + (z - z.detach()))):
+    for name, form in (("paper", lambda z, e: z + (e - z).detach()), ("both", lambda z, e: e + (z - z.detach()))):
         z, e = z0.clone().requires_grad_(True), e0.clone().requires_grad_(True)
         q = form(z, e)
         (q * w).sum().backward()  # a stand-in decoder loss, linear in its input
@@ -132,6 +140,63 @@ def ste_gradients(seed: int = 0, dim: int = 4) -> dict[str, dict[str, float]]:
             "grad_e": float(e.grad.norm()) if e.grad is not None else 0.0,
         }
     return out
+
+
+def ste_summary(cfg: QuantizerConfig) -> str:
+    """What the straight-through estimator of a model with this quantiser config actually does, in one sentence."""
+    if cfg.codebook == "ema":
+        return ("This model's codebook is updated by EMA (Razavi et al. 2019), so no gradient reaches it: its encoder "
+                "learns through the paper's form z_e + sg(z_q - z_e), and the codebook by running averages.")
+    if cfg.ste == "both":
+        return ("This model learns its codebook by gradient and uses z_q + (z_e - sg(z_e)): its codebook learns from "
+                "the codebook loss and from the decoder's gradient.")
+    return ("This model learns its codebook by gradient and uses the paper's form z_e + sg(z_q - z_e): its codebook "
+            "learns from the codebook loss alone.")
+
+
+@dataclass
+class OffsetCheck:
+    """The expanded distance on vectors sharing a large offset, float32, against exact float64 distances."""
+
+    offset: float
+    naive_wrong: float     # fraction of argmins the plain expansion gets wrong
+    naive_negative: float  # fraction of plain expanded distances below 0
+    wrong: float           # fraction `nearest_code` (centred first) gets wrong
+
+
+def offset_check(offset: float = 1000.0, n: int = 512, k: int = 64, dim: int = 16, seed: int = 0) -> OffsetCheck:
+    """Why `nearest_code` centres before expanding: latents and codes near `offset` +- 1, in float32."""
+    g = torch.Generator().manual_seed(seed)
+    x = offset + torch.randn(n, dim, generator=g)
+    e = offset + torch.randn(k, dim, generator=g)
+    exact = torch.cdist(x.double(), e.double()).argmin(1)
+    naive = x.pow(2).sum(1, keepdim=True) - 2 * x @ e.t() + e.pow(2).sum(1)[None, :]
+    codes, _ = nearest_code(x, e)
+    return OffsetCheck(offset, float((naive.argmin(1) != exact).float().mean()), float((naive < 0).float().mean()),
+                       float((codes != exact).float().mean()))
+
+
+@dataclass
+class FSQCell:
+    """One latent cell through finite scalar quantisation, channel by channel."""
+
+    z_e: list[float]       # the encoder's numbers
+    bounded: list[float]   # squashed into each channel's range
+    level: list[int]       # rounded: which of the channel's levels (0 .. levels - 1)
+    levels: list[int]
+    code: int              # the mixed-radix id of the grid point
+
+
+@torch.no_grad()
+def fsq_cell(model: VQVAE, z_e: Tensor, row: int, col: int) -> FSQCell:
+    """z_e (1, L, h, w) of an FSQ model -> what happens to cell (row, col)."""
+    q = model.quantizer
+    if not isinstance(q, FiniteScalarQuantizer):
+        raise ValueError("fsq_cell needs an FSQ model")
+    bounded = q.bound(z_e)[0, :, row, col]
+    level = (bounded.round() + q.half_width).long()
+    code = int((level * q.basis).sum())
+    return FSQCell(z_e[0, :, row, col].tolist(), bounded.tolist(), level.tolist(), list(q.cfg.levels), code)
 
 
 def pick_example(x: Tensor, score: Tensor, first: int = 64) -> int:

@@ -1,4 +1,5 @@
-"""The autoencoders: VQ-VAE (one codebook), RQ-VAE (a residual stack of codebooks) and a plain VAE.
+"""The autoencoders: VQ-VAE (one codebook), RQ-VAE (a residual stack of codebooks), FSQ (a fixed grid of codes)
+and a plain VAE.
 
 All three share the encoder/decoder of `nets.py`, so comparing them compares the bottleneck alone.
 Each implements the training protocol of `train.py`: `training_loss(batch)` and `validate(x, y, batch_size)`.
@@ -16,13 +17,14 @@ from torch import Tensor
 
 from .metrics import psnr
 from .nets import ConvDecoder, ConvEncoder, PatchDecoder, PatchEncoder
+from .fsq import FiniteScalarQuantizer, FSQConfig
 from .quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, perplexity_of
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "vq"          # "vq" | "rq" | "vae"
-    arch: str = "conv"        # "conv": strided convs + residual blocks (seed 000); "patch": patch MLP (seed 004)
+    kind: str = "vq"          # "vq" | "rq" | "fsq" | "vae"
+    arch: str = "conv"        # "conv": strided convs + residual blocks (van den Oord et al. 2017); "patch": a patch MLP
     channels: int = 1         # image channels C
     image_size: int = 28
     hidden: int = 64
@@ -31,12 +33,13 @@ class ModelConfig:
     downsample: int = 4       # conv: 2, 4 or 8 (28x28 -> 7x7 at 4); patch: the patch size
     vq: QuantizerConfig = field(default_factory=QuantizerConfig)
     rq: ResidualConfig = field(default_factory=ResidualConfig)
-    kl_weight: float = 1.0    # VAE only: weight of the KL term (per latent element, against per-pixel MSE)
-    data_variance: float = 1.0  # recon loss is divided by this (seed 000 divides by the training set's variance)
+    fsq: FSQConfig = field(default_factory=FSQConfig)  # kind "fsq": the latent has len(levels) channels
+    kl_weight: float = 1.0    # VAE only: weight of the KL term; the KL (nats, summed over latents) is divided by the pixel count, like the MSE
+    data_variance: float = 1.0  # recon loss is divided by this (van den Oord et al. 2017's code divides by the training set's variance)
 
     def validate(self) -> None:
-        if self.kind not in ("vq", "rq", "vae"):
-            raise ValueError(f"model kind must be vq, rq or vae, got {self.kind!r}")
+        if self.kind not in ("vq", "rq", "fsq", "vae"):
+            raise ValueError(f"model kind must be vq, rq, fsq or vae, got {self.kind!r}")
         if self.arch not in ("conv", "patch"):
             raise ValueError(f"architecture must be conv or patch, got {self.arch!r}")
         for name in ("channels", "image_size", "hidden", "res_blocks", "res_hidden", "downsample"):
@@ -64,6 +67,13 @@ class ModelConfig:
         self.vq.validate()
         if self.kind == "rq":
             self.rq.validate()
+        if self.kind == "fsq":
+            self.fsq.validate()
+
+    @property
+    def code_dim(self) -> int:
+        """Channels of the quantised latent the decoder reads: D, or one per FSQ level."""
+        return len(self.fsq.levels) if self.kind == "fsq" else self.vq.dim
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +83,8 @@ class ModelConfig:
         d = dict(d)
         vq = QuantizerConfig(**d.pop("vq", {}))
         rq = ResidualConfig(**d.pop("rq", {}))
-        return cls(vq=vq, rq=rq, **d)
+        fsq = FSQConfig(**d.pop("fsq", {}))
+        return cls(vq=vq, rq=rq, fsq=fsq, **d)
 
     @property
     def latent_size(self) -> int:
@@ -97,7 +108,7 @@ class Autoencoder(nn.Module):
         super().__init__()
         cfg.validate()
         self.config = cfg
-        d = cfg.vq.dim
+        d = cfg.code_dim
         if cfg.arch == "conv":
             self.encoder = ConvEncoder(cfg.channels, cfg.hidden, cfg.res_blocks, cfg.res_hidden, cfg.downsample, latent_channels)
             self.decoder = ConvDecoder(cfg.channels, cfg.hidden, cfg.res_blocks, cfg.res_hidden, cfg.downsample, d)
@@ -120,7 +131,7 @@ class Autoencoder(nn.Module):
     def decode_raw(self, z: Tensor) -> Tensor:
         """(B, D, h, w) -> (B, C, H, W), unbounded, cropped back to the image size.
 
-        The loss is taken on this linear output (as in seed 000): a sigmoid here saturates on MNIST's
+        The loss is taken on this linear output (as in the VQ-VAE reference code): a sigmoid here saturates on MNIST's
         black background within a few dozen steps and its gradient dies, freezing the decoder.
         """
         s = self.config.image_size
@@ -146,7 +157,7 @@ class Autoencoder(nn.Module):
 
     @torch.no_grad()
     def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
-        """Validation figures over the whole set; "score" (recon MSE) picks the best checkpoint (seed 004)."""
+        """Validation figures over the whole set; "score" (recon MSE) picks the best checkpoint."""
         sums: dict[str, float] = {}
         counts: list[Tensor] | None = None
         for i in range(0, len(x), batch_size):
@@ -195,12 +206,13 @@ class Autoencoder(nn.Module):
 
 
 class VQVAE(Autoencoder):
-    """VQ-VAE (kind "vq") or RQ-VAE (kind "rq"): the bottleneck snaps latents to codebook vectors."""
+    """VQ-VAE (kind "vq"), RQ-VAE (kind "rq") or FSQ (kind "fsq"): the bottleneck snaps latents to codes."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg, cfg.vq.dim)
-        self.quantizer: VectorQuantizer | ResidualQuantizer = (
-            ResidualQuantizer(cfg.vq, cfg.rq) if cfg.kind == "rq" else VectorQuantizer(cfg.vq)
+        super().__init__(cfg, cfg.code_dim)
+        self.quantizer: VectorQuantizer | ResidualQuantizer | FiniteScalarQuantizer = (
+            ResidualQuantizer(cfg.vq, cfg.rq) if cfg.kind == "rq"
+            else FiniteScalarQuantizer(cfg.fsq) if cfg.kind == "fsq" else VectorQuantizer(cfg.vq)
         )
 
     @property
@@ -239,6 +251,8 @@ class VQVAE(Autoencoder):
         return (q.layer(0) if isinstance(q, ResidualQuantizer) else q).usage.detach().cpu().clone()
 
     def set_beta(self, beta: float) -> None:
+        if isinstance(self.quantizer, FiniteScalarQuantizer):
+            raise ValueError("FSQ has no commitment loss, so beta does nothing; its grid of codes is fixed")
         layers = self.quantizer.layers if isinstance(self.quantizer, ResidualQuantizer) else [self.quantizer]
         for layer in layers:
             layer.cfg.beta = beta

@@ -1,4 +1,4 @@
-"""Encoders and decoders: the conv stack with residual blocks (seed 000) and the patch MLP (seed 004)."""
+"""Encoders and decoders: the conv stack with residual blocks (van den Oord et al. 2017) and a patch MLP."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class ConvDecoder(nn.Module):
 
 
 class PatchEncoder(nn.Module):
-    """Seed 004's patch MLP: Conv2d with kernel = stride = patch, ReLU, then a per-position linear layer.
+    """A patch MLP: Conv2d with kernel = stride = patch, ReLU, then a per-position linear layer.
 
     No spatial prior at all: each patch is encoded on its own, which is why its codes look like patches.
     """

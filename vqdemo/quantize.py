@@ -1,9 +1,10 @@
 """Vector quantisation: one VQ layer, and residual quantisation built from depth-many of them.
 
-The VQ layer snaps every latent vector to its nearest codebook entry. Everything the seeds describe is an
-option here: the expanded distance |x|^2 - 2 x.e + |e|^2, codebook + beta * commitment loss, both forms of
-the straight-through estimator, a codebook learned by gradient or by EMA, uniform(-1/K, 1/K) or data
-(k-means) init, dead-code restart, cosine codebooks, and live resizing of K.
+The VQ layer snaps every latent vector to its nearest codebook entry (van den Oord et al. 2017). Every
+common variant is an option here: the expanded distance |x|^2 - 2 x.e + |e|^2, codebook + beta * commitment
+loss, two forms of the straight-through estimator, a codebook learned by gradient or by EMA (Razavi et al.
+2019), uniform(-1/K, 1/K), N(0, 1) or data (k-means) init, dead-code restart, cosine codebooks, and live
+resizing of K. Residual quantisation (RQ-VAE, Lee et al. 2022) is built from depth-many of the same layer.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ class QuantizerConfig:
     restart_dead: bool = True    # move codes unused for a while onto random encoder outputs
     dead_threshold: float = 0.5  # a code whose running usage (vectors per step) falls below this is dead
     cosine: bool = False         # compare l2-normalised vectors (codes live on the unit sphere)
-    ste: str = "paper"           # "paper": z_e + sg(z_q - z_e); "seed004": z_q + (z_e - sg(z_e)), so the codebook also gets the decoder's gradient
+    ste: str = "paper"           # "paper": z_e + sg(z_q - z_e); "both": z_q + (z_e - sg(z_e)), so a gradient codebook also gets the decoder's gradient
+
+    def __post_init__(self) -> None:
+        # Configs written before the plain name say "seed004". With an EMA codebook that form never differed from
+        # the paper's (the codebook has no gradient and the encoder's is the same), so it loads as what it did.
+        if self.ste == "seed004":
+            self.ste = "both" if self.codebook == "grad" else "paper"
 
     def validate(self) -> None:
         if not (isinstance(self.k, int) and 2 <= self.k <= 65536):
@@ -49,8 +56,12 @@ class QuantizerConfig:
             raise ValueError(f"init must be 'kmeans', 'uniform' or 'normal', got {self.init!r}")
         if not (math.isfinite(self.dead_threshold) and 0 <= self.dead_threshold <= 1e6):  # 1e300 overflowed float32
             raise ValueError(f"dead_threshold must be in [0, 10^6] (vectors per step), got {self.dead_threshold!r}")
-        if self.ste not in ("paper", "seed004"):
-            raise ValueError(f"ste must be 'paper' or 'seed004', got {self.ste!r}")
+        if self.ste not in ("paper", "both"):
+            raise ValueError(f"ste must be 'paper' or 'both', got {self.ste!r}")
+        if self.ste == "both" and self.codebook == "ema":
+            raise ValueError("ste='both' sends the decoder's gradient to the codebook, but an EMA codebook takes no "
+                             "gradient: with codebook='ema' it would train exactly like ste='paper'. Use codebook='grad' "
+                             "or ste='paper'")
 
 
 @dataclass
@@ -79,10 +90,17 @@ def perplexity_of(counts: Tensor) -> float:
 def nearest_code(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
     """Nearest codebook row for each row of x by the expanded distance |x|^2 - 2 x.e + |e|^2.
 
-    The expansion turns N*K distance computations into one matrix multiply. Returns (codes (N,), dist (N, K)).
+    The expansion turns N*K distance computations into one matrix multiply. Its catch: in float32 the three
+    terms cancel, so vectors sharing a large offset (values near 1000 +- 1) get wrong argmins and negative
+    distances. Distances do not change when x and the codes move together, so both are first centred on the
+    codebook's mean, which removes any shared offset; rounding left over is clamped at 0.
+    Returns (codes (N,), dist (N, K)).
     """
+    centre = codebook.mean(0, keepdim=True)  # (1, D)
+    x, codebook = x - centre, codebook - centre
     # (N, D), (K, D) -> (N, K)
     dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)[None, :]
+    dist = dist.clamp_min(0)
     return dist.argmin(1), dist
 
 
@@ -126,10 +144,10 @@ class VectorQuantizer(nn.Module):
 
         codes, _ = nearest_code(flat.detach(), self.vectors().detach())  # (B*H*W,)
         counts = torch.bincount(codes, minlength=self.k)
+        e = self.vectors()[codes]  # (B*H*W, D) the codes as they were compared, before this step's EMA move and restarts
         if self.training:
             self._update(flat.detach(), codes, counts)
 
-        e = self.vectors()[codes]  # (B*H*W, D)
         codebook_loss = F.mse_loss(e, flat.detach()) if self.cfg.codebook == "grad" else flat.new_zeros(())
         commit_loss = F.mse_loss(flat, e.detach())
         if self.cfg.ste == "paper":
@@ -237,7 +255,7 @@ class VectorQuantizer(nn.Module):
 @dataclass
 class ResidualConfig:
     depth: int = 4
-    codebook_sizes: list[int] = field(default_factory=lambda: [64, 64, 64, 64])  # one K per depth (seed 002 suggests shrinking ones, e.g. 512, 256, 128)
+    codebook_sizes: list[int] = field(default_factory=lambda: [64, 64, 64, 64])  # one K per depth (shrinking ones, e.g. 512, 256, 128, also work)
     shared: bool = False         # one codebook used at every depth instead of one per depth
     norm_residual: bool = False  # divide each depth's residual by its running RMS so every codebook works at unit scale
     progressive_steps: int = 0   # > 0: switch depth d on after d * progressive_steps training steps
@@ -256,7 +274,7 @@ class ResidualConfig:
 class ResidualQuantized:
     z_q: Tensor             # (B, D, H, W) sum of the active depths' codes, straight-through gradient attached
     codes: Tensor           # (B, N, H, W) code ids, one map per depth
-    loss: Tensor            # sum over depths of |sg(r) - q|^2 + beta |r - sg(q)|^2 (seed 002)
+    loss: Tensor            # sum over depths of |sg(r) - q|^2 + beta |r - sg(q)|^2 (Lee et al. 2022)
     codebook_loss: Tensor
     commit_loss: Tensor
     layers: list[Quantized]
@@ -287,13 +305,25 @@ class ResidualQuantizer(nn.Module):
         return self.layers[0 if self.rq.shared else depth]
 
     @property
+    def trained_depth(self) -> int:
+        """How many depths have been switched on in training. A progressive run stopped early (say at step 700 of
+        depth 4 with a depth every 500 steps) has trained 2; the later codebooks never saw a residual, so
+        evaluating, showing, painting and priors use only the trained ones. `steps` is saved with the weights."""
+        if not self.rq.progressive_steps:
+            return self.rq.depth
+        return min(self.rq.depth, 1 + max(int(self.steps) - 1, 0) // self.rq.progressive_steps)
+
+    @property
     def codebook_sizes(self) -> list[int]:
-        return [self.layer(d).k for d in range(self.rq.depth)]
+        """K of each depth in use (the trained ones)."""
+        return [self.layer(d).k for d in range(self.trained_depth)]
 
     def forward(self, z_e: Tensor) -> ResidualQuantized:
         if self.training and self.rq.progressive_steps:
             self.active_depth = min(self.rq.depth, 1 + int(self.steps) // self.rq.progressive_steps)
             self.steps += 1
+        elif not self.training:
+            self.active_depth = self.trained_depth
         residual = z_e
         total = torch.zeros_like(z_e)
         outs: list[Quantized] = []
@@ -317,7 +347,7 @@ class ResidualQuantizer(nn.Module):
         return ResidualQuantized(
             z_q=z_q,
             codes=torch.stack([o.codes for o in outs], 1),  # N x (B, H, W) -> (B, N, H, W)
-            loss=codebook_loss + self.layers[0].cfg.beta * commit_loss,  # summed over depths (seed 002)
+            loss=codebook_loss + self.layers[0].cfg.beta * commit_loss,  # summed over depths (Lee et al. 2022)
             codebook_loss=codebook_loss,
             commit_loss=commit_loss,
             layers=outs,

@@ -1,0 +1,179 @@
+"""What students are told must be what the code does: one test per claim that once was false on screen."""
+
+import math
+
+import pytest
+import torch
+
+from helpers import tiny_config
+from vqdemo import analysis, explain, prior, runs
+from vqdemo.data import DataConfig, load_data
+from vqdemo.models import VQVAE, ModelConfig, build_model
+from vqdemo.quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, nearest_code
+
+
+# ---- the expanded distance with a large shared offset ------------------------------------------------------
+
+def test_nearest_code_is_exact_for_latents_sharing_an_offset_of_1000():
+    g = torch.Generator().manual_seed(0)
+    x = 1000 + torch.randn(2048, 16, generator=g)
+    e = 1000 + torch.randn(64, 16, generator=g)
+    codes, dist = nearest_code(x, e)
+    exact = torch.cdist(x.double(), e.double())
+    assert torch.equal(codes, exact.argmin(1))
+    assert (dist >= 0).all()
+    assert torch.allclose(dist.double(), exact.pow(2), atol=1e-2)
+
+
+def test_offset_check_shows_the_plain_expansion_failing_and_the_centred_one_not():
+    oc = explain.offset_check(1000.0)
+    assert oc.naive_wrong > 0.1 and oc.wrong == 0.0
+
+
+# ---- straight-through forms ----------------------------------------------------------------------------------
+
+def test_old_seed004_value_loads_as_what_it_did():
+    assert QuantizerConfig(codebook="grad", ste="seed004").ste == "both"
+    assert QuantizerConfig(codebook="ema", ste="seed004").ste == "paper"  # with EMA it never differed from the paper
+    cfg = ModelConfig.from_dict({**ModelConfig().to_dict(), "vq": {**QuantizerConfig().__dict__, "ste": "seed004"}})
+    cfg.validate()
+
+
+def test_the_both_form_with_an_ema_codebook_is_refused():
+    with pytest.raises(ValueError, match="EMA codebook takes no gradient"):
+        QuantizerConfig(codebook="ema", ste="both").validate()
+
+
+def test_ste_summary_says_what_an_ema_model_does():
+    assert "no gradient reaches it" in explain.ste_summary(QuantizerConfig(codebook="ema"))
+    assert "decoder's gradient" in explain.ste_summary(QuantizerConfig(codebook="grad", ste="both"))
+
+
+# ---- z_q is the code that was compared ------------------------------------------------------------------------
+
+def test_z_q_uses_the_codes_as_compared_before_the_ema_step_and_restarts():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(QuantizerConfig(k=8, dim=4, init="uniform", decay=0.5, dead_threshold=100.0))
+    vq.train()
+    before = vq.codebook.detach().clone()
+    z = torch.randn(2, 4, 3, 3)
+    out = vq(z)
+    assert not torch.equal(vq.codebook.detach(), before)      # the EMA step and restarts moved the codebook
+    expected = before[out.codes.flatten()]                    # (B*H*W, D)
+    got = out.z_q.permute(0, 2, 3, 1).reshape(-1, 4)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+# ---- progressive RQ stopped early -----------------------------------------------------------------------------
+
+def test_a_progressive_rq_stopped_early_uses_only_its_trained_depths(tmp_path):
+    cfg = tiny_config("rq")
+    cfg.rq = ResidualConfig(depth=3, codebook_sizes=[16, 16, 16], progressive_steps=10)
+    model = build_model(cfg)
+    model.train()
+    x = torch.rand(4, 1, 28, 28)
+    for _ in range(12):                                      # depth 2 switched on at step 10, depth 3 never
+        out = model(x)
+    assert out.codes.shape[1] == 2
+    model.eval()
+    assert model.quantizer.trained_depth == 2 and model.codebook_sizes == [16, 16]
+    assert model.encode_codes(x).shape[1] == 2
+    assert "mse@3" not in model.validate(x, None, 4)
+    runs.save_weights(tmp_path / runs.WEIGHTS, model, {"model": cfg.to_dict(), "kind": "rq"})
+    loaded, _ = runs.load_model(tmp_path)
+    assert loaded.encode_codes(x).shape[1] == 2 and loaded.codebook_sizes == [16, 16]
+    assert len(analysis.coarse_to_fine(loaded, x)) == 2
+    assert prior.prior_config_for(loaded).codebook_sizes == [16, 16]  # a prior models the trained depths only
+
+
+def test_a_finished_progressive_rq_uses_every_depth():
+    q = ResidualQuantizer(QuantizerConfig(k=8, dim=4), ResidualConfig(depth=3, codebook_sizes=[8, 8, 8], progressive_steps=5))
+    q.steps.fill_(11)  # steps 10 and 11 ran with depth 3
+    assert q.trained_depth == 3
+    q.steps.fill_(0)   # never trained: depth 1 is what would train first
+    assert q.trained_depth == 1
+
+
+# ---- where the codes start ------------------------------------------------------------------------------------
+
+def test_normal_codes_start_far_from_a_fresh_encoders_outputs_and_uniform_ones_near():
+    x = torch.rand(32, 1, 28, 28)
+    cfg = tiny_config(k=32, dim=16)
+    far = analysis.init_geometry(cfg, x, "normal")
+    near = analysis.init_geometry(cfg, x, "uniform")
+    data = analysis.init_geometry(cfg, x, "kmeans")
+    assert far.gap > 5 * near.gap and far.gap > 10 * far.spread  # N(0, 1) codes ~sqrt(D) away, outside the cloud
+    assert abs(far.code_dist.mean() - math.sqrt(16)) < 1.0
+    assert data.winners > far.winners and data.gap < near.gap
+
+
+# ---- residuals do not always shrink -----------------------------------------------------------------------------
+
+def test_residual_change_counts_vectors_whose_residual_grows():
+    torch.manual_seed(0)
+    cfg = tiny_config("rq")
+    model = build_model(cfg).eval()
+    x = torch.rand(8, 1, 28, 28)
+    change = analysis.residual_change(model, x, batch_size=3)
+    steps = explain.quantize_steps(model, model.encode(x))
+    for d in range(1, len(steps)):
+        before = steps[d].residual.norm(dim=1)
+        after = (steps[d].residual - steps[d].chosen).norm(dim=1)
+        assert change.grew[d - 1] == pytest.approx(float((after > before).float().mean()))
+    assert len(change.worse_images) == len(steps) - 1
+    assert all(0 <= w <= 1 for w in change.worse_images) and all(v >= 0 for v in change.worst_drop_db)
+
+
+# ---- rates ------------------------------------------------------------------------------------------------------
+
+def test_rate_bits_of_vq_and_vae():
+    vq = build_model(tiny_config(k=64))
+    assert analysis.rate_bits(vq, {}) == 49 * 6
+    rq = build_model(tiny_config("rq"))
+    assert analysis.rate_bits(rq, {}) == 49 * 3 * 4
+    vae = build_model(tiny_config("vae"))
+    assert analysis.rate_bits(vae, {"kl": 0.01}) == pytest.approx(0.01 * 784 / math.log(2))
+
+
+def test_the_vae_kl_term_is_the_kl_per_pixel():
+    torch.manual_seed(0)
+    vae = build_model(tiny_config("vae")).eval().requires_grad_(False)
+    x = torch.rand(3, 1, 28, 28)
+    mu, logvar = vae.encode(x).chunk(2, dim=1)
+    logvar = logvar.clamp(-10, 10)
+    kl_nats = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum()
+    assert float(vae(x).terms["kl"]) == pytest.approx(float(kl_nats) / x.numel(), rel=1e-5)
+
+
+# ---- captions computed from what is shown ---------------------------------------------------------------------
+
+def test_sample_note_claims_nothing_for_a_prior_that_learned_little():
+    weak = analysis.sample_note({"bits_per_image": 290.0}, 294.0, 1.0)
+    assert "learned little" in weak and "look like the data" not in weak
+    good = analysis.sample_note({"bits_per_image": 135.0}, 294.0, 1.0)
+    assert "54% fewer bits" in good
+    assert "towards random codes" in analysis.sample_note({"bits_per_image": 135.0}, 294.0, 2.0)
+
+
+# ---- plain names ---------------------------------------------------------------------------------------------
+
+BANNED = ("seed 00", "seed-style", "seeds'", "seed004", "the seeds")
+
+
+def test_no_reference_article_numbers_in_anything_a_user_reads():
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    files = [repo / "README.md", repo / "app.py", *(repo / "pages").glob("*.py"), *(repo / "ui").glob("*.py")]
+    for f in files:
+        text = f.read_text().lower()
+        for word in BANNED:
+            assert word not in text, f"{f.name} says {word!r}: name the idea and its paper instead"
+
+
+def test_cli_help_uses_plain_names(capsys):
+    from vqdemo import cli
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.lower().split())  # argparse wraps lines
+    assert not any(word in out for word in BANNED)
+    assert "both" in out and "mentzer et al. 2023" in out

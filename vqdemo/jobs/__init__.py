@@ -186,7 +186,7 @@ class Job:
         self._snapshot: dict | None = None
         self._latest: dict = {}
         vq = model_cfg.vq if model_cfg is not None else None
-        self._knobs = {"lr": self.train_cfg.lr} | ({"beta": vq.beta} if vq and self.kind != "vae" else {}) | (
+        self._knobs = {"lr": self.train_cfg.lr} | ({"beta": vq.beta} if vq and self.kind in ("vq", "rq") else {}) | (
             {"k": vq.k} if self.kind == "vq" else {})
         self._pending: dict[str, float] = {}
         self._paused_since: float | None = None
@@ -295,8 +295,8 @@ class Job:
                     raise JobError(str(e)) from None
                 clean["lr"] = float(value)
             elif name == "beta":
-                if self.kind == "vae":
-                    raise JobError("a VAE has no commitment weight beta; its KL weight is fixed for the run")
+                if self.kind not in ("vq", "rq"):
+                    raise JobError(f"a {self.kind.upper()} has no commitment weight beta; start a VQ or RQ run to try it")
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                         and 0 <= value <= 100):
                     raise JobError(f"beta must be a finite number in [0, 100], got {value!r}")

@@ -164,7 +164,7 @@ def assert_the_app_lists(root: Path, expected: dict[str, str]) -> None:
 
     os.environ["VQDEMO_RUNS_DIR"] = str(root)   # the autouse fixture restores it after the test
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.switch_page("pages/train.py").run()
+    at.switch_page("views/train.py").run()
     assert not at.exception, [e.message for e in at.exception]
     picker = at.sidebar.selectbox(key="model_picker").options   # labels: "<title or id> (<state>)"
     for run_id, state in expected.items():

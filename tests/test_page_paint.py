@@ -23,7 +23,7 @@ def open_paint(model: str = "mnist-vq") -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.query_params["model"] = f"shipped:{model}"
     at.run()
-    at.switch_page("pages/paint.py").run()
+    at.switch_page("views/paint.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value == "Paint with codes"
     return at

@@ -22,7 +22,7 @@ def open_reconstruct(model: str = "mnist-vq", **params) -> AppTest:
     for k, v in params.items():
         at.query_params[k] = str(v)
     at.run()
-    at.switch_page("pages/reconstruct.py").run()
+    at.switch_page("views/reconstruct.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value.startswith("Reconstruct")
     return at

@@ -19,24 +19,26 @@ from PIL import Image
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from ui import theme
 from vqdemo.analysis import image_grid
 from vqdemo.images import to_uint8
 
 ARGMIN = "#f59e0b"    # the nearest code / the picked thing
 SELECT = "#111827"    # outline of the selected cell
-DEAD = "#dc2626"      # codes no vector picked
+DEAD = theme.DEAD     # codes no vector picked: the only red of the app
 NEUTRAL = "#9ca3af"
-LABEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+LABEL_COLORS = list(theme.RUN_COLORS) + ["#393b79"]   # ten digits or classes, no red
 FONT = dict(family="Source Sans Pro, sans-serif")
 
 
 @lru_cache(maxsize=32)
 def code_colors(k: int) -> tuple[str, ...]:
-    """K distinct-ish colours, the same for a code id on every page: golden-angle hues, three lightnesses."""
+    """K distinct-ish colours, the same for a code id on every page: golden-angle hues, three lightnesses.
+
+    Hues stay within orange .. magenta (0.07 .. 0.90 of the wheel): red is kept for dead codes."""
     out = []
     for i in range(k):
-        hue = (i * 0.381966) % 1.0
+        hue = 0.07 + 0.83 * ((i * 0.381966) % 1.0)
         light = (0.50, 0.38, 0.62)[i % 3]
         r, g, b = colorsys.hls_to_rgb(hue, light, 0.70)
         out.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
@@ -58,11 +60,11 @@ def code_colorscale(k: int) -> list[list]:
 
 
 def _layout(fig: go.Figure, height: int, width: int | None = None, title: str | None = None, **kw) -> go.Figure:
-    margin = kw.pop("margin", dict(l=8, r=8, t=36 if title else 8, b=8))
-    fig.update_layout(height=height, width=width, margin=margin,
-                      title=dict(text=title, font=dict(size=14)) if title else None, font=FONT,
-                      showlegend=kw.pop("showlegend", False), **kw)
-    return fig
+    title = theme.wrap(title) if title else None
+    margin = kw.pop("margin", dict(l=8, r=8, t=theme.top_margin(title, False) if title else 8, b=8))
+    fig.update_layout(height=height, width=width, margin=margin, title=dict(text=title) if title else None,
+                      font=FONT, showlegend=kw.pop("showlegend", False), **kw)
+    return theme.style(fig)
 
 
 def png_uri(image: np.ndarray) -> str:

@@ -147,7 +147,7 @@ def map_panel() -> None:
         xy, method = bg.get(umap_key), "UMAP"
     elif proj == "UMAP" and status == "running":
         st.info("UMAP is computing in the background (about half a minute the first time, shared by everyone on "
-                "this server); PCA is shown until it is ready, and the map swaps by itself.", icon="⏳")
+                "this server); PCA is shown until it is ready, and the map swaps by itself.", icon=":material/hourglass_top:")
     elif proj == "UMAP" and status == "failed":
         try:
             bg.get(umap_key)

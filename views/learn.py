@@ -127,7 +127,7 @@ with stages[1]:
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
-    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", px(190), "RdBu"), config={"displayModeBar": False})
+    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", px(190), "PuOr"), config={"displayModeBar": False})
 with stages[3]:
     st.markdown(f"**→ distances to {K} codes**")
     st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
@@ -284,4 +284,4 @@ with prior_col:
     b.image(state.crisp(analysis.image_grid(mv["noise"], 3), 150), caption="N(0, 1) noise decoded (seed 003)")
     st.caption("Without a prior, neither random codes nor Gaussian noise decode to a plausible image: "
                "that is the prior's job.")
-    st.page_link("pages/sample.py", label="Sample from the trained prior", icon="🎲")
+    st.page_link("views/sample.py", label="Sample from the trained prior", icon=":material/casino:")

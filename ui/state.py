@@ -109,6 +109,10 @@ def _param(name: str, default: str) -> str:
     return st.query_params.get(name, default)
 
 
+# Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
+PAGE_CSS = """<style>
+[data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
+</style>"""
 # Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
 # fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text).
 PRESENTER_CSS = """<style>
@@ -156,6 +160,7 @@ def sidebar() -> Loaded | None:
         st.toggle("Presenter mode", key="presenter_toggle",
                   help="Larger text, images and charts for a projector; the page links move to the top bar.")
         st.query_params["present"] = "1" if present else "0"
+    st.markdown(PAGE_CSS, unsafe_allow_html=True)
     if present:
         st.markdown(PRESENTER_CSS, unsafe_allow_html=True)
         st.button("Leave presenter mode", icon=":material/close_fullscreen:", key="leave_presenter",

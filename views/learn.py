@@ -114,7 +114,7 @@ mv = model_view(key, model)
 st.header("1 · The pipeline, with this model's real tensors")
 B, C, H, W = tr.x.shape
 N = first.compared.shape[0]
-stages = st.columns(7)
+stages = st.columns(4) + st.columns(4)[:3]   # two rows of stages: each wide enough for its figure at 1024 px
 codes_np = first.codes[0].numpy()
 with stages[0]:
     st.markdown("**image x**")
@@ -171,7 +171,7 @@ with left:
     col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
     st.query_params["row"], st.query_params["col"] = str(row), str(col)
     st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), px(270)), key="learn_cellmap",
-                    on_select=on_cell_click, selection_mode="points", width="content",
+                    on_select=on_cell_click, selection_mode="points",
                     config={"displayModeBar": False})
     st.caption("The code map: click a cell (or type its row and column) to follow its vector.")
 

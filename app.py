@@ -23,6 +23,7 @@ pages = [
     st.Page("views/paint.py", title="Paint", icon=":material/brush:"),
     st.Page("views/sample.py", title="Sample", icon=":material/casino:"),
     st.Page("views/compare.py", title="Compare", icon=":material/balance:"),
+    st.Page("views/playground.py", title="Playground", icon=":material/scatter_plot:"),
 ]
 nav = st.navigation(pages, position="top" if present else "sidebar")
 st.session_state["loaded"] = state.sidebar()

@@ -153,9 +153,10 @@ def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: s
 
 
 def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str = "Codebook usage",
-                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT) -> go.Figure:
+                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT, color: str = USED) -> go.Figure:
     """One bar per code; codes at or below `dead_below` are dead, drawn as short red stubs so a collapsed
-    codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution)."""
+    codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution).
+    `color`: the live bars' colour (Compare gives each run its own)."""
     u = np.asarray(usage, dtype=float).reshape(-1)
     codes = np.arange(len(u))
     if sort:
@@ -165,9 +166,9 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
     stub = max(float(u.max(initial=0.0)), 1e-9) * 0.03
     x = np.arange(len(u))
     fig = go.Figure()
-    for name, mask, color, bars in (("in use", ~dead, USED, u), ("dead", dead, DEAD, np.maximum(u, stub))):
+    for name, mask, fill, bars in (("in use", ~dead, color, u), ("dead", dead, DEAD, np.maximum(u, stub))):
         if mask.any():
-            fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=color, width=0.9 if len(u) < 128 else 1.0,
+            fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=fill, width=0.9 if len(u) < 128 else 1.0,
                                  customdata=np.stack([codes[mask], u[mask]], 1),
                                  hovertemplate="code %{customdata[0]}: %{customdata[1]:.3g}<extra>" + name + "</extra>"))
     fig.update_layout(bargap=0.05 if len(u) < 128 else 0, barmode="overlay", showlegend=False)

@@ -27,7 +27,7 @@ ARGMIN = "#f59e0b"    # the nearest code / the picked thing
 SELECT = "#111827"    # outline of the selected cell
 DEAD = theme.DEAD     # codes no vector picked: the only red of the app
 NEUTRAL = "#9ca3af"
-LABEL_COLORS = list(theme.RUN_COLORS) + ["#393b79"]   # ten digits or classes, no red
+LABEL_COLORS = list(theme.RUN_COLORS) + ["#637939"]   # ten digits or classes, no red
 FONT = dict(family="Source Sans Pro, sans-serif")
 
 

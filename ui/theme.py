@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 DEAD = "#dc2626"   # the one red of the app: codes no vector picked
 # One colour per run (Compare overlays, Train's finished runs): distinct, colour-blind friendly, no red.
-RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#393b79", "#e377c2", "#7f7f7f", "#bcbd22")
 
 
 @dataclass(frozen=True)

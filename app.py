@@ -24,6 +24,7 @@ pages = [
     st.Page("views/sample.py", title="Sample", icon=":material/casino:"),
     st.Page("views/compare.py", title="Compare", icon=":material/balance:"),
     st.Page("views/playground.py", title="Playground", icon=":material/scatter_plot:"),
+    st.Page("views/lesson.py", title="Lesson", icon=":material/format_list_numbered:"),
 ]
 nav = st.navigation(pages, position="top" if present else "sidebar")
 st.session_state["loaded"] = state.sidebar()

@@ -152,11 +152,15 @@ def sidebar() -> Loaded | None:
             return None
         ids = [c.id for c in choices]
         wanted = _param("model", DEFAULT_MODEL)
+        linked = st.query_params.get("model")
+        if linked in ids and "model_picker" in st.session_state and linked != st.session_state.get("_model_in_url"):
+            st.session_state["model_picker"] = linked   # a link (the Lesson's, a shared one) names another model
         index = ids.index(wanted) if wanted in ids else (ids.index(DEFAULT_MODEL) if DEFAULT_MODEL in ids else 0)
         picked = st.selectbox("Model", ids, index=index, format_func=lambda i: choices[ids.index(i)].label,
                               key="model_picker", help="Shipped checkpoints and the runs trained on this server: "
                               "when each run started, who started it, its final K and validation PSNR.")
         st.query_params["model"] = picked
+        st.session_state["_model_in_url"] = picked
         st.toggle("Presenter mode", key="presenter_toggle",
                   help="Larger text, images and charts for a projector; the page links move to the top bar.")
         st.query_params["present"] = "1" if present else "0"

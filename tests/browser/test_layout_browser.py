@@ -30,6 +30,7 @@ PAGES = {  # url path -> the page title's first word
     "sample": "Sample",
     "compare": "Compare",
     "playground": "Playground",
+    "lesson": "Lesson",
 }
 NAV_LINKS = ["Learn", "Train", "Reconstruct"]   # the first links, always in the top bar even at 1024 px
 MIN_PRESENTER_FONT = 16

@@ -475,7 +475,7 @@ st.caption("Train a VQ-VAE, RQ-VAE or VAE in the background and watch its codebo
 me = owner_id()
 queue = job_queue()
 presenter = state.presenter()
-settings_box, live_box = (st.expander("New run settings"), st.container()) if presenter else st.columns([1, 2], gap="large")
+settings_box, live_box = (st.expander("New run settings"), st.container()) if presenter else st.columns([1, 1.5], gap="medium")
 
 with settings_box:
     settings = settings_form()

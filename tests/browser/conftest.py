@@ -266,7 +266,7 @@ def full_screenshot(page, name: str, width: int | None = None, folder: Path | No
 # Measured in the page: what sticks out of the viewport or out of its own box, and the smallest text.
 LAYOUT_JS = """(minFont) => {
   const vw = document.documentElement.clientWidth;
-  const out = {scrollWidth: document.documentElement.scrollWidth, viewport: vw, outside: [], clipped: [], small: []};
+  const out = {scrollWidth: document.documentElement.scrollWidth, viewport: vw, outside: [], clipped: [], small: [], broken: []};
   const main = document.querySelector('[data-testid=stMain]');
   const name = (e) => (e.closest('[data-testid]')?.getAttribute('data-testid') || e.tagName) + ' '
                       + (e.closest('[class*=st-key-]')?.className.match(/st-key-[\\w-]+/)?.[0] || '');
@@ -294,6 +294,18 @@ LAYOUT_JS = """(minFont) => {
     const r = img.getBoundingClientRect(), box = img.closest('[data-testid=stElementContainer]').getBoundingClientRect();
     if (visible(r) && r.right > box.right + 1) out.clipped.push(name(img) + ' image ' + Math.round(r.width) + ' > ' + Math.round(box.width));
   }
+  // A word split over two lines ("Architec ture") has two client rects.
+  for (const el of main.querySelectorAll('[data-testid=stWidgetLabel] p, [data-testid=stMetricLabel] p, h1, h2, h3, [role=radiogroup] label p')) {
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.textContent.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+        const rects = [...range.getClientRects()].filter((r) => r.width > 0);
+        if (rects.length > 1 && Math.abs(rects[0].top - rects[rects.length - 1].top) > 2) out.broken.push(name(el) + ' "' + m[0] + '"');
+      }
+    }
+  }
   if (minFont) {
     for (const t of main.querySelectorAll('[data-testid=stMarkdownContainer] p, [data-testid=stMarkdownContainer] li, [data-testid=stCaptionContainer]')) {
       const size = parseFloat(getComputedStyle(t).fontSize);
@@ -307,8 +319,9 @@ LAYOUT_JS = """(minFont) => {
 
 def layout_report(page, min_font: float = 0) -> dict:
     """Boxes measured against the viewport: {"scrollWidth", "viewport", "outside": [...], "clipped": [...],
-    "small": [...]}. outside: elements past the viewport's edges; clipped: charts wider than their box, chart
-    text past its chart, images wider than their box; small: chart and page text under min_font px."""
+    "small": [...], "broken": [...]}. outside: elements past the viewport's edges; clipped: charts wider than
+    their box, chart text past its chart, images wider than their box; small: chart and page text under
+    min_font px; broken: words of labels and headings split over two lines."""
     return page.evaluate(LAYOUT_JS, min_font)
 
 

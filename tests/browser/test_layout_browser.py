@@ -61,6 +61,7 @@ def test_page_fits_the_screen(page: Page, app_server, first_paint, layout_report
     assert report["scrollWidth"] <= report["viewport"], f"the page scrolls sideways: {report}"
     assert not report["outside"], f"past the viewport's edge: {report['outside']}"
     assert not report["clipped"], f"cut off: {report['clipped']}"
+    assert not report["broken"], f"words broken mid-word: {report['broken']}"
     if present:
         assert not report["small"], f"text under {MIN_PRESENTER_FONT} px in presenter mode: {report['small'][:10]}"
         nav = page.locator("[data-testid=stTopNav]")

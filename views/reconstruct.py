@@ -8,7 +8,7 @@ import streamlit as st
 from ui import figures as fg
 from ui import state
 from vqdemo import analysis, runs
-from vqdemo.images import ImageError, load_image
+from vqdemo.images import ImageError, border_mean, load_image
 from vqdemo.metrics import psnr_per_image
 
 MAX_UPLOAD_MB = 10
@@ -142,6 +142,20 @@ if up is not None:
     except ImageError as e:
         st.error(f"Could not use {up.name}: {e}")
     else:
+        # A photo of dark ink on white paper is the negative of what an MNIST model learned: detect it from the
+        # background (the image's border) and offer the inverted image, on by default when they disagree.
+        trained_bg, upload_bg = border_mean(data.val_x[:256]), border_mean(x)
+        mismatch = abs(upload_bg - trained_bg) > 0.5
+        invert = st.toggle("Invert the upload (dark ink on light paper becomes light on dark)", value=mismatch,
+                           key=f"rc_invert:{up.name}:{len(raw)}")
+        if mismatch:
+            st.info(f"Your image has a {'light' if upload_bg > trained_bg else 'dark'} background "
+                    f"(border brightness {upload_bg:.2f}); this model learned images with a "
+                    f"{'dark' if trained_bg < 0.5 else 'light'} one ({trained_bg:.2f}). "
+                    + ("It is inverted below so the model can read it; switch it off to compare."
+                       if invert else "Switch on the invert toggle to give the model what it expects."))
+        if invert:
+            x = 1 - x
         x_hat, p = analysis.reconstruct(model, x[None])
         cols = st.columns([1, 1, 2])
         cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})")

@@ -85,3 +85,18 @@ def test_long_titles_wrap_instead_of_being_cut():
     lines = theme.wrap(title, big=False).split("<br>")
     assert len(lines) == 2 and all(len(line) <= 44 for line in lines)
     assert max(len(line) for line in theme.wrap(title, big=True).split("<br>")) <= 30
+
+
+def test_the_model_picker_tells_look_alike_runs_apart(tmp_path):
+    from ui.state import run_label
+    from vqdemo import runs
+
+    meta = {"kind": "vq", "title": "VQ-VAE K=64 beta=0.25 on mnist", "owner": "a1b2c3d4e5f6"}
+    a = runs.RunInfo(tmp_path / "20261123-140501-abc123", meta,
+                     {"state": "done", "best": {"k": 64.0, "psnr": 23.41}})
+    b = runs.RunInfo(tmp_path / "20261123-141733-def456", {**meta, "owner": "ffff00001111"},
+                     {"state": "done", "best": {"k": 48.0, "psnr": 21.0}})
+    la, lb = run_label(a), run_label(b)
+    assert la != lb
+    assert la.startswith("14:05, student a1b2, K 64, 23.4 dB: VQ-VAE")   # the facts first, the title after
+    assert lb.startswith("14:17, student ffff, K 48, 21.0 dB")

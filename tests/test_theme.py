@@ -100,3 +100,18 @@ def test_the_model_picker_tells_look_alike_runs_apart(tmp_path):
     assert la != lb
     assert la.startswith("14:05, student a1b2, K 64, 23.4 dB: VQ-VAE")   # the facts first, the title after
     assert lb.startswith("14:17, student ffff, K 48, 21.0 dB")
+
+
+def test_no_emoji_and_no_internet_assets_in_the_app():
+    """A machine without emoji fonts shows boxes; a room without internet shows no remote favicon or font."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    emoji = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u231A-\u23FF\uFE0F]")
+    remote = re.compile(r"https?://(?!127\.0\.0\.1|localhost)")
+    for path in [repo / "app.py", *sorted((repo / "views").glob("*.py")), *sorted((repo / "ui").glob("*.py"))]:
+        text = path.read_text(encoding="utf-8")
+        assert not emoji.findall(text), f"{path.name}: {emoji.findall(text)}"
+        assert not remote.findall(text), f"{path.name} fetches from the internet"
+    assert "page_icon=FAVICON" in (repo / "app.py").read_text() and (repo / "ui" / "favicon.png").is_file()

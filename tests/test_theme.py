@@ -85,6 +85,8 @@ def test_long_titles_wrap_instead_of_being_cut():
     lines = theme.wrap(title, big=False).split("<br>")
     assert len(lines) == 2 and all(len(line) <= 44 for line in lines)
     assert max(len(line) for line in theme.wrap(title, big=True).split("<br>")) <= 30
+    narrow = theme.wrap("a long run label: 14:05, yours, K 64<br>64 of 64 codes alive", big=False, limit=20)
+    assert narrow.split("<br>")[-1] == "64 of 64 codes alive" and max(map(len, narrow.split("<br>"))) <= 20
 
 
 def test_the_model_picker_tells_look_alike_runs_apart(tmp_path):

@@ -54,10 +54,11 @@ def series(rows: Sequence[dict], key: str, kind: str | None = None, x: str = "st
     return xs, [float(r[key]) for r in picked]
 
 
-def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool = False, height: int = HEIGHT) -> go.Figure:
-    """Title (wrapped, never cut), a one-row legend between it and the plot, text sized for the mode
-    (theme.style), readable log ticks (1e-1, 1e-2, ... with no 2 and 5 in between)."""
-    title = theme.wrap(title)
+def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool = False, height: int = HEIGHT,
+            title_chars: int | None = None) -> go.Figure:
+    """Title (wrapped to title_chars a line, never cut), a one-row legend between it and the plot, text sized
+    for the mode (theme.style), readable log ticks (0.1, 0.01, ... or 0.02, 0.05: never a bare 2 or 5)."""
+    title = theme.wrap(title, limit=title_chars)
     legend = len(fig.data) > 1 and fig.layout.showlegend is not False
     fig.update_layout(title=dict(text=title, y=1.0, yanchor="top", pad=dict(t=6), yref="container"),
                       height=height + (theme.top_margin(title, legend) - 58 if theme.presenter() else 0),
@@ -153,10 +154,12 @@ def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: s
 
 
 def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str = "Codebook usage",
-                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT, color: str = USED) -> go.Figure:
+                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT, color: str = USED,
+                    title_chars: int | None = None) -> go.Figure:
     """One bar per code; codes at or below `dead_below` are dead, drawn as short red stubs so a collapsed
     codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution).
-    `color`: the live bars' colour (Compare gives each run its own)."""
+    `color`: the live bars' colour (Compare gives each run its own); `title_chars`: per title line, for narrow
+    charts (the count of live codes always starts a line of its own)."""
     u = np.asarray(usage, dtype=float).reshape(-1)
     codes = np.arange(len(u))
     if sort:
@@ -172,7 +175,8 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
                                  customdata=np.stack([codes[mask], u[mask]], 1),
                                  hovertemplate="code %{customdata[0]}: %{customdata[1]:.3g}<extra>" + name + "</extra>"))
     fig.update_layout(bargap=0.05 if len(u) < 128 else 0, barmode="overlay", showlegend=False)
-    _layout(fig, f"{title}: {int((~dead).sum())} of {len(u)} codes alive", y_title, height=height)
+    _layout(fig, f"{title}:<br>{int((~dead).sum())} of {len(u)} codes alive", y_title, height=height,
+            title_chars=title_chars)
     fig.update_xaxes(title="codes, most used first" if sort else "code id", showticklabels=not sort,
                      range=[-0.5, len(u) - 0.5])
     fig.update_layout(hovermode="closest", showlegend=False)

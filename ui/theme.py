@@ -67,18 +67,23 @@ def style(fig: go.Figure, big: bool | None = None) -> go.Figure:
     return fig
 
 
-def wrap(title: str, big: bool | None = None) -> str:
+def wrap(title: str, big: bool | None = None, limit: int | None = None) -> str:
     """Break a chart title at word boundaries so it fits a half-width column at 1024 px (Plotly never
-    wraps a title; it cuts it). Lines are joined with <br>."""
-    limit = 30 if fonts(big) is PRESENTER else 44
-    lines, line = [], ""
-    for word in title.split(" "):
-        if line and len(line) + 1 + len(word) > limit:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return "<br>".join(lines + [line])
+    wraps a title; it cuts it). Lines are joined with <br>; existing <br> breaks are kept. limit: characters
+    per line for narrower charts (the presenter mode's limit is 2/3 of it, its text being larger)."""
+    limit = limit or 44
+    limit = round(limit * 2 / 3) if fonts(big) is PRESENTER else limit
+    lines = []
+    for part in title.split("<br>"):
+        line = ""
+        for word in part.split(" "):
+            if line and len(line) + 1 + len(word) > limit:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    return "<br>".join(lines)
 
 
 def top_margin(title: str | None, legend: bool, big: bool | None = None) -> int:

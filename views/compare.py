@@ -134,7 +134,7 @@ def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) ->
                     st.info(f"{c.label}: a VAE has no codebook.")
                     continue
                 st.plotly_chart(charts.usage_histogram(counts, 0, c.label, "uses", sort=True, height=240,
-                                                       color=colors[c.label]),
+                                                       color=colors[c.label], title_chars=26),
                                 key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
                            + (" (depth 1)" if c.kind == "rq" else "") + ".")

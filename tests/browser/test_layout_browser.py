@@ -36,12 +36,15 @@ NAV_LINKS = ["Learn", "Train", "Reconstruct"]   # the first links, always in the
 MIN_PRESENTER_FONT = 16
 
 
+DOCS_PRESENTER = {"Learn", "Codebook"}   # presenter-mode screenshots in the README (every page in normal mode)
+
+
 def _docs_copy(shot: Path, name: str) -> None:
-    """A small PNG of the first screen (960 px wide, 64 colours) for the README."""
+    """A small PNG of the first screen (960 px wide, 256 colours) for the README."""
     DOCS_IMG.mkdir(parents=True, exist_ok=True)
     img = Image.open(shot).convert("RGB")
     img = img.resize((960, round(img.height * 960 / img.width)), Image.LANCZOS)
-    img.quantize(64, dither=Image.Dither.NONE).save(DOCS_IMG / f"{name}.png", optimize=True)
+    img.quantize(256, dither=Image.Dither.NONE).save(DOCS_IMG / f"{name}.png", optimize=True)
 
 
 @pytest.mark.parametrize("mode", ["normal", "presenter"])
@@ -75,7 +78,8 @@ def test_page_fits_the_screen(page: Page, app_server, first_paint, layout_report
 
     name = f"{PAGES[path].lower()}-{size}-{mode}"
     shot = screenshot(page, name)
-    if os.environ.get("VQDEMO_DOCS_SCREENSHOTS") == "1" and size == "1280x720":
+    if (os.environ.get("VQDEMO_DOCS_SCREENSHOTS") == "1" and size == "1280x720"
+            and (not present or PAGES[path] in DOCS_PRESENTER)):
         _docs_copy(shot, f"{PAGES[path].lower()}{'-presenter' if present else ''}")
 
 

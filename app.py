@@ -1,4 +1,10 @@
-"""vqdemo: watch an image become a grid of codes and come back. `streamlit run app.py`"""
+"""vqdemo: watch an image become a grid of codes and come back. `streamlit run app.py`
+
+The page scripts live in views/ (not pages/, which Streamlit would serve as its own page list on a fresh
+server's first deep link). In presenter mode the page links move to a bar at the top of the screen.
+"""
+
+from pathlib import Path
 
 from vqdemo import runtime
 
@@ -8,19 +14,24 @@ import streamlit as st  # noqa: E402
 
 from ui import jobs, state  # noqa: E402
 
-st.set_page_config(page_title="vqdemo: codebooks, live", page_icon=":material/grid_on:", layout="wide")
+FAVICON = str(Path(__file__).parent / "ui" / "favicon.png")   # local: nothing is fetched from the internet
+present = state.presenter_from_url()
+st.set_page_config(page_title="vqdemo: codebooks, live", page_icon=FAVICON, layout="wide",
+                   initial_sidebar_state="collapsed" if present else "auto")
 
 pages = [
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/reconstruct.py", title="Reconstruct", icon=":material/compare_arrows:"),
-    st.Page("pages/codebook.py", title="Codebook", icon=":material/grid_view:"),
-    st.Page("pages/paint.py", title="Paint", icon=":material/brush:"),
-    st.Page("pages/sample.py", title="Sample", icon=":material/casino:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/balance:"),
-    st.Page("pages/classroom.py", title="Class", icon=":material/groups:"),
+    st.Page("views/learn.py", title="Learn", icon=":material/school:", default=True),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/reconstruct.py", title="Reconstruct", icon=":material/compare_arrows:"),
+    st.Page("views/codebook.py", title="Codebook", icon=":material/grid_view:"),
+    st.Page("views/paint.py", title="Paint", icon=":material/brush:"),
+    st.Page("views/sample.py", title="Sample", icon=":material/casino:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/balance:"),
+    st.Page("views/playground.py", title="Playground", icon=":material/scatter_plot:"),
+    st.Page("views/lesson.py", title="Lesson", icon=":material/format_list_numbered:"),
+    st.Page("views/classroom.py", title="Class", icon=":material/groups:"),
 ]
-nav = st.navigation(pages)
+nav = st.navigation(pages, position="top" if present else "sidebar")
 st.session_state["loaded"] = state.sidebar()
 jobs.owner_id()  # ?me= on every page, so a reload anywhere keeps a student's runs theirs
 jobs.job_queue()  # made on the first visit to any page, so its warm worker is ready before anyone presses Start

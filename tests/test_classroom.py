@@ -70,7 +70,7 @@ def test_class_page_plots_the_runs_and_offers_a_sweep_link(tmp_path, monkeypatch
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(root))
     monkeypatch.setenv("VQDEMO_BACKEND", "thread")
     at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page("pages/classroom.py").run()
+    at.switch_page("views/classroom.py").run()
     assert not at.exception
     assert at.title[0].value == "Class"
     charts = at.get("plotly_chart")

@@ -97,7 +97,7 @@ def test_learn_and_codebook_pages_show_an_fsq_model(fsq_run, monkeypatch, page):
     at.query_params["model"] = "run:fsq-run"
     at.run()
     if page == "codebook":
-        at.switch_page("pages/codebook.py").run()
+        at.switch_page("views/codebook.py").run()
     assert not at.exception, [e.message for e in at.exception]
     text = " ".join(m.value for m in at.markdown)
     assert "Mentzer et al. 2023" in text

@@ -56,7 +56,7 @@ def test_train_page_refuses_k_per_depth_over_the_slider(sizes):
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.query_params.update({"kind": "rq", "data": "digits", "sizes": sizes, "d": "64", "batch": "16"})
-    at.switch_page("pages/train.py").run()
+    at.switch_page("views/train.py").run()
     at.button(key="tr_start").click().run()
     assert not at.exception
     assert any(f"2 to {APP_MAX_K}" in e.value for e in at.error), [e.value for e in at.error]

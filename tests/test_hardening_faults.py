@@ -164,11 +164,11 @@ def assert_the_app_lists(root: Path, expected: dict[str, str]) -> None:
 
     os.environ["VQDEMO_RUNS_DIR"] = str(root)   # the autouse fixture restores it after the test
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.switch_page("pages/train.py").run()
+    at.switch_page("views/train.py").run()
     assert not at.exception, [e.message for e in at.exception]
-    picker = at.sidebar.selectbox(key="model_picker").options   # labels: "<title or id> (<state>)"
+    picker = at.sidebar.selectbox(key="model_picker").options   # labels: "<time, owner, K, PSNR>: <title or id> (<state>)"
     for run_id, state in expected.items():
-        assert f"{run_id} ({state})" in picker, picker
+        assert any(label.endswith(f"{run_id} ({state})") for label in picker), picker
     table = next(df.value for df in at.dataframe if "loadable" in df.value.columns)
     rows = {r["id"]: r for r in table.to_dict("records")}
     for run_id, state in expected.items():

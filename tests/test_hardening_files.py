@@ -212,7 +212,7 @@ def test_train_page_and_sidebar_survive_a_class_of_planted_runs(tmp_path, monkey
     plant(good_run(root, "20260103-000000-fifo00") / "status.json", "fifo")
     plant(good_run(root, "20260103-000001-zero00") / "job.json", "dev-zero")
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.switch_page("pages/train.py")
+    at.switch_page("views/train.py")
     within(120, at.run)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]

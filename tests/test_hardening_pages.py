@@ -65,7 +65,7 @@ def planted(trained: Path, root: Path, name: str, meta_change=None, tensors_chan
 def open_page(page: str, model: str, **query) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.query_params.update({"model": model, **query})
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     return at
 
 
@@ -214,7 +214,7 @@ def test_paint_refuses_a_model_with_more_than_4096_codes(tmp_path):
 def test_compare_with_repeated_runs_in_the_url(query):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.query_params["runs"] = query
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     assert not at.exception, at.exception
 
 

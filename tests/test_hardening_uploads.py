@@ -232,14 +232,14 @@ def test_hostile_zip_through_the_dataset_layer(tmp_path):
 # ---- the pages that accept uploads call the library with limits -------------------------------------------
 
 def _uploader_calls(page: str) -> list[ast.Call]:
-    tree = ast.parse((REPO / "pages" / page).read_text())
+    tree = ast.parse((REPO / "views" / page).read_text())
     return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "file_uploader"]
 
 
 def test_reconstruct_page_limits_uploads_and_decodes_through_load_image():
     calls = _uploader_calls("reconstruct.py")
     assert calls and all("max_upload_size" in {k.arg for k in c.keywords} for c in calls)
-    src = (REPO / "pages" / "reconstruct.py").read_text()
+    src = (REPO / "views" / "reconstruct.py").read_text()
     assert "load_image(raw, size=" in src and "except ImageError" in src
 
 

@@ -25,7 +25,7 @@ def open_codebook(model: str = "mnist-vq", **params) -> AppTest:
     for k, v in params.items():
         at.query_params[k] = str(v)
     at.run()
-    at.switch_page("pages/codebook.py").run()
+    at.switch_page("views/codebook.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value.startswith("Codebook")
     return at

@@ -55,7 +55,7 @@ def tiny_run(runs_dir: Path) -> str:
 def open_compare(query: dict | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
     at.query_params.update(query or {})
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     return at

@@ -23,7 +23,7 @@ def open_paint(model: str = "mnist-vq") -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.query_params["model"] = f"shipped:{model}"
     at.run()
-    at.switch_page("pages/paint.py").run()
+    at.switch_page("views/paint.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value == "Paint with codes"
     return at
@@ -117,3 +117,30 @@ def test_a_vae_has_nothing_to_paint():
     at = open_paint("mnist-vae")
     assert any("no codebook to paint" in i.value for i in at.info)
     assert not [k for k in at.session_state.keys() if k.startswith("painter:")]
+
+
+def test_the_painted_canvas_is_in_the_url_and_a_shared_link_restores_it():
+    at = open_paint("mnist-vq")
+    painted = stroke(at, 0, 3, 5, seq=1)
+    text = at.query_params["grid"]
+    text = text[0] if isinstance(text, list) else text
+    assert len(text) == 49
+
+    other = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)   # another student opens the link
+    other.query_params["model"] = "shipped:mnist-vq"
+    other.query_params["grid"] = text
+    other.run()
+    other.switch_page("views/paint.py").run()
+    assert not other.exception
+    assert canvas(other).layer(0) == painted
+
+
+def test_a_link_with_a_grid_for_another_model_starts_blank():
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.query_params["model"] = "shipped:mnist-vq"
+    at.query_params["grid"] = "A" * 30
+    at.run()
+    at.switch_page("views/paint.py").run()
+    assert not at.exception
+    layer = canvas(at).layer(0)
+    assert len({v for row in layer for v in row}) == 1               # the blank canvas: one background code

@@ -22,7 +22,7 @@ def open_reconstruct(model: str = "mnist-vq", **params) -> AppTest:
     for k, v in params.items():
         at.query_params[k] = str(v)
     at.run()
-    at.switch_page("pages/reconstruct.py").run()
+    at.switch_page("views/reconstruct.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value.startswith("Reconstruct")
     return at
@@ -93,3 +93,40 @@ def test_broken_and_oversized_uploads_show_an_error_not_a_crash():
     at.run()
     assert not at.exception
     assert "over the 10 MB limit" in at.error[0].value
+
+
+def ink_on_paper() -> bytes:
+    """A dark '1' drawn on white paper, the opposite of MNIST's white strokes on black."""
+    img = np.full((120, 120), 245, np.uint8)
+    img[20:100, 55:68] = 20
+    buf = io.BytesIO()
+    Image.fromarray(img, "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_dark_ink_on_white_is_detected_and_inverted():
+    at = open_reconstruct()
+    at.get("file_uploader")[0].upload("paper.png", ink_on_paper(), "image/png")
+    at.run()
+    assert not at.exception and not at.error
+    assert "light background" in at.info[-1].value and "inverted" in at.info[-1].value
+    toggle = next(t for t in at.toggle if t.label.startswith("Invert the upload"))
+    assert toggle.value is True
+    captions = [im.proto.imgs[0].caption for im in at.image if im.proto.imgs[0].caption.startswith("reconstruction")]
+    with_invert = float(captions[-1].split(": ")[1].split(" ")[0])
+    toggle.set_value(False).run()
+    captions = [im.proto.imgs[0].caption for im in at.image if im.proto.imgs[0].caption.startswith("reconstruction")]
+    without = float(captions[-1].split(": ")[1].split(" ")[0])
+    assert with_invert > without + 3, (with_invert, without)   # the model reads the inverted image far better
+
+
+def test_white_ink_on_black_is_left_alone():
+    at = open_reconstruct()
+    img = np.zeros((60, 60), np.uint8)
+    img[10:50, 27:33] = 250
+    buf = io.BytesIO()
+    Image.fromarray(img, "L").save(buf, format="PNG")
+    at.get("file_uploader")[0].upload("chalk.png", buf.getvalue(), "image/png")
+    at.run()
+    assert not at.exception and not at.info
+    assert next(t for t in at.toggle if t.label.startswith("Invert the upload")).value is False

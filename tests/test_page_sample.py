@@ -32,7 +32,7 @@ def open_sample(model: str = "shipped:mnist-vq", **params) -> AppTest:
     for k, v in params.items():
         at.query_params[k] = str(v)
     at.run()
-    at.switch_page("pages/sample.py").run()
+    at.switch_page("views/sample.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.title[0].value == "Sample new images"
     return at

@@ -37,7 +37,7 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 def open_train(query: dict | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
     at.query_params.update(query or {})
-    at.switch_page("pages/train.py").run()
+    at.switch_page("views/train.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -13,10 +13,14 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ui import theme
+
 MAX_POINTS = 400
 HEIGHT = 260
 TERM_COLORS = {"recon": "#1f77b4", "codebook": "#2ca02c", "commit": "#ff7f0e", "kl": "#9467bd", "loss": "#555555"}
-USED, DEAD = "#1f77b4", "#d62728"
+USED, DEAD = "#1f77b4", theme.DEAD
+REFERENCE = "#374151"   # K and other reference lines: dark grey (red is kept for dead codes)
+X_AXES = {"step": "step", "fraction": "fraction of the run", "time": "seconds"}
 
 
 def thin(rows: Sequence[dict], max_points: int = MAX_POINTS) -> list[dict]:
@@ -31,21 +35,51 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def series(rows: Sequence[dict], key: str, kind: str | None = None) -> tuple[list[int], list[float]]:
-    """(steps, values) of one stat over rows (of one event type), skipping rows without a finite value."""
+def series(rows: Sequence[dict], key: str, kind: str | None = None, x: str = "step") -> tuple[list[float], list[float]]:
+    """(x, values) of one stat over rows (of one event type), skipping rows without a finite value.
+
+    x: "step", "time" (seconds since the run started) or "fraction" (step / the run's last step, so a
+    200-step run and a 3,000-step run share one axis from 0 to 1).
+    """
     picked = [r for r in rows if (kind is None or r.get("type") == kind) and _finite(r.get(key))]
     picked = thin(picked)
-    return [r["step"] for r in picked], [float(r[key]) for r in picked]
+    if x == "fraction":
+        last = max((r["step"] for r in rows if _finite(r.get("step"))), default=1) or 1
+        xs = [r["step"] / last for r in picked]
+    elif x == "time":
+        picked = [r for r in picked if _finite(r.get("time"))]
+        xs = [float(r["time"]) for r in picked]
+    else:
+        xs = [r["step"] for r in picked]
+    return xs, [float(r[key]) for r in picked]
 
 
-def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool = False, height: int = HEIGHT) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font=dict(size=14), y=0.98, yanchor="top"), height=height,
-                      margin=dict(l=10, r=10, t=58, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0.0, font=dict(size=11)),
+def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool = False, height: int = HEIGHT,
+            title_chars: int | None = None) -> go.Figure:
+    """Title (wrapped to title_chars a line, never cut), a one-row legend between it and the plot, text sized
+    for the mode (theme.style), readable log ticks (0.1, 0.01, ... or 0.02, 0.05: never a bare 2 or 5)."""
+    title = theme.wrap(title, limit=title_chars)
+    legend = len(fig.data) > 1 and fig.layout.showlegend is not False
+    fig.update_layout(title=dict(text=title, y=1.0, yanchor="top", pad=dict(t=6), yref="container"),
+                      height=height + (theme.top_margin(title, legend) - 58 if theme.presenter() else 0),
+                      margin=dict(l=10, r=10, t=theme.top_margin(title, legend), b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0.0),
                       xaxis_title="step", yaxis_title=y_title, hovermode="x unified")
     if log_y:
-        fig.update_yaxes(type="log")
-    return fig
+        values = [v for tr in fig.data for v in (tr.y or ()) if _finite(v) and v > 0]
+        ticks = log_ticks(min(values), max(values)) if values else []
+        fig.update_yaxes(type="log", tickvals=ticks or None, ticktext=[f"{t:g}" for t in ticks] or None)
+    return theme.style(fig)
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values for a log axis spanning [lo, hi], every one labelled in full: powers of ten when the data
+    span two decades or more, else 1-2-5 steps (so never "0.1, 5, 2, 0.01")."""
+    e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    mantissas = (1,) if e1 - e0 >= 2 else (1, 2, 5)
+    ticks = [m * 10.0 ** e for e in range(e0, e1 + 1) for m in mantissas]
+    inside = [float(f"{t:.3g}") for t in ticks if lo / 1.001 <= t <= hi * 1.001]
+    return inside if len(inside) >= 2 else [float(f"{t:.3g}") for t in ticks if lo / 10 <= t <= hi * 10]
 
 
 def _marks(fig: go.Figure, marks: Iterable[dict]) -> None:
@@ -80,7 +114,7 @@ def metric_curve(rows: Sequence[dict], key: str, title: str, y_title: str, kinds
         fig.add_trace(go.Scatter(x=x, y=y, name="validation" if kind == "val" else "training batch",
                                  mode="lines+markers" if kind == "val" and len(x) < 60 else "lines", line=style))
     if reference is not None:
-        fig.add_hline(y=reference, line=dict(dash="dash", color=DEAD), annotation_text=reference_name,
+        fig.add_hline(y=reference, line=dict(dash="dash", color=REFERENCE), annotation_text=reference_name,
                       annotation_position="top left")
     return _layout(fig, title, y_title)
 
@@ -92,26 +126,40 @@ def codebook_curve(rows: Sequence[dict], key: str, title: str, y_title: str) -> 
     fig.add_trace(go.Scatter(x=x, y=y, name=y_title, mode="lines", line=dict(color=USED, width=1.5)))
     kx, ky = series(rows, "k", "train")
     fig.add_trace(go.Scatter(x=kx, y=ky, name="K (codebook size)", mode="lines",
-                             line=dict(color=DEAD, dash="dash", width=1.5)))
+                             line=dict(color=REFERENCE, dash="dash", width=1.5)))
     fig.update_yaxes(rangemode="tozero")
     return _layout(fig, title, y_title)
 
 
+def run_colors(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per run, in order, the same on every chart of a page (no red: red means dead codes)."""
+    return {label: theme.RUN_COLORS[i % len(theme.RUN_COLORS)] for i, label in enumerate(labels)}
+
+
 def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: str, kind: str = "val",
-            log_y: bool = False) -> go.Figure:
-    """The same stat for several runs on one chart (Compare): {label: rows}."""
+            log_y: bool = False, x: str = "step", colors: Mapping[str, str] | None = None) -> go.Figure:
+    """The same stat for several runs on one chart (Compare): {label: rows}; x as in `series`."""
+    colors = colors or run_colors(list(runs))
     fig = go.Figure()
     for label, rows in runs.items():
-        x, y = series(rows, key, kind)
-        if x:
-            fig.add_trace(go.Scatter(x=x, y=y, name=label, mode="lines+markers" if len(x) < 40 else "lines"))
-    return _layout(fig, title, y_title, log_y=log_y)
+        xs, y = series(rows, key, kind, x)
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=y, name=label, mode="lines+markers" if len(xs) < 40 else "lines",
+                                     line=dict(color=colors.get(label))))
+    _layout(fig, title, y_title, log_y=log_y)
+    fig.update_xaxes(title=X_AXES.get(x, x))
+    if x == "fraction":
+        fig.update_xaxes(range=[0, 1.02], tickformat=".0%")
+    return fig
 
 
 def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str = "Codebook usage",
-                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT) -> go.Figure:
+                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT, color: str = USED,
+                    title_chars: int | None = None) -> go.Figure:
     """One bar per code; codes at or below `dead_below` are dead, drawn as short red stubs so a collapsed
-    codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution)."""
+    codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution).
+    `color`: the live bars' colour (Compare gives each run its own); `title_chars`: per title line, for narrow
+    charts (the count of live codes always starts a line of its own)."""
     u = np.asarray(usage, dtype=float).reshape(-1)
     codes = np.arange(len(u))
     if sort:
@@ -121,13 +169,15 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
     stub = max(float(u.max(initial=0.0)), 1e-9) * 0.03
     x = np.arange(len(u))
     fig = go.Figure()
-    for name, mask, color, bars in (("in use", ~dead, USED, u), ("dead", dead, DEAD, np.maximum(u, stub))):
+    for name, mask, fill, bars in (("in use", ~dead, color, u), ("dead", dead, DEAD, np.maximum(u, stub))):
         if mask.any():
-            fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=color,
+            fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=fill, width=0.9 if len(u) < 128 else 1.0,
                                  customdata=np.stack([codes[mask], u[mask]], 1),
                                  hovertemplate="code %{customdata[0]}: %{customdata[1]:.3g}<extra>" + name + "</extra>"))
-    fig.update_layout(bargap=0.05 if len(u) < 128 else 0, barmode="overlay")
-    _layout(fig, f"{title}: {int((~dead).sum())} of {len(u)} codes alive", y_title, height=height)
-    fig.update_xaxes(title="codes, most used first" if sort else "code id", showticklabels=not sort)
+    fig.update_layout(bargap=0.05 if len(u) < 128 else 0, barmode="overlay", showlegend=False)
+    _layout(fig, f"{title}:<br>{int((~dead).sum())} of {len(u)} codes alive", y_title, height=height,
+            title_chars=title_chars)
+    fig.update_xaxes(title="codes, most used first" if sort else "code id", showticklabels=not sort,
+                     range=[-0.5, len(u) - 0.5])
     fig.update_layout(hovermode="closest", showlegend=False)
     return fig

@@ -19,24 +19,26 @@ from PIL import Image
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from ui import theme
 from vqdemo.analysis import image_grid
 from vqdemo.images import to_uint8
 
 ARGMIN = "#f59e0b"    # the nearest code / the picked thing
 SELECT = "#111827"    # outline of the selected cell
-DEAD = "#dc2626"      # codes no vector picked
+DEAD = theme.DEAD     # codes no vector picked: the only red of the app
 NEUTRAL = "#9ca3af"
-LABEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+LABEL_COLORS = list(theme.RUN_COLORS) + ["#637939"]   # ten digits or classes, no red
 FONT = dict(family="Source Sans Pro, sans-serif")
 
 
 @lru_cache(maxsize=32)
 def code_colors(k: int) -> tuple[str, ...]:
-    """K distinct-ish colours, the same for a code id on every page: golden-angle hues, three lightnesses."""
+    """K distinct-ish colours, the same for a code id on every page: golden-angle hues, three lightnesses.
+
+    Hues stay within orange .. magenta (0.07 .. 0.90 of the wheel): red is kept for dead codes."""
     out = []
     for i in range(k):
-        hue = (i * 0.381966) % 1.0
+        hue = 0.07 + 0.83 * ((i * 0.381966) % 1.0)
         light = (0.50, 0.38, 0.62)[i % 3]
         r, g, b = colorsys.hls_to_rgb(hue, light, 0.70)
         out.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
@@ -58,11 +60,11 @@ def code_colorscale(k: int) -> list[list]:
 
 
 def _layout(fig: go.Figure, height: int, width: int | None = None, title: str | None = None, **kw) -> go.Figure:
-    margin = kw.pop("margin", dict(l=8, r=8, t=36 if title else 8, b=8))
-    fig.update_layout(height=height, width=width, margin=margin,
-                      title=dict(text=title, font=dict(size=14)) if title else None, font=FONT,
-                      showlegend=kw.pop("showlegend", False), **kw)
-    return fig
+    title = theme.wrap(title) if title else None
+    margin = kw.pop("margin", dict(l=8, r=8, t=theme.top_margin(title, False) if title else 8, b=8))
+    fig.update_layout(height=height, width=width, margin=margin, title=dict(text=title) if title else None,
+                      font=FONT, showlegend=kw.pop("showlegend", False), **kw)
+    return theme.style(fig)
 
 
 def png_uri(image: np.ndarray) -> str:
@@ -76,50 +78,58 @@ def png_uri(image: np.ndarray) -> str:
 
 def code_maps(maps: Sequence[np.ndarray], k: int, titles: Sequence[str] | None = None, cell_px: int = 22,
               max_text_cells: int = 12) -> go.Figure:
-    """One coloured grid per code map (h, w), side by side; hover shows row, column and code id."""
+    """One coloured grid per code map (h, w), side by side; hover shows row, column and code id.
+
+    The figure has a height (h cells of about cell_px) but no width: it takes its column's width and the
+    cells stay square (scaleanchor), so a narrow column shrinks the maps instead of cutting their right side.
+    Ids are written in the cells only where they fit at the mode's text size.
+    """
     n = len(maps)
     h, w = maps[0].shape
     fig = make_subplots(1, n, subplot_titles=list(titles) if titles else None, horizontal_spacing=0.02)
-    show_text = max(h, w) <= max_text_cells and cell_px >= 13
+    show_text = max(h, w) <= max_text_cells and cell_px >= (2 * theme.fonts().small - 4 if theme.presenter() else 13)
     for i, m in enumerate(maps):
         fig.add_trace(go.Heatmap(
             z=m, zmin=-0.5, zmax=k - 0.5, colorscale=code_colorscale(k), showscale=False,
             texttemplate="%{z}" if show_text else None, textfont=dict(size=max(7, min(11, int(cell_px * 0.5)))),
             hovertemplate=f"{titles[i] if titles else ''}<br>row %{{y}}, col %{{x}}<br>code #%{{z}}<extra></extra>",
             xgap=1, ygap=1), 1, i + 1)
-        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=i + 1)
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain", row=1, col=i + 1)
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
-                         scaleanchor=f"x{i + 1 if i else ''}", row=1, col=i + 1)
+                         scaleanchor=f"x{i + 1 if i else ''}", constrain="domain", row=1, col=i + 1)
     fig.update_annotations(font_size=11)
-    return _layout(fig, height=h * cell_px + (30 if titles else 4), width=n * (w * cell_px + 4),
-                   margin=dict(l=2, r=2, t=26 if titles else 2, b=2))
+    top = theme.fonts().small + 12 if titles else 2
+    return _layout(fig, height=h * cell_px + top + 2, margin=dict(l=2, r=2, t=top, b=2))
 
 
 def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | None, px: int = 300) -> go.Figure:
-    """A code map as square markers (Plotly returns clicks on scatter points, not on heatmaps).
+    """A code map that reports clicks: coloured cells (a heatmap, which scales with its column) under
+    invisible square markers (Plotly returns clicks on scatter points, not on heatmaps).
 
-    customdata of each point is [row, col]; the selected cell gets a thick outline.
+    customdata of each point is [row, col]; the selected cell gets a thick outline. The figure is px high and
+    as wide as its column; the cells stay square.
     """
     h, w = codes.shape
     rows, cols = np.divmod(np.arange(h * w), w)
     ids = codes.reshape(-1)
-    colors = np.array(code_colors(k))[ids]
-    cell = (px - 16) / max(h, w)
-    fig = go.Figure(go.Scatter(
-        x=cols, y=rows, mode="markers+text" if max(h, w) <= 12 else "markers",
-        text=[str(i) for i in ids], textfont=dict(color=[_ink(c) for c in colors], size=11),
-        marker=dict(symbol="square", size=cell * 0.92, color=colors, line=dict(width=0)),
+    fig = go.Figure(go.Heatmap(z=codes, zmin=-0.5, zmax=k - 0.5, colorscale=code_colorscale(k), showscale=False,
+                               texttemplate="%{z}" if max(h, w) <= 12 else None, xgap=1, ygap=1, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=cols, y=rows, mode="markers", text=[str(i) for i in ids],
+        marker=dict(symbol="square", size=max(8, (px - 16) / max(h, w) * 0.6), color="white", opacity=0.01),
         customdata=np.stack([rows, cols], 1),
         hovertemplate="row %{customdata[0]}, col %{customdata[1]}<br>code #%{text}<extra>click to follow</extra>",
-        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
+        selected=dict(marker=dict(opacity=0.01)), unselected=dict(marker=dict(opacity=0.01)),
     ))
     if selected is not None:
         r, c = selected
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
                       line=dict(color=SELECT, width=4), fillcolor="rgba(0,0,0,0)")
-    fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True)
-    fig.update_yaxes(range=[h - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True)
-    return _layout(fig, height=px, width=px, dragmode=False, clickmode="event+select")
+    fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True,
+                     constrain="domain")
+    fig.update_yaxes(range=[h - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True,
+                     scaleanchor="x", constrain="domain")
+    return _layout(fig, height=px, dragmode=False, clickmode="event+select")
 
 
 def matrix(m: np.ndarray, x_title: str, y_title: str, height: int, colorscale: str = "Viridis",

@@ -65,7 +65,7 @@ _CSS = """
   flex-direction: column;
   gap: 0.6rem;
   font-family: var(--st-font, system-ui, sans-serif);
-  font-size: 14px;
+  font-size: 0.875rem;   /* 14 px; grows with presenter mode's larger root font */
   color: var(--gp-fg);
   user-select: none;
   -webkit-user-select: none;
@@ -80,7 +80,7 @@ _CSS = """
 .gp-mode:hover { border-color: var(--gp-accent); }
 .gp-mode[aria-pressed="true"] { border-color: var(--gp-accent); color: var(--gp-accent);
   background: color-mix(in srgb, var(--gp-accent) 10%, transparent); }
-.gp-hint { opacity: 0.65; font-size: 12.5px; }
+.gp-hint { opacity: 0.65; font-size: 0.8rem; }
 .gp-palette { position: relative; display: flex; flex-wrap: wrap; gap: 4px; max-height: 112px;
   overflow-y: auto; padding: 6px; border: 1px solid var(--gp-line);
   border-radius: var(--st-base-radius, 8px); background: var(--gp-panel); }

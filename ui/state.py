@@ -62,9 +62,31 @@ def model_choices() -> list[ModelChoice]:
     out.sort(key=lambda c: c.id)
     for info in runs.list_runs(runs_dir()):
         if info.has_weights and info.meta.get("kind") in ("vq", "rq", "fsq", "vae"):
-            title = text.plain(info.meta.get("title") or info.id, 80)
-            out.append(ModelChoice(f"run:{info.id}", f"{title} ({info.state})", info.path, info.meta["kind"]))
+            out.append(ModelChoice(f"run:{info.id}", run_label(info), info.path, info.meta["kind"]))
     return out
+
+
+def run_label(info: runs.RunInfo) -> str:
+    """What tells seven look-alike runs apart: title, start time, whose run, final K and best PSNR, state.
+
+    e.g. "14:05, yours, K 64, 23.4 dB: VQ-VAE K=64 on mnist (done)": what differs first, so a narrow picker
+    cuts the title, not the facts. The start time comes from the run id.
+    """
+    title = text.plain(info.meta.get("title") or info.id, 80)
+    parts = []
+    stamp = info.id.split("-")
+    if len(stamp) >= 2 and len(stamp[1]) == 6 and stamp[1].isdigit():
+        parts.append(f"{stamp[1][:2]}:{stamp[1][2:4]}")
+    owner = str(info.meta.get("owner", ""))
+    if owner:
+        parts.append("yours" if owner == st.session_state.get("jobs_owner") else f"student {owner[:4]}")
+    best = info.status.get("best") or {}
+    k = best.get("k", info.status.get("k"))
+    if isinstance(k, (int, float)) and info.meta.get("kind") != "vae":
+        parts.append(f"K {int(k)}")
+    if isinstance(best.get("psnr"), (int, float)) and np.isfinite(best["psnr"]):
+        parts.append(f"{best['psnr']:.1f} dB")
+    return ", ".join(parts) + (": " if parts else "") + f"{title} ({info.state})"
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=16)
@@ -101,8 +123,42 @@ def _param(name: str, default: str) -> str:
     return st.query_params.get(name, default)
 
 
+# Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
+PAGE_CSS = """<style>
+[data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
+</style>"""
+# Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
+# fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text).
+PRESENTER_CSS = """<style>
+html { font-size: 20px; }
+[data-testid=stMainBlockContainer] { padding: 3.2rem 1.2rem 2rem 1.2rem !important; }
+[data-testid=stMain] h1 { font-size: 1.9rem !important; padding-top: 0.2rem !important; }
+[data-testid=stMain] h2 { font-size: 1.45rem !important; }
+</style>"""
+
+
+def presenter_from_url() -> bool:
+    """Presenter mode as this run sees it: the sidebar toggle once drawn, else the URL (?present=1).
+
+    app.py asks before drawing the navigation, which moves to the top of the screen in presenter mode.
+    """
+    if "presenter_toggle" not in st.session_state:
+        st.session_state["presenter_toggle"] = _param("present", "0") == "1"
+    st.session_state["presenter"] = bool(st.session_state["presenter_toggle"])
+    return st.session_state["presenter"]
+
+
+def _leave_presenter() -> None:
+    st.session_state["presenter_toggle"] = False
+
+
 def sidebar() -> Loaded | None:
-    """The model picker and presenter toggle; the choice lives in the URL so it holds across pages and can be shared."""
+    """The model picker and presenter toggle; the choice lives in the URL so it holds across pages and can be shared.
+
+    In presenter mode the page links move to a bar at the top of the screen (always visible), the sidebar keeps
+    the model picker and the toggle, and a "Leave presenter mode" button sits at the top of every page.
+    """
+    present = presenter_from_url()
     choices = model_choices()
     with st.sidebar:
         if not choices:
@@ -110,17 +166,23 @@ def sidebar() -> Loaded | None:
             return None
         ids = [c.id for c in choices]
         wanted = _param("model", DEFAULT_MODEL)
+        linked = st.query_params.get("model")
+        if linked in ids and "model_picker" in st.session_state and linked != st.session_state.get("_model_in_url"):
+            st.session_state["model_picker"] = linked   # a link (the Lesson's, a shared one) names another model
         index = ids.index(wanted) if wanted in ids else (ids.index(DEFAULT_MODEL) if DEFAULT_MODEL in ids else 0)
         picked = st.selectbox("Model", ids, index=index, format_func=lambda i: choices[ids.index(i)].label,
-                              key="model_picker", help="Shipped checkpoints and the runs trained on this server.")
+                              key="model_picker", help="Shipped checkpoints and the runs trained on this server: "
+                              "when each run started, who started it, its final K and validation PSNR.")
         st.query_params["model"] = picked
-        present = st.toggle("Presenter mode", value=_param("present", "0") == "1",
-                            help="Larger images and fonts; controls tucked away.")
+        st.session_state["_model_in_url"] = picked
+        st.toggle("Presenter mode", key="presenter_toggle",
+                  help="Larger text, images and charts for a projector; the page links move to the top bar.")
         st.query_params["present"] = "1" if present else "0"
-        st.session_state["presenter"] = present
+    st.markdown(PAGE_CSS, unsafe_allow_html=True)
     if present:
-        st.markdown("<style>html { font-size: 20px; } [data-testid=stSidebar] { display: none; }</style>",
-                    unsafe_allow_html=True)
+        st.markdown(PRESENTER_CSS, unsafe_allow_html=True)
+        st.button("Leave presenter mode", icon=":material/close_fullscreen:", key="leave_presenter",
+                  on_click=_leave_presenter, type="tertiary")
     choice = choices[ids.index(picked)]
     try:
         return load_choice(choice)
@@ -136,9 +198,9 @@ def presenter() -> bool:
 def current() -> Loaded | None:
     """The model the sidebar picked (set by app.py before the page runs).
 
-    On a fresh server the first visit to a deep link (say /codebook?img=3) runs the page file without app.py:
-    Streamlit's pages/ folder fallback, until some session has run st.navigation. Then the page draws the
-    sidebar itself, so shared links work from the first second.
+    The page scripts live in views/, not pages/: with a pages/ folder next to app.py, Streamlit runs a deep
+    link on a fresh server through its own pages/ fallback (its alphabetical page list) until some session
+    has run st.navigation. A page run on its own (AppTest of a single file) still gets a sidebar here.
     """
     if "loaded" not in st.session_state:
         st.session_state["loaded"] = sidebar()

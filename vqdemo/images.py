@@ -332,3 +332,12 @@ def upscale_nearest(img: np.ndarray, scale: int) -> np.ndarray:
     if int(scale) != scale or scale < 1:
         raise ImageError(f"scale must be a positive integer, got {scale!r}.")
     return np.repeat(np.repeat(img, int(scale), axis=0), int(scale), axis=1)
+
+
+def border_mean(x: torch.Tensor, px: int = 2) -> float:
+    """Mean brightness of the outer `px`-pixel frame of an image (C, H, W) or a batch (N, C, H, W) in [0, 1]:
+    the background. MNIST's is near 0 (white ink on black); a photo of ink on paper is near 1."""
+    x = x if x.dim() == 4 else x[None]
+    frame = torch.ones_like(x[0, 0], dtype=torch.bool)
+    frame[px:-px, px:-px] = False
+    return float(x[..., frame].mean())

@@ -6,8 +6,8 @@ server the way Streamlit's own e2e suite does and drive it from Chromium. Fixtur
 - `serve_script(path)`: start (once per session) `streamlit run path` and return its `StreamlitServer`.
 - `app_server`, `painter_demo_server`: `app.py` and `tests/browser/painter_demo.py`, served.
 - `browser` (session), `page` (per test, fresh context, 1400x1000 viewport).
-- `wait_for_app`, `screenshot`, `assert_no_errors`: the module's helpers, handed out as fixtures so
-  tests need not import this conftest by name.
+- `wait_for_app`, `screenshot`, `assert_no_errors`, `first_paint`, `full_screenshot`, `layout_report`: the
+  module's helpers, handed out as fixtures so tests need not import this conftest by name.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -163,6 +164,14 @@ def app_server(serve_script: Serve) -> StreamlitServer:
     return serve_script("app.py")
 
 
+@pytest.fixture
+def fresh_app_server(tmp_path: Path) -> Iterator[StreamlitServer]:
+    """A second `streamlit run app.py` that no browser has visited yet (its first visit is the test's)."""
+    server = start_streamlit(REPO / "app.py", tmp_path / "runs", tmp_path)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def painter_demo_server(serve_script: Serve) -> StreamlitServer:
     """The grid painter demo (`tests/browser/painter_demo.py`), served once per session."""
@@ -218,6 +227,117 @@ def assert_no_errors(page) -> None:
     if boxes.count():
         texts = "\n---\n".join(boxes.all_inner_texts())
         raise AssertionError(f"the page shows {boxes.count()} error box(es):\n{texts}")
+
+
+def first_paint(page, url: str, title: str) -> float:
+    """Seconds from goto until the page's title is drawn and the script has finished.
+
+    Waiting for the title first matters: right after goto the app reports notRunning before the
+    script has even started.
+    """
+    start = time.monotonic()
+    page.goto(url)
+    expect(page.locator("[data-testid=stMain] h1").first).to_contain_text(title, timeout=120_000)
+    page.wait_for_selector(APP_IDLE, timeout=120_000)
+    return time.monotonic() - start
+
+
+def full_screenshot(page, name: str, width: int | None = None, folder: Path | None = None) -> Path:
+    """Streamlit scrolls inside its main container, so grow the viewport to the content, then shoot.
+
+    width: the viewport width to keep (default: the current one); folder: where NAME.png goes (default
+    test-output/screenshots/).
+    """
+    before = dict(page.viewport_size)
+    width = width or before["width"]
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": width, "height": min(int(height) + 60, 8000)})
+    page.wait_for_timeout(800)
+    if folder is None:
+        path = screenshot(page, name)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(before)
+    return path
+
+
+# Measured in the page: what sticks out of the viewport or out of its own box, and the smallest text.
+LAYOUT_JS = """(minFont) => {
+  const vw = document.documentElement.clientWidth;
+  const out = {scrollWidth: document.documentElement.scrollWidth, viewport: vw, outside: [], clipped: [], small: [], broken: []};
+  const main = document.querySelector('[data-testid=stMain]');
+  const name = (e) => (e.closest('[data-testid]')?.getAttribute('data-testid') || e.tagName) + ' '
+                      + (e.closest('[class*=st-key-]')?.className.match(/st-key-[\\w-]+/)?.[0] || '');
+  const visible = (r) => r.width > 0 && r.height > 0;
+  for (const e of main.querySelectorAll('[data-testid=stElementContainer] > *')) {
+    const r = e.getBoundingClientRect();
+    if (visible(r) && (r.right > vw + 1 || r.left < -1)) out.outside.push(name(e) + ' right=' + Math.round(r.right));
+  }
+  for (const chart of main.querySelectorAll('[data-testid=stPlotlyChart]')) {
+    const box = chart.getBoundingClientRect();
+    const svg = chart.querySelector('.main-svg');
+    if (svg) {
+      const r = svg.getBoundingClientRect();
+      if (r.right > box.right + 1 || r.right > vw + 1) out.clipped.push(name(chart) + ' svg ' + Math.round(r.width) + ' > box ' + Math.round(box.width));
+    }
+    for (const t of chart.querySelectorAll('svg text')) {
+      const tr = t.getBoundingClientRect();
+      if (!t.textContent.trim() || !visible(tr)) continue;
+      if (tr.right > box.right + 2 || tr.left < box.left - 2) out.clipped.push(name(chart) + ' text "' + t.textContent.slice(0, 40) + '"');
+      const size = parseFloat(getComputedStyle(t).fontSize);
+      if (minFont && size < minFont - 0.01) out.small.push(name(chart) + ' "' + t.textContent.slice(0, 30) + '" ' + size + 'px');
+    }
+  }
+  for (const img of main.querySelectorAll('[data-testid=stImage] img, [data-testid=stImageContainer] img')) {
+    const r = img.getBoundingClientRect(), box = img.closest('[data-testid=stElementContainer]').getBoundingClientRect();
+    if (visible(r) && r.right > box.right + 1) out.clipped.push(name(img) + ' image ' + Math.round(r.width) + ' > ' + Math.round(box.width));
+  }
+  // A word split over two lines ("Architec ture") has two client rects.
+  for (const el of main.querySelectorAll('[data-testid=stWidgetLabel] p, [data-testid=stMetricLabel] p, h1, h2, h3, [role=radiogroup] label p')) {
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.textContent.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+        const rects = [...range.getClientRects()].filter((r) => r.width > 0);
+        if (rects.length > 1 && Math.abs(rects[0].top - rects[rects.length - 1].top) > 2) out.broken.push(name(el) + ' "' + m[0] + '"');
+      }
+    }
+  }
+  if (minFont) {
+    for (const t of main.querySelectorAll('[data-testid=stMarkdownContainer] p, [data-testid=stMarkdownContainer] li, [data-testid=stCaptionContainer]')) {
+      const size = parseFloat(getComputedStyle(t).fontSize);
+      if (t.textContent.trim() && visible(t.getBoundingClientRect()) && size < minFont - 0.01)
+        out.small.push(name(t) + ' "' + t.textContent.slice(0, 30) + '" ' + size + 'px');
+    }
+  }
+  return out;
+}"""
+
+
+def layout_report(page, min_font: float = 0) -> dict:
+    """Boxes measured against the viewport: {"scrollWidth", "viewport", "outside": [...], "clipped": [...],
+    "small": [...], "broken": [...]}. outside: elements past the viewport's edges; clipped: charts wider than
+    their box, chart text past its chart, images wider than their box; small: chart and page text under
+    min_font px; broken: words of labels and headings split over two lines."""
+    return page.evaluate(LAYOUT_JS, min_font)
+
+
+@pytest.fixture(name="first_paint")
+def _first_paint_fixture() -> Callable[..., float]:
+    return first_paint
+
+
+@pytest.fixture(name="full_screenshot")
+def _full_screenshot_fixture() -> Callable[..., Path]:
+    return full_screenshot
+
+
+@pytest.fixture(name="layout_report")
+def _layout_report_fixture() -> Callable[..., dict]:
+    return layout_report
 
 
 @pytest.fixture(name="wait_for_app")

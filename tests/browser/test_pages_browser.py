@@ -18,28 +18,7 @@ APP_IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 UMAP_TIMEOUT_MS = 180_000  # import umap (~11 s) + first fit, on a CPU shared with other work
 
 
-def first_paint(page: Page, url: str, title: str) -> float:
-    """Seconds from goto until the page's title is drawn and the script has finished.
-
-    Waiting for the title first matters: right after goto the app reports notRunning before the
-    script has even started.
-    """
-    start = time.monotonic()
-    page.goto(url)
-    expect(page.locator("[data-testid=stMain] h1").first).to_contain_text(title, timeout=120_000)
-    page.wait_for_selector(APP_IDLE, timeout=120_000)
-    return time.monotonic() - start
-
-
-def full_screenshot(page: Page, screenshot, name: str):
-    """Streamlit scrolls inside its main container, so grow the viewport to the content, then shoot."""
-    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
-    page.set_viewport_size({"width": 1400, "height": min(int(height) + 60, 8000)})
-    page.wait_for_timeout(800)
-    return screenshot(page, name)
-
-
-def test_learn_page(page: Page, app_server, assert_no_errors, screenshot) -> None:
+def test_learn_page(page: Page, app_server, assert_no_errors, first_paint, full_screenshot) -> None:
     seconds = first_paint(page, f"{app_server.url}/", "Learn")
     print(f"\nfirst paint learn: {seconds:.2f} s")
     assert_no_errors(page)
@@ -55,21 +34,21 @@ def test_learn_page(page: Page, app_server, assert_no_errors, screenshot) -> Non
     page.wait_for_selector(APP_IDLE)
     assert "row=1" in page.url and "col=5" in page.url  # the clicked cell is in the shareable URL
     assert_no_errors(page)
-    path = full_screenshot(page, screenshot, "learn")
+    path = full_screenshot(page, "learn")
     print(f"screenshot: {path}")
 
 
-def test_reconstruct_page(page: Page, app_server, assert_no_errors, screenshot) -> None:
+def test_reconstruct_page(page: Page, app_server, assert_no_errors, first_paint, full_screenshot) -> None:
     seconds = first_paint(page, f"{app_server.url}/reconstruct?model=shipped:mnist-rq", "Reconstruct")
     print(f"\nfirst paint reconstruct (mnist-rq): {seconds:.2f} s")
     assert_no_errors(page)
     expect(page.get_by_text("Coarse to fine").first).to_be_visible()
     expect(page.get_by_text(re.compile(r"depths 1\.\.4: [\d.]+ dB")).first).to_be_visible()
-    path = full_screenshot(page, screenshot, "reconstruct")
+    path = full_screenshot(page, "reconstruct")
     print(f"screenshot: {path}")
 
 
-def test_codebook_page(page: Page, app_server, assert_no_errors, screenshot) -> None:
+def test_codebook_page(page: Page, app_server, assert_no_errors, first_paint, full_screenshot) -> None:
     seconds = first_paint(page, f"{app_server.url}/codebook", "Codebook")
     print(f"\nfirst paint codebook: {seconds:.2f} s")
     assert_no_errors(page)
@@ -81,5 +60,5 @@ def test_codebook_page(page: Page, app_server, assert_no_errors, screenshot) -> 
     print(f"UMAP replaced PCA {time.monotonic() - start:.1f} s after the first paint")
     page.wait_for_selector(APP_IDLE)
     assert_no_errors(page)
-    path = full_screenshot(page, screenshot, "codebook")
+    path = full_screenshot(page, "codebook")
     print(f"screenshot: {path}")

@@ -72,9 +72,9 @@ def board(colour: str, me: str) -> None:
             st.text(f"Picked: {chosen.title} ({chosen.state})")
             query = {"model": f"run:{chosen.id}"}
             cols = st.columns(4)
-            for col, (page, label) in zip(cols, [("pages/reconstruct.py", "Reconstruct"), ("pages/codebook.py", "Codebook"),
-                                                 ("pages/paint.py", "Paint"), ("pages/compare.py", "Compare")]):
-                col.page_link(page, label=f"Open in {label}", query_params=query if page != "pages/compare.py"
+            for col, (page, label) in zip(cols, [("views/reconstruct.py", "Reconstruct"), ("views/codebook.py", "Codebook"),
+                                                 ("views/paint.py", "Paint"), ("views/compare.py", "Compare")]):
+                col.page_link(page, label=f"Open in {label}", query_params=query if page != "views/compare.py"
                               else {"runs": chosen.id})
             if chosen.state in ACTIVE:
                 st.caption("This run is still training: the other pages can open it once it has saved a checkpoint.")

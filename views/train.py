@@ -545,7 +545,7 @@ if cell := sweep_cell(me):
     st.info(f"**Class sweep:** your cell is K = {cell[0]}, beta = {cell[1]:g}. Press Start training; the Class page "
             "shows every student's result on one chart.")
 presenter = state.presenter()
-settings_box, live_box = (st.expander("New run settings"), st.container()) if presenter else st.columns([1, 2], gap="large")
+settings_box, live_box = (st.expander("New run settings"), st.container()) if presenter else st.columns([1, 1.5], gap="medium")
 
 with settings_box:
     settings = settings_form()

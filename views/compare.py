@@ -86,21 +86,32 @@ def describe(c: state.ModelChoice) -> dict:
     }
 
 
-def curves(chosen: list[state.ModelChoice]) -> None:
+X_AXES = {"fraction": "fraction of each run", "time": "seconds", "step": "steps"}
+
+
+def curves(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
     rows = {text.plotly(c.label): metrics(str(c.path), mtime(c.path / "metrics.jsonl")) for c in chosen}
+    if "cmp_x" not in st.session_state:
+        st.session_state["cmp_x"] = st.query_params.get("x", "fraction") if st.query_params.get("x") in X_AXES else "fraction"
+    x = st.radio("x axis", list(X_AXES), format_func=X_AXES.get, key="cmp_x", horizontal=True,
+                 help="Runs of different lengths (200 steps against 3,000) share one axis as a fraction of each run.")
+    st.query_params["x"] = x
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB"), key="cmp_psnr")
+        st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB", x=x, colors=colors), key="cmp_psnr")
         st.caption("Higher is better: which model rebuilds held-out images best, and how fast it got there.")
     with b:
-        st.plotly_chart(charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity"), key="cmp_ppl")
+        st.plotly_chart(charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity", x=x, colors=colors),
+                        key="cmp_ppl")
         st.caption("The effective number of codes in use: a collapsed codebook stays flat near the bottom.")
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.overlay(rows, "used", "Codes used (validation)", "codes"), key="cmp_used")
+        st.plotly_chart(charts.overlay(rows, "used", "Codes used (validation)", "codes", x=x, colors=colors),
+                        key="cmp_used")
         st.caption("Distinct codes picked on the validation set (depth 1 for RQ); compare it with each model's K.")
     with b:
-        st.plotly_chart(charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True), key="cmp_loss")
+        st.plotly_chart(charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True, x=x,
+                                       colors=colors), key="cmp_loss")
         st.caption("Training loss on a log scale; lower is better, but only compare models trained on the same data.")
 
 
@@ -123,7 +134,7 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
                                                        if len(groups) > 1 else ""))
 
 
-def usage_histograms(chosen: list[state.ModelChoice]) -> None:
+def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
     for start in range(0, len(chosen), PER_ROW):
         cols = st.columns(PER_ROW)
         for col, c in zip(cols, chosen[start:start + PER_ROW]):
@@ -132,7 +143,8 @@ def usage_histograms(chosen: list[state.ModelChoice]) -> None:
                 if counts is None:
                     st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue
-                st.plotly_chart(charts.usage_histogram(counts, 0, text.plotly(c.label), "uses", sort=True, height=240),
+                st.plotly_chart(charts.usage_histogram(counts, 0, text.plotly(c.label), "uses", sort=True, height=240,
+                                                       color=colors[text.plotly(c.label)], title_chars=26),
                                 key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
                            + (" (depth 1)" if c.kind == "rq" else "") + ".")
@@ -167,11 +179,12 @@ try:
     st.caption("What differs between them: read this row by row before reading the curves. Compare PSNR only "
                "beside the bits per image each model sends: a VQ-VAE sends at most h·w·log2 K bits (one code id per "
                "cell), a VAE its KL to N(0, I) (set by its KL weight); more bits buy sharper reconstructions.")
+    colors = charts.run_colors([text.plotly(c.label) for c in chosen])   # one colour per run on every chart of the page
     st.subheader("Training curves")
-    curves(chosen)
+    curves(chosen, colors)
     st.subheader("Reconstructions")
     side_by_side_reconstructions(chosen)
     st.subheader("Codebook usage")
-    usage_histograms(chosen)
+    usage_histograms(chosen, colors)
 except (runs.CheckpointError, ValueError, OSError) as e:
     st.error(f"Could not compare these models: {text.md(e, 400)}")

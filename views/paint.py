@@ -11,7 +11,7 @@ import torch
 
 from ui import state, text
 from ui.painter import grid_painter
-from vqdemo import analysis, painting, runs
+from vqdemo import analysis, grid_url, painting, runs
 
 loaded = state.current()
 if loaded is None:
@@ -69,8 +69,9 @@ mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
 background, freqs = code_stats(path, mtime, model, data.val_x)
 
 canvas_key = f"paint_canvas:{loaded.choice.id}:{mtime}"
-if canvas_key not in st.session_state:
-    st.session_state[canvas_key] = painting.Canvas([painting.blank_grid(b, h, w) for b in background], sizes)
+if canvas_key not in st.session_state:   # a shared link's painting (?grid=...) if it fits this model, else blank
+    shared = grid_url.decode(st.query_params.get("grid", ""), list(sizes), h, w)
+    st.session_state[canvas_key] = painting.Canvas(shared or [painting.blank_grid(b, h, w) for b in background], sizes)
 canvas: painting.Canvas = st.session_state[canvas_key]
 
 
@@ -135,6 +136,7 @@ with left:
                f"validation image {index}{image_label(index)}.")
 
 codes = canvas.codes(kind)
+st.query_params["grid"] = grid_url.encode([canvas.layer(i) for i in range(canvas.depth)], list(sizes))
 with right:
     if kind == "rq":
         partial, full = st.columns(2)

@@ -8,7 +8,7 @@ import streamlit as st
 from ui import figures as fg
 from ui import state, text
 from vqdemo import analysis, runs
-from vqdemo.images import ImageError, load_image
+from vqdemo.images import ImageError, border_mean, load_image
 from vqdemo.metrics import psnr_per_image
 
 MAX_UPLOAD_MB = 10
@@ -98,15 +98,16 @@ st.subheader("Originals, reconstructions and their code maps")
 size = 130 if state.presenter() else 96
 cols = st.columns(len(idx))
 codes_shown = (val["codes"][idx][:, depth] if is_rq else val["codes"][idx]) if is_vq else None
-for j, (c, i, p) in enumerate(zip(cols, idx, psnr.tolist())):
+for c, i, p in zip(cols, idx, psnr.tolist()):
     label = f"#{i}"
     if data.val_y is not None and data.class_names:
         label += f" ({text.md(data.class_names[int(data.val_y[i])])})"
-    c.image(state.crisp(data.val_x[i], size), caption=label, width=size)
-    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB", width=size)
-    if is_vq:
-        c.plotly_chart(fg.code_maps([codes_shown[j].numpy()], K[depth], cell_px=max(6, min(24, 120 // model.latent_shape[1]))),
-                       config={"displayModeBar": False}, key=f"rc_map_{j}", width="content")
+    c.image(state.crisp(data.val_x[i], size), caption=label)   # natural width, never wider than the column
+    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB")
+if is_vq:   # one figure for all maps, as wide as the row of images: no column is too narrow for its chart
+    st.plotly_chart(fg.code_maps([m.numpy() for m in codes_shown], K[depth],
+                                 cell_px=max(8, min(24, 900 // (len(idx) * model.latent_shape[1])))),
+                    config={"displayModeBar": False}, key="rc_maps")
 st.caption("Top: the original; middle: the reconstruction and its PSNR; bottom: its code map, one colour per "
            "code id (the same colours on every page; hover a cell for its id). Thin strokes and corners are "
            "where detail goes first, and similar strokes reuse the same codes across images.")
@@ -115,10 +116,10 @@ if is_rq:
     st.subheader("Coarse to fine: decoding with the first d depths only")
     show = idx[: min(len(idx), 6)]
     cols = st.columns(len(K) + 1)
-    cols[0].image(state.crisp(analysis.image_grid(data.val_x[show], 1), 80), caption="original", width=80)
+    cols[0].image(state.crisp(analysis.image_grid(data.val_x[show], 1), 80), caption="original")
     for d, c in enumerate(cols[1:]):
         strip = val["coarse"][d][show]
-        c.image(state.crisp(analysis.image_grid(strip, 1), 80), width=80,
+        c.image(state.crisp(analysis.image_grid(strip, 1), 80),
                 caption=f"depths 1..{d + 1}: {float(psnr_per_image(data.val_x[show], strip).mean()):.1f} dB")
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
                "the coarse image at depth 1, its details after.")
@@ -143,14 +144,27 @@ if up is not None:
     except ImageError as e:
         st.error(f"Could not use {text.md(up.name)}: {text.md(e, 400)}")
     else:
+        # A photo of dark ink on white paper is the negative of what an MNIST model learned: detect it from the
+        # background (the image's border) and offer the inverted image, on by default when they disagree.
+        trained_bg, upload_bg = border_mean(data.val_x[:256]), border_mean(x)
+        mismatch = abs(upload_bg - trained_bg) > 0.5
+        invert = st.toggle("Invert the upload (dark ink on light paper becomes light on dark)", value=mismatch,
+                           key=f"rc_invert:{up.name}:{len(raw)}")
+        if mismatch:
+            st.info(f"Your image has a {'light' if upload_bg > trained_bg else 'dark'} background "
+                    f"(border brightness {upload_bg:.2f}); this model learned images with a "
+                    f"{'dark' if trained_bg < 0.5 else 'light'} one ({trained_bg:.2f}). "
+                    + ("It is inverted below so the model can read it; switch it off to compare."
+                       if invert else "Switch on the invert toggle to give the model what it expects."))
+        if invert:
+            x = 1 - x
         x_hat, p = analysis.reconstruct(model, x[None])
         cols = st.columns([1, 1, 2])
         cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})")
         cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB")
         if is_vq:
             codes = model.encode_codes(x[None])
-            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth), config={"displayModeBar": False},
-                                 width="content")
+            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth), config={"displayModeBar": False})
             if is_rq:
                 coarse = analysis.coarse_to_fine(model, x[None])
                 dcols = st.columns(len(coarse))

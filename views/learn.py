@@ -151,7 +151,7 @@ mv = model_view(key, model)
 st.header("1 · The pipeline, with this model's real tensors")
 B, C, H, W = tr.x.shape
 N = first.compared.shape[0]
-stages = st.columns(7)
+stages = st.columns(4) + st.columns(4)[:3]   # two rows of stages: each wide enough for its figure at 1024 px
 codes_np = first.codes[0].numpy()
 with stages[0]:
     st.markdown("**image x**")
@@ -164,7 +164,7 @@ with stages[1]:
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
-    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", px(190), "RdBu"), config={"displayModeBar": False})
+    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", px(190), "PuOr"), config={"displayModeBar": False})
 with stages[3]:
     st.markdown(f"**→ distances to {K} codes**")
     st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
@@ -208,7 +208,7 @@ with left:
     col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
     st.query_params["row"], st.query_params["col"] = str(row), str(col)
     st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), px(270)), key="learn_cellmap",
-                    on_select=on_cell_click, selection_mode="points", width="content",
+                    on_select=on_cell_click, selection_mode="points",
                     config={"displayModeBar": False})
     st.caption("The code map: click a cell (or type its row and column) to follow its vector.")
 
@@ -347,6 +347,6 @@ with prior_col:
     st.caption("Without a prior, neither random codes nor Gaussian noise decode to a plausible image: "
                "that is the prior's job.")
     if loaded.has_prior:
-        st.page_link("pages/sample.py", label="Sample from this model's trained prior", icon="🎲")
+        st.page_link("views/sample.py", label="Sample from this model's trained prior", icon=":material/casino:")
     else:
-        st.page_link("pages/sample.py", label="This model has no prior yet: train one on the Sample page", icon="🎲")
+        st.page_link("views/sample.py", label="This model has no prior yet: train one on the Sample page", icon=":material/casino:")

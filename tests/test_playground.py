@@ -1,0 +1,74 @@
+"""vqdemo.playground: the 2-D toy that the Playground page plays, and its packed frames."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+import torch
+
+from vqdemo import playground as pg
+
+
+@pytest.mark.parametrize("name", pg.DATASETS)
+def test_toy_data_is_2d_and_in_view(name):
+    x = pg.toy_data(name, 500, seed=1)
+    assert x.shape == (500, 2)
+    assert x.abs().max() < 1.5
+    assert torch.equal(x, pg.toy_data(name, 500, seed=1))
+
+
+def test_fsq_rounds_to_the_grid_and_passes_gradients():
+    z = torch.tensor([[0.0, 5.0], [-5.0, 0.3]], requires_grad=True)
+    q, ids = pg.fsq_quantize(z, 3)
+    grid = pg.fsq_grid(3)
+    assert torch.allclose(q.detach(), grid[ids])                    # every output is a grid point
+    assert q.detach().tolist() == [[0.0, 1.0], [-1.0, 0.0]]
+    q.sum().backward()
+    assert z.grad is not None and (z.grad != 0).any()               # straight-through
+
+
+def test_run_records_frames_of_the_latent_plane():
+    cfg = pg.PlaygroundConfig(n=300, k=16, steps=20, every=5)
+    f = pg.run(cfg)
+    assert f.points.shape == (5, 300, 2) and f.codes.shape == (5, 16, 2) and f.counts.shape == (5, 16)
+    assert f.step.tolist() == [0, 5, 10, 15, 20]
+    assert (f.counts.sum(1) == 300).all()
+    assert f.loss[-1] < f.loss[0]
+
+
+def test_far_init_strands_codes_and_restarts_bring_them_back():
+    """The picture the page exists for: N(0, 1) codes learned by gradient stay dead far from the data;
+    codes started on the data, updated by EMA and restarted, are all in use."""
+    base = dict(n=1000, k=32, steps=200, every=50)
+    collapsed = pg.run(pg.PlaygroundConfig(**base, init="normal", codebook="grad", restart_dead=False))
+    healthy = pg.run(pg.PlaygroundConfig(**base, init="data", codebook="ema", restart_dead=True))
+    assert collapsed.used[-1] < 32
+    assert healthy.used[-1] > collapsed.used[-1]
+
+
+def test_fsq_codes_are_fixed():
+    f = pg.run(pg.PlaygroundConfig(n=200, k=16, steps=10, every=5, quantizer="fsq"))
+    assert f.codes.shape[1] == 16
+    assert np.allclose(f.codes[0], f.codes[-1])
+
+
+def test_pack_is_compact_and_decodes_to_the_frames():
+    f = pg.run(pg.PlaygroundConfig(n=400, k=8, steps=10, every=5))
+    p = pg.pack(f)
+    pts = np.frombuffer(base64.b64decode(p["points"]), np.uint8).reshape(p["frames"], p["n"], 2)
+    x0, x1, y0, y1 = p["box"]
+    back = x0 + pts[..., 0] / 255 * (x1 - x0)
+    inside = (f.points[..., 0] >= x0) & (f.points[..., 0] <= x1)      # the box leaves out the farthest 0.2 %
+    assert inside.mean() > 0.99
+    assert np.abs(back - f.points[..., 0])[inside].max() <= (x1 - x0) / 255 / 2 + 1e-6
+    counts = np.frombuffer(base64.b64decode(p["counts"]), "<u2").reshape(p["frames"], p["k"])
+    assert (counts == f.counts).all()
+
+
+@pytest.mark.parametrize("bad", [dict(data="moons"), dict(init="kaiming"), dict(k=1), dict(quantizer="lfq"),
+                                 dict(steps=0), dict(n=3), dict(beta=float("nan"))])
+def test_bad_settings_are_refused_with_a_message(bad):
+    with pytest.raises(ValueError):
+        pg.run(pg.PlaygroundConfig(**bad))

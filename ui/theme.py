@@ -1,0 +1,93 @@
+"""One visual language for every chart: text sizes that grow in presenter mode, and the palettes.
+
+Every Plotly figure of the app passes through `style` (called by the `_layout` of ui/charts.py and
+ui/figures.py), so the projector rule lives in one place: in presenter mode no chart text is smaller
+than `PRESENTER.small` (16 px, readable from the back row). Red means "dead code" and nothing else,
+so the palettes for runs and codes hold no reds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+
+DEAD = "#dc2626"   # the one red of the app: codes no vector picked
+# One colour per run (Compare overlays, Train's finished runs): distinct, colour-blind friendly, no red.
+RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#393b79", "#e377c2", "#7f7f7f", "#bcbd22")
+
+
+@dataclass(frozen=True)
+class Fonts:
+    small: int    # ticks, legends, annotations, text inside cells
+    body: int     # axis titles
+    title: int
+
+
+NORMAL = Fonts(small=11, body=12, title=14)
+PRESENTER = Fonts(small=16, body=17, title=20)
+
+
+def presenter() -> bool:
+    """Whether this browser session is in presenter mode (False outside a Streamlit script run)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return False
+    import streamlit as st
+
+    return bool(st.session_state.get("presenter", False))
+
+
+def fonts(big: bool | None = None) -> Fonts:
+    return PRESENTER if (presenter() if big is None else big) else NORMAL
+
+
+def style(fig: go.Figure, big: bool | None = None) -> go.Figure:
+    """Set every text size of `fig` for the current mode; text set smaller than the mode's minimum grows.
+
+    big=None reads the session's presenter mode. Margins grow with the title so it is never cut.
+    """
+    f = fonts(big)
+    lay = fig.layout
+    fig.update_layout(font=dict(size=f.body), legend=dict(font=dict(size=f.small)),
+                      hoverlabel=dict(font=dict(size=f.small + 2 if f is PRESENTER else 13)))
+    if lay.title and lay.title.text:
+        fig.update_layout(title=dict(font=dict(size=f.title), automargin=True))
+    fig.update_xaxes(tickfont=dict(size=f.small), title_font=dict(size=f.body))
+    fig.update_yaxes(tickfont=dict(size=f.small), title_font=dict(size=f.body))
+    for ann in lay.annotations or ():
+        if f is PRESENTER or ann.font.size is None:
+            ann.font.size = max(ann.font.size or 0, f.small)
+    for trace in fig.data:
+        text = getattr(trace, "textfont", None)
+        if text is not None and (text.size is None or (f is PRESENTER and not isinstance(text.size, tuple)
+                                                         and text.size < f.small)):
+            trace.textfont.size = f.small
+    return fig
+
+
+def wrap(title: str, big: bool | None = None, limit: int | None = None) -> str:
+    """Break a chart title at word boundaries so it fits a half-width column at 1024 px (Plotly never
+    wraps a title; it cuts it). Lines are joined with <br>; existing <br> breaks are kept. limit: characters
+    per line for narrower charts (the presenter mode's limit is 2/3 of it, its text being larger)."""
+    limit = limit or 44
+    limit = round(limit * 2 / 3) if fonts(big) is PRESENTER else limit
+    lines = []
+    for part in title.split("<br>"):
+        line = ""
+        for word in part.split(" "):
+            if line and len(line) + 1 + len(word) > limit:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    return "<br>".join(lines)
+
+
+def top_margin(title: str | None, legend: bool, big: bool | None = None) -> int:
+    """Room above the plot for a (wrapped) title and a one-row legend between it and the plot."""
+    f = fonts(big)
+    lines = title.count("<br>") + 1 if title else 0
+    return int(8 + lines * f.title * 1.35 + (f.small * 2.2 if legend else 0))

@@ -1,0 +1,106 @@
+"""Playground: vector quantisation in a latent space of D = 2, where every vector can be drawn.
+
+A toy autoencoder on 2-D points; its encoder outputs (dots), the codebook (discs, dead ones as red crosses)
+and each code's Voronoi cell, moving as training runs. The run is computed once per setting (shared by
+every student through the cache) and played in the browser, so the server does no work per frame.
+"""
+
+import streamlit as st
+
+from ui import figures as fg
+from ui import state
+from ui.playground_player import player
+from vqdemo import playground as pg
+
+INITS = {"normal": "N(0, 1): far from the data", "uniform": "U(-1/K, 1/K): tiny, at the centre",
+         "data": "on the data (k-means)"}
+CODEBOOKS = {"grad": "gradient (codebook loss)", "ema": "EMA (running k-means)"}
+QUANTIZERS = {"vq": "VQ: a learned codebook", "fsq": "FSQ: a fixed rounding grid"}
+KS = [4, 8, 16, 32, 64, 128, 256]
+STEPS = [200, 400, 800]
+
+
+def url_choice(key: str, name: str, options: list, default) -> None:
+    """Seed a widget from the URL once (unknown values fall back to the default)."""
+    if key not in st.session_state:
+        raw = st.query_params.get(name, str(default))
+        st.session_state[key] = next((o for o in options if str(o) == raw), default)
+
+
+@st.cache_data(max_entries=64, show_spinner="Training the toy autoencoder...")
+def recorded(data: str, k: int, beta: float, init: str, codebook: str, restart: bool, quantizer: str,
+             steps: int) -> tuple[dict, dict]:
+    """The packed run for the browser and what the caption states about it (first and last frame)."""
+    frames = pg.run(pg.PlaygroundConfig(data=data, k=k, beta=beta, init=init, codebook=codebook,
+                                        restart_dead=restart, quantizer=quantizer, steps=steps,
+                                        every=max(1, steps // 100)))
+    used, ppl = frames.used, frames.perplexity
+    return pg.pack(frames), {"k": frames.codes.shape[1], "used0": int(used[0]), "used": int(used[-1]),
+                             "ppl": float(ppl[-1]), "steps": int(frames.step[-1]), "frames": len(frames.step),
+                             "loss0": float(frames.loss[0]), "loss": float(frames.loss[-1])}
+
+
+state.current()   # the sidebar (model picker, presenter mode) on every page
+st.title("Playground: a codebook you can see")
+st.markdown("A toy autoencoder squeezes 2-D points through a latent space of **D = 2**, so every encoder output "
+            "(dot), every code (disc) and the region each code owns (its Voronoi cell) fit on one picture. "
+            "Press Restart, change one thing, and watch the codes move.")
+
+url_choice("pg_data", "data", list(pg.DATASETS), "rings")
+url_choice("pg_k", "k", KS, 64)
+url_choice("pg_init", "init", list(INITS), "normal")
+url_choice("pg_cb", "cb", list(CODEBOOKS), "grad")
+url_choice("pg_quant", "q", list(QUANTIZERS), "vq")
+url_choice("pg_steps", "steps", STEPS, 400)
+if "pg_beta" not in st.session_state:
+    st.session_state["pg_beta"] = state.float_param("beta", 0.25, 0.0, 2.0)
+if "pg_restart" not in st.session_state:
+    st.session_state["pg_restart"] = st.query_params.get("restart", "0") == "1"
+
+controls, picture = st.columns([2, 3], gap="medium")
+with controls:
+    quantizer = st.radio("Quantiser", list(QUANTIZERS), format_func=QUANTIZERS.get, key="pg_quant", horizontal=True)
+    data = st.radio("Data", list(pg.DATASETS), key="pg_data", horizontal=True)
+    k = st.select_slider("Codebook size K", KS, key="pg_k",
+                         help="FSQ: L levels per axis with L x L closest to K.")
+    is_vq = quantizer == "vq"
+    init = st.radio("Codebook init", list(INITS), format_func=INITS.get, key="pg_init", disabled=not is_vq)
+    codebook = st.radio("Codebook update", list(CODEBOOKS), format_func=CODEBOOKS.get, key="pg_cb",
+                        disabled=not is_vq, horizontal=True)
+    restart = st.toggle("Dead-code restart", key="pg_restart", disabled=not is_vq,
+                        help="Move codes that no point picks onto random encoder outputs.")
+    beta = st.slider("Commitment weight beta", 0.0, 2.0, step=0.05, key="pg_beta", disabled=not is_vq)
+    steps = st.select_slider("Training steps", STEPS, key="pg_steps")
+
+st.query_params.update({"data": data, "k": str(k), "init": init, "cb": codebook, "q": quantizer,
+                        "restart": "1" if restart else "0", "beta": f"{beta:g}", "steps": str(steps)})
+try:
+    run, facts = recorded(data, k, float(beta), init, codebook, bool(restart), quantizer, steps)
+except ValueError as e:
+    st.error(f"These settings cannot be trained: {e}")
+    st.stop()
+
+with picture:
+    rev = f"{data}-{k}-{beta}-{init}-{codebook}-{restart}-{quantizer}-{steps}"
+    player(run, list(fg.code_colors(facts["k"])), fg.DEAD, rev, grid=not is_vq)
+
+dead = facts["k"] - facts["used"]
+if is_vq:
+    st.markdown(f"**What happened:** {facts['used0']} of {facts['k']} codes were picked at step 0 and "
+                f"{facts['used']} after {facts['steps']} steps; **{dead} dead** (red crosses), perplexity "
+                f"{facts['ppl']:.1f}; loss {facts['loss0']:.3f} -> {facts['loss']:.4f}.")
+    ask = {"normal": "Why do codes far from the dots never move? (No point picks them, so neither the codebook "
+                     "loss nor the EMA ever reaches them.) Now switch dead-code restart on.",
+           "uniform": "All codes start in a tiny square at the centre: which ones win the dots, and what happens "
+                      "to the ones inside?",
+           "data": "Codes start on the data: does every code keep its dots? Compare gradient and EMA updates."}
+    st.caption(f"Ask the class: {ask[init]}")
+else:
+    st.markdown(f"**What happened:** the grid has {facts['k']} fixed codes; {facts['used']} hold dots after "
+                f"{facts['steps']} steps (perplexity {facts['ppl']:.1f}); loss {facts['loss0']:.3f} -> "
+                f"{facts['loss']:.4f}. Finite scalar quantisation (Mentzer et al., 2023) rounds each latent number "
+                "to a few levels: no codebook to learn, so no code can die, but the encoder must bring its "
+                "outputs to the grid.")
+st.caption(f"The whole run ({facts['frames']} frames) is computed once for these settings and played in your "
+           "browser: the dots are encoder outputs coloured by the code they snap to, the pale regions are each "
+           "code's Voronoi cell.")

@@ -3,7 +3,7 @@
 Students type titles and name the folders of their zips, and every page shows them to the whole class. Streamlit
 renders markdown in st.markdown, captions, alerts, metrics, image captions and widget labels, and Plotly renders
 a subset of HTML (<a href>, <b>, <span style>) in titles, legends, annotations and hover text. A title such as
-`[answers](http://x) ![t](http://x/t.png)` would otherwise become a live link and an image that every other
+`[answers](URL) ![t](URL/t.png)` would otherwise become a live link and an image that every other
 student's browser fetches. Every user string goes through `md` (Streamlit) or `plotly` (figures) here; `plain`
 is the cleaning both share, and what plain-text places (dataframes, selectbox options) get.
 """
@@ -30,7 +30,7 @@ def plain(value: Any, limit: int = MAX_CHARS) -> str:
 def md(value: Any, limit: int = MAX_CHARS) -> str:
     """For anything Streamlit renders as markdown: every markdown and HTML metacharacter backslash-escaped, so links,
     images, emphasis, emoji and colour shortcodes (:red[...]), LaTeX ($) stay literal text. Escaping does not stop
-    GitHub-style autolinks (http://..., www...., a@b.c are linked after escapes are read), so an invisible word
+    GitHub-style autolinks (http(s) addresses, www...., a@b.c are linked after escapes are read), so an invisible word
     joiner splits those patterns."""
     text = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + _JOINER + m.group(0)[-1], plain(value, limit))
     return _MD_SPECIAL.sub(r"\\\1", text)

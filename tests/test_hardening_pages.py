@@ -290,3 +290,23 @@ def test_the_server_caps_uploads_at_the_largest_widget_limit():
     limits = [int(m) for f in (REPO / "views").glob("*.py") for m in re.findall(r"^MAX_UPLOAD_MB = (\d+)", f.read_text(), re.M)]
     assert config["server"]["maxUploadSize"] == max(limits) == 64
     assert config["browser"]["gatherUsageStats"] is False
+
+
+HOSTILE_TEXT = [EVIL_TITLE, *EVIL_CLASSES, "http://evil.example", "https://evil.example/x", "www.evil.example",
+                "me@evil.example", "<a href='http://evil.example'>x</a>", "<img src=x onerror=alert(1)>", "**bold** _it_",
+                "`code`", "# heading", "- list", "1. list", "> quote", "| a | b |", ":red[x] :material/home:", "$x^2$",
+                "~~strike~~", "[ref]: http://evil.example", "<http://evil.example>", "\\[escaped\\](x)",
+                "line\nbreak\u202eevil", "\x00null", "a" * 10_000]
+MARKDOWN_LIVE = LIVE + [re.compile(p) for p in (r"https?://", r"(?i)www\.", r"\w@\w", r"(?<!\\)\*\*", r"(?<!\\)`",
+                                                r"^#", r"^[-+] ", r"^\d+\. ", r"^>", r"\n", r"\u202e", r"(?<!\\)~~")]
+
+
+@pytest.mark.parametrize("raw", HOSTILE_TEXT, ids=[f"text{i}" for i in range(len(HOSTILE_TEXT))])
+def test_the_text_helper_leaves_nothing_markdown_or_html_could_act_on(raw):
+    from ui import text
+
+    shown_md = text.md(raw)
+    assert not [p.pattern for p in MARKDOWN_LIVE if p.search(shown_md)], shown_md
+    assert len(text.plain(raw)) <= text.MAX_CHARS
+    assert "<" not in text.plotly(raw) and ">" not in text.plotly(raw)
+    assert "%" not in text.plotly_template(raw + "%{x}")

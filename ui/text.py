@@ -18,7 +18,8 @@ MAX_CHARS = 120
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")  # incl. bidi overrides
 _JOINER = "\u2060"   # WORD JOINER: invisible, and not a URL character
 _AUTOLINK = re.compile(r"://|(?i:www)\.|@")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'@^%])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|<>~$])")   # links, images, emphasis, code, HTML, tables, LaTeX, :red[..]
+_MD_LIST = re.compile(r"^(\s*)([-+]|\d+)(\.?)(?=\s)")            # a list marker where the text starts a line
 
 
 def plain(value: Any, limit: int = MAX_CHARS) -> str:
@@ -28,12 +29,18 @@ def plain(value: Any, limit: int = MAX_CHARS) -> str:
 
 
 def md(value: Any, limit: int = MAX_CHARS) -> str:
-    """For anything Streamlit renders as markdown: every markdown and HTML metacharacter backslash-escaped, so links,
-    images, emphasis, emoji and colour shortcodes (:red[...]), LaTeX ($) stay literal text. Escaping does not stop
-    GitHub-style autolinks (http(s) addresses, www...., a@b.c are linked after escapes are read), so an invisible word
-    joiner splits those patterns."""
+    """For anything Streamlit renders as markdown: the markdown and HTML metacharacters backslash-escaped, so
+    links, images, emphasis, code, tables, colour shortcodes (:red[...]) and LaTeX ($) stay literal text.
+    Escaping does not stop GitHub-style autolinks (http(s) addresses, www...., a@b.c are linked after escapes are
+    read), so an invisible word joiner splits those patterns."""
     text = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + _JOINER + m.group(0)[-1], plain(value, limit))
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_LIST.sub(_unlist, _MD_SPECIAL.sub(r"\\\1", text))
+
+
+def _unlist(m: re.Match) -> str:
+    """'- x' -> '\\- x', '1. x' -> '1\\. x': a leading list marker stays text."""
+    indent, mark, dot = m.groups()
+    return indent + (mark + "\\." if dot else ("\\" + mark if not mark.isdigit() else mark))
 
 
 def plotly(value: Any, limit: int = MAX_CHARS) -> str:

@@ -70,7 +70,7 @@ def step_bytes(cfg: ModelConfig, batch_size: int) -> int:
     tests/test_hardening_budget.py checks this against ru_maxrss of real steps."""
     codes = 0 if cfg.kind == "vae" else max(cfg.rq.codebook_sizes if cfg.kind == "rq" and not cfg.rq.shared else [cfg.vq.k])
     width = max(cfg.hidden, cfg.vq.dim)
-    held = 3 if cfg.kind != "rq" else 8   # (positions, K) tensors alive at once, with margin
+    held = 4 if cfg.kind != "rq" else 8   # (positions, K) tensors alive at once, with margin
     per_image, per_latent_map = cfg.image_size ** 2, cfg.latent_size ** 2
     train = batch_size * (8 * per_image * width + 4 * held * per_latent_map * codes)
     val = validation_batch(batch_size, cfg.image_size) * (4 * per_image * width + 4 * held * per_latent_map * codes)

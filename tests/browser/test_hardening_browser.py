@@ -24,7 +24,7 @@ PAGES = {"learn": "Learn", "train": "Train", "reconstruct": "Reconstruct", "code
          "sample": "Sample", "compare": "Compare"}
 APP_IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 # Every element (documents of same-origin frames included) whose href / src / xlink:href names the planted host.
-FIND_EVIL = """() => {
+FIND_EVIL = r"""() => {
   const hits = [];
   const scan = (doc) => {
     for (const el of doc.querySelectorAll('*')) {

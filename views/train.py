@@ -265,6 +265,7 @@ def title_of(v: dict) -> str:
 def start(v: dict, me: str) -> None:
     """Queue a run with these settings; any bad value becomes a message, never a traceback."""
     try:
+        job_queue().check_limits(me, browser_id())   # before the dataset is decoded: a refused zip costs nothing
         if v["data"] == "folder":
             if not st.session_state.get("tr_upload_path"):
                 raise ValueError("upload a .zip of images first (or pick a built-in dataset)")
@@ -436,7 +437,8 @@ def status_panel(job_id: str, settings: dict) -> None:
         st.rerun()   # a run started or ended: redraw the whole page (its lists and refresh rate change)
     if msg := st.session_state.pop("tr_msg", None):
         st.warning(msg)
-    st.markdown(f"**{v.title}** · {v.state.upper()}" + (f" (place {v.place})" if v.place else "") + f" · {v.reason}")
+    st.markdown(f"**{text.md(v.title)}** · {v.state.upper()}" + (f" (place {v.place})" if v.place else "")
+                + f" · {text.md(v.reason)}")
     if v.state == "queued":
         counts = job_queue().counts()
         wait = f"; at most about {v.wait_s / 60:.0f} min" if v.wait_s and v.wait_s >= 60 else ""
@@ -569,7 +571,7 @@ with live_box:
         ids = [j.id for j in mine]
         if st.session_state.get("tr_job") not in ids:
             st.session_state["tr_job"] = ids[0]
-        titles = {j.id: f"{j.title} · {j.state}" for j in mine}
+        titles = {j.id: f"{text.plain(j.title, 80)} · {j.state}" for j in mine}
         job_id = st.selectbox("Your run", ids, key="tr_job", format_func=titles.get)
         view = queue.get(job_id).view(light=True)
         st.session_state["tr_live_state"] = view.state

@@ -465,8 +465,13 @@ class JobQueue:
 
     # ---- submit and schedule -------------------------------------------------------------------------
 
+    def check_limits(self, owner: str, client: str = "") -> None:
+        """Raise JobError if this student may not queue another run now: per student (counted by browser too, so a new
+        tab or a dropped ?me= does not reset it) and per class. Pages call it before costly preparation."""
+        with self._lock:
+            self._check_limits(owner, client)
+
     def _check_limits(self, owner: str, client: str) -> None:
-        """Per student (counted by browser, so a new tab or a dropped ?me= does not reset it) and per class."""
         mine = [j for j in self._jobs.values() if j.state in ACTIVE and j.task != "call"
                 and (j.owner == owner or (client and j.client == client))]
         if len(mine) >= self.per_owner:

@@ -14,7 +14,10 @@ import socket
 import subprocess
 import tempfile
 import time
+import sys
 from collections.abc import Iterator
+
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]   # Ray's `ray` command, whether or not it is on PATH
 
 
 @contextlib.contextmanager
@@ -29,13 +32,13 @@ def local_head(num_cpus: int = 2, start_timeout_s: float = 120.0) -> Iterator[di
     temp = tempfile.mkdtemp(prefix="vqray-", dir="/tmp")   # Ray's socket paths must stay short
     log = open(os.path.join(temp, "head.log"), "wb")
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--num-cpus", str(num_cpus), "--port", str(port), "--node-ip-address", "127.0.0.1",
+        [*RAY_CLI, "start", "--head", "--num-cpus", str(num_cpus), "--port", str(port), "--node-ip-address", "127.0.0.1",
          "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp, "--block"],
         env={**os.environ, **env, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
         deadline = time.monotonic() + start_timeout_s
-        while subprocess.run(["ray", "status", "--address", env["RAY_ADDRESS"]], env={**os.environ, **env},
+        while subprocess.run([*RAY_CLI, "status", "--address", env["RAY_ADDRESS"]], env={**os.environ, **env},
                              capture_output=True).returncode != 0:
             if head.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the Ray head did not come up: {open(log.name).read()[-1500:]}")

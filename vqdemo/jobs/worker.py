@@ -11,6 +11,7 @@ and last `("exit", state, reason, result)`.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -145,12 +146,30 @@ def _warm_up() -> None:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
+def _yield_to_the_web_server() -> None:
+    """Training is batch work: SCHED_BATCH keeps a worker from preempting the web server when it wakes (its CPU share
+    is unchanged), and env VQDEMO_WORKER_NICE (default 0) lowers that share too, for a teacher who prefers quick
+    pages to fast training on a small machine."""
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError:
+            pass
+    try:
+        nice = int(os.environ.get("VQDEMO_WORKER_NICE", "0"))
+    except ValueError:
+        nice = 0
+    if 0 < nice <= 19:
+        os.nice(nice)
+
+
 def serve(conn: Connection) -> None:
     """A worker process's main: set up the process, load torch, wait for a spec, run it, report, return.
 
     Started ahead of need as a warm spare, so a student's run does not wait for torch to import.
     """
     runtime.configure()
+    _yield_to_the_web_server()
     _warm_up()
     from ..train import Control
 

@@ -42,8 +42,18 @@ def test_prior_train_and_sample(trained, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
+def test_prior_train_with_dropout_keeps_the_class_conditioning(trained, tmp_path):
+    r = run("prior", "train", str(trained), "--steps", "5", "--dropout", "0.25")
+    assert r.returncode == 0, r.stderr
+    model = json.loads((trained / "prior" / "config.json").read_text())["model"]
+    assert model["dropout"] == 0.25 and model["num_classes"] == 10
+
+
 @pytest.mark.parametrize("args", [
     ["train", "--k", "1", "--steps", "1"],
+    ["train", "--ste", "both", "--steps", "1"],          # an EMA codebook takes no gradient: refused, not ignored
+    ["prior", "train", "/nonexistent/run", "--dropout", "1.5"],
     ["train", "--beta", "-0.5", "--steps", "1"],
     ["train", "--lr", "nan", "--steps", "1"],
     ["train", "--lr", "inf", "--steps", "1"],

@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--steps", type=_positive_int)
     pt.add_argument("--seed", type=SEED, default=0)
     pt.add_argument("--unconditional", action="store_true", help="ignore class labels")
+    pt.add_argument("--dropout", type=_finite, default=0.0,
+                    help="dropout in the PixelCNN's gated layers, in [0, 1): keeps a long run from overfitting")
     ps = psub.add_parser("sample")
     ps.add_argument("run", type=Path)
     ps.add_argument("--n", type=_int_in(1, 1024), default=16)
@@ -296,8 +298,13 @@ def cmd_prior(a: argparse.Namespace) -> int:
         if a.seconds is None and a.steps is None:
             a.seconds = 60.0
         cfg = None
-        if a.unconditional:
-            cfg = prior.prior_config_for(load_model(a.run)[0], None)
+        if a.unconditional or a.dropout:
+            ae, meta = load_model(a.run)
+            classes = None
+            if not a.unconditional:
+                data = load_data(data_config(meta, str(a.run)))
+                classes = data.num_classes if data.train_y is not None else None
+            cfg = prior.prior_config_for(ae, classes, dropout=a.dropout)
         out = prior.train_prior(a.run, seconds=a.seconds, steps=a.steps, seed=a.seed, prior_cfg=cfg,
                                 on_event=_progress(a.steps, a.seconds), out_dir=a.run / prior.PRIOR_DIR)
         print(f"prior written to {out}")

@@ -7,8 +7,7 @@ import torch
 
 from helpers import tiny_config
 from vqdemo import analysis, explain, prior, runs
-from vqdemo.data import DataConfig, load_data
-from vqdemo.models import VQVAE, ModelConfig, build_model
+from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, nearest_code
 
 

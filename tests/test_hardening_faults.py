@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from vqdemo import jobs, runs, train as train_mod
+from vqdemo import jobs, runs
+from vqdemo import train as train_mod
 from vqdemo.data import DataConfig
 from vqdemo.fit import fit
 from vqdemo.jobs import JobError, JobQueue

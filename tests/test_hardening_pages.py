@@ -233,7 +233,7 @@ def evil_zip(path: Path) -> Path:
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
     with zipfile.ZipFile(buf, "w") as z:
-        for c, name in enumerate(EVIL_CLASSES):
+        for name in EVIL_CLASSES:
             for i in range(6):
                 im = Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8))
                 png = io.BytesIO()

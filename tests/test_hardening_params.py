@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from vqdemo import cli, fit as fitting, runs
+from vqdemo import cli, runs
+from vqdemo import fit as fitting
 from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.models import ModelConfig
 from vqdemo.prior import PriorConfig, PriorError

@@ -52,7 +52,7 @@ def wait_for(pred, what: str, timeout: float = TIMEOUT_S):
 
 def wait_finished(*js) -> None:
     for j in js:
-        wait_for(lambda: j.state in jobs.FINISHED, f"job {j.title} to finish")
+        wait_for(lambda j=j: j.state in jobs.FINISHED, f"job {j.title} to finish")
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ process alive for half a minute), so these tests ask for PCA via the URL; the ba
 tested in test_explain.py and the swap itself in the browser test.
 """
 
+import re
 from pathlib import Path
 
-import re
 import pytest
 from streamlit.testing.v1 import AppTest
 

@@ -47,7 +47,7 @@ def stroke(at: AppTest, d: int, row: int, code: int, seq: int) -> list[list[int]
     base = canvas(at).layer(d)
     grid = [r[:] for r in base]
     grid[row] = [code] * len(grid[row])
-    key = next(k for k in at.session_state.keys() if k.startswith("painter:") and k.endswith(f":{d}"))
+    key = next(k for k in at.session_state.keys() if k.startswith("painter:") and k.endswith(f":{d}"))  # noqa: SIM118
     at.session_state[key] = {"painted": {"grid": grid, "base": _rev(base), "seq": seq}}
     at.run()
     assert not at.exception, [e.message for e in at.exception]
@@ -116,7 +116,7 @@ def test_rq_paints_one_depth_and_keeps_the_others():
 def test_a_vae_has_nothing_to_paint():
     at = open_paint("mnist-vae")
     assert any("no codebook to paint" in i.value for i in at.info)
-    assert not [k for k in at.session_state.keys() if k.startswith("painter:")]
+    assert not [k for k in at.session_state.keys() if k.startswith("painter:")]  # noqa: SIM118
 
 
 def test_the_painted_canvas_is_in_the_url_and_a_shared_link_restores_it():

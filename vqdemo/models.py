@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fsq import FiniteScalarQuantizer, FSQConfig
 from .metrics import psnr
 from .nets import ConvDecoder, ConvEncoder, PatchDecoder, PatchEncoder
-from .fsq import FiniteScalarQuantizer, FSQConfig
 from .quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, perplexity_of
 
 
@@ -79,7 +79,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         vq = QuantizerConfig(**d.pop("vq", {}))
         rq = ResidualConfig(**d.pop("rq", {}))

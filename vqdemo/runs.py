@@ -445,7 +445,7 @@ class RunsLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunsLock":
+    def __enter__(self) -> RunsLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:

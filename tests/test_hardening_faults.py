@@ -75,6 +75,7 @@ def test_nan_from_a_huge_learning_rate_fails_the_run_and_keeps_the_good_checkpoi
     assert [r for r in runs.read_metrics(out) if r.get("type") == "val"]
 
 
+@pytest.mark.integration
 def test_nan_in_a_job_fails_that_job_and_the_queue_goes_on(tmp_path, any_lr):
     q = JobQueue(1, tmp_path / "runs", threads=1)
     bad = q.submit("s1", "diverges", tiny_config(), DATA, TrainConfig(steps=50, batch_size=16, lr=1e12, val_every=10))
@@ -108,6 +109,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path, seed):
     out = tmp_path / "run"
@@ -127,6 +129,7 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path,
     assert [r.id for r in runs.list_runs(tmp_path)] == []   # no config.json: not a run, and temp files are no runs
 
 
+@pytest.mark.integration
 def test_killed_cli_run_then_a_server_restart_lists_and_loads_it(tmp_path):
     """SIGKILL a real `python -m vqdemo train` at a random moment after its first checkpoint; a new JobQueue
     (a restarted server) marks it interrupted, lists it, and it loads. A finished run is listed as done."""
@@ -215,6 +218,7 @@ def test_read_only_runs_folder_from_the_cli_is_one_line(tmp_path, unwritable, ca
     assert code == 2 and len(err) == 1 and "Read-only file system" in err[0]
 
 
+@pytest.mark.integration
 def test_disk_full_mid_run_fails_the_job_clearly_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """The first checkpoint is written; then the disk fills: the job fails with a reason, the server's queue
     goes on, the earlier checkpoint still loads and no temp file is left behind."""

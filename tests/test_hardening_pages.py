@@ -99,6 +99,7 @@ BAD_DATA = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(BAD_DATA))
 def test_a_checkpoints_data_config_never_downloads_nor_crashes_a_page(trained, tmp_path, monkeypatch, case):
     calls = []
@@ -126,6 +127,7 @@ def test_the_cli_path_refuses_the_same_data_configs(trained, tmp_path, capsys):
     assert not (tmp_path / "dl").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("page", PAGES)
 def test_a_config_whose_kind_is_not_its_weights_is_a_message(trained, tmp_path, page):
     model = planted(trained, tmp_path / "runs", "20260101-000002-kind00",
@@ -147,6 +149,7 @@ def misfit_run(root: Path, name: str) -> str:
     return run
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("page", PAGES)
 def test_a_model_that_does_not_fit_its_data_is_a_message(tmp_path, page):
     run = misfit_run(tmp_path / "runs", "20260101-000003-misfit")
@@ -162,6 +165,7 @@ def test_eval_of_a_model_that_does_not_fit_its_data_is_one_line(tmp_path, capsys
     assert "does not fit" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("value", [1e30, 1e7, -1e20])
 def test_huge_finite_weights_are_refused_at_load(trained, tmp_path, capsys, value):
     def scale(tensors):
@@ -184,6 +188,7 @@ def test_eval_json_is_strict_even_when_a_figure_is_not_finite(monkeypatch, capsy
     assert json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))["psnr"] is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("meta", ["[1, 2]", '"prior"', "42", "null", "[" * 5000])
 def test_prior_metadata_that_is_not_an_object_is_refused(trained, tmp_path, capsys, meta):
     run = tmp_path / "runs" / "20260101-000005-prior0"
@@ -197,6 +202,7 @@ def test_prior_metadata_that_is_not_an_object_is_refused(trained, tmp_path, caps
     assert any("could not be loaded" in e for e in unescaped(at.error)), unescaped(at.error)
 
 
+@pytest.mark.integration
 def test_paint_refuses_a_model_with_more_than_4096_codes(tmp_path):
     cfg = ModelConfig(hidden=8, res_hidden=4, res_blocks=0, vq=QuantizerConfig(k=8192, dim=4))
     run = tmp_path / "runs" / "20260101-000006-bigk00"
@@ -209,6 +215,7 @@ def test_paint_refuses_a_model_with_more_than_4096_codes(tmp_path):
     assert any("4,096" in i for i in unescaped(at.info)), unescaped(at.info)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("query", ["shipped:mnist-vq,shipped:mnist-vq", "shipped:mnist-vq,shipped:mnist-vq,shipped:mnist-rq",
                                    "a,a,a", ",,,"])
 def test_compare_with_repeated_runs_in_the_url(query):
@@ -218,6 +225,7 @@ def test_compare_with_repeated_runs_in_the_url(query):
     assert not at.exception, at.exception
 
 
+@pytest.mark.integration
 def test_a_refused_checkpoint_is_refused_once_per_file_version(trained, tmp_path, monkeypatch):
     model = planted(trained, tmp_path / "runs", "20260101-000007-refuse", tensors_change=lambda t: t.update(extra=torch.zeros(1)))
     calls = []
@@ -256,6 +264,7 @@ def hostile_runs(tmp_path_factory) -> Path:
 LIVE = [re.compile(p) for p in (r"(?<!\\)\]\((?!\))", r"(?<!\\)!\[", r"(?<!\\)<(a|img)\b", r"(?<!\\):red\[", r"(?<!\\)\$x")]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("page", PAGES + ["train"])
 def test_titles_and_class_names_are_shown_as_text_on_every_page(hostile_runs, monkeypatch, page):
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(hostile_runs))
@@ -271,6 +280,7 @@ def test_titles_and_class_names_are_shown_as_text_on_every_page(hostile_runs, mo
     assert page != "codebook" or any("&lt;a href" in s for s in specs)   # the class names are in its legend
 
 
+@pytest.mark.integration
 def test_zip_runs_keep_their_data_when_uploads_are_cleared(tmp_path, monkeypatch):
     root = tmp_path / "runs"
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(root))

@@ -123,6 +123,7 @@ def test_prior_flags_out_of_bounds(tmp_path, monkeypatch, capsys, argv):
     assert not (tmp_path / "s.png").exists()
 
 
+@pytest.mark.integration
 def test_the_real_entry_point_answers_fast_in_one_line(tmp_path):
     """Out of process, as a student types it: the brief's examples, no traceback, nothing written."""
     for args in (["--k", "1000000000"], ["--threads", "100000"]):
@@ -245,6 +246,7 @@ def test_eval_of_a_checkpoint_with_a_hostile_data_config_is_one_line(tmp_path, c
     assert not target.exists()
 
 
+@pytest.mark.integration
 def test_a_run_title_is_shown_as_text_on_other_students_pages(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

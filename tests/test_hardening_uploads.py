@@ -124,6 +124,7 @@ def test_odd_modes_all_decode():
         assert x.shape == (3, 4, 4) and torch.isfinite(x).all() and 0 <= float(x.min()) <= float(x.max()) <= 1
 
 
+@pytest.mark.integration
 def test_big_decodes_wait_for_a_slot(monkeypatch):
     """Many sessions uploading big images at once: at most DECODE_SLOTS of them decode together."""
     monkeypatch.setattr(images, "BIG_PIXELS", 100)
@@ -277,12 +278,14 @@ def open_learn(monkeypatch, root: Path, run: Path):
     return at.run()
 
 
+@pytest.mark.integration
 def test_class_names_from_an_uploaded_zip_are_not_raw_html(tmp_path, monkeypatch):
     at = open_learn(monkeypatch, tmp_path, folder_run(tmp_path, "20260101-000000-xss000", 7))
     assert not at.exception
     assert not [m.value for m in at.markdown if m.proto.allow_html and "<img" in m.value]
 
 
+@pytest.mark.integration
 def test_learn_page_survives_a_one_image_validation_set(tmp_path, monkeypatch):
     at = open_learn(monkeypatch, tmp_path, folder_run(tmp_path, "20260101-000000-one000", 1))
     assert not at.exception, [e.message for e in at.exception]

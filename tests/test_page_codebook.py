@@ -13,6 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from vqdemo import analysis, runs
 
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
+
 REPO = Path(__file__).resolve().parents[1]
 
 

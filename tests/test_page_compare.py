@@ -17,6 +17,8 @@ from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig
 from vqdemo.train import TrainConfig
 
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
+
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 TIMEOUT_S = 120

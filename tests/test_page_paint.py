@@ -14,6 +14,8 @@ from ui.painter import _rev
 from vqdemo import painting, runs
 from vqdemo.analysis import encode_all
 
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -17,6 +17,8 @@ from vqdemo.data import DataConfig
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig
 
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
+
 REPO = Path(__file__).resolve().parents[1]
 PRIOR = "Samples from the prior"
 RANDOM = "Uniformly random codes"

@@ -19,6 +19,8 @@ from vqdemo import runs
 from vqdemo.jobs import FINISHED
 from vqdemo.train import TrainConfig
 
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT_S = 120
 

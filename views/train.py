@@ -46,6 +46,9 @@ STE_FORMS = {"paper": "z_e + sg(z_q - z_e)", "both": "z_q + (z_e - sg(z_e))"}
 MAX_UPLOAD_MB = 64
 SAVED = "tr_saved"
 CHART_EVERY_S = 3.0
+# A class run lasts seconds to minutes, so it validates, logs and snapshots more often than the library's defaults:
+# the live charts and reconstructions move while the student watches.
+LIVE_CADENCE = {"val_every": 100, "log_every": 5, "snapshot_every": 25}
 
 
 def choice(options):
@@ -276,7 +279,7 @@ def start(v: dict, me: str) -> None:
         cfg = model_config(v, data)
         train_cfg = TrainConfig(steps=v["steps"] if v["budget"] == "steps" else None,
                                 seconds=float(v["secs"]) if v["budget"] == "seconds" else None, batch_size=v["batch"],
-                                lr=v["lr"], seed=int(v["seed"]), val_every=100, log_every=5, snapshot_every=25)
+                                lr=v["lr"], seed=int(v["seed"]), **LIVE_CADENCE)
         title = st.session_state.get("tr_title") or title_of(v)
         job = job_queue().submit(me, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"], client=browser_id())
     except ValueError as e:

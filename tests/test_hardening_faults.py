@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import tiny_config, wait_for
 from vqdemo import jobs, runs
 from vqdemo import train as train_mod
 from vqdemo.data import DataConfig
@@ -28,15 +28,6 @@ from vqdemo.train import Control, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(name="digits", max_images=200)
-
-
-def wait_for(pred, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finite_weights(model) -> bool:
@@ -92,7 +83,7 @@ WRITER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
     torch.set_num_threads(1)
-    from helpers import tiny_config
+    from helpers import tiny_config, wait_for
     from vqdemo import runs
     from vqdemo.models import build_model
     out = runs.Path({out!r}); cfg = tiny_config(); model = build_model(cfg)

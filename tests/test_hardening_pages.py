@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from helpers import tiny_config
+from helpers import open_page, tiny_config
 from vqdemo import cli, prior, runs
 from vqdemo.data import DataConfig
 from vqdemo.fit import fit
@@ -62,11 +62,8 @@ def planted(trained: Path, root: Path, name: str, meta_change=None, tensors_chan
     return f"run:{name}"
 
 
-def open_page(page: str, model: str, **query) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.query_params.update({"model": model, **query})
-    at.switch_page(f"views/{page}.py").run()
-    return at
+def open_model_page(page: str, model: str, **query) -> AppTest:
+    return open_page(page, {"model": model, **query}, check=False)
 
 
 def shown(at: AppTest) -> list[str]:
@@ -108,7 +105,7 @@ def test_a_checkpoints_data_config_never_downloads_nor_crashes_a_page(trained, t
     if isinstance(data, dict) and data.get("path") == "DL":
         data = {**data, "path": str(tmp_path / "dl")}
     model = planted(trained, tmp_path / "runs", "20260101-000001-bad000", with_data(data))
-    at = open_page("learn", model)
+    at = open_model_page("learn", model)
     assert not at.exception, at.exception
     assert any("data" in e.lower() or "mnist" in e.lower() for e in unescaped(at.error)), unescaped(at.error)
     assert not calls and not (tmp_path / "dl").exists()
@@ -132,7 +129,7 @@ def test_the_cli_path_refuses_the_same_data_configs(trained, tmp_path, capsys):
 def test_a_config_whose_kind_is_not_its_weights_is_a_message(trained, tmp_path, page):
     model = planted(trained, tmp_path / "runs", "20260101-000002-kind00",
                     config_change=lambda c: {**c, "kind": "rq"})
-    at = open_page(page, model)
+    at = open_model_page(page, model)
     assert not at.exception, at.exception
     if page != "compare":
         assert any("config.json says rq" in e for e in unescaped(at.error)), unescaped(at.error)
@@ -153,7 +150,7 @@ def misfit_run(root: Path, name: str) -> str:
 @pytest.mark.parametrize("page", PAGES)
 def test_a_model_that_does_not_fit_its_data_is_a_message(tmp_path, page):
     run = misfit_run(tmp_path / "runs", "20260101-000003-misfit")
-    at = open_page(page, f"run:{run.name}")
+    at = open_model_page(page, f"run:{run.name}")
     assert not at.exception, at.exception
     if page != "compare":
         assert any("does not fit" in e for e in unescaped(at.error)), unescaped(at.error)
@@ -174,7 +171,7 @@ def test_huge_finite_weights_are_refused_at_load(trained, tmp_path, capsys, valu
 
     model = planted(trained, tmp_path / "runs", "20260101-000004-huge00", tensors_change=scale)
     for page in ("codebook", "learn"):
-        at = open_page(page, model)
+        at = open_model_page(page, model)
         assert not at.exception, at.exception
         assert any("overflow" in e for e in unescaped(at.error)), unescaped(at.error)
     assert cli.main(["eval", str(tmp_path / "runs" / model[4:]), "--json"]) == 2
@@ -197,7 +194,7 @@ def test_prior_metadata_that_is_not_an_object_is_refused(trained, tmp_path, caps
     save_file({"w": torch.zeros(1)}, str(run / prior.PRIOR_DIR / runs.WEIGHTS), metadata={"vqdemo": meta})
     assert cli.main(["prior", "sample", str(run), "--out", str(tmp_path / "s.png")]) == 2
     assert capsys.readouterr().err.startswith("error:")
-    at = open_page("sample", f"run:{run.name}")
+    at = open_model_page("sample", f"run:{run.name}")
     assert not at.exception, at.exception
     assert any("could not be loaded" in e for e in unescaped(at.error)), unescaped(at.error)
 
@@ -210,7 +207,7 @@ def test_paint_refuses_a_model_with_more_than_4096_codes(tmp_path):
     meta = {"kind": "vq", "model": cfg.to_dict(), "data": {"name": "digits", "max_images": 40}, "title": "big K"}
     runs.write_json(run / "config.json", meta)
     runs.save_weights(run / runs.WEIGHTS, build_model(cfg), meta)
-    at = open_page("paint", f"run:{run.name}")
+    at = open_model_page("paint", f"run:{run.name}")
     assert not at.exception, at.exception
     assert any("4,096" in i for i in unescaped(at.info)), unescaped(at.info)
 
@@ -232,7 +229,7 @@ def test_a_refused_checkpoint_is_refused_once_per_file_version(trained, tmp_path
     real = runs.load_model
     monkeypatch.setattr(runs, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
     for page in ("learn", "codebook", "learn"):
-        at = open_page(page, model)
+        at = open_model_page(page, model)
         assert not at.exception and any("does not fit its config" in e for e in unescaped(at.error))
     assert len(calls) == 1
 
@@ -268,7 +265,7 @@ LIVE = [re.compile(p) for p in (r"(?<!\\)\]\((?!\))", r"(?<!\\)!\[", r"(?<!\\)<(
 @pytest.mark.parametrize("page", PAGES + ["train"])
 def test_titles_and_class_names_are_shown_as_text_on_every_page(hostile_runs, monkeypatch, page):
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(hostile_runs))
-    at = open_page(page, "run:20260101-000000-evil00", runs="run:20260101-000000-evil00,shipped:mnist-vq", by="label",
+    at = open_model_page(page, "run:20260101-000000-evil00", runs="run:20260101-000000-evil00,shipped:mnist-vq", by="label",
                    proj="PCA")
     assert not at.exception, at.exception
     texts = [t for t in shown(at) if "evil" in t]
@@ -289,7 +286,7 @@ def test_zip_runs_keep_their_data_when_uploads_are_cleared(tmp_path, monkeypatch
     fit(tiny_config(), DataConfig(name="folder", path=str(upload), image_size=16), TrainConfig(steps=1, batch_size=4),
         out_dir=out)
     shutil.rmtree(root / "uploads")   # as docs/SECURITY.md advises between classes
-    at = open_page("learn", f"run:{out.name}")
+    at = open_model_page("learn", f"run:{out.name}")
     assert not at.exception and not at.error, unescaped(at.error)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
+from helpers import shipped
 from vqdemo import cli, runs
 from vqdemo import fit as fitting
 from vqdemo.data import DataConfig, DataError, load_data
@@ -111,9 +112,7 @@ def test_bounds_that_do_not_fit_together_are_refused_before_allocating(no_traini
     ["prior", "train", "RUN", "--seed", "99999999999999999999999"], ["prior", "train", "RUN", "--seconds", "inf"],
 ])
 def test_prior_flags_out_of_bounds(tmp_path, monkeypatch, capsys, argv):
-    run = REPO / "checkpoints" / "mnist-vq"
-    if not (run / "prior" / runs.WEIGHTS).is_file():
-        pytest.skip("shipped mnist-vq prior not there yet")
+    run = shipped("mnist-vq", prior=True)
     import vqdemo.prior as prior_mod
 
     monkeypatch.setattr(prior_mod, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))

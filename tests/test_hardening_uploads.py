@@ -3,11 +3,9 @@ the right pixels, nothing written anywhere, memory and CPU bounded."""
 
 import ast
 import io
-import struct
 import threading
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,25 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import encode, png_declaring
 from vqdemo import images
 from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.images import ImageError, load_image, load_images_from_zip
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height (valid CRCs) over one tiny IDAT: a decompression bomb's header."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def zip_of(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:

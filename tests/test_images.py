@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import io
-import struct
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFile
 
+from helpers import encode, png_declaring
 from vqdemo import images
 from vqdemo.images import (
     ImageError,
@@ -22,20 +21,6 @@ from vqdemo.images import (
 )
 
 torch.set_num_threads(1)
-
-
-def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    b = io.BytesIO()
-    im.save(b, fmt, **kw)
-    return b.getvalue()
-
-
-def png_header(w: int, h: int) -> bytes:
-    """A PNG that declares w x h 8-bit grey pixels but holds one tiny IDAT: a decompression-bomb header."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture
@@ -227,12 +212,12 @@ def test_truncated_file():
 
 
 def test_enormous_declared_png_refused_without_decoding(no_decoding):
-    header = png_header(100_000, 100_000)
+    header = png_declaring(100_000, 100_000)
     assert len(header) < 200  # a tiny file declaring 10 gigapixels
     with pytest.raises(ImageError, match="megapixels"):
         load_image(header)
     with pytest.raises(ImageError, match="40,000,000"):  # above our cap, below PIL's own bomb check
-        load_image(png_header(8000, 6000))
+        load_image(png_declaring(8000, 6000))
     assert no_decoding == []
 
 

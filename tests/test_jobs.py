@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import vqdemo.fit
+from helpers import wait_for
 from vqdemo import jobs, runs
 from vqdemo.data import DataConfig
 from vqdemo.jobs import JobError, JobQueue
@@ -38,16 +39,6 @@ def budget(steps: int = 20, **kw) -> TrainConfig:
 
 def queue(tmp_path: Path, max_running: int = 1, **kw) -> JobQueue:
     return JobQueue(max_running, tmp_path / "runs", threads=1, backend=ThreadBackend(), **kw)
-
-
-def wait_for(pred, what: str, timeout: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_finished(*js) -> None:

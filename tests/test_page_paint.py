@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers import open_page, shipped
 from ui.painter import _rev
-from vqdemo import painting, runs
+from vqdemo import painting
 from vqdemo.analysis import encode_all
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
@@ -20,13 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def open_paint(model: str = "mnist-vq") -> AppTest:
-    if not (REPO / "checkpoints" / model / runs.WEIGHTS).is_file():
-        pytest.skip(f"shipped checkpoint {model} is not there yet")
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.query_params["model"] = f"shipped:{model}"
-    at.run()
-    at.switch_page("views/paint.py").run()
-    assert not at.exception, [e.message for e in at.exception]
+    shipped(model)
+    at = open_page("paint", {"model": f"shipped:{model}"}, land_first=True)
     assert at.title[0].value == "Paint with codes"
     return at
 

@@ -58,7 +58,8 @@ def planted(trained: Path, root: Path, name: str, meta_change=None, tensors_chan
         tensors_change(tensors)
     save_file(tensors, str(run / runs.WEIGHTS), metadata={"vqdemo": json.dumps(meta)})
     config = runs.read_json(run / "config.json")
-    runs.write_json(run / "config.json", config_change(config) if config_change else {**config, **(meta if isinstance(meta, dict) else {})})
+    changed = config_change(config) if config_change else {**config, **(meta if isinstance(meta, dict) else {})}
+    runs.write_json(run / "config.json", changed)
     return f"run:{name}"
 
 

@@ -218,7 +218,8 @@ def start_section() -> None:
         "U(-1/K, 1/K) codes sit at the centre of where the outputs will spread, so as the first winners move out, "
         "the bunched ones left behind can become the nearest of the vectors near the centre. Measured on MNIST "
         "(`python bench/train_quality.py`: gradient codebook, no restarts, 60 s, seed 0, K = 64): 2 to 3 codes in "
-        "use with N(0, 1) init, 49 to 64 with U(-1/K, 1/K) init (the fewer on a busier machine, with fewer steps). The default here, k-means init with an EMA codebook and "
+        "use with N(0, 1) init, 49 to 64 with U(-1/K, 1/K) init (the fewer on a busier machine, with fewer steps). "
+        "The default here, k-means init with an EMA codebook and "
         "dead-code restarts (Razavi et al. 2019), starts every code on the data.")
 
 

@@ -156,7 +156,8 @@ if up is not None:
         cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB")
         if is_vq:
             codes = model.encode_codes(x[None])
-            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth), config={"displayModeBar": False})
+            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
+                                 config={"displayModeBar": False})
             if is_rq:
                 coarse = analysis.coarse_to_fine(model, x[None])
                 dcols = st.columns(len(coarse))

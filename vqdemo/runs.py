@@ -172,7 +172,8 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             meta = json.loads((f.metadata() or {}).get("vqdemo", "{}"))
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError, RecursionError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({str(e)[:120]}); retrain or pick another file") from None
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({str(e)[:120]}); "
+                              "retrain or pick another file") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} carries a config that is a JSON {type(meta).__name__}, not an object; retrain")
     return tensors, meta

@@ -393,7 +393,8 @@ def _apply_changes(model: Any, optimizer: torch.optim.Optimizer, changes: dict[s
         for group in optimizer.param_groups:
             group["lr"] = float(changes["lr"])
     if "k" in changes:
-        old_state = {id(p): optimizer.state[p] for group in optimizer.param_groups for p in group["params"] if p in optimizer.state}
+        old_state = {id(p): optimizer.state[p] for group in optimizer.param_groups for p in group["params"]
+                     if p in optimizer.state}
         model.resize_codebook(int(changes["k"]))
         lr = optimizer.param_groups[0]["lr"]
         optimizer = _optimizer(model, lr)

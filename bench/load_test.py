@@ -77,7 +77,7 @@ class Server:
                **(extra_env or {})}
         if max_jobs:
             env["VQDEMO_MAX_JOBS"] = str(max_jobs)
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the server log lives as long as the server
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
              "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",

@@ -20,13 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import vqdemo  # noqa: E402,F401  (sets OpenMP/malloc options before torch loads)
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+import vqdemo  # noqa: E402,F401  (sets OpenMP/malloc options before torch loads)
 from vqdemo import prior, runs  # noqa: E402
 from vqdemo.analysis import encode_all, reconstruct  # noqa: E402
 from vqdemo.data import DataConfig, load_data  # noqa: E402

@@ -28,7 +28,7 @@ def find_run() -> Path | None:
     if len(sys.argv) > 1:
         return Path(sys.argv[1])
     for weights in sorted(Path("checkpoints").glob(f"**/{PRIOR_DIR}/{runs.WEIGHTS}")):
-        meta = runs.read_json(weights.parent / "config.json")
+        meta = runs.read_json(weights.parent / runs.CONFIG)
         if meta.get("autoencoder", {}).get("kind") == "vq" and meta.get("data", {}).get("name", "").startswith("mnist"):
             return weights.parent.parent
     return None

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import vqdemo  # noqa: E402,F401  (sets OpenMP/malloc options before torch loads)
 import torch  # noqa: E402
 
+import vqdemo  # noqa: E402,F401  (sets OpenMP/malloc options before torch loads)
 from vqdemo.data import DataConfig, load_data  # noqa: E402
 from vqdemo.fit import default_model_config, far_init_quantizer, fit, near_init_quantizer  # noqa: E402
 from vqdemo.train import TrainConfig  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 from vqdemo import runtime
 
 runtime.configure()  # first: OpenMP and malloc options before torch loads
-import torch
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
+
 ENV_CMD = [sys.executable, "-m", "vqdemo"]
 
 

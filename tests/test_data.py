@@ -51,7 +51,7 @@ def test_load_data_is_memoised():
 def test_mnist_resize_channels_and_cap():
     d = load_data(DataConfig(image_size=32, channels=3, max_images=1000, val_fraction=0.2))
     assert d.train_x.shape == (800, 3, 32, 32) and d.val_x.shape == (200, 3, 32, 32)
-    assert torch.equal(d.train_x[:, 0], d.train_x[:, 2]) and 0 <= d.train_x.min() and d.train_x.max() <= 1
+    assert torch.equal(d.train_x[:, 0], d.train_x[:, 2]) and d.train_x.min() >= 0 and d.train_x.max() <= 1
     assert torch.bincount(d.val_y).tolist() == [20] * 10
 
 
@@ -75,7 +75,7 @@ def test_draw_shapes_deterministic_and_well_formed():
     x2, y2 = draw_shapes(300, seed=3)
     assert x.shape == (300, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert torch.equal(x, x2) and torch.equal(y, y2)
-    assert 0 <= x.min() and x.max() <= 1
+    assert x.min() >= 0 and x.max() <= 1
     counts = torch.bincount(y, minlength=3)
     assert counts.min() > 70  # roughly balanced classes
     x3, _ = draw_shapes(300, seed=4)

@@ -89,6 +89,7 @@ def test_an_fsq_run_reloads(fsq_run):
     assert meta["kind"] == "fsq" and model.config.fsq.levels == [4, 4, 4] and model.codebook_sizes == [64]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("page", ["learn", "codebook"])
 def test_learn_and_codebook_pages_show_an_fsq_model(fsq_run, monkeypatch, page):

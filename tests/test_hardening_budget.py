@@ -50,6 +50,7 @@ def test_the_widgets_largest_settings_pass():
     check_app_limits(rq([APP_MAX_K] * 8, 64), 256)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sizes", ["65536,65536,65536,65536", "64,64,64,99999", "2048,2048,2048,2048"])
 def test_train_page_refuses_k_per_depth_over_the_slider(sizes):
     from ui.jobs import job_queue
@@ -87,6 +88,7 @@ print(json.dumps({"grew": status("VmHWM") - base, "estimate": step_bytes(cfg, ba
 """
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg, batch", [
     (ModelConfig(), 64),                                                          # the default: activations rule

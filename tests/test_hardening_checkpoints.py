@@ -74,6 +74,7 @@ def test_pickle_never_runs_through_load_model_or_load_prior(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.integration
 def test_pickle_never_runs_from_the_cli(tmp_path):
     marker, files = evil_files(tmp_path)
     evil_run = run_dir(tmp_path, "evil-run", weights=files[0].read_bytes())
@@ -91,6 +92,7 @@ def test_pickle_never_runs_from_the_cli(tmp_path):
     assert not (tmp_path / "s.png").exists()
 
 
+@pytest.mark.integration
 def test_pickle_never_runs_from_the_app(tmp_path, monkeypatch):
     """A run folder on the server whose weights are a pickle: the picker offers it, loading it only shows an error."""
     from streamlit.testing.v1 import AppTest

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_config
-from vqdemo import jobs, runs, train as train_mod
+from helpers import tiny_config, wait_for
+from vqdemo import jobs, runs
+from vqdemo import train as train_mod
 from vqdemo.data import DataConfig
 from vqdemo.fit import fit
 from vqdemo.jobs import JobError, JobQueue
@@ -27,15 +28,6 @@ from vqdemo.train import Control, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(name="digits", max_images=200)
-
-
-def wait_for(pred, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finite_weights(model) -> bool:
@@ -74,6 +66,7 @@ def test_nan_from_a_huge_learning_rate_fails_the_run_and_keeps_the_good_checkpoi
     assert [r for r in runs.read_metrics(out) if r.get("type") == "val"]
 
 
+@pytest.mark.integration
 def test_nan_in_a_job_fails_that_job_and_the_queue_goes_on(tmp_path, any_lr):
     q = JobQueue(1, tmp_path / "runs", threads=1)
     bad = q.submit("s1", "diverges", tiny_config(), DATA, TrainConfig(steps=50, batch_size=16, lr=1e12, val_every=10))
@@ -90,7 +83,7 @@ WRITER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
     torch.set_num_threads(1)
-    from helpers import tiny_config
+    from helpers import tiny_config, wait_for
     from vqdemo import runs
     from vqdemo.models import build_model
     out = runs.Path({out!r}); cfg = tiny_config(); model = build_model(cfg)
@@ -107,6 +100,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path, seed):
     out = tmp_path / "run"
@@ -126,6 +120,7 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path,
     assert [r.id for r in runs.list_runs(tmp_path)] == []   # no config.json: not a run, and temp files are no runs
 
 
+@pytest.mark.integration
 def test_killed_cli_run_then_a_server_restart_lists_and_loads_it(tmp_path):
     """SIGKILL a real `python -m vqdemo train` at a random moment after its first checkpoint; a new JobQueue
     (a restarted server) marks it interrupted, lists it, and it loads. A finished run is listed as done."""
@@ -214,6 +209,7 @@ def test_read_only_runs_folder_from_the_cli_is_one_line(tmp_path, unwritable, ca
     assert code == 2 and len(err) == 1 and "Read-only file system" in err[0]
 
 
+@pytest.mark.integration
 def test_disk_full_mid_run_fails_the_job_clearly_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """The first checkpoint is written; then the disk fills: the job fails with a reason, the server's queue
     goes on, the earlier checkpoint still loads and no temp file is left behind."""

@@ -132,6 +132,7 @@ def test_an_unreadable_run_never_breaks_listing(tmp_path, monkeypatch):
         runs.read_json(bad / "config.json")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_run_files_get_the_umasks_mode_not_0600(tmp_path, umask):
     """In a fresh process with that umask, as another account's server would read them."""
@@ -196,6 +197,7 @@ def test_non_object_metrics_lines_are_skipped(tmp_path):
     assert runs.read_metrics(run) == [{"type": "val", "step": 2, "psnr": 21.0}]
 
 
+@pytest.mark.integration
 def test_train_page_and_sidebar_survive_a_class_of_planted_runs(tmp_path, monkeypatch):
     """Every hostile status and config above, each in its own run, on one server: the Train page's table of
     runs, the sidebar's model list and a fresh job queue (which marks runs interrupted) all come up."""
@@ -273,6 +275,7 @@ def test_runs_lock_refuses_a_second_server(tmp_path):
     assert [r.path for r in runs.list_runs(tmp_path)] == []
 
 
+@pytest.mark.integration
 def test_runs_lock_is_freed_when_its_server_is_killed(tmp_path):
     code = "import sys, time; from vqdemo import runs; runs.lock_runs_dir(sys.argv[1]); print('held', flush=True); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,

@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from helpers import tiny_config
+from helpers import open_page, tiny_config
 from vqdemo import cli, prior, runs
 from vqdemo.data import DataConfig
 from vqdemo.fit import fit
@@ -58,15 +58,13 @@ def planted(trained: Path, root: Path, name: str, meta_change=None, tensors_chan
         tensors_change(tensors)
     save_file(tensors, str(run / runs.WEIGHTS), metadata={"vqdemo": json.dumps(meta)})
     config = runs.read_json(run / "config.json")
-    runs.write_json(run / "config.json", config_change(config) if config_change else {**config, **(meta if isinstance(meta, dict) else {})})
+    changed = config_change(config) if config_change else {**config, **(meta if isinstance(meta, dict) else {})}
+    runs.write_json(run / "config.json", changed)
     return f"run:{name}"
 
 
-def open_page(page: str, model: str, **query) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.query_params.update({"model": model, **query})
-    at.switch_page(f"views/{page}.py").run()
-    return at
+def open_model_page(page: str, model: str, **query) -> AppTest:
+    return open_page(page, {"model": model, **query}, check=False)
 
 
 def shown(at: AppTest) -> list[str]:
@@ -99,6 +97,7 @@ BAD_DATA = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(BAD_DATA))
 def test_a_checkpoints_data_config_never_downloads_nor_crashes_a_page(trained, tmp_path, monkeypatch, case):
     calls = []
@@ -107,7 +106,7 @@ def test_a_checkpoints_data_config_never_downloads_nor_crashes_a_page(trained, t
     if isinstance(data, dict) and data.get("path") == "DL":
         data = {**data, "path": str(tmp_path / "dl")}
     model = planted(trained, tmp_path / "runs", "20260101-000001-bad000", with_data(data))
-    at = open_page("learn", model)
+    at = open_model_page("learn", model)
     assert not at.exception, at.exception
     assert any("data" in e.lower() or "mnist" in e.lower() for e in unescaped(at.error)), unescaped(at.error)
     assert not calls and not (tmp_path / "dl").exists()
@@ -126,11 +125,12 @@ def test_the_cli_path_refuses_the_same_data_configs(trained, tmp_path, capsys):
     assert not (tmp_path / "dl").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("page", PAGES)
 def test_a_config_whose_kind_is_not_its_weights_is_a_message(trained, tmp_path, page):
     model = planted(trained, tmp_path / "runs", "20260101-000002-kind00",
                     config_change=lambda c: {**c, "kind": "rq"})
-    at = open_page(page, model)
+    at = open_model_page(page, model)
     assert not at.exception, at.exception
     if page != "compare":
         assert any("config.json says rq" in e for e in unescaped(at.error)), unescaped(at.error)
@@ -147,10 +147,11 @@ def misfit_run(root: Path, name: str) -> str:
     return run
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("page", PAGES)
 def test_a_model_that_does_not_fit_its_data_is_a_message(tmp_path, page):
     run = misfit_run(tmp_path / "runs", "20260101-000003-misfit")
-    at = open_page(page, f"run:{run.name}")
+    at = open_model_page(page, f"run:{run.name}")
     assert not at.exception, at.exception
     if page != "compare":
         assert any("does not fit" in e for e in unescaped(at.error)), unescaped(at.error)
@@ -162,6 +163,7 @@ def test_eval_of_a_model_that_does_not_fit_its_data_is_one_line(tmp_path, capsys
     assert "does not fit" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("value", [1e30, 1e7, -1e20])
 def test_huge_finite_weights_are_refused_at_load(trained, tmp_path, capsys, value):
     def scale(tensors):
@@ -170,7 +172,7 @@ def test_huge_finite_weights_are_refused_at_load(trained, tmp_path, capsys, valu
 
     model = planted(trained, tmp_path / "runs", "20260101-000004-huge00", tensors_change=scale)
     for page in ("codebook", "learn"):
-        at = open_page(page, model)
+        at = open_model_page(page, model)
         assert not at.exception, at.exception
         assert any("overflow" in e for e in unescaped(at.error)), unescaped(at.error)
     assert cli.main(["eval", str(tmp_path / "runs" / model[4:]), "--json"]) == 2
@@ -184,6 +186,7 @@ def test_eval_json_is_strict_even_when_a_figure_is_not_finite(monkeypatch, capsy
     assert json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))["psnr"] is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("meta", ["[1, 2]", '"prior"', "42", "null", "[" * 5000])
 def test_prior_metadata_that_is_not_an_object_is_refused(trained, tmp_path, capsys, meta):
     run = tmp_path / "runs" / "20260101-000005-prior0"
@@ -192,11 +195,12 @@ def test_prior_metadata_that_is_not_an_object_is_refused(trained, tmp_path, caps
     save_file({"w": torch.zeros(1)}, str(run / prior.PRIOR_DIR / runs.WEIGHTS), metadata={"vqdemo": meta})
     assert cli.main(["prior", "sample", str(run), "--out", str(tmp_path / "s.png")]) == 2
     assert capsys.readouterr().err.startswith("error:")
-    at = open_page("sample", f"run:{run.name}")
+    at = open_model_page("sample", f"run:{run.name}")
     assert not at.exception, at.exception
     assert any("could not be loaded" in e for e in unescaped(at.error)), unescaped(at.error)
 
 
+@pytest.mark.integration
 def test_paint_refuses_a_model_with_more_than_4096_codes(tmp_path):
     cfg = ModelConfig(hidden=8, res_hidden=4, res_blocks=0, vq=QuantizerConfig(k=8192, dim=4))
     run = tmp_path / "runs" / "20260101-000006-bigk00"
@@ -204,11 +208,12 @@ def test_paint_refuses_a_model_with_more_than_4096_codes(tmp_path):
     meta = {"kind": "vq", "model": cfg.to_dict(), "data": {"name": "digits", "max_images": 40}, "title": "big K"}
     runs.write_json(run / "config.json", meta)
     runs.save_weights(run / runs.WEIGHTS, build_model(cfg), meta)
-    at = open_page("paint", f"run:{run.name}")
+    at = open_model_page("paint", f"run:{run.name}")
     assert not at.exception, at.exception
     assert any("4,096" in i for i in unescaped(at.info)), unescaped(at.info)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("query", ["shipped:mnist-vq,shipped:mnist-vq", "shipped:mnist-vq,shipped:mnist-vq,shipped:mnist-rq",
                                    "a,a,a", ",,,"])
 def test_compare_with_repeated_runs_in_the_url(query):
@@ -218,13 +223,14 @@ def test_compare_with_repeated_runs_in_the_url(query):
     assert not at.exception, at.exception
 
 
+@pytest.mark.integration
 def test_a_refused_checkpoint_is_refused_once_per_file_version(trained, tmp_path, monkeypatch):
     model = planted(trained, tmp_path / "runs", "20260101-000007-refuse", tensors_change=lambda t: t.update(extra=torch.zeros(1)))
     calls = []
     real = runs.load_model
     monkeypatch.setattr(runs, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
     for page in ("learn", "codebook", "learn"):
-        at = open_page(page, model)
+        at = open_model_page(page, model)
         assert not at.exception and any("does not fit its config" in e for e in unescaped(at.error))
     assert len(calls) == 1
 
@@ -233,7 +239,7 @@ def evil_zip(path: Path) -> Path:
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
     with zipfile.ZipFile(buf, "w") as z:
-        for c, name in enumerate(EVIL_CLASSES):
+        for name in EVIL_CLASSES:
             for i in range(6):
                 im = Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8))
                 png = io.BytesIO()
@@ -256,10 +262,11 @@ def hostile_runs(tmp_path_factory) -> Path:
 LIVE = [re.compile(p) for p in (r"(?<!\\)\]\((?!\))", r"(?<!\\)!\[", r"(?<!\\)<(a|img)\b", r"(?<!\\):red\[", r"(?<!\\)\$x")]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("page", PAGES + ["train"])
 def test_titles_and_class_names_are_shown_as_text_on_every_page(hostile_runs, monkeypatch, page):
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(hostile_runs))
-    at = open_page(page, "run:20260101-000000-evil00", runs="run:20260101-000000-evil00,shipped:mnist-vq", by="label",
+    at = open_model_page(page, "run:20260101-000000-evil00", runs="run:20260101-000000-evil00,shipped:mnist-vq", by="label",
                    proj="PCA")
     assert not at.exception, at.exception
     texts = [t for t in shown(at) if "evil" in t]
@@ -271,6 +278,7 @@ def test_titles_and_class_names_are_shown_as_text_on_every_page(hostile_runs, mo
     assert page != "codebook" or any("&lt;a href" in s for s in specs)   # the class names are in its legend
 
 
+@pytest.mark.integration
 def test_zip_runs_keep_their_data_when_uploads_are_cleared(tmp_path, monkeypatch):
     root = tmp_path / "runs"
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(root))
@@ -279,7 +287,7 @@ def test_zip_runs_keep_their_data_when_uploads_are_cleared(tmp_path, monkeypatch
     fit(tiny_config(), DataConfig(name="folder", path=str(upload), image_size=16), TrainConfig(steps=1, batch_size=4),
         out_dir=out)
     shutil.rmtree(root / "uploads")   # as docs/SECURITY.md advises between classes
-    at = open_page("learn", f"run:{out.name}")
+    at = open_model_page("learn", f"run:{out.name}")
     assert not at.exception and not at.error, unescaped(at.error)
 
 

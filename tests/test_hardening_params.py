@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from vqdemo import cli, fit as fitting, runs
+from helpers import shipped
+from vqdemo import cli, runs
+from vqdemo import fit as fitting
 from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.models import ModelConfig
 from vqdemo.prior import PriorConfig, PriorError
@@ -110,9 +112,7 @@ def test_bounds_that_do_not_fit_together_are_refused_before_allocating(no_traini
     ["prior", "train", "RUN", "--seed", "99999999999999999999999"], ["prior", "train", "RUN", "--seconds", "inf"],
 ])
 def test_prior_flags_out_of_bounds(tmp_path, monkeypatch, capsys, argv):
-    run = REPO / "checkpoints" / "mnist-vq"
-    if not (run / "prior" / runs.WEIGHTS).is_file():
-        pytest.skip("shipped mnist-vq prior not there yet")
+    run = shipped("mnist-vq", prior=True)
     import vqdemo.prior as prior_mod
 
     monkeypatch.setattr(prior_mod, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
@@ -122,6 +122,7 @@ def test_prior_flags_out_of_bounds(tmp_path, monkeypatch, capsys, argv):
     assert not (tmp_path / "s.png").exists()
 
 
+@pytest.mark.integration
 def test_the_real_entry_point_answers_fast_in_one_line(tmp_path):
     """Out of process, as a student types it: the brief's examples, no traceback, nothing written."""
     for args in (["--k", "1000000000"], ["--threads", "100000"]):
@@ -244,6 +245,7 @@ def test_eval_of_a_checkpoint_with_a_hostile_data_config_is_one_line(tmp_path, c
     assert not target.exists()
 
 
+@pytest.mark.integration
 def test_a_run_title_is_shown_as_text_on_other_students_pages(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

@@ -3,11 +3,9 @@ the right pixels, nothing written anywhere, memory and CPU bounded."""
 
 import ast
 import io
-import struct
 import threading
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,25 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import encode, png_declaring
 from vqdemo import images
 from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.images import ImageError, load_image, load_images_from_zip
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height (valid CRCs) over one tiny IDAT: a decompression bomb's header."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def zip_of(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
@@ -124,6 +109,7 @@ def test_odd_modes_all_decode():
         assert x.shape == (3, 4, 4) and torch.isfinite(x).all() and 0 <= float(x.min()) <= float(x.max()) <= 1
 
 
+@pytest.mark.integration
 def test_big_decodes_wait_for_a_slot(monkeypatch):
     """Many sessions uploading big images at once: at most DECODE_SLOTS of them decode together."""
     monkeypatch.setattr(images, "BIG_PIXELS", 100)
@@ -277,12 +263,14 @@ def open_learn(monkeypatch, root: Path, run: Path):
     return at.run()
 
 
+@pytest.mark.integration
 def test_class_names_from_an_uploaded_zip_are_not_raw_html(tmp_path, monkeypatch):
     at = open_learn(monkeypatch, tmp_path, folder_run(tmp_path, "20260101-000000-xss000", 7))
     assert not at.exception
     assert not [m.value for m in at.markdown if m.proto.allow_html and "<img" in m.value]
 
 
+@pytest.mark.integration
 def test_learn_page_survives_a_one_image_validation_set(tmp_path, monkeypatch):
     at = open_learn(monkeypatch, tmp_path, folder_run(tmp_path, "20260101-000000-one000", 1))
     assert not at.exception, [e.message for e in at.exception]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import vqdemo.fit
+from helpers import wait_for
 from vqdemo import jobs, runs
 from vqdemo.data import DataConfig
 from vqdemo.jobs import JobError, JobQueue
@@ -40,19 +41,9 @@ def queue(tmp_path: Path, max_running: int = 1, **kw) -> JobQueue:
     return JobQueue(max_running, tmp_path / "runs", threads=1, backend=ThreadBackend(), **kw)
 
 
-def wait_for(pred, what: str, timeout: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def wait_finished(*js) -> None:
     for j in js:
-        wait_for(lambda: j.state in jobs.FINISHED, f"job {j.title} to finish")
+        wait_for(lambda j=j: j.state in jobs.FINISHED, f"job {j.title} to finish")
 
 
 @pytest.fixture
@@ -84,6 +75,7 @@ def gate(monkeypatch):
     return g
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("max_running", [1, 2])
 def test_never_more_than_max_running_and_fifo_places(tmp_path, gate, max_running):
     q = queue(tmp_path, max_running)
@@ -103,6 +95,7 @@ def test_never_more_than_max_running_and_fifo_places(tmp_path, gate, max_running
     assert all(j.view().place is None for j in js)
 
 
+@pytest.mark.integration
 def test_stop_on_a_queued_job_leaves_the_queue(tmp_path, gate):
     q = queue(tmp_path)
     first, second, third = (q.submit("s", f"job {i}", tiny(), DATA, budget()) for i in range(3))
@@ -117,6 +110,7 @@ def test_stop_on_a_queued_job_leaves_the_queue(tmp_path, gate):
     assert second.view().step == 0 and third.state == "done"
 
 
+@pytest.mark.integration
 def test_pause_holds_the_step_and_single_step_advances_exactly_one(tmp_path):
     q = queue(tmp_path, max_seconds=60)
     job = q.submit("s", "pause me", tiny(), DATA, budget(steps=100_000))
@@ -140,6 +134,7 @@ def test_pause_holds_the_step_and_single_step_advances_exactly_one(tmp_path):
     assert (job.run_dir / runs.WEIGHTS).is_file()
 
 
+@pytest.mark.integration
 def test_live_beta_lr_and_k_take_effect(tmp_path):
     q = queue(tmp_path, max_seconds=60)
     job = q.submit("s", "knobs", tiny(k=8), DATA, budget(steps=100_000))
@@ -165,6 +160,7 @@ def test_live_beta_lr_and_k_take_effect(tmp_path):
     assert isinstance(model, VQVAE) and model.codebook_sizes == [4]
 
 
+@pytest.mark.integration
 def test_bad_live_changes_are_refused_with_a_reason(tmp_path, gate):
     q = queue(tmp_path, max_running=3)
     vq, rq, vae = (q.submit("s", kind, tiny(kind), DATA, budget()) for kind in ("vq", "rq", "vae"))
@@ -185,6 +181,7 @@ def test_bad_live_changes_are_refused_with_a_reason(tmp_path, gate):
         vq.set(lr=1e-3)
 
 
+@pytest.mark.integration
 def test_per_owner_limit_and_queue_cap(tmp_path, gate):
     q = queue(tmp_path, per_owner=2, max_queued=2)
     a1, a2 = (q.submit("alice", title, tiny(), DATA, budget()) for title in ("a1", "a2"))
@@ -217,6 +214,7 @@ def test_bad_configs_are_refused_before_queueing(tmp_path):
     assert q.list_jobs() == [] and runs.list_runs(tmp_path / "runs") == []
 
 
+@pytest.mark.integration
 def test_a_diverging_loss_ends_failed_with_a_reason(tmp_path, monkeypatch):
     real = VQVAE.training_loss
     calls = {"n": 0}
@@ -239,6 +237,7 @@ def test_a_diverging_loss_ends_failed_with_a_reason(tmp_path, monkeypatch):
     runs.load_model(job.run_dir)  # the step-10 checkpoint was kept and loads
 
 
+@pytest.mark.integration
 def test_a_data_error_in_the_worker_ends_failed_with_its_message(tmp_path):
     q = queue(tmp_path)
     job = q.submit("s", "no data", tiny(), DataConfig(name="folder", path=str(tmp_path / "missing.zip")), budget())
@@ -250,6 +249,7 @@ def test_a_data_error_in_the_worker_ends_failed_with_its_message(tmp_path):
     assert nxt.state == "done"
 
 
+@pytest.mark.integration
 def test_each_job_has_its_own_folder_with_owner_and_title(tmp_path):
     q = queue(tmp_path, max_running=2)
     js = [q.submit(f"owner{i}", f"title {i}", tiny(), DATA, budget(steps=10)) for i in range(3)]
@@ -263,6 +263,7 @@ def test_each_job_has_its_own_folder_with_owner_and_title(tmp_path):
     assert set(listed) == {j.id for j in js} and all(info.has_weights for info in listed.values())
 
 
+@pytest.mark.integration
 def test_views_are_copies(tmp_path):
     q = queue(tmp_path)
     job = q.submit("s", "copies", tiny(), DATA, budget(steps=10))
@@ -277,6 +278,7 @@ def test_views_are_copies(tmp_path):
     assert again.knobs["lr"] == TrainConfig().lr and again.model_cfg.vq.k == 8
 
 
+@pytest.mark.integration
 def test_interrupted_runs_are_listed_after_a_restart(tmp_path):
     q = queue(tmp_path)
     job = q.submit("alice", "crashed mid-run", tiny(), DATA, budget(steps=10))
@@ -313,6 +315,7 @@ def test_default_max_running_reads_the_environment(monkeypatch):
     assert JobQueue(runs_dir="unused", backend=ThreadBackend()).max_running == max(1, jobs.cpu_count() // 2)
 
 
+@pytest.mark.integration
 def test_a_prior_needs_trained_weights_and_a_broken_model_fails_with_a_reason(tmp_path):
     q = queue(tmp_path)
     empty = tmp_path / "empty"
@@ -327,6 +330,7 @@ def test_a_prior_needs_trained_weights_and_a_broken_model_fails_with_a_reason(tm
     assert job.state == "failed" and "safetensors" in job.view().reason
 
 
+@pytest.mark.integration
 def test_the_per_student_limit_follows_the_browser_not_the_url_id(tmp_path, gate):
     q = queue(tmp_path, per_owner=2)
     q.submit("tab-one", "a", tiny(), DATA, budget(), client="browser-1")

@@ -5,28 +5,20 @@ process alive for half a minute), so these tests ask for PCA via the URL; the ba
 tested in test_explain.py and the swap itself in the browser test.
 """
 
-from pathlib import Path
-
 import re
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vqdemo import analysis, runs
+from helpers import open_page, shipped
+from vqdemo import analysis
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
 
 def open_codebook(model: str = "mnist-vq", **params) -> AppTest:
-    if not (REPO / "checkpoints" / model / runs.WEIGHTS).is_file():
-        pytest.skip(f"shipped checkpoint {model} is not there yet")
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.query_params["model"] = f"shipped:{model}"
-    at.query_params["proj"] = "PCA"
-    for k, v in params.items():
-        at.query_params[k] = str(v)
-    at.run()
-    at.switch_page("views/codebook.py").run()
-    assert not at.exception, [e.message for e in at.exception]
+    shipped(model)
+    at = open_page("codebook", {"model": f"shipped:{model}", "proj": "PCA", **params}, land_first=True)
     assert at.title[0].value.startswith("Codebook")
     return at
 

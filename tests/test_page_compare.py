@@ -4,12 +4,12 @@ a run of this server joining the comparison, the selection in the URL, and fewer
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers import open_page, shipped, wait_for
 from vqdemo import runs
 from vqdemo.data import DataConfig
 from vqdemo.jobs import FINISHED, JobQueue
@@ -17,24 +17,15 @@ from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig
 from vqdemo.train import TrainConfig
 
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
+
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "app.py")
 TIMEOUT_S = 120
-CHECKPOINT_WAIT_S = 1800  # the shipped checkpoints may still be training when the suite starts
-
-
-def wait_for_shipped(names: tuple[str, ...]) -> None:
-    """Poll for shipped checkpoints rather than skip: they land a few minutes after a fresh training starts."""
-    deadline = time.monotonic() + CHECKPOINT_WAIT_S
-    while not all((REPO / "checkpoints" / n / "model.safetensors").is_file() for n in names):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"shipped checkpoints {names} never appeared under checkpoints/")
-        time.sleep(5)
 
 
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
-    wait_for_shipped(("mnist-vq",))
+    shipped("mnist-vq")
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(tmp_path / "runs"))
     return tmp_path / "runs"
 
@@ -45,18 +36,13 @@ def tiny_run(runs_dir: Path) -> str:
     cfg = ModelConfig(kind="vq", hidden=16, res_blocks=1, res_hidden=8, vq=QuantizerConfig(k=8, dim=4))
     job = queue.submit("someone", "tiny K=8", cfg, DataConfig(name="digits"),
                        TrainConfig(steps=20, batch_size=16, val_every=10, log_every=5))
-    deadline = time.monotonic() + TIMEOUT_S
-    while job.state not in FINISHED and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: job.state in FINISHED, "the tiny run to finish", TIMEOUT_S)
     assert job.state == "done", job.view().reason
     return f"run:{job.id}"
 
 
 def open_compare(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    at.query_params.update(query or {})
-    at.switch_page("views/compare.py").run()
-    assert not at.exception, at.exception
+    at = open_page("compare", query)
     assert not at.error, [e.value for e in at.error]
     return at
 

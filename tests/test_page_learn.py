@@ -2,32 +2,19 @@
 and its text follows the controls."""
 
 import re
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers import open_page, shipped
 from vqdemo import runs
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shipped(name: str) -> Path:
-    path = REPO / "checkpoints" / name
-    if not (path / runs.WEIGHTS).is_file():
-        pytest.skip(f"shipped checkpoint {name} is not there yet")
-    return path
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
 
 def open_learn(model: str = "mnist-vq", **params) -> AppTest:
     shipped(model)
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.query_params["model"] = f"shipped:{model}"
-    for k, v in params.items():
-        at.query_params[k] = str(v)
-    at.run()  # Learn is the default page
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+    return open_page(None, {"model": f"shipped:{model}", **params})  # Learn is the default page
 
 
 def text(at: AppTest) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
+
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -10,21 +10,19 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers import open_page, shipped
 from ui.painter import _rev
-from vqdemo import painting, runs
+from vqdemo import painting
 from vqdemo.analysis import encode_all
+
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def open_paint(model: str = "mnist-vq") -> AppTest:
-    if not (REPO / "checkpoints" / model / runs.WEIGHTS).is_file():
-        pytest.skip(f"shipped checkpoint {model} is not there yet")
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.query_params["model"] = f"shipped:{model}"
-    at.run()
-    at.switch_page("views/paint.py").run()
-    assert not at.exception, [e.message for e in at.exception]
+    shipped(model)
+    at = open_page("paint", {"model": f"shipped:{model}"}, land_first=True)
     assert at.title[0].value == "Paint with codes"
     return at
 
@@ -47,7 +45,7 @@ def stroke(at: AppTest, d: int, row: int, code: int, seq: int) -> list[list[int]
     base = canvas(at).layer(d)
     grid = [r[:] for r in base]
     grid[row] = [code] * len(grid[row])
-    key = next(k for k in at.session_state.keys() if k.startswith("painter:") and k.endswith(f":{d}"))
+    key = next(k for k in at.session_state.keys() if k.startswith("painter:") and k.endswith(f":{d}"))  # noqa: SIM118
     at.session_state[key] = {"painted": {"grid": grid, "base": _rev(base), "seq": seq}}
     at.run()
     assert not at.exception, [e.message for e in at.exception]
@@ -116,7 +114,7 @@ def test_rq_paints_one_depth_and_keeps_the_others():
 def test_a_vae_has_nothing_to_paint():
     at = open_paint("mnist-vae")
     assert any("no codebook to paint" in i.value for i in at.info)
-    assert not [k for k in at.session_state.keys() if k.startswith("painter:")]
+    assert not [k for k in at.session_state.keys() if k.startswith("painter:")]  # noqa: SIM118
 
 
 def test_the_painted_canvas_is_in_the_url_and_a_shared_link_restores_it():

@@ -2,28 +2,20 @@
 to fine, and uploads (good, broken and too large)."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from vqdemo import runs
+from helpers import open_page, shipped
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
 
 def open_reconstruct(model: str = "mnist-vq", **params) -> AppTest:
-    if not (REPO / "checkpoints" / model / runs.WEIGHTS).is_file():
-        pytest.skip(f"shipped checkpoint {model} is not there yet")
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.query_params["model"] = f"shipped:{model}"
-    for k, v in params.items():
-        at.query_params[k] = str(v)
-    at.run()
-    at.switch_page("views/reconstruct.py").run()
-    assert not at.exception, [e.message for e in at.exception]
+    shipped(model)
+    at = open_page("reconstruct", {"model": f"shipped:{model}", **params}, land_first=True)
     assert at.title[0].value.startswith("Reconstruct")
     return at
 

@@ -6,34 +6,27 @@ does not drive `run_every` fragments, and a test should not train for a minute).
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from helpers import open_page, shipped
 from vqdemo import prior, runs
 from vqdemo.data import DataConfig
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
+
 PRIOR = "Samples from the prior"
 RANDOM = "Uniformly random codes"
 
 
 def open_sample(model: str = "shipped:mnist-vq", **params) -> AppTest:
     if model.startswith("shipped:"):
-        name = model.split(":", 1)[1]
-        if not (REPO / "checkpoints" / name / prior.PRIOR_DIR / runs.WEIGHTS).is_file():
-            pytest.skip(f"shipped checkpoint {name} or its prior is not there yet")
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.query_params["model"] = model
-    for k, v in params.items():
-        at.query_params[k] = str(v)
-    at.run()
-    at.switch_page("views/sample.py").run()
-    assert not at.exception, [e.message for e in at.exception]
+        shipped(model.split(":", 1)[1], prior=True)
+    at = open_page("sample", {"model": model, **params}, land_first=True)
     assert at.title[0].value == "Sample new images"
     return at
 

@@ -14,10 +14,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from helpers import open_page, wait_for
 from ui.jobs import job_queue
 from vqdemo import runs
 from vqdemo.jobs import FINISHED
 from vqdemo.train import TrainConfig
+
+pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT_S = 120
@@ -35,11 +38,7 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 
 
 def open_train(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    at.query_params.update(query or {})
-    at.switch_page("views/train.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("train", query)
 
 
 def keys(at: AppTest) -> set[str]:
@@ -53,15 +52,6 @@ def start_small(at: AppTest, steps: int) -> AppTest:
     at.number_input(key="tr_steps").set_value(steps)
     at.select_slider(key="tr_batch").set_value(16)
     return at.button(key="tr_start").click().run()
-
-
-def wait_for(pred, what: str):
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_renders_its_controls_and_a_default_view(runs_dir):
@@ -85,7 +75,7 @@ def test_start_queues_a_job_with_its_own_folder_and_shows_it(runs_dir):
     assert at.selectbox(key="tr_job").value == job.id
     assert [m.label for m in at.metric][:2] == ["Step", "Val PSNR"]
     assert (at.query_params["data"], at.query_params["budget"], at.query_params["steps"]) == ("digits", "steps", "20")
-    wait_for(lambda: job.state in FINISHED, "the run to finish")
+    wait_for(lambda: job.state in FINISHED, "the run to finish", TIMEOUT_S)
     at.run()
     assert job.state == "done" and runs.read_json(job.run_dir / "config.json")["owner"] == me
     assert f"{20:,}" in [m.value for m in at.metric]
@@ -95,13 +85,13 @@ def test_start_queues_a_job_with_its_own_folder_and_shows_it(runs_dir):
 def test_pause_and_stop_buttons_control_the_job(runs_dir):
     at = start_small(open_train(), steps=100_000)
     [job] = job_queue().list_jobs(at.query_params["me"])
-    wait_for(lambda: job.step_count >= 1, "training to start")
+    wait_for(lambda: job.step_count >= 1, "training to start", TIMEOUT_S)
     at.run()
     at.button(key="tr_pause").click().run()
     assert job.state == "paused"
     assert at.button(key="tr_play") is not None and not at.exception
     at.button(key="tr_stop").click().run()
-    wait_for(lambda: job.state == "stopped", "the stop")
+    wait_for(lambda: job.state == "stopped", "the stop", TIMEOUT_S)
 
 
 def test_a_reload_with_the_url_id_finds_the_same_runs(runs_dir):
@@ -166,7 +156,7 @@ def test_an_uploaded_zip_trains_as_the_folder_dataset(runs_dir, tmp_path):
     assert not at.exception and not at.error
     [job] = job_queue().list_jobs(at.query_params["me"])
     assert job.view().data_cfg.name == "folder" and Path(job.view().data_cfg.path).parent == runs_dir / "uploads"
-    wait_for(lambda: job.state in FINISHED, "the run to finish")
+    wait_for(lambda: job.state in FINISHED, "the run to finish", TIMEOUT_S)
     assert job.state == "done", job.view().reason
 
 

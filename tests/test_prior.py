@@ -10,8 +10,17 @@ from safetensors.torch import load_file, save_file
 from vqdemo import runs
 from vqdemo.data import DataConfig
 from vqdemo.models import ModelConfig, build_model
-from vqdemo.prior import (GatedPixelCNN, PriorConfig, PriorError, RQPrior, build_prior, load_prior, prior_config_for,
-                          sample_images, train_prior)
+from vqdemo.prior import (
+    GatedPixelCNN,
+    PriorConfig,
+    PriorError,
+    RQPrior,
+    build_prior,
+    load_prior,
+    prior_config_for,
+    sample_images,
+    train_prior,
+)
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 
 torch.set_num_threads(1)
@@ -162,7 +171,7 @@ def test_sample_shape_seed_temperature_labels(kind, sizes):
     assert a.shape == shape and a.dtype == torch.long
     stacked = a[:, None] if kind == "pixelcnn" else a
     for d, k in enumerate(sizes):
-        assert 0 <= stacked[:, d].min() and stacked[:, d].max() < k
+        assert stacked[:, d].min() >= 0 and stacked[:, d].max() < k
     assert torch.equal(a, m.sample(5, seed=1, labels=torch.zeros(5, dtype=torch.long)))
     assert not torch.equal(a, m.sample(5, seed=2, labels=torch.zeros(5, dtype=torch.long)))
     assert not torch.equal(a, m.sample(5, seed=1, labels=torch.ones(5, dtype=torch.long)))
@@ -251,7 +260,7 @@ def test_train_load_and_sample_images(ae_runs, kind):
     prior, meta = load_prior(ae_runs[kind])
     assert prior.config == cfg and meta["role"] == "prior" and meta["data"]["name"] == "digits"
     images = sample_images(ae_runs[kind], 3, seed=1, label=4)
-    assert images.shape == (3, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+    assert images.shape == (3, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
     assert torch.equal(images, sample_images((ae, prior), 3, seed=1, label=4))
     with pytest.raises(ValueError):
         sample_images((ae, prior), 3, label=10)

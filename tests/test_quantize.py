@@ -6,8 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqdemo.quantize import (QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, nearest_code,
-                             perplexity_of)
+from vqdemo.quantize import (
+    QuantizerConfig,
+    ResidualConfig,
+    ResidualQuantizer,
+    VectorQuantizer,
+    nearest_code,
+    perplexity_of,
+)
 
 
 def clustered(n=512, d=4, centers=8, seed=0):

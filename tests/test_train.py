@@ -51,6 +51,7 @@ def test_same_seed_same_weights(digits):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.integration
 def test_pause_single_step_resume_and_stop_from_another_thread(digits):
     control = Control()
     control.pause()

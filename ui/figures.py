@@ -298,7 +298,8 @@ def distance_strips(rows: Sequence[tuple[str, np.ndarray]], height: int = 280) -
     fig = go.Figure()
     for name, values in reversed(list(rows)):
         v = np.clip(np.asarray(values, dtype=float), 1e-4, None)
-        fig.add_trace(go.Box(x=v, name=name, orientation="h", boxpoints=False, marker_color=ARGMIN if "codes" in name else "#4c78a8",
+        fig.add_trace(go.Box(x=v, name=name, orientation="h", boxpoints=False,
+                             marker_color=ARGMIN if "codes" in name else "#4c78a8",
                              hovertemplate="%{x:.3f}<extra>" + name + "</extra>"))
     fig.update_xaxes(type="log", title="distance from the centre of the encoder's outputs (latent units, log scale)")
     return _layout(fig, height=height)

@@ -152,7 +152,8 @@ function createPlayer(root) {
       if (r.counts[kOff + j] === 0 && !r.grid) {
         dead++;
         ctx.strokeStyle = r.dead; ctx.lineWidth = 2.5;
-        ctx.beginPath(); ctx.moveTo(x - 5, y - 5); ctx.lineTo(x + 5, y + 5); ctx.moveTo(x + 5, y - 5); ctx.lineTo(x - 5, y + 5); ctx.stroke();
+        ctx.beginPath(); ctx.moveTo(x - 5, y - 5); ctx.lineTo(x + 5, y + 5);
+        ctx.moveTo(x + 5, y - 5); ctx.lineTo(x - 5, y + 5); ctx.stroke();
       } else {
         ctx.fillStyle = r.colors[j]; ctx.strokeStyle = "#111827"; ctx.lineWidth = 1.5;
         ctx.beginPath(); ctx.arc(x, y, r.grid ? 4 : 6, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();

@@ -228,6 +228,14 @@ def int_param(name: str, default: int, lo: int, hi: int) -> int:
         return default
 
 
+def url_int(key: str, name: str, default: int, lo: int, hi: int) -> None:
+    """Seed the widget `key`'s value from the URL's `name` once, then keep it clamped (the model may have changed)."""
+    if key not in st.session_state:
+        st.session_state[key] = int_param(name, default, lo, hi)
+    else:
+        st.session_state[key] = min(hi, max(lo, int(st.session_state[key])))
+
+
 def float_param(name: str, default: float, lo: float, hi: float) -> float:
     try:
         value = float(_param(name, str(default)))

@@ -37,7 +37,8 @@ def scatter(points: list[classroom.RunPoint], colour: str, me: str) -> go.Figure
                             for p in points],
                     color=[v if v is not None else np.nan for v in values], colorscale=scale, showscale=True,
                     colorbar=dict(title=dict(text=label, side="right")), line=dict(width=1, color="#444")),
-        text=[f"{text.plotly_template(p.title, 80)}<br>{p.kind.upper()} K={p.k} beta={p.beta:g} · {p.state} at step {p.step:,}<br>"
+        text=[f"{text.plotly_template(p.title, 80)}<br>{p.kind.upper()} K={p.k} beta={p.beta:g} · "
+              f"{p.state} at step {p.step:,}<br>"
               + (f"PSNR {p.psnr:.1f} dB" if p.psnr is not None else "no score yet")
               + (f" · uses {p.use:.0%} of its codes" if p.use is not None else "") for p in points],
         hovertemplate="%{text}<extra></extra>"))

@@ -33,14 +33,6 @@ key = (str(loaded.choice.path), (loaded.choice.path / runs.WEIGHTS).stat().st_mt
 sizes = model.codebook_sizes
 
 
-def url_int(wkey: str, name: str, default: int, lo: int, hi: int) -> None:
-    """Seed a widget's value from the URL once, then keep it clamped (the model may have changed)."""
-    if wkey not in st.session_state:
-        st.session_state[wkey] = state.int_param(name, default, lo, hi)
-    else:
-        st.session_state[wkey] = min(hi, max(lo, int(st.session_state[wkey])))
-
-
 @st.cache_resource(max_entries=16, show_spinner="Encoding the validation set...")
 def codebook_view(key: tuple, depth: int, _model, _x, _y) -> dict:
     """Usage, tiles and the 2-D map's points for one depth, once per model (shared, read-only)."""
@@ -63,7 +55,7 @@ def umap_job(key: tuple, points: dict):
 
 depth = 0
 if loaded.kind == "rq":
-    url_int("cb_depth", "depth", 1, 1, len(sizes))
+    state.url_int("cb_depth", "depth", 1, 1, len(sizes))
     depth = st.select_slider("Depth", list(range(1, len(sizes) + 1)), key="cb_depth",
                              help="RQ has one codebook per depth; depth 1 quantises z_e, later depths the residuals.") - 1
     st.query_params["depth"] = str(depth + 1)
@@ -97,7 +89,7 @@ else:
         f"codebook; {K - used} of its {K} codes are unused on the validation set.")
 
 # ----------------------------------------------------------------------------- tiles and usage
-url_int("cb_code", "code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K), 0, K - 1)
+state.url_int("cb_code", "code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K), 0, K - 1)
 
 
 def on_tile_click() -> None:
@@ -226,7 +218,8 @@ def start_section() -> None:
         "U(-1/K, 1/K) codes sit at the centre of where the outputs will spread, so as the first winners move out, "
         "the bunched ones left behind can become the nearest of the vectors near the centre. Measured on MNIST "
         "(`python bench/train_quality.py`: gradient codebook, no restarts, 60 s, seed 0, K = 64): 2 to 3 codes in "
-        "use with N(0, 1) init, 49 to 64 with U(-1/K, 1/K) init (the fewer on a busier machine, with fewer steps). The default here, k-means init with an EMA codebook and "
+        "use with N(0, 1) init, 49 to 64 with U(-1/K, 1/K) init (the fewer on a busier machine, with fewer steps). "
+        "The default here, k-means init with an EMA codebook and "
         "dead-code restarts (Razavi et al. 2019), starts every code on the data.")
 
 

@@ -90,7 +90,7 @@ X_AXES = {"fraction": "fraction of each run", "time": "seconds", "step": "steps"
 
 
 def curves(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
-    rows = {text.plotly(c.label): metrics(str(c.path), mtime(c.path / "metrics.jsonl")) for c in chosen}
+    rows = {text.plotly(c.label): metrics(str(c.path), mtime(c.path / runs.METRICS)) for c in chosen}
     if "cmp_x" not in st.session_state:
         st.session_state["cmp_x"] = st.query_params.get("x", "fraction") if st.query_params.get("x") in X_AXES else "fraction"
     x = st.radio("x axis", list(X_AXES), format_func=X_AXES.get, key="cmp_x", horizontal=True,
@@ -124,7 +124,7 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
         st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
         for c in members:
             _, x_hat, psnr = reconstructions(c, str(c.path), mtime(c.path / runs.WEIGHTS))
-            status = c.path / "status.json"
+            status = c.path / runs.STATUS
             rate = rate_of(c, (runs.read_json(status).get("best") or {}) if status.is_file() else {})
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
                      caption=f"{text.md(c.label)}: mean PSNR {psnr.mean():.1f} dB"

@@ -24,14 +24,6 @@ K = model.codebook_sizes
 n_val = len(data.val_x)
 
 
-def url_int(wkey: str, name: str, default: int, lo: int, hi: int) -> None:
-    """Seed a widget's value from the URL once, then keep it clamped (the model may have changed)."""
-    if wkey not in st.session_state:
-        st.session_state[wkey] = state.int_param(name, default, lo, hi)
-    else:
-        st.session_state[wkey] = min(hi, max(lo, int(st.session_state[wkey])))
-
-
 @st.cache_resource(max_entries=8, show_spinner="Reconstructing the validation set...")
 def validation(key: tuple, _model, _x) -> dict:
     """Reconstructions, PSNR and codes of the whole validation set, once per model (shared, read-only)."""
@@ -69,17 +61,17 @@ else:
                 "code maps here. Pick a VQ or RQ model in the sidebar to see them.")
 
 count_options = [4, 6, 8, 10, 12]
-url_int("rc_n", "n", 8, 1, 12)
+state.url_int("rc_n", "n", 8, 1, 12)
 if st.session_state["rc_n"] not in count_options:
     st.session_state["rc_n"] = min(count_options, key=lambda c: abs(c - st.session_state["rc_n"]))
 c1, c2, c3 = st.columns([1, 1, 2])
 n = c2.select_slider("How many", count_options, key="rc_n")
-url_int("rc_start", "start", 0, 0, max(0, n_val - n))
+state.url_int("rc_start", "start", 0, 0, max(0, n_val - n))
 start = c1.number_input("First validation image", 0, max(0, n_val - n), key="rc_start", step=n,
                         help="Step through the held-out images; the URL keeps the setup.")
 depth = 0
 if is_rq:
-    url_int("rc_depth", "depth", 1, 1, len(K))
+    state.url_int("rc_depth", "depth", 1, 1, len(K))
     depth = c3.select_slider("Code map of depth", list(range(1, len(K) + 1)), key="rc_depth",
                              help="RQ keeps one code map per depth; depth 1 is the coarsest.") - 1
     st.query_params["depth"] = str(depth + 1)
@@ -164,7 +156,8 @@ if up is not None:
         cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB")
         if is_vq:
             codes = model.encode_codes(x[None])
-            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth), config={"displayModeBar": False})
+            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
+                                 config={"displayModeBar": False})
             if is_rq:
                 coarse = analysis.coarse_to_fine(model, x[None])
                 dcols = st.columns(len(coarse))

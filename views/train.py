@@ -46,6 +46,9 @@ STE_FORMS = {"paper": "z_e + sg(z_q - z_e)", "both": "z_q + (z_e - sg(z_e))"}
 MAX_UPLOAD_MB = 64
 SAVED = "tr_saved"
 CHART_EVERY_S = 3.0
+# A class run lasts seconds to minutes, so it validates, logs and snapshots more often than the library's defaults:
+# the live charts and reconstructions move while the student watches.
+LIVE_CADENCE = {"val_every": 100, "log_every": 5, "snapshot_every": 25}
 
 
 def choice(options):
@@ -248,7 +251,8 @@ def model_config(v: dict, data) -> ModelConfig:
         try:
             sizes = [int(s) for s in v["sizes"].split(",") if s.strip()] or [v["k"]] * v["depth"]
         except ValueError:
-            raise ValueError(f"K per depth must be whole numbers separated by commas, e.g. 512,256,128; got {v['sizes']!r}") from None
+            raise ValueError("K per depth must be whole numbers separated by commas, e.g. 512,256,128; "
+                             f"got {v['sizes']!r}") from None
         cfg.rq = ResidualConfig(depth=v["depth"], codebook_sizes=sizes, shared=v["shared"], norm_residual=v["norm"],
                                 progressive_steps=v["prog"])
     cfg.validate()
@@ -258,7 +262,8 @@ def model_config(v: dict, data) -> ModelConfig:
 
 def title_of(v: dict) -> str:
     what = KINDS[v["kind"]] + {"vae": "", "fsq": f" levels {v['levels']}"}.get(v["kind"], f" K={v['k']} beta={v['beta']:g}")
-    recipe = {"far": ", N(0,1) init", "near": ", U(-1/K,1/K) init"}.get(preset_of(v) or "custom", "") if v["kind"] in ("vq", "rq") else ""
+    inits = {"far": ", N(0,1) init", "near": ", U(-1/K,1/K) init"}
+    recipe = inits.get(preset_of(v) or "custom", "") if v["kind"] in ("vq", "rq") else ""
     return f"{what} on {v['data']}{recipe}"
 
 
@@ -276,7 +281,7 @@ def start(v: dict, me: str) -> None:
         cfg = model_config(v, data)
         train_cfg = TrainConfig(steps=v["steps"] if v["budget"] == "steps" else None,
                                 seconds=float(v["secs"]) if v["budget"] == "seconds" else None, batch_size=v["batch"],
-                                lr=v["lr"], seed=int(v["seed"]), val_every=100, log_every=5, snapshot_every=25)
+                                lr=v["lr"], seed=int(v["seed"]), **LIVE_CADENCE)
         title = st.session_state.get("tr_title") or title_of(v)
         job = job_queue().submit(me, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"], client=browser_id())
     except ValueError as e:
@@ -329,7 +334,8 @@ def controls(v: JobView) -> None:
     cols[2].button("Stop", icon=":material/stop:", key="tr_stop", on_click=act, args=(v.id, "stop"), width="stretch",
                    disabled=not v.active or v.state == "stopping",
                    help="End the run; its best and last checkpoints stay (a queued run just leaves the queue).")
-    cols[3].button("Restart", icon=":material/restart_alt:", key="tr_restart_job", on_click=act, args=(v.id, "restart"), width="stretch",
+    cols[3].button("Restart", icon=":material/restart_alt:", key="tr_restart_job", on_click=act, args=(v.id, "restart"),
+                   width="stretch",
                    help="Stop this run and queue a fresh one with the same settings.")
 
 

@@ -85,7 +85,8 @@ def summary(points: list[RunPoint]) -> str | None:
     if not scored:
         return None
     best = max(scored, key=lambda p: p.psnr)
-    text = f"{len(scored)} of {len(points)} runs have a validation score; the best so far is {best.psnr:.1f} dB at K = {best.k}, beta = {best.beta:g}."
+    text = (f"{len(scored)} of {len(points)} runs have a validation score; the best so far is {best.psnr:.1f} dB "
+            f"at K = {best.k}, beta = {best.beta:g}.")
     used = [p for p in scored if p.use is not None]
     if len(used) >= 2:
         low = min(used, key=lambda p: p.use)

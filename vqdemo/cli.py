@@ -311,8 +311,8 @@ def cmd_prior(a: argparse.Namespace) -> int:
         return 0
     from PIL import Image
 
-    from .images import to_uint8, upscale_nearest
     from .analysis import image_grid
+    from .images import to_uint8, upscale_nearest
 
     temperature = prior.DEFAULT_TEMPERATURE if a.temperature is None else a.temperature
     images = prior.sample_images(a.run, n=a.n, temperature=temperature, top_k=a.top_k, seed=a.seed, label=a.label)

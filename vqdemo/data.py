@@ -264,7 +264,7 @@ def read_cifar_batch(data: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch -> ((N, 3, 32, 32) uint8, (N,) int64), without running any pickle code."""
     try:
         d = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a hostile pickle can raise anything
         raise DataError(f"{what} is not a CIFAR-10 batch this app can read safely ({e}); "
                         "use the official 'CIFAR-10 python version' files.") from None
     if not isinstance(d, dict):

@@ -72,7 +72,7 @@ def _open(src, what: str) -> Image.Image:
             im = Image.open(fp, formats=[f for f in FORMATS if f in Image.OPEN])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _fail(what, "declares an enormous image (a decompression bomb?)", too_big) from None
-    except Exception:
+    except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
         raise _fail(what, "is not an image", "use PNG, JPEG, BMP, GIF, TIFF or WebP files.") from None
     w, h = im.size
     if w <= 0 or h <= 0 or w * h > MAX_PIXELS:
@@ -173,15 +173,15 @@ def load_image(src: bytes | str | os.PathLike, size: int | None = None, channels
             if size is not None and im.format == "JPEG":
                 im.draft(None, (size, size))  # decode at a reduced scale still >= size: faster, less memory
             im.load()
-        except Exception:
+        except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
             raise _fail(what, "is truncated or corrupt", "re-export it and try again.") from None
         try:
             im = ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
-        except Exception:
+        except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
             pass  # malformed EXIF only loses the rotation; the pixels are fine
         try:
             im = _normalise_mode(im)
-        except Exception:
+        except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
             raise _fail(what, f"uses the image mode {im.mode!r}, which cannot be converted",
                         "re-export it as 8-bit RGB or greyscale.") from None
         if im.mode == "RGB" and channels == 1:
@@ -208,7 +208,7 @@ def _declared_pixels(data: bytes, size: int) -> int:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses it just after
             with Image.open(io.BytesIO(data), formats=[f for f in FORMATS if f in Image.OPEN]) as im:
                 return _pixels(im, size)
-    except Exception:
+    except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
         return 0
 
 
@@ -278,7 +278,7 @@ def load_images_from_zip(src: bytes | str | os.PathLike, size: int, channels: in
                 if pixels > MAX_ZIP_PIXELS:
                     raise
                 bad.append((i.filename, e.reason))
-            except Exception:  # encrypted, unsupported compression, bad CRC
+            except Exception:  # noqa: BLE001 - encrypted, unsupported compression, bad CRC
                 bad.append((i.filename, "cannot be read from the zip"))
     if not xs:
         raise _no_images(what, bad)

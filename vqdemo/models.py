@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fsq import FiniteScalarQuantizer, FSQConfig
 from .metrics import psnr
 from .nets import ConvDecoder, ConvEncoder, PatchDecoder, PatchEncoder
-from .fsq import FiniteScalarQuantizer, FSQConfig
 from .quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, perplexity_of
 
 
@@ -34,8 +34,10 @@ class ModelConfig:
     vq: QuantizerConfig = field(default_factory=QuantizerConfig)
     rq: ResidualConfig = field(default_factory=ResidualConfig)
     fsq: FSQConfig = field(default_factory=FSQConfig)  # kind "fsq": the latent has len(levels) channels
-    kl_weight: float = 1.0    # VAE only: weight of the KL term; the KL (nats, summed over latents) is divided by the pixel count, like the MSE
-    data_variance: float = 1.0  # recon loss is divided by this (van den Oord et al. 2017's code divides by the training set's variance)
+    # VAE only: weight of the KL term; the KL (nats, summed over latents) is divided by the pixel count, like the MSE
+    kl_weight: float = 1.0
+    # recon loss is divided by this (van den Oord et al. 2017's code divides by the training set's variance)
+    data_variance: float = 1.0
 
     def validate(self) -> None:
         if self.kind not in ("vq", "rq", "fsq", "vae"):
@@ -79,7 +81,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         vq = QuantizerConfig(**d.pop("vq", {}))
         rq = ResidualConfig(**d.pop("rq", {}))

@@ -35,7 +35,9 @@ class PlaygroundConfig:
     n: int = 2000                # points
     k: int = 64                  # codebook size (FSQ: L levels per axis with L * L closest to k)
     beta: float = 0.25           # commitment weight
-    init: str = "normal"         # data: k-means on the first encoder outputs; uniform: U(-1/K, 1/K), tiny, inside the data; normal: N(0, 1), mostly far from it
+    # data: k-means on the first encoder outputs; uniform: U(-1/K, 1/K), tiny, inside the data; normal: N(0, 1), mostly
+    # far from it
+    init: str = "normal"
     codebook: str = "grad"       # grad: learned by the codebook loss; ema: running k-means
     restart_dead: bool = False   # re-seat codes nobody picked on random encoder outputs
     quantizer: str = "vq"        # vq | fsq (a fixed rounding grid, for contrast)

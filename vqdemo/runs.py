@@ -28,6 +28,10 @@ from .models import ModelConfig, build_model, parameter_count
 
 WEIGHTS = "model.safetensors"   # the best checkpoint by validation score
 LAST = "last.safetensors"       # the latest good checkpoint
+CONFIG = "config.json"          # model, data and train configs, title and owner: what the run is
+STATUS = "status.json"          # state, step, best scores and reason: how the run is going, rewritten as it goes
+METRICS = "metrics.jsonl"       # one JSON row per logged step or validation: the curves
+JOB = "job.json"                # owner and title from the job queue, written once at submit
 MAX_CONFIG_BYTES = 1 << 20
 MAX_PARAMS = 50_000_000         # refuse configs that would build absurdly large models
 MAX_WEIGHTS_BYTES = 8 * MAX_PARAMS  # float32 parameters plus as many buffers (EMA codebooks): nothing real is bigger
@@ -168,7 +172,8 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             meta = json.loads((f.metadata() or {}).get("vqdemo", "{}"))
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError, RecursionError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({str(e)[:120]}); retrain or pick another file") from None
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({str(e)[:120]}); "
+                              "retrain or pick another file") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} carries a config that is a JSON {type(meta).__name__}, not an object; retrain")
     return tensors, meta
@@ -231,7 +236,7 @@ def load_model(path: Path | str, which: str = WEIGHTS):
     file = path / which if path.is_dir() else path
     tensors, meta = read_weights(file)
     if not meta and path.is_dir():
-        meta = read_json(path / "config.json")
+        meta = read_json(path / CONFIG)
     model = model_from_meta(meta, str(file))
     load_state(model, tensors, str(file))
     return model.eval(), meta
@@ -323,7 +328,7 @@ class RunInfo:
 def read_status(run: Path) -> dict:
     """A run's status, cleaned (see clean_status); missing or unreadable reads as state "unknown"."""
     try:
-        return clean_status(read_json(Path(run) / "status.json"))
+        return clean_status(read_json(Path(run) / STATUS))
     except CheckpointError:
         return clean_status({})
 
@@ -331,7 +336,7 @@ def read_status(run: Path) -> dict:
 def run_info(run: Path) -> RunInfo:
     """One run folder, its config and status cleaned; CheckpointError when its config cannot be read."""
     run = Path(run)
-    return RunInfo(run, clean_meta(read_json(run / "config.json")), read_status(run))
+    return RunInfo(run, clean_meta(read_json(run / CONFIG)), read_status(run))
 
 
 def new_run_dir(root: Path | None = None, prefix: str = "") -> Path:
@@ -354,7 +359,7 @@ def read_metrics(path: Path) -> list[dict]:
     a wrong-typed type or step is skipped; a file that is not regular reads as empty, a huge one is read up to
     MAX_METRICS_BYTES."""
     try:
-        text = read_capped(Path(path) / "metrics.jsonl", MAX_METRICS_BYTES, truncate=True).decode("utf-8", "replace")
+        text = read_capped(Path(path) / METRICS, MAX_METRICS_BYTES, truncate=True).decode("utf-8", "replace")
     except CheckpointError:
         return []
     rows = []
@@ -406,16 +411,16 @@ class RunStore:
         """The run's config (model, data, training settings); fields given at construction (title, owner) stay."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.meta = {**meta, **self.meta}
-        write_json(self.path / "config.json", self.meta)
+        write_json(self.path / CONFIG, self.meta)
 
     def status(self, state: str, reason: str, step: int, **extra: Any) -> None:
         self._status = {"state": state, "reason": reason, "step": step, "updated": time.time(), **extra}
-        write_json(self.path / "status.json", self._status)
+        write_json(self.path / STATUS, self._status)
 
     def metrics(self, rows: list[dict]) -> None:
         """New metric rows since the last call; the file is rewritten whole (atomic), never appended in place."""
         self.rows.extend(rows)
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+        atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None:
         """The latest weights (safetensors bytes), also as the best ones when `improved`. config.json follows the best
@@ -425,10 +430,10 @@ class RunStore:
         if improved:
             atomic_write_bytes(self.path / WEIGHTS, blob)
             self.meta["model"] = model_meta
-            write_json(self.path / "config.json", self.meta)
+            write_json(self.path / CONFIG, self.meta)
         if self._status:
             self._status.update(step=step, updated=time.time(), **({"best": best} if best else {}))
-            write_json(self.path / "status.json", self._status)
+            write_json(self.path / STATUS, self._status)
 class RunsDirBusy(RuntimeError):
     """Another server already holds this runs folder."""
 
@@ -445,7 +450,7 @@ class RunsLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunsLock":
+    def __enter__(self) -> RunsLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,9 +12,10 @@ import dataclasses
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ Event = dict[str, Any]
 EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run shows PSNR, usage and images at once
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
 VAL_PIXELS = 256 * 32 * 32  # a validation batch holds about this many pixels (256 small images), or the training batch
+VAL_BATCH_MAX = 256  # images per validation batch at most, however small the images: bounds the peak memory
 
 
 class Trainable(Protocol):
@@ -84,8 +86,8 @@ class TrainConfig:
 
 def validation_batch(batch_size: int, image_size: int) -> int:
     """Validation needs no gradients, so it takes larger batches than training: as many images as VAL_PIXELS holds
-    (at most 256), or the training batch when that is larger. fit.step_bytes counts the same batch."""
-    return max(batch_size, min(256, VAL_PIXELS // max(1, image_size ** 2)))
+    (at most VAL_BATCH_MAX), or the training batch when that is larger. fit.step_bytes counts the same batch."""
+    return max(batch_size, min(VAL_BATCH_MAX, VAL_PIXELS // max(1, image_size ** 2)))
 
 
 def _is_int(value: Any) -> bool:
@@ -391,7 +393,8 @@ def _apply_changes(model: Any, optimizer: torch.optim.Optimizer, changes: dict[s
         for group in optimizer.param_groups:
             group["lr"] = float(changes["lr"])
     if "k" in changes:
-        old_state = {id(p): optimizer.state[p] for group in optimizer.param_groups for p in group["params"] if p in optimizer.state}
+        old_state = {id(p): optimizer.state[p] for group in optimizer.param_groups for p in group["params"]
+                     if p in optimizer.state}
         model.resize_codebook(int(changes["k"]))
         lr = optimizer.param_groups[0]["lr"]
         optimizer = _optimizer(model, lr)

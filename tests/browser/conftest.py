@@ -280,34 +280,40 @@ LAYOUT_JS = """(minFont) => {
     const svg = chart.querySelector('.main-svg');
     if (svg) {
       const r = svg.getBoundingClientRect();
-      if (r.right > box.right + 1 || r.right > vw + 1) out.clipped.push(name(chart) + ' svg ' + Math.round(r.width) + ' > box ' + Math.round(box.width));
+      if (r.right > box.right + 1 || r.right > vw + 1)
+        out.clipped.push(name(chart) + ' svg ' + Math.round(r.width) + ' > box ' + Math.round(box.width));
     }
     for (const t of chart.querySelectorAll('svg text')) {
       const tr = t.getBoundingClientRect();
       if (!t.textContent.trim() || !visible(tr)) continue;
-      if (tr.right > box.right + 2 || tr.left < box.left - 2) out.clipped.push(name(chart) + ' text "' + t.textContent.slice(0, 40) + '"');
+      if (tr.right > box.right + 2 || tr.left < box.left - 2)
+        out.clipped.push(name(chart) + ' text "' + t.textContent.slice(0, 40) + '"');
       const size = parseFloat(getComputedStyle(t).fontSize);
       if (minFont && size < minFont - 0.01) out.small.push(name(chart) + ' "' + t.textContent.slice(0, 30) + '" ' + size + 'px');
     }
   }
   for (const img of main.querySelectorAll('[data-testid=stImage] img, [data-testid=stImageContainer] img')) {
     const r = img.getBoundingClientRect(), box = img.closest('[data-testid=stElementContainer]').getBoundingClientRect();
-    if (visible(r) && r.right > box.right + 1) out.clipped.push(name(img) + ' image ' + Math.round(r.width) + ' > ' + Math.round(box.width));
+    if (visible(r) && r.right > box.right + 1)
+      out.clipped.push(name(img) + ' image ' + Math.round(r.width) + ' > ' + Math.round(box.width));
   }
   // A word split over two lines ("Architec ture") has two client rects.
-  for (const el of main.querySelectorAll('[data-testid=stWidgetLabel] p, [data-testid=stMetricLabel] p, h1, h2, h3, [role=radiogroup] label p')) {
+  const labels = '[data-testid=stWidgetLabel] p, [data-testid=stMetricLabel] p, h1, h2, h3, [role=radiogroup] label p';
+  for (const el of main.querySelectorAll(labels)) {
     const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
       for (const m of node.textContent.matchAll(/\\S+/g)) {
         const range = document.createRange();
         range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
         const rects = [...range.getClientRects()].filter((r) => r.width > 0);
-        if (rects.length > 1 && Math.abs(rects[0].top - rects[rects.length - 1].top) > 2) out.broken.push(name(el) + ' "' + m[0] + '"');
+        if (rects.length > 1 && Math.abs(rects[0].top - rects[rects.length - 1].top) > 2)
+          out.broken.push(name(el) + ' "' + m[0] + '"');
       }
     }
   }
   if (minFont) {
-    for (const t of main.querySelectorAll('[data-testid=stMarkdownContainer] p, [data-testid=stMarkdownContainer] li, [data-testid=stCaptionContainer]')) {
+    const prose = '[data-testid=stMarkdownContainer] p, [data-testid=stMarkdownContainer] li, [data-testid=stCaptionContainer]';
+    for (const t of main.querySelectorAll(prose)) {
       const size = parseFloat(getComputedStyle(t).fontSize);
       if (t.textContent.trim() && visible(t.getBoundingClientRect()) && size < minFont - 0.01)
         out.small.push(name(t) + ' "' + t.textContent.slice(0, 30) + '" ' + size + 'px');

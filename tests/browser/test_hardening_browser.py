@@ -29,7 +29,8 @@ FIND_EVIL = r"""() => {
   const scan = (doc) => {
     for (const el of doc.querySelectorAll('*')) {
       for (const a of el.attributes) {
-        if (/(^|:)(href|src)$/i.test(a.name) && /evil\.example/i.test(a.value)) hits.push(el.tagName + ' ' + a.name + '=' + a.value);
+        if (/(^|:)(href|src)$/i.test(a.name) && /evil\.example/i.test(a.value))
+          hits.push(el.tagName + ' ' + a.name + '=' + a.value);
       }
       if (el.tagName === 'IFRAME') { try { if (el.contentDocument) scan(el.contentDocument); } catch (e) {} }
     }

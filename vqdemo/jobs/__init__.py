@@ -39,7 +39,6 @@ from .worker import JobSpec
 ACTIVE = ("queued", "running", "paused", "stopping")
 FINISHED = ("done", "stopped", "failed")
 LIVE_STATES_ON_DISK = ("queued", "running", "paused")
-JOB_FILE = "job.json"   # owner and title, written at submit (config.json is rewritten by the training loop)
 POLL_S = 0.1            # how often a pump thread looks for a worker's messages
 PAUSED_REASON = "paused: press play to go on, or step one batch at a time"
 
@@ -377,21 +376,21 @@ class Job:
         """The final state into status.json; config.json too if the loop never wrote one (data failed to load)."""
         folder = self.store_dir
         try:
-            meta = runs.read_json(folder / "config.json")
+            meta = runs.read_json(folder / runs.CONFIG)
         except runs.CheckpointError:
             meta = {"kind": self.kind} | ({"model": self.model_cfg.to_dict(), "data": dataclasses.asdict(self.data_cfg)}
                                           if self.model_cfg is not None else {})
         if self.task == "train":
             meta.update(title=self.title, owner=self.owner, job=self.id)
         try:
-            status = runs.read_json(folder / "status.json")
+            status = runs.read_json(folder / runs.STATUS)
         except runs.CheckpointError:
             status = {}
         status.update(state=state, reason=reason, updated=time.time())
         status.setdefault("step", self.step_count)
         try:
-            runs.write_json(folder / "config.json", meta)
-            runs.write_json(folder / "status.json", status)
+            runs.write_json(folder / runs.CONFIG, meta)
+            runs.write_json(folder / runs.STATUS, status)
         except OSError as e:
             return f"{reason} (and its files could not be updated: {e})"
         return reason
@@ -511,12 +510,12 @@ class JobQueue:
             job = Job(self, spec, owner=owner, client=client, title=title, run_dir=run_dir, store_dir=run_dir,
                       model_cfg=model_cfg, data_cfg=data_cfg, train_cfg=train_cfg, normalize_recon=normalize_recon)
             try:
-                runs.write_json(run_dir / JOB_FILE, {"owner": owner, "title": title, "created": job.created})
-                runs.write_json(run_dir / "config.json", {
+                runs.write_json(run_dir / runs.JOB, {"owner": owner, "title": title, "created": job.created})
+                runs.write_json(run_dir / runs.CONFIG, {
                     "kind": model_cfg.kind, "title": title, "owner": owner, "job": job.id,
                     "model": model_cfg.to_dict(), "data": dataclasses.asdict(data_cfg),
                     "train": dataclasses.asdict(train_cfg), "command": f"app job for {owner}"})
-                runs.write_json(run_dir / "status.json", {"state": "queued", "reason": "waiting", "step": 0,
+                runs.write_json(run_dir / runs.STATUS, {"state": "queued", "reason": "waiting", "step": 0,
                                                           "updated": time.time()})
             except OSError as e:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -536,7 +535,7 @@ class JobQueue:
                 return same
             self._check_limits(owner, client)
             files = {}
-            for name in (runs.WEIGHTS, "config.json"):
+            for name in (runs.WEIGHTS, runs.CONFIG):
                 path = model_dir / name
                 if path.is_file():
                     files[name] = path.read_bytes()
@@ -702,7 +701,7 @@ class JobQueue:
             if was not in LIVE_STATES_ON_DISK and was != "interrupted":
                 continue
             try:
-                job_meta = runs.read_json(info.path / JOB_FILE)
+                job_meta = runs.read_json(info.path / runs.JOB)
             except runs.CheckpointError:
                 job_meta = {}
             step = info.status.get("step", 0)
@@ -712,7 +711,7 @@ class JobQueue:
                               reason=f"the server stopped while this run was {was} at step {step}"
                               + ("; its last saved checkpoint is kept" if info.has_weights else "; it had saved no weights"))
                 try:
-                    runs.write_json(info.path / "status.json", status)
+                    runs.write_json(info.path / runs.STATUS, status)
                 except OSError:
                     pass
             found.append(Interrupted(info.path, str(job_meta.get("title") or info.meta.get("title") or info.id),

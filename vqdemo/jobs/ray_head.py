@@ -30,7 +30,7 @@ def local_head(num_cpus: int = 2, start_timeout_s: float = 120.0) -> Iterator[di
         port = s.getsockname()[1]
     env = {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     temp = tempfile.mkdtemp(prefix="vqray-", dir="/tmp")   # Ray's socket paths must stay short
-    log = open(os.path.join(temp, "head.log"), "wb")
+    log = open(os.path.join(temp, "head.log"), "wb")  # noqa: SIM115 - the log lives as long as the head
     head = subprocess.Popen(
         [*RAY_CLI, "start", "--head", "--num-cpus", str(num_cpus), "--port", str(port), "--node-ip-address", "127.0.0.1",
          "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp, "--block"],
@@ -41,7 +41,7 @@ def local_head(num_cpus: int = 2, start_timeout_s: float = 120.0) -> Iterator[di
         while subprocess.run([*RAY_CLI, "status", "--address", env["RAY_ADDRESS"]], env={**os.environ, **env},
                              capture_output=True).returncode != 0:
             if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Ray head did not come up: {open(log.name).read()[-1500:]}")
+                raise RuntimeError(f"the Ray head did not come up: {open(log.name).read()[-1500:]}")  # noqa: SIM115
             time.sleep(1.0)
         yield env
     finally:

@@ -19,7 +19,7 @@ from PIL import Image
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from ui import theme
+from ui import charts, theme
 from vqdemo.analysis import image_grid
 from vqdemo.images import to_uint8
 
@@ -296,12 +296,17 @@ def psnr_by_depth(psnrs: Sequence[float], height: int = 240) -> go.Figure:
 def distance_strips(rows: Sequence[tuple[str, np.ndarray]], height: int = 280) -> go.Figure:
     """Distances from the encoder outputs' centre, one horizontal box per row (outputs or an init's codes), log x."""
     fig = go.Figure()
+    seen = []
     for name, values in reversed(list(rows)):
         v = np.clip(np.asarray(values, dtype=float), 1e-4, None)
+        seen.append(v)
         fig.add_trace(go.Box(x=v, name=name, orientation="h", boxpoints=False,
                              marker_color=ARGMIN if "codes" in name else "#4c78a8",
                              hovertemplate="%{x:.3f}<extra>" + name + "</extra>"))
-    fig.update_xaxes(type="log", title="distance from the centre of the encoder's outputs (latent units, log scale)")
+    every = np.concatenate(seen) if seen else np.ones(1)
+    ticks = charts.log_ticks(float(every.min()), float(every.max()))   # full-size labels (Plotly shrinks minor ones)
+    fig.update_xaxes(type="log", title="distance from the centre of the encoder's outputs (latent units, log scale)",
+                     tickvals=ticks or None, ticktext=[f"{t:g}" for t in ticks] or None)
     return _layout(fig, height=height)
 
 

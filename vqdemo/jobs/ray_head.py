@@ -12,9 +12,9 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-import sys
 from collections.abc import Iterator
 
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]   # Ray's `ray` command, whether or not it is on PATH

@@ -54,7 +54,7 @@ if loaded.kind == "vae":
     st.markdown(COMPARE_TABLE)
     st.stop()
 if loaded.kind == "fsq":
-    st.markdown(f"**{loaded.choice.label}**: finite scalar quantisation (Mentzer et al. 2023). The encoder gives "
+    st.markdown(f"**{text.md(loaded.choice.label)}**: finite scalar quantisation (Mentzer et al. 2023). The encoder gives "
                 f"{len(model.config.fsq.levels)} numbers per cell; each is squashed into a range and rounded to one "
                 f"of {model.config.fsq.levels} levels. The codes are the points of that grid, "
                 f"{model.codebook_sizes[0]} of them: nobody learns them, so there is no codebook or commitment loss.")

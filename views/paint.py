@@ -26,7 +26,7 @@ st.caption(
        else "a patch of one code and watch the decoder turn it into a piece of an image.")
 )
 if loaded.kind == "fsq":
-    st.info(f"{loaded.choice.label} is an FSQ model (Mentzer et al. 2023): its codes are the points of a fixed grid, "
+    st.info(f"{text.md(loaded.choice.label)} is an FSQ model (Mentzer et al. 2023): its codes are the points of a fixed grid, "
             "shown on the Learn and Codebook pages. Painting is for VQ-VAE and RQ-VAE models: pick one in the sidebar.")
     st.stop()
 if loaded.kind not in ("vq", "rq"):

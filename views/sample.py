@@ -63,7 +63,7 @@ def vae_for(dataset: str):
 
 
 if loaded.kind == "fsq":
-    st.info(f"{loaded.choice.label} is an FSQ model: sampling with a prior is for VQ-VAE and RQ-VAE models here. "
+    st.info(f"{text.md(loaded.choice.label)} is an FSQ model: sampling with a prior is for VQ-VAE and RQ-VAE models here. "
             "Pick one in the sidebar.")
     st.stop()
 if loaded.kind not in ("vq", "rq"):

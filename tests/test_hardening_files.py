@@ -290,27 +290,39 @@ def test_runs_lock_is_freed_when_its_server_is_killed(tmp_path):
     runs.lock_runs_dir(tmp_path).release()   # kill -9 released it
 
 
+def shipped_without_prior(tmp_path, monkeypatch) -> Path:
+    """A shipped checkpoint folder that has no prior (every shipped VQ / RQ model now ships one): shapes-vq's model,
+    in a stand-in for checkpoints/."""
+    fake = tmp_path / "checkpoints" / "shapes-vq"
+    fake.mkdir(parents=True)
+    for name in (runs.WEIGHTS, runs.CONFIG):
+        (fake / name).write_bytes((prior.SHIPPED / "shapes-vq" / name).read_bytes())
+    monkeypatch.setattr(prior, "SHIPPED", fake.parent)
+    return fake
+
+
 def test_shipped_checkpoints_are_read_only_to_the_app(tmp_path, monkeypatch):
     """A prior for a shipped model goes to the runs folder's mirror; the repository's folder is untouched."""
     root = tmp_path / "runs"
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(root))
-    shipped = prior.SHIPPED / "shapes-vq"
+    real = prior.SHIPPED
+    assert prior.prior_dir(real / "mnist-vq") == real / "mnist-vq" / prior.PRIOR_DIR   # a shipped prior is read in place
+    shipped = shipped_without_prior(tmp_path, monkeypatch)
     assert prior.prior_write_dir(shipped).is_relative_to(root / prior.MIRRORS)
     assert prior.prior_write_dir(tmp_path / "run") == tmp_path / "run" / prior.PRIOR_DIR
-    assert prior.prior_dir(prior.SHIPPED / "mnist-vq") == prior.SHIPPED / "mnist-vq" / prior.PRIOR_DIR   # shipped prior
     mirror = prior.prior_write_dir(shipped)
     mirror.mkdir(parents=True)
-    (mirror / runs.WEIGHTS).write_bytes((prior.SHIPPED / "mnist-vq" / prior.PRIOR_DIR / runs.WEIGHTS).read_bytes())
+    (mirror / runs.WEIGHTS).write_bytes((real / "mnist-vq" / prior.PRIOR_DIR / runs.WEIGHTS).read_bytes())
     assert prior.prior_dir(shipped) == mirror
-    before = sorted(p.relative_to(REPO) for p in shipped.rglob("*"))
-    assert not (shipped / prior.PRIOR_DIR).exists() and before == sorted(p.relative_to(REPO) for p in shipped.rglob("*"))
+    before = sorted(shipped.rglob("*"))
+    assert not (shipped / prior.PRIOR_DIR).exists() and before == sorted(shipped.rglob("*"))
 
 
 @pytest.mark.slow
 def test_training_a_prior_for_a_shipped_model_writes_under_the_runs_folder(tmp_path, monkeypatch):
     root = tmp_path / "runs"
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(root))
-    shipped = prior.SHIPPED / "shapes-vq"
+    shipped = shipped_without_prior(tmp_path, monkeypatch)
     out = prior.train_prior(shipped, steps=1, batch_size=8)
     assert out.is_relative_to(root) and (out / runs.WEIGHTS).is_file()
     assert not (shipped / prior.PRIOR_DIR).exists()

@@ -410,7 +410,7 @@ class _Pump:
         kind = msg[0]
         if kind == "event":
             self.job._on_event(msg[1])
-            if self.store is not None and self.job.task == "train":
+            if msg[1].get("type") == "changed" and self.store is not None and self.job.task == "train":
                 self.store.meta["title"] = self.job.title   # a live K change retitles the run
         elif kind == "store" and self.store is not None and self.disk_error is None:
             name, *args = msg[1:]
@@ -423,7 +423,7 @@ class _Pump:
             except OSError as e:   # the runs folder filled up or went read-only mid-run
                 self.disk_error = (f"could not write to the run folder ({e.strerror or e}); the disk may be full or "
                                    "read-only. Checkpoints saved before that are kept")
-                self.job._queue._stop_for(self.job, self.disk_error)
+                self.job.stop(self.disk_error)
         elif kind == "exit":
             _, state, reason, result = msg
             self.job.result = result
@@ -627,9 +627,6 @@ class JobQueue:
                     return "failed", handle.death()
         finally:
             handle.kill()
-
-    def _stop_for(self, job: Job, reason: str) -> None:
-        job.stop(reason)
 
     def _renumber(self) -> None:
         for i, job in enumerate(self._pending):

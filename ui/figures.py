@@ -207,7 +207,11 @@ def usage_bars(counts: np.ndarray, perplexity: float, height: int = 320) -> go.F
 def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int, tile_px: int,
                 selected: int | None = None) -> go.Figure:
     """Each code decoded alone, in `order`, as one image: a code-coloured frame when used, dead codes
-    tinted and framed red, the selected code framed amber. customdata of the hover points is the code id."""
+    tinted and framed red, the selected code framed amber. customdata of the hover points is the code id.
+
+    The figure has a height (tiles of about tile_px) but no width: it takes its column's width and the tiles
+    stay square (scaleanchor), so a narrow column shrinks the mosaic instead of cutting its right side.
+    """
     k, c, th, tw = tiles.shape
     imgs = tiles[torch.as_tensor(order)].clamp(0, 1).expand(-1, 3, -1, -1).clone()  # (K, 3, H, W)
     dead = torch.as_tensor(counts[order] == 0)
@@ -235,10 +239,9 @@ def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int,
         selected=dict(marker=dict(opacity=0.01)), unselected=dict(marker=dict(opacity=0.01)),
     ))
     scale = tile_px / step
-    fig.update_xaxes(visible=False, range=[0, width])
-    fig.update_yaxes(visible=False, range=[height, 0])
-    return _layout(fig, height=int(height * scale) + 16, width=int(width * scale) + 16, dragmode=False,
-                   clickmode="event+select")
+    fig.update_xaxes(visible=False, range=[0, width], constrain="domain")
+    fig.update_yaxes(visible=False, range=[height, 0], scaleanchor="x", constrain="domain")
+    return _layout(fig, height=int(height * scale) + 16, dragmode=False, clickmode="event+select")
 
 
 # -------------------------------------------------------------------------------------------- 2-D maps

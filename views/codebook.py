@@ -104,7 +104,7 @@ with tiles_col:
     ncol = math.ceil(math.sqrt(K))
     tile_px = max(16, min(56, (560 if big else 420) // ncol))
     st.plotly_chart(fg.tile_mosaic(view["tiles"], order, counts, ncol, tile_px, st.session_state["cb_code"]),
-                    key="cb_tiles", on_select=on_tile_click, selection_mode="points", width="content",
+                    key="cb_tiles", on_select=on_tile_click, selection_mode="points", width="stretch",
                     config={"displayModeBar": False})
     st.caption("Most used first, left to right: each code's vector tiled over the whole latent grid and decoded "
                "to see what it learned. Red tiles are dead codes. Click a tile to see where it is used.")

@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ui import theme
+from ui.shared import shared
 
 MAX_POINTS = 400
 HEIGHT = 260
@@ -90,6 +91,7 @@ def _marks(fig: go.Figure, marks: Iterable[dict]) -> None:
                       annotation=dict(text=label, font=dict(size=10), textangle=-90, yanchor="top"))
 
 
+@shared
 def loss_curves(rows: Sequence[dict], terms: Sequence[str] = ("recon", "codebook", "commit", "kl"),
                 marks: Iterable[dict] = (), title: str = "Loss terms (training batches)") -> go.Figure:
     """One line per loss term present in the train rows, log scale; knob changes drawn as dotted lines."""
@@ -103,6 +105,7 @@ def loss_curves(rows: Sequence[dict], terms: Sequence[str] = ("recon", "codebook
     return _layout(fig, title, "loss", log_y=True)
 
 
+@shared
 def metric_curve(rows: Sequence[dict], key: str, title: str, y_title: str, kinds: Sequence[str] = ("val",),
                  reference: float | None = None, reference_name: str = "") -> go.Figure:
     """One stat over steps, for each event type in kinds (e.g. val PSNR beside batch PSNR), with an optional
@@ -119,6 +122,7 @@ def metric_curve(rows: Sequence[dict], key: str, title: str, y_title: str, kinds
     return _layout(fig, title, y_title)
 
 
+@shared
 def codebook_curve(rows: Sequence[dict], key: str, title: str, y_title: str) -> go.Figure:
     """Perplexity or codes used per training batch against K (K can change live, so it is drawn as a line)."""
     fig = go.Figure()
@@ -136,6 +140,7 @@ def run_colors(labels: Sequence[str]) -> dict[str, str]:
     return {label: theme.RUN_COLORS[i % len(theme.RUN_COLORS)] for i, label in enumerate(labels)}
 
 
+@shared
 def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: str, kind: str = "val",
             log_y: bool = False, x: str = "step", colors: Mapping[str, str] | None = None) -> go.Figure:
     """The same stat for several runs on one chart (Compare): {label: rows}; x as in `series`."""
@@ -153,6 +158,7 @@ def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: s
     return fig
 
 
+@shared
 def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str = "Codebook usage",
                     y_title: str = "uses", sort: bool = False, height: int = HEIGHT, color: str = USED,
                     title_chars: int | None = None) -> go.Figure:

@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from ui import charts, theme
+from ui.shared import shared
 from vqdemo.analysis import image_grid
 from vqdemo.images import to_uint8
 
@@ -76,6 +77,7 @@ def png_uri(image: np.ndarray) -> str:
 
 # ----------------------------------------------------------------------------------------- code maps
 
+@shared
 def code_maps(maps: Sequence[np.ndarray], k: int, titles: Sequence[str] | None = None, cell_px: int = 22,
               max_text_cells: int = 12) -> go.Figure:
     """One coloured grid per code map (h, w), side by side; hover shows row, column and code id.
@@ -102,6 +104,7 @@ def code_maps(maps: Sequence[np.ndarray], k: int, titles: Sequence[str] | None =
     return _layout(fig, height=h * cell_px + top + 2, margin=dict(l=2, r=2, t=top, b=2))
 
 
+@shared
 def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | None, px: int = 300) -> go.Figure:
     """A code map that reports clicks: coloured cells (a heatmap, which scales with its column) under
     invisible square markers (Plotly returns clicks on scatter points, not on heatmaps).
@@ -132,6 +135,7 @@ def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | No
     return _layout(fig, height=px, dragmode=False, clickmode="event+select")
 
 
+@shared
 def matrix(m: np.ndarray, x_title: str, y_title: str, height: int, colorscale: str = "Viridis",
            marks: np.ndarray | None = None, hover: str = "%{z:.3f}") -> go.Figure:
     """A tensor drawn as a heatmap (rows down); `marks` (one column per row) puts an amber dot on it."""
@@ -148,6 +152,7 @@ def matrix(m: np.ndarray, x_title: str, y_title: str, height: int, colorscale: s
 
 # ------------------------------------------------------------------------------------------ distances
 
+@shared
 def distance_bars(dist: np.ndarray, chosen: int, height: int = 300) -> go.Figure:
     """Squared distance from one latent vector to every code; the argmin in amber."""
     k = len(dist)
@@ -161,6 +166,7 @@ def distance_bars(dist: np.ndarray, chosen: int, height: int = 300) -> go.Figure
     return _layout(fig, height=height, bargap=0.1)
 
 
+@shared
 def vector_compare(z: np.ndarray, e: np.ndarray, code: int, k: int, height: int = 220) -> go.Figure:
     """The encoder's vector beside the code it snaps to, dimension by dimension."""
     d = np.arange(len(z))
@@ -175,6 +181,7 @@ def vector_compare(z: np.ndarray, e: np.ndarray, code: int, k: int, height: int 
 
 # ---------------------------------------------------------------------------------------------- usage
 
+@shared
 def usage_bars(counts: np.ndarray, perplexity: float, height: int = 320) -> go.Figure:
     """Codes ranked by use; dead codes (never picked) marked red; perplexity and codes used against K."""
     k = len(counts)
@@ -204,6 +211,7 @@ def usage_bars(counts: np.ndarray, perplexity: float, height: int = 320) -> go.F
     return _layout(fig, height=height, bargap=0.05)
 
 
+@shared
 def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int, tile_px: int,
                 selected: int | None = None) -> go.Figure:
     """Each code decoded alone, in `order`, as one image: a code-coloured frame when used, dead codes
@@ -246,6 +254,7 @@ def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int,
 
 # -------------------------------------------------------------------------------------------- 2-D maps
 
+@shared
 def map_2d(points: np.ndarray, codebook: np.ndarray, point_codes: np.ndarray, point_labels: np.ndarray,
            counts: np.ndarray, by: str, class_names: Sequence[str] | None, height: int = 460,
            method: str = "PCA") -> go.Figure:
@@ -284,6 +293,7 @@ def map_2d(points: np.ndarray, codebook: np.ndarray, point_codes: np.ndarray, po
     return _layout(fig, height=height, showlegend=True, legend=dict(orientation="h", y=-0.08, x=0))
 
 
+@shared
 def psnr_by_depth(psnrs: Sequence[float], height: int = 240) -> go.Figure:
     """RQ: image quality as depths are added (coarse to fine)."""
     d = np.arange(1, len(psnrs) + 1)
@@ -296,6 +306,7 @@ def psnr_by_depth(psnrs: Sequence[float], height: int = 240) -> go.Figure:
     return _layout(fig, height=height)
 
 
+@shared
 def distance_strips(rows: Sequence[tuple[str, np.ndarray]], height: int = 280) -> go.Figure:
     """Distances from the encoder outputs' centre, one horizontal box per row (outputs or an init's codes), log x."""
     fig = go.Figure()

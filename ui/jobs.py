@@ -19,7 +19,7 @@ import time
 
 import streamlit as st
 
-from ui import state
+from ui import shared, state
 from vqdemo import runs
 from vqdemo.jobs import JobQueue
 
@@ -93,34 +93,9 @@ def tick_seconds(base: float) -> float:
     return round(base * min(4.0, 1.0 + 3.0 * max(0.0, (busy - 0.3) / 0.6)), 1)
 
 
-class _Figures:
-    """Live-panel figures built once per (job, event count, figure) and shared by every viewer of that job."""
-
-    def __init__(self, size: int = 256):
-        self._lock = threading.Lock()
-        self._items: dict[tuple, object] = {}
-        self._size = size
-
-    def get(self, key: tuple, build):
-        with self._lock:
-            if key in self._items:
-                return self._items[key]
-        fig = build()
-        with self._lock:
-            self._items[key] = fig
-            while len(self._items) > self._size:
-                self._items.pop(next(iter(self._items)))
-        return fig
-
-
-@st.cache_resource(show_spinner=False)
-def _figures() -> _Figures:
-    return _Figures()
-
-
 def shared_figure(view, name: str, build):
     """`build()` once per state of a job (its id and event count) and display mode; read-only for the caller."""
-    return _figures().get((view.id, view.version, name, state.presenter()), build)
+    return shared.figure(("job", view.id, view.version, name), build)
 
 
 def thin(rows: list[dict], most: int = 400) -> list[dict]:

@@ -333,10 +333,36 @@ def read_status(run: Path) -> dict:
         return clean_status({})
 
 
+_INFO_CACHE: dict[Path, tuple[tuple, RunInfo]] = {}
+_INFO_CACHE_MAX = 4096
+
+
+def _stamp(path: Path) -> tuple | None:
+    """What changes when a file is replaced or rewritten (the writers replace files atomically, so the inode moves)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def run_info(run: Path) -> RunInfo:
-    """One run folder, its config and status cleaned; CheckpointError when its config cannot be read."""
+    """One run folder, its config and status cleaned; CheckpointError when its config cannot be read.
+
+    Read again only when config.json or status.json changed: every page, and every student's live run list, asks
+    for every run folder several times a second under a class, and the files change far less often. The RunInfo
+    returned is shared: read it, never change it.
+    """
     run = Path(run)
-    return RunInfo(run, clean_meta(read_json(run / CONFIG)), read_status(run))
+    stamp = (_stamp(run / CONFIG), _stamp(run / STATUS))
+    hit = _INFO_CACHE.get(run)
+    if hit is not None and hit[0] == stamp and stamp[0] is not None:
+        return hit[1]
+    info = RunInfo(run, clean_meta(read_json(run / CONFIG)), read_status(run))
+    if len(_INFO_CACHE) >= _INFO_CACHE_MAX:
+        _INFO_CACHE.clear()
+    _INFO_CACHE[run] = (stamp, info)
+    return info
 
 
 def new_run_dir(root: Path | None = None, prefix: str = "") -> Path:

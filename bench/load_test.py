@@ -341,6 +341,7 @@ def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, ru
             "median_response_s": round(statistics.median(every), 2) if every else None,
             "p95_response_s": round(statistics.quantiles(every, n=20)[-1], 2) if len(every) > 1 else None,
             "server_cores": round(server_cpu / wall, 2),
+            "server_ms_per_response": round(1000 * server_cpu / len(every)) if every else None,
             "slowest_by_kind_s": {k: round(max(v), 2) for k, v in times.items() if v},
             "median_by_kind_s": {k: round(statistics.median(v), 2) for k, v in times.items() if v},
             "wall_s": round(wall, 1),
@@ -377,7 +378,8 @@ def main() -> None:
     print(f"runs:              {f['runs']} started, {f['done']} done ({a.seconds} s budget each, backend {a.backend})")
     print(f"concurrent jobs:   peak {f['peak_running']} training at once (limit {f['max_running']})")
     print(f"server memory:     {f['rss_idle_mb']} MB idle, peak {f['peak_rss_mb']} MB RSS")
-    print(f"server CPU:        {f['server_cores']} cores on average (the web process alone; jobs run in workers)")
+    print(f"server CPU:        {f['server_cores']} cores on average (the web process alone; jobs run in workers), "
+          f"{f['server_ms_per_response']} ms per response on average (page loads, clicks and live ticks together)")
     print(f"page responses:    {f['responses']}; median {f['median_response_s']} s, 95th percentile "
           f"{f['p95_response_s']} s, slowest {f['slowest_response_s']} s")
     print("slowest by kind:   " + ", ".join(f"{k} {v} s" for k, v in f["slowest_by_kind_s"].items()))

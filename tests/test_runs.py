@@ -101,6 +101,22 @@ def test_list_runs_skips_broken_folders_and_reads_torn_metrics(tmp_path):
     assert [r["step"] for r in runs.read_metrics(good)] == [1, 2]
 
 
+def test_run_info_follows_every_rewrite_of_its_files(tmp_path):
+    run = runs.new_run_dir(tmp_path)
+    runs.write_json(run / runs.CONFIG, {"kind": "vq", "title": "first"})
+    first = runs.run_info(run)
+    assert runs.run_info(run) is first and first.state == "unknown"   # unchanged files: not read again
+    runs.write_json(run / runs.STATUS, {"state": "running", "step": 3})
+    assert runs.run_info(run).status["step"] == 3                   # a status written since is seen
+    runs.write_json(run / runs.CONFIG, {"kind": "vq", "title": "second"})
+    assert runs.run_info(run).meta["title"] == "second"
+    (run / runs.STATUS).unlink()
+    assert runs.run_info(run).state == "unknown"
+    (run / runs.CONFIG).write_text("{not json")
+    with pytest.raises(runs.CheckpointError):
+        runs.run_info(run)
+
+
 def test_new_run_dirs_never_collide(tmp_path):
     paths = {runs.new_run_dir(tmp_path) for _ in range(50)}
     assert len(paths) == 50

@@ -234,7 +234,7 @@ parts = explain.distance_parts(first.compared[cell], e)
 st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den Oord et al. 2017): expanding "
             "|x − e|² = |x|² − 2x·e + |e|² turns all "
             f"{N}x{K} distances into one matrix multiply. For this cell and code #{code}:")
-st.code(f"dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ e.T + e.pow(2).sum(1)\n"
+st.code(f"{explain.DISTANCE_CODE}\n"
         f"{parts.x_sq:.4f} - {-parts.cross:.4f} + {parts.e_sq:.4f} = {parts.expanded:.4f}"
         f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python")
 oc = mv["offset"]
@@ -283,7 +283,7 @@ if is_rq:
     for d, (c, im) in enumerate(zip(cols[1:], view["coarse"])):
         c.image(state.crisp(im[0], 110), caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB")
     st.caption("The whole image decoded from the first d depths only: coarse shapes first, details later.")
-    st.code("loss = recon + sum_d |sg[r_{d-1}] - e_d|^2 + beta * sum_d |r_{d-1} - sg[e_d]|^2   # summed over depths",
+    st.code(f"{explain.RQ_LOSS_CODE}\n# r: what depth d must explain, q: the codes it picked (Lee et al. 2022)",
             language="python")
 
 # -------------------------------------------------------------------------- 3. losses and STE
@@ -293,18 +293,18 @@ st.markdown("Each term in one line, with its value on this image. The argmin has
             "of the model learns from a different term:")
 ema = cfg.vq.codebook == "ema"
 lines = [
-    ("recon = F.mse_loss(x_hat, x) / data_variance",
+    (explain.RECON_CODE,
      f"**{t['recon']:.5f}**: reconstruction, trains encoder and decoder (data_variance = {cfg.data_variance:g}; "
      "van den Oord et al. 2017's code divides by the training set's variance)"),
-    ("codebook = F.mse_loss(e, z_e.detach())",
+    (explain.CODEBOOK_CODE,
      "|sg[z_e] − e|²: pulls each code towards its vectors; " + (
          "**EMA codebook here**: codes move by running averages instead, so this term is 0" if ema
          else f"**{t['codebook']:.5f}**")),
-    ("commit = beta * F.mse_loss(z_e, e.detach())",
+    (explain.COMMIT_CODE,
      f"β|z_e − sg[e]|²: keeps the encoder near its codes: {cfg.vq.beta:g} x **{t['commit']:.5f}**"),
-    ("z_q = z_e + (z_q - z_e).detach()",
+    (explain.STE_CODE["paper"],
      "straight-through (paper): forward uses z_q, backward copies the decoder's gradient onto z_e"),
-    ("z_q = z_q + (z_e - z_e.detach())",
+    (explain.STE_CODE["both"],
      "the 'both' variant: same forward value, and a gradient-learned codebook also gets the decoder's gradient"),
 ]
 for line, what in lines:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import tiny_config
-from vqdemo import prior, runs
+from vqdemo import files, prior, runs
 from vqdemo.data import DataConfig
 from vqdemo.train import TrainConfig
 
@@ -50,7 +50,7 @@ def good_run(root: Path, name: str = "20260101-000000-good00") -> Path:
     run.mkdir(parents=True)
     runs.write_json(run / "config.json", {"kind": "vq", "title": "fine"})
     runs.write_json(run / "status.json", {"state": "done", "reason": "ok", "step": 5})
-    runs.atomic_write_text(run / "metrics.jsonl", json.dumps({"type": "val", "step": 5, "psnr": 20.0}) + "\n")
+    files.atomic_write_text(run / "metrics.jsonl", json.dumps({"type": "val", "step": 5, "psnr": 20.0}) + "\n")
     return run
 
 
@@ -110,7 +110,7 @@ def test_a_file_that_lies_about_its_size_is_capped(tmp_path):
 def test_a_huge_metrics_file_is_read_up_to_its_cap(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "MAX_METRICS_BYTES", 4096)
     run = good_run(tmp_path)
-    runs.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps({"type": "train", "step": i}) + "\n" for i in range(2000)))
+    files.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps({"type": "train", "step": i}) + "\n" for i in range(2000)))
     rows = runs.read_metrics(run)
     assert 0 < len(rows) < 2000 and rows[0]["step"] == 0
 
@@ -193,7 +193,7 @@ BAD_LINES = ['[1, 2]', '"text"', '42', 'null', '{"type": 5, "step": 1}', '{"type
 def test_non_object_metrics_lines_are_skipped(tmp_path):
     run = good_run(tmp_path)
     good = {"type": "val", "step": 2, "psnr": 21.0, "note": "text dropped", "flag": True}
-    runs.atomic_write_text(run / "metrics.jsonl", "\n".join(BAD_LINES + [json.dumps(good)]) + "\n")
+    files.atomic_write_text(run / "metrics.jsonl", "\n".join(BAD_LINES + [json.dumps(good)]) + "\n")
     assert runs.read_metrics(run) == [{"type": "val", "step": 2, "psnr": 21.0}]
 
 
@@ -338,7 +338,7 @@ def test_a_priors_planted_status_falls_back_to_its_metrics(tmp_path, best):
     folder = tmp_path / prior.PRIOR_DIR
     folder.mkdir()
     row = {"type": "val", "step": 9, "bits_per_code": 3.0, "bits_per_image": 147.0, "uniform_bits_per_image": 294.0}
-    runs.atomic_write_text(folder / "metrics.jsonl", json.dumps(row) + "\n")
+    files.atomic_write_text(folder / "metrics.jsonl", json.dumps(row) + "\n")
     (folder / "status.json").write_text(json.dumps({"best": best}))
     assert prior_figures(tmp_path)["step"] == 9
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ui.painter import _TILE
-from vqdemo import runs
+from vqdemo import files, runs
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.painting import (
     Canvas,
@@ -138,7 +138,7 @@ def test_prior_figures_prefer_status_then_metrics(tmp_path) -> None:
     prior_dir = tmp_path / "prior"
     prior_dir.mkdir()
     row = {"type": "val", "step": 9, "bits_per_code": 3.0, "bits_per_image": 147.0, "uniform_bits_per_image": 294.0}
-    runs.atomic_write_text(prior_dir / "metrics.jsonl", "{\"type\": \"train\", \"step\": 9}\n" + json.dumps(row))
+    files.atomic_write_text(prior_dir / "metrics.jsonl", "{\"type\": \"train\", \"step\": 9}\n" + json.dumps(row))
     assert prior_figures(tmp_path) == {"bits_per_code": 3.0, "bits_per_image": 147.0,
                                        "uniform_bits_per_image": 294.0, "step": 9}
     runs.write_json(prior_dir / "status.json", {"best": {**row, "bits_per_code": 2.5, "step": 5}})

@@ -16,7 +16,7 @@ import torch
 
 from ui import text
 from vqdemo import runs
-from vqdemo.data import DataConfig, ImageData, load_data
+from vqdemo.data import DataConfig, ImageData, data_config, load_data
 from vqdemo.images import to_uint8, upscale_nearest
 from vqdemo.prior import prior_dir
 
@@ -105,7 +105,7 @@ def load_dataset(cfg: DataConfig) -> ImageData:
 
 
 def load_choice(choice: ModelChoice) -> Loaded:
-    """The model and its dataset. The data config comes from the checkpoint, so it goes through runs.data_config
+    """The model and its dataset. The data config comes from the checkpoint, so it goes through data_config
     (downloads off, unknown keys and odd values refused); a model that does not fit its data is refused here."""
     weights = choice.path / runs.WEIGHTS
     model, meta = _load_model(str(choice.path), weights.stat().st_mtime)
@@ -114,7 +114,7 @@ def load_choice(choice: ModelChoice) -> Loaded:
     if model.config.kind != choice.kind:
         raise runs.CheckpointError(f"its config.json says {choice.kind} but its weights are a {model.config.kind} "
                                    "model; the run folder was edited or mixed up")
-    data = load_dataset(runs.data_config(meta, choice.label))
+    data = load_dataset(data_config(meta, choice.label))
     runs.check_fits(model, data, choice.label)
     return Loaded(choice, model, meta, data)
 

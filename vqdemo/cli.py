@@ -15,10 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .analysis import rate_bits
-from .data import DATASETS, DataConfig, DataError, load_data
+from .data import DATASETS, DataConfig, DataError, data_config, load_data
 from .images import ImageError
 from .quantize import QuantizerConfig, ResidualConfig
-from .runs import CheckpointError, check_fits, data_config, load_model, new_run_dir
+from .runs import CheckpointError, check_fits, load_model, new_run_dir
 from .train import MAX_THREADS, TrainConfig
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from .data import DataConfig, ImageData, load_data
+from .files import atomic_write_bytes
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig
-from .runs import MAX_PARAMS, atomic_write_bytes
+from .runs import MAX_PARAMS
 from .train import Control, Store, TrainConfig, TrainResult, train, validation_batch
 
 APP_MAX_K = 1024      # the Train page's K slider stops here, and so does every other way into the app

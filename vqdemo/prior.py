@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import runs
-from .data import load_data
+from .data import data_config, load_data
 from .train import Control, Store, TrainConfig, train
 
 KINDS = ("pixelcnn", "rq")
@@ -528,7 +528,7 @@ def train_prior(
     _code_kind(ae)
     if not isinstance(ae_meta.get("data"), dict):
         raise PriorError(f"{ae_dir} records no data config, so its dataset cannot be encoded; retrain the autoencoder.")
-    data = load_data(runs.data_config(ae_meta, str(ae_dir)))
+    data = load_data(data_config(ae_meta, str(ae_dir)))
     labelled = data.train_y is not None and data.val_y is not None
     cfg = prior_cfg or prior_config_for(ae, data.num_classes if labelled else None)
     _check_fits(cfg, ae)

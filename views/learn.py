@@ -5,19 +5,14 @@ import numpy as np
 import streamlit as st
 
 from ui import figures as fg
-from ui import state, text
-from vqdemo import analysis, explain, runs
+from ui import state, text, theme
+from vqdemo import analysis, explain
 from vqdemo.metrics import psnr_per_image
 
 loaded = state.current()
 if loaded is None:
     st.stop()
 model, data = loaded.model, loaded.data
-big = state.presenter()
-
-
-def px(n: int) -> int:
-    return int(n * 1.35) if big else n
 
 
 def url_int(key: str, name: str, default: int, lo: int, hi: int) -> None:
@@ -74,8 +69,7 @@ if loaded.kind == "fsq":
     st.markdown(QUANTIZER_TABLE)
     st.stop()
 
-mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
-key = (str(loaded.choice.path), mtime)
+key = loaded.key
 cfg = model.config
 K = model.codebook_sizes[0]
 D = cfg.vq.dim
@@ -164,16 +158,16 @@ with stages[1]:
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
-    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", px(190), "PuOr"), config={"displayModeBar": False})
+    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"), config={"displayModeBar": False})
 with stages[3]:
     st.markdown(f"**→ distances to {K} codes**")
     st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
-    st.plotly_chart(fg.matrix(first.dist.numpy(), "code", "vector", px(190), "Viridis",
+    st.plotly_chart(fg.matrix(first.dist.numpy(), "code", "vector", theme.scaled(190), "Viridis",
                               marks=first.codes.flatten().numpy()), config={"displayModeBar": False})
 with stages[4]:
     st.markdown("**→ argmin: codes**")
     st.markdown(f"`{tuple(first.codes[0].shape)}`  \n(h, w) integers")
-    st.plotly_chart(fg.code_maps([codes_np], K, cell_px=px(19)), config={"displayModeBar": False})
+    st.plotly_chart(fg.code_maps([codes_np], K, cell_px=theme.scaled(19)), config={"displayModeBar": False})
 with stages[5]:
     st.markdown("**→ look up: z_q**")
     st.markdown(f"`{tuple(tr.z_q.shape)}`  \n(B, D, h, w)")
@@ -207,7 +201,7 @@ with left:
     row = rc1.number_input("Row", 0, h - 1, key="learn_row", step=1)
     col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
     st.query_params["row"], st.query_params["col"] = str(row), str(col)
-    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), px(270)), key="learn_cellmap",
+    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)), key="learn_cellmap",
                     on_select=on_cell_click, selection_mode="points",
                     config={"displayModeBar": False})
     st.caption("The code map: click a cell (or type its row and column) to follow its vector.")
@@ -220,13 +214,13 @@ runner = int(order[1]) if K > 1 else code
 with mid:
     st.markdown(f"Cell ({row}, {col}) → **code #{code}** at squared distance **{dist[code]:.3f}**; "
                 f"runner-up #{runner} at {dist[runner]:.3f}.")
-    st.plotly_chart(fg.distance_bars(dist, code, px(290)), config={"displayModeBar": False})
+    st.plotly_chart(fg.distance_bars(dist, code, theme.scaled(290)), config={"displayModeBar": False})
     st.caption("Its squared distance to every code: the shortest bar (amber) wins, and only its id is kept.")
 with right:
     st.markdown(f"**Code #{code} decoded alone**")
     st.image(state.crisp(mv["tiles"][code], 150))
     e = layer0.vectors()[code].detach()
-    st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, px(200)),
+    st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
                     config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
 

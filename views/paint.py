@@ -11,7 +11,7 @@ import torch
 
 from ui import state, text
 from ui.painter import grid_painter
-from vqdemo import analysis, grid_url, painting, runs
+from vqdemo import analysis, grid_url, painting
 
 loaded = state.current()
 if loaded is None:
@@ -64,8 +64,7 @@ if max(sizes) > MAX_PAINT_K:
             f"takes models with K up to {MAX_PAINT_K:,}. Pick a smaller model in the sidebar.")
     st.stop()
 h, w = model.latent_shape
-path = str(loaded.choice.path)
-mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
+path, mtime = loaded.key
 background, freqs = code_stats(path, mtime, model, data.val_x)
 
 canvas_key = f"paint_canvas:{loaded.choice.id}:{mtime}"

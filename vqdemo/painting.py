@@ -7,19 +7,16 @@ No streamlit here: the pages hold the widgets, this file holds the state and the
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from . import runs
 from .analysis import usage
-from .images import to_uint8
+from .images import png_data_url, to_uint8
 from .prior import prior_dir as find_prior_dir
 
 Grid = list[list[int]]  # h rows of w code ids
@@ -31,12 +28,7 @@ class PaintError(ValueError):
 
 def tile_urls(tiles: Tensor) -> list[str]:
     """(K, C, H, W) images in [0, 1] -> K `data:image/png;base64,...` URLs for the grid painter's palette."""
-    out = []
-    for tile in tiles:
-        buf = io.BytesIO()
-        Image.fromarray(to_uint8(tile)).save(buf, format="PNG")
-        out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
-    return out
+    return [png_data_url(to_uint8(tile)) for tile in tiles]
 
 
 def brightest_code(tiles: Tensor) -> int:

@@ -181,3 +181,12 @@ def test_residual_norm_keeps_codes_decodable_and_progressive_depths_switch_on():
     assert rq.scales[0] > 1.5                          # the first residual (z itself) has RMS about 3
     out = rq.eval()(x)
     assert torch.allclose(rq.lookup(out.codes), out.z_q, atol=1e-4)
+
+
+def test_running_usage_is_vectors_per_step_the_unit_of_dead_threshold():
+    vq = VectorQuantizer(QuantizerConfig(k=8, dim=4, init="normal", codebook="grad", restart_dead=False)).train()
+    z = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    vq.usage.zero_()
+    for _ in range(700):   # the codebook has no optimiser here, so every step picks the same codes
+        out = vq(z)
+    assert torch.allclose(vq.usage, out.counts.float(), atol=0.05)

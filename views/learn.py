@@ -23,24 +23,33 @@ def url_int(key: str, name: str, default: int, lo: int, hi: int) -> None:
         st.session_state[key] = min(hi, max(lo, int(st.session_state[key])))
 
 
-COMPARE_TABLE = """
-| | AE | VAE | VQ-VAE |
-|---|---|---|---|
-| **latent** | any vector (continuous) | a Gaussian: mean and variance per number, sampled by `mu + eps * std` | a grid of integers: each cell is the id of a codebook vector |
-| **loss** | reconstruction | reconstruction + KL(q(z given x) to N(0, I)) | reconstruction + codebook + beta * commitment (no KL) |
-| **generate by** | cannot: nobody knows which latents are valid | decode z ~ N(0, I) (blurry) | sample a small image of codes from a prior (PixelCNN), then decode it |
-| **bits sent per image** | unlimited (real numbers) | its KL to N(0, I), in nats / ln 2; the KL weight sets it | at most h·w·log2 K: one code id per cell |
-"""
+COMPARE_TABLE = (
+    "| | AE | VAE | VQ-VAE |\n"
+    "|---|---|---|---|\n"
+    "| **latent** | any vector (continuous) "
+    "| a Gaussian: mean and variance per number, sampled by `mu + eps * std` "
+    "| a grid of integers: each cell is the id of a codebook vector |\n"
+    "| **loss** | reconstruction | reconstruction + KL(q(z given x) to N(0, I)) "
+    "| reconstruction + codebook + beta * commitment (no KL) |\n"
+    "| **generate by** | cannot: nobody knows which latents are valid | decode z ~ N(0, I) (blurry) "
+    "| sample a small image of codes from a prior (PixelCNN), then decode it |\n"
+    "| **bits sent per image** | unlimited (real numbers) "
+    "| its KL to N(0, I), in nats / ln 2; the KL weight sets it | at most h·w·log2 K: one code id per cell |\n"
+)
 
-QUANTIZER_TABLE = """
-| | VQ (van den Oord et al. 2017) | RQ (Lee et al. 2022) | FSQ (Mentzer et al. 2023) |
-|---|---|---|---|
-| **a cell becomes** | the id of its nearest codebook vector | D ids: the nearest code, then the nearest code to what is left, ... | one rounded level per channel; the id is their mixed-radix number |
-| **codebook** | K learned vectors (gradient or EMA) | one learned codebook per depth | none learned: the fixed grid of levels, e.g. 8 x 6 x 5 = 240 points |
-| **extra losses** | codebook + beta x commitment | the same, summed over depths | none |
-| **can collapse?** | yes: codes that never win never move (restarts and data init help) | yes, at every depth | no code can drift away, though some grid points may go unused |
-| **bits per cell** | log2 K | sum of log2 K_d | log2 of the product of the levels |
-"""
+QUANTIZER_TABLE = (
+    "| | VQ (van den Oord et al. 2017) | RQ (Lee et al. 2022) | FSQ (Mentzer et al. 2023) |\n"
+    "|---|---|---|---|\n"
+    "| **a cell becomes** | the id of its nearest codebook vector "
+    "| D ids: the nearest code, then the nearest code to what is left, ... "
+    "| one rounded level per channel; the id is their mixed-radix number |\n"
+    "| **codebook** | K learned vectors (gradient or EMA) | one learned codebook per depth "
+    "| none learned: the fixed grid of levels, e.g. 8 x 6 x 5 = 240 points |\n"
+    "| **extra losses** | codebook + beta x commitment | the same, summed over depths | none |\n"
+    "| **can collapse?** | yes: codes that never win never move (restarts and data init help) "
+    "| yes, at every depth | no code can drift away, though some grid points may go unused |\n"
+    "| **bits per cell** | log2 K | sum of log2 K_d | log2 of the product of the levels |\n"
+)
 
 st.title("Learn: an image becomes a grid of codes, and comes back")
 if loaded.kind == "vae":
@@ -158,7 +167,8 @@ with stages[1]:
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
-    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"), config={"displayModeBar": False})
+    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"),
+                    config={"displayModeBar": False})
 with stages[3]:
     st.markdown(f"**→ distances to {K} codes**")
     st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
@@ -343,4 +353,5 @@ with prior_col:
     if loaded.has_prior:
         st.page_link("views/sample.py", label="Sample from this model's trained prior", icon=":material/casino:")
     else:
-        st.page_link("views/sample.py", label="This model has no prior yet: train one on the Sample page", icon=":material/casino:")
+        st.page_link("views/sample.py", label="This model has no prior yet: train one on the Sample page",
+                     icon=":material/casino:")

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .quantize import Quantized, Step, nearest_code, perplexity_of, rows
+from .quantize import USAGE_DECAY, Quantized, Step, nearest_code, perplexity_of, rows
 
 
 @dataclass
@@ -89,7 +89,7 @@ class FiniteScalarQuantizer(nn.Module):
         counts = torch.bincount(codes.flatten(), minlength=self.k)
         if self.training:
             with torch.no_grad():
-                self.usage.mul_(0.99).add_(counts.float(), alpha=0.01)
+                self.usage.mul_(USAGE_DECAY).add_(counts.float(), alpha=1 - USAGE_DECAY)
         zero = z_e.new_zeros(())
         return Quantized(z_q=z_q, codes=codes, loss=zero, codebook_loss=zero, commit_loss=zero, counts=counts,
                          perplexity=perplexity_of(counts))

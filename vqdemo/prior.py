@@ -34,6 +34,9 @@ KINDS = ("pixelcnn", "rq")
 PRIOR_DIR = "prior"  # an autoencoder run keeps its prior in <run>/prior/
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"  # the repository's models: read-only to the app
 MIRRORS = "priors"   # <runs>/priors/<name>-<hash>/: priors the app trained for models in folders it must not write
+# A prior's run is short (a minute from the Sample page): validating, and keeping the best, every 100 steps
+# rather than the autoencoder's 250 gives it enough checkpoints to pick from.
+PRIOR_VAL_EVERY = 100
 
 # What the Sample page and the CLI start at. 1.0 samples the prior's own distribution; below 1 favours its likelier
 # codes. Measured with bench/prior_quality.py on the shipped class-conditional MNIST priors (README): lower
@@ -207,21 +210,21 @@ class GatedStack(nn.Module):
     def begin_row(self, s: _StackState, i: int) -> None:
         """Vertical stack of row i for every layer (it only needs rows < i, already written)."""
         r = self.r
-        for l, layer in enumerate(self.layers):
-            v_out, s.links[l] = layer.vertical(s.v_in[l][:, :, i : i + r + 1], s.conds[l])  # (n, C, 1, W)
-            if l + 1 < len(self.layers):
-                s.v_in[l + 1][:, :, r + i : r + i + 1, r:-r] = v_out
+        for k, layer in enumerate(self.layers):
+            v_out, s.links[k] = layer.vertical(s.v_in[k][:, :, i : i + r + 1], s.conds[k])  # (n, C, 1, W)
+            if k + 1 < len(self.layers):
+                s.v_in[k + 1][:, :, r + i : r + i + 1, r:-r] = v_out
         for h in s.h_in:
             h.zero_()
 
     def step(self, s: _StackState, j: int) -> Tensor:
         """Horizontal stack at column j of the current row -> features (n, C) that predict the code there."""
         r = self.r
-        for l, layer in enumerate(self.layers):
-            h_pad = s.h_in[l][:, :, :, j : j + r + 1]  # (n, C, 1, r+1)
-            h_in = s.h_in[l][:, :, :, r + j : r + j + 1]  # (n, C, 1, 1)
-            link = s.links[l][..., j : j + 1]  # (n, 2C, 1, 1)
-            s.h_in[l + 1][:, :, :, r + j : r + j + 1] = layer.horizontal(h_pad, h_in, link, s.conds[l])
+        for k, layer in enumerate(self.layers):
+            h_pad = s.h_in[k][:, :, :, j : j + r + 1]  # (n, C, 1, r+1)
+            h_in = s.h_in[k][:, :, :, r + j : r + j + 1]  # (n, C, 1, 1)
+            link = s.links[k][..., j : j + 1]  # (n, 2C, 1, 1)
+            s.h_in[k + 1][:, :, :, r + j : r + j + 1] = layer.horizontal(h_pad, h_in, link, s.conds[k])
         return s.h_in[-1][:, :, 0, r + j]
 
     def write(self, s: _StackState, i: int, j: int, x: Tensor) -> None:
@@ -521,7 +524,8 @@ def train_prior(
     is in <out_dir>/status.json and the final "end" event. Returns out_dir. With `store`, the run's files go there
     instead (a job's worker sends them back to the app).
     """
-    train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed, val_every=100)
+    train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed,
+                            val_every=PRIOR_VAL_EVERY)
     train_cfg.validate()  # a bad budget is refused before the dataset is loaded and encoded
     ae_dir = Path(ae_dir)
     ae, ae_meta = runs.load_model(ae_dir)

@@ -123,6 +123,14 @@ def nearest_code(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
     return dist.argmin(1), dist
 
 
+# Running averages that others read in their units:
+USAGE_DECAY = 0.99  # `usage` keeps 99% of itself and adds 1% of each step's counts: vectors per step over ~100
+                    # steps, the unit of QuantizerConfig.dead_threshold and of the Train page's usage chart
+SCALE_DECAY = 0.99  # norm_residual: each RQ depth's running residual RMS over ~100 steps (saved with the weights)
+SPLIT_NOISE = 0.01  # resize: a new code is a busy code plus noise of 1% of the codebook's spread, so the two split
+                    # that code's vectors between them instead of staying one code twice
+
+
 class VectorQuantizer(nn.Module):
     """One codebook of K vectors of size D, applied to every spatial position of a latent map."""
 
@@ -236,7 +244,7 @@ class VectorQuantizer(nn.Module):
     def _update(self, x: Tensor, codes: Tensor, counts: Tensor) -> None:
         """Per-step bookkeeping: running usage, EMA codebook update, dead-code restart."""
         decay = self.cfg.decay
-        self.usage.mul_(0.99).add_(counts.float(), alpha=0.01)
+        self.usage.mul_(USAGE_DECAY).add_(counts.float(), alpha=1 - USAGE_DECAY)
         if self.cfg.codebook == "ema":
             sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, x)  # (K, D)
             self.ema_count.mul_(decay).add_(counts.float(), alpha=1 - decay)
@@ -276,7 +284,7 @@ class VectorQuantizer(nn.Module):
             tensors = {n: t[keep] for n, t in self._resizable().items()}
         else:
             src = order[torch.arange(new_k - k) % k]
-            scale = self.codebook.data.std().clamp_min(1e-3) * 0.01
+            scale = self.codebook.data.std().clamp_min(1e-3) * SPLIT_NOISE
             noise = torch.randn(new_k - k, self.cfg.dim, device=self.codebook.device) * scale
             self.usage[src] /= 2
             grown = {n: t[src].clone() for n, t in self._resizable().items()}
@@ -408,7 +416,8 @@ class ResidualQuantizer(nn.Module):
         if learn:
             with torch.no_grad():
                 rms = residual.pow(2).mean().sqrt().clamp_min(1e-6)
-                self.scales[d] = 0.99 * self.scales[d] + 0.01 * rms if self.scale_seen[d] else rms
+                self.scales[d] = (SCALE_DECAY * self.scales[d] + (1 - SCALE_DECAY) * rms
+                                  if self.scale_seen[d] else rms)
                 self.scale_seen[d] = True
         return self.scales[d].clone()  # a copy: the buffer changes in place on the next step
 

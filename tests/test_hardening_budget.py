@@ -83,7 +83,7 @@ base = status("VmRSS")
 model.train()
 for _ in range(2):
     loss, _ = model.training_loss((x[:batch], None)); opt.zero_grad(); loss.backward(); opt.step()
-model.eval(); model.validate(x, None, len(x))
+model.eval(); model.evaluate(x, None, len(x))
 print(json.dumps({"grew": status("VmHWM") - base, "estimate": step_bytes(cfg, batch)}))
 """
 

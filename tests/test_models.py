@@ -64,7 +64,7 @@ def test_rq_reconstruction_improves_with_depth_after_training():
     x = load_data(DataConfig(name="digits")).train_x[:512]
     model = build_model(tiny_config("rq"))
     _fit_steps(model, x, steps=80)
-    stats = model.eval().validate(x[:128], None, 64)
+    stats = model.eval().evaluate(x[:128], None, 64)
     assert stats["psnr@1"] < stats["psnr@2"] < stats["psnr@3"]
 
 

@@ -37,7 +37,7 @@ def test_run_folder_has_everything_and_reloads(tmp_path, digits):
     x = digits[1][0][:8]
     best_step = result.best["step"]
     assert best_step in (1, 10, 20, 40)
-    assert math.isclose(loaded.validate(digits[1][0], None, 64)["score"], result.best["score"], rel_tol=1e-4)
+    assert math.isclose(loaded.evaluate(digits[1][0], None, 64)["score"], result.best["score"], rel_tol=1e-4)
     assert loaded(x).x_hat.shape == x.shape
 
 

@@ -259,7 +259,7 @@ def evaluate(run: Path) -> dict:
     model, meta = load_model(run)
     data = load_data(data_config(meta, str(run)))
     check_fits(model, data, str(run))
-    stats = model.validate(data.val_x, data.val_y, 256)
+    stats = model.evaluate(data.val_x, data.val_y, 256)
     out = {"psnr": stats["psnr"], "mse": stats["mse"], "kind": model.config.kind}
     if model.config.kind != "vae":
         out.update(perplexity=stats["perplexity"], usage=stats["usage"], dead_codes=int(stats["dead"]),

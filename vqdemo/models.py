@@ -158,7 +158,7 @@ class Autoencoder(nn.Module):
         return out.loss, stats
 
     @torch.no_grad()
-    def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
+    def evaluate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
         """Validation figures over the whole set; "score" (recon MSE) picks the best checkpoint."""
         sums: dict[str, float] = {}
         counts: list[Tensor] | None = None

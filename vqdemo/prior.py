@@ -313,14 +313,14 @@ class _CodePrior(nn.Module):
         return sum(F.cross_entropy(lg, codes[:, d], reduction="sum") for d, lg in enumerate(logits))
 
     @torch.no_grad()
-    def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
+    def evaluate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
         """Bits per code over a whole set; "score" (lower is better) is bits per code."""
         if not _is_int(batch_size) or batch_size < 1:
             raise PriorError(f"batch_size must be an int >= 1, got {batch_size!r}.")
         codes = self._as_stack(x)
         labels = self._labels(y, codes.shape[0], required=True)
         if codes.shape[0] == 0:
-            raise PriorError("validate needs at least one code map.")
+            raise PriorError("evaluate needs at least one code map.")
         was_training, total = self.training, 0.0
         self.eval()
         try:

@@ -72,7 +72,7 @@ class Step:
     residual: Tensor  # (B, D, h, w) what this depth must explain: z_e at depth 1, then r_d = r_{d-1} - q_d
     compared: Tensor  # (B*h*w, D) the rows compared with the codebook (divided by the depth's scale, normalised when cosine)
     codes: Tensor     # (B, h, w) nearest code ids
-    dist: Tensor      # (B*h*w, K) squared distance of every row to every code
+    dist: Tensor | None  # (B*h*w, K) squared distance of every row to every code (None where forward drops it)
     picked: Tensor    # (B*h*w, D) the nearest code of each compared row, codebook gradient attached
     chosen: Tensor    # (B, D, h, w) q_d: the picked codes as the decoder sees them (times the depth's scale)
 
@@ -161,17 +161,19 @@ class VectorQuantizer(nn.Module):
         """Code ids (B, H, W) -> code vectors (B, D, H, W)."""
         return self.vectors()[codes].permute(0, 3, 1, 2)
 
-    def search(self, z: Tensor, scale: Tensor | None = None) -> Step:
+    def search(self, z: Tensor, scale: Tensor | None = None, keep_dist: bool = True) -> Step:
         """The nearest code of every vector of z / scale (z: (B, D, h, w)); changes nothing.
 
         `compared` keeps z's gradient and `chosen` the codebook's, so `forward` builds its losses on them.
+        keep_dist=False drops the (B*h*w, K) distances once the argmin is taken: training does not hold them.
         """
         b, d, h, w = z.shape
         flat = self._rows(z, scale)
         codes, dist = nearest_code(flat.detach(), self.vectors().detach())  # (B*h*w,), (B*h*w, K)
         picked = self.vectors()[codes]  # (B*h*w, D) a copy: this step's EMA move and restarts do not change it
         chosen = picked.reshape(b, h, w, d).permute(0, 3, 1, 2)  # (B*h*w, D) -> (B, D, h, w)
-        return Step(z, flat, codes.reshape(b, h, w), dist, picked, chosen if scale is None else chosen * scale)
+        return Step(z, flat, codes.reshape(b, h, w), dist if keep_dist else None, picked,
+                    chosen if scale is None else chosen * scale)
 
     def _rows(self, z: Tensor, scale: Tensor | None) -> Tensor:
         """(B, D, h, w) -> (B*h*w, D) rows as the codebook compares them: divided by scale, unit-norm when cosine."""
@@ -182,13 +184,15 @@ class VectorQuantizer(nn.Module):
         """What `forward` compares and picks, for showing: one depth. Changes nothing."""
         return [self.search(z_e)]
 
-    def forward(self, z_e: Tensor, scale: Tensor | None = None, learn: bool | None = None) -> Quantized:
+    def forward(self, z_e: Tensor, scale: Tensor | None = None, learn: bool | None = None,
+                keep_dist: bool = False) -> Quantized:
         """Quantise z_e (B, D, H, W) (divided by `scale` first, as a residual depth does). learn (default: in
-        training) also starts the codebook on the data, moves it (EMA) and restarts dead codes."""
+        training) also starts the codebook on the data, moves it (EMA) and restarts dead codes. keep_dist: keep
+        the distances in `.step` (for showing; at K = 1024 they outweigh everything else a pass holds)."""
         learn = self.training if learn is None else learn
         if learn and not bool(self.initted):
             self._kmeans_init(self._rows(z_e, scale).detach())
-        step = self.search(z_e, scale)
+        step = self.search(z_e, scale, keep_dist)
         flat, e = step.compared, step.picked  # (B*h*w, D) each: the rows and their codes as they were compared
         codes = step.codes.flatten()
         counts = torch.bincount(codes, minlength=self.k)
@@ -372,7 +376,7 @@ class ResidualQuantizer(nn.Module):
             self.steps += 1
         elif not self.training:
             self.active_depth = self.trained_depth
-        outs = self._depths(z_e, self.active_depth, learn=self.training)
+        outs = self._depths(z_e, self.active_depth, learn=self.training, keep_dist=False)
         codebook_losses, commit_losses = [], []
         grad_codebook = self.layers[0].cfg.codebook == "grad"
         for layer_out in outs:
@@ -397,15 +401,15 @@ class ResidualQuantizer(nn.Module):
 
     def depth_steps(self, z_e: Tensor) -> list[Step]:
         """What `forward` compares and picks at every trained depth, for showing. Changes nothing."""
-        return [out.step for out in self._depths(z_e, self.trained_depth, learn=False)]
+        return [out.step for out in self._depths(z_e, self.trained_depth, learn=False, keep_dist=True)]
 
-    def _depths(self, z_e: Tensor, n: int, learn: bool) -> list[Quantized]:
+    def _depths(self, z_e: Tensor, n: int, learn: bool, keep_dist: bool) -> list[Quantized]:
         """Quantise z_e (B, D, H, W) depth by depth, each depth the nearest codes to what the earlier ones left.
-        learn: move each depth's scale and codebook on the way (training)."""
+        learn: move each depth's scale and codebook on the way (training); keep_dist: as in VectorQuantizer."""
         residual = z_e
         outs: list[Quantized] = []
         for d in range(n):
-            out = self.layer(d)(residual, self._scale(d, residual, learn), learn=learn)  # compared at unit scale
+            out = self.layer(d)(residual, self._scale(d, residual, learn), learn, keep_dist)  # compared at unit scale
             outs.append(out)
             residual = residual - out.step.chosen.detach()   # r_d = r_{d-1} - q_d: what is still left to explain
         return outs

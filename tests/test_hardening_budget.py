@@ -131,7 +131,7 @@ class Slow(torch.nn.Module):
         time.sleep(self.step_s)
         return (self.w - 1).pow(2).sum(), {"loss": 0.0}
 
-    def validate(self, x, y, batch_size):
+    def evaluate(self, x, y, batch_size):
         time.sleep(self.val_s * len(x))
         return {"score": float((self.w.detach() - 1).pow(2)), "n": float(len(x))}
 

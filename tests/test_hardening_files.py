@@ -327,13 +327,13 @@ def test_training_a_prior_for_a_shipped_model_writes_under_the_runs_folder(tmp_p
     assert out.is_relative_to(root) and (out / runs.WEIGHTS).is_file()
     assert not (shipped / prior.PRIOR_DIR).exists()
     assert prior.load_prior(shipped)[1]["role"] == "prior"
-    from vqdemo.painting import prior_figures
+    from vqdemo.prior import prior_figures
     assert prior_figures(shipped) is not None
 
 
 @pytest.mark.parametrize("best", [[1, 2], "best", {"bits_per_code": "2"}, 5])
 def test_a_priors_planted_status_falls_back_to_its_metrics(tmp_path, best):
-    from vqdemo.painting import prior_figures
+    from vqdemo.prior import prior_figures
 
     folder = tmp_path / prior.PRIOR_DIR
     folder.mkdir()

@@ -1,4 +1,4 @@
-"""vqdemo.painting: the canvas and its undo, palette tiles, blank/random maps, sampling with codes,
+"""vqdemo.painting: the canvas and its undo, palette tiles, blank/random maps; and vqdemo.prior's sampling with codes,
 the prior's NLL figures. (A prior trained in the background is a job: tests/test_jobs*.py.)"""
 
 from __future__ import annotations
@@ -22,13 +22,18 @@ from vqdemo.painting import (
     code_frequencies,
     layer_legend,
     most_used,
-    prior_figures,
     random_grid,
-    sample_with_codes,
     tile_urls,
+)
+from vqdemo.prior import (
+    PriorConfig,
+    PriorError,
+    build_prior,
+    prior_figures,
+    sample_images,
+    sample_with_codes,
     uniform_bits_per_image,
 )
-from vqdemo.prior import PriorConfig, PriorError, build_prior, sample_images
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 
 

@@ -35,7 +35,7 @@ def load_prior(path: str, mtime: float):
 def draw(path: str, mtime: float, n: int, temperature: float, top_k: int, seed: int, label: int,
          _ae, _prior) -> tuple[np.ndarray, np.ndarray]:
     """n code maps from the prior and their images, cached by every setting (a class shares one URL)."""
-    codes, images = painting.sample_with_codes(_ae, _prior, n, temperature, top_k or None, seed,
+    codes, images = prior.sample_with_codes(_ae, _prior, n, temperature, top_k or None, seed,
                                                None if label < 0 else label)
     return codes.numpy(), images.numpy()
 
@@ -178,8 +178,8 @@ if view is not None and (view.active or st.session_state.get("prior_job_seen") !
     st.fragment(training_progress, run_every=tick_seconds(1.0))()
 
 if the_prior is not None:
-    nll = painting.prior_figures(run_dir)
-    uniform = painting.uniform_bits_per_image(sizes, h, w)
+    nll = prior.prior_figures(run_dir)
+    uniform = prior.uniform_bits_per_image(sizes, h, w)
     m1, m2, m3, m4 = st.columns(4)
     if nll:
         m1.metric("Bits per code", f"{nll['bits_per_code']:.2f}",

@@ -336,7 +336,7 @@ class _CodePrior(nn.Module):
             "score": bits,
             "bits_per_code": bits,
             "bits_per_image": bits * per_image,
-            "uniform_bits_per_image": sum(math.log2(k) for k in cfg.codebook_sizes) * cfg.height * cfg.width,
+            "uniform_bits_per_image": uniform_bits_per_image(cfg.codebook_sizes, cfg.height, cfg.width),
         }
 
     @torch.no_grad()
@@ -627,9 +627,48 @@ def sample_images(
         ae, prior = runs.load_model(source)[0], load_prior(source)[0]
     else:
         ae, prior = source
+    return sample_with_codes(ae, prior, n, temperature, top_k, seed, label)[1]
+
+
+@torch.no_grad()
+def sample_with_codes(
+    ae: nn.Module,
+    prior: _CodePrior,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    label: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`sample_images` that also returns the sampled code maps (the Sample page shows them): (codes (n, [D,] h, w),
+    images (n, C, H, W)). Same seed, same draws."""
     _check_fits(prior.config, ae)
     if label is not None and not _is_int(label):
         raise PriorError(f"label must be None or an int class index, got {label!r}.")
     labels = None if label is None else torch.tensor(label)
     codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels)
-    return ae.decode_codes(codes.to(next(ae.parameters()).device)).cpu()
+    return codes, ae.decode_codes(codes.to(next(ae.parameters()).device)).cpu()
+
+
+def uniform_bits_per_image(sizes: list[int], h: int, w: int) -> float:
+    """log2(K) bits per code summed over depths, times h*w codes: what a prior that learned nothing pays."""
+    return sum(math.log2(k) for k in sizes) * h * w
+
+
+def prior_figures(run_dir: Path | str) -> dict[str, float] | None:
+    """The prior's validation NLL (bits per code, bits per image, uniform bits per image, step), or None.
+
+    Prefers status.json's best checkpoint (the weights that are loaded), else the last good val row.
+    """
+    folder = prior_dir(run_dir)
+    keys = ("bits_per_code", "bits_per_image", "uniform_bits_per_image")
+
+    def usable(row: dict) -> bool:
+        return all(isinstance(row.get(k), (int, float)) and math.isfinite(row[k]) for k in keys)
+
+    rows = [runs.read_status(folder).get("best", {})]   # cleaned: a planted status.json is a dict of floats here
+    rows += reversed([r for r in runs.read_metrics(folder) if r.get("type") == "val"])
+    best = next((r for r in rows if usable(r)), None)
+    if best is None:
+        return None
+    return {**{k: float(best[k]) for k in keys}, "step": int(best.get("step", 0))}

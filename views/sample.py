@@ -11,7 +11,7 @@ import torch
 
 from ui import figures, state, text
 from ui.jobs import browser_id, job_queue, owner_id, tick_seconds
-from vqdemo import analysis, painting, prior, runs
+from vqdemo import analysis, code_canvas, prior, runs
 from vqdemo.jobs import JobError
 
 PRIOR_SECONDS = 60
@@ -248,7 +248,7 @@ if sampled is not None:
     pick = left.number_input("Sample", 0, n - 1, key="sample_pick", width=200,
                              help="Which of the samples above to inspect (0 = top left, row by row).")
     codes = torch.from_numpy(sampled[0][int(pick)])  # (h, w) or (D, h, w)
-    stack = painting.as_stack(codes[None])[0]  # (D, h, w)
+    stack = code_canvas.as_stack(codes[None])[0]  # (D, h, w)
     maps = [stack[d].numpy() for d in range(len(sizes))]
     titles = [f"depth {d + 1}" for d in range(len(sizes))] if len(sizes) > 1 else None
     left.plotly_chart(figures.code_maps(maps, max(sizes), titles, cell_px=40 if len(sizes) == 1 else 26),

@@ -1,4 +1,4 @@
-"""vqdemo.painting: the canvas and its undo, palette tiles, blank/random maps; and vqdemo.prior's sampling with codes,
+"""vqdemo.code_canvas: the canvas and its undo, palette tiles, blank/random maps; and vqdemo.prior's sampling with codes,
 the prior's NLL figures. (A prior trained in the background is a job: tests/test_jobs*.py.)"""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from PIL import Image
 
 from ui.painter import _TILE
 from vqdemo import files, runs
-from vqdemo.models import ModelConfig, build_model
-from vqdemo.painting import (
+from vqdemo.code_canvas import (
     Canvas,
     PaintError,
     blank_grid,
@@ -25,6 +24,7 @@ from vqdemo.painting import (
     random_grid,
     tile_urls,
 )
+from vqdemo.models import ModelConfig, build_model
 from vqdemo.prior import (
     PriorConfig,
     PriorError,

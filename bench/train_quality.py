@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import vqdemo  # noqa: E402,F401  (sets OpenMP/malloc options before torch loads)
 from vqdemo.data import DataConfig, load_data  # noqa: E402
 from vqdemo.fit import default_model_config, far_init_quantizer, fit, near_init_quantizer  # noqa: E402
-from vqdemo.train import TrainConfig  # noqa: E402
+from vqdemo.trainer import TrainConfig  # noqa: E402
 
 TARGET_PSNR = 26.0
 TARGET_USAGE = 0.95

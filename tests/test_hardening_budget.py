@@ -23,7 +23,7 @@ from vqdemo import runs
 from vqdemo.fit import APP_MAX_K, check_app_limits, check_trainable
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.train import TrainConfig, train
+from vqdemo.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ import json, sys
 import vqdemo, torch
 from vqdemo.fit import step_bytes
 from vqdemo.models import ModelConfig, build_model
-from vqdemo.train import validation_batch
+from vqdemo.trainer import validation_batch
 torch.set_num_threads(1)
 cfg = ModelConfig.from_dict(json.loads(sys.argv[1])); batch = int(sys.argv[2])
 model = build_model(cfg)

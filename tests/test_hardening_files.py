@@ -20,7 +20,7 @@ import pytest
 from helpers import tiny_config
 from vqdemo import files, prior, runs
 from vqdemo.data import DataConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ["config.json", "status.json", "job.json", "metrics.jsonl"]
@@ -244,7 +244,7 @@ def test_after_a_live_k_change_config_json_describes_the_loaded_weights(tmp_path
     """A K change is saved in last.safetensors at once; config.json follows model.safetensors, the best weights that
     every page loads, so Compare never shows one K beside weights of another."""
     from vqdemo.models import build_model
-    from vqdemo.train import model_meta
+    from vqdemo.trainer import model_meta
 
     def save(model, improved: bool) -> None:
         meta = {"kind": "vq", "model": model_meta(model)}

@@ -30,7 +30,7 @@ from vqdemo.data import DataConfig
 from vqdemo.fit import fit
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["learn", "reconstruct", "codebook", "paint", "sample", "compare"]

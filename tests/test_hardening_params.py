@@ -17,7 +17,7 @@ from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.models import ModelConfig
 from vqdemo.prior import PriorConfig, PriorError
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 HUGE = [10**9, 10**12, 10**30]

@@ -15,7 +15,7 @@ from vqdemo.data import DataConfig
 from vqdemo.jobs import FINISHED, JobQueue
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 

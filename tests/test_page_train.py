@@ -18,7 +18,7 @@ from helpers import open_page, wait_for
 from ui.jobs import job_queue
 from vqdemo import files, runs
 from vqdemo.jobs import FINISHED
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 

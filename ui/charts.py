@@ -1,6 +1,6 @@
 """Plotly figures the pages share: training curves, runs overlaid, codebook usage.
 
-Plain functions from event rows (the dicts of `vqdemo.train`: {"type", "step", ...}) or usage vectors to
+Plain functions from event rows (the dicts of `vqdemo.trainer`: {"type", "step", ...}) or usage vectors to
 `go.Figure`, so any page can draw the same picture the same way. No streamlit in here: pass the figure to
 `st.plotly_chart`. Long runs are thinned to `MAX_POINTS` per line so a live panel stays cheap to redraw.
 """

@@ -26,7 +26,7 @@ from vqdemo.fsq import FSQConfig
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "folder")]
 KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "fsq": "FSQ", "vae": "VAE"}

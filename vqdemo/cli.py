@@ -19,7 +19,7 @@ from .data import DATASETS, DataConfig, DataError, data_config, load_data
 from .images import ImageError
 from .quantize import QuantizerConfig, ResidualConfig
 from .runs import CheckpointError, check_fits, load_model, new_run_dir
-from .train import MAX_THREADS, TrainConfig
+from .trainer import MAX_THREADS, TrainConfig
 
 
 def _positive_int(text: str) -> int:

@@ -2,7 +2,7 @@
 and a plain VAE.
 
 All three share the encoder/decoder of `nets.py`, so comparing them compares the bottleneck alone.
-Each implements the training protocol of `train.py`: `training_loss(batch)` and `validate(x, y, batch_size)`.
+Each implements the training protocol of `trainer.py`: `training_loss(batch)` and `evaluate(x, y, batch_size)`.
 """
 
 from __future__ import annotations

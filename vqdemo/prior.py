@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import runs
 from .data import data_config, load_data
-from .train import Control, Store, TrainConfig, train
+from .trainer import Control, Store, TrainConfig, train
 
 KINDS = ("pixelcnn", "rq")
 PRIOR_DIR = "prior"  # an autoencoder run keeps its prior in <run>/prior/
@@ -520,7 +520,7 @@ def train_prior(
     prior_write_dir(ae_dir) (<ae_dir>/prior/, or the runs-folder mirror for a shipped checkpoint).
 
     The default prior is class-conditional when the dataset has labels. Training goes through the one loop
-    of train.py (seeds, pause/stop via `control`, events, best checkpoint by bits per code); how it ended
+    of trainer.py (seeds, pause/stop via `control`, events, best checkpoint by bits per code); how it ended
     is in <out_dir>/status.json and the final "end" event. Returns out_dir. With `store`, the run's files go there
     instead (a job's worker sends them back to the app).
     """

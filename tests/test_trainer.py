@@ -13,7 +13,7 @@ from vqdemo import runs
 from vqdemo.data import DataConfig, load_data
 from vqdemo.fit import far_init_quantizer, fit, near_init_quantizer
 from vqdemo.models import build_model
-from vqdemo.train import Control, TrainConfig, train
+from vqdemo.trainer import Control, TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from vqdemo import runs
 from vqdemo.fit import APP_MAX_K, check_app_limits, check_trainable
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.trainer import TrainConfig, train
+from vqdemo.trainer import TrainConfig, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,9 +139,9 @@ class Slow(torch.nn.Module):
 def run_slow(tmp_path, step_s: float, val_s: float, budget: float, val_every: int = 1000):
     data = (torch.zeros(400, 1), None)
     cfg = TrainConfig(seconds=budget, batch_size=8, val_every=val_every)
-    train(Slow(0, 0), data, data, TrainConfig(steps=1))   # pays the process's one-time costs (Adam's first import)
+    run_training(Slow(0, 0), data, data, TrainConfig(steps=1))   # pays the process's one-time costs (Adam's first import)
     t0 = time.monotonic()
-    result = train(Slow(step_s, val_s), data, data, cfg, out_dir=tmp_path / "run", meta={})
+    result = run_training(Slow(step_s, val_s), data, data, cfg, out_dir=tmp_path / "run", meta={})
     return result, time.monotonic() - t0
 
 

@@ -18,7 +18,7 @@ from .files import atomic_write_bytes
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig
 from .runs import MAX_PARAMS
-from .trainer import Control, Store, TrainConfig, TrainResult, train, validation_batch
+from .trainer import Control, Store, TrainConfig, TrainResult, run_training, validation_batch
 
 APP_MAX_K = 1024      # the Train page's K slider stops here, and so does every other way into the app
 APP_MAX_DEPTH = 8
@@ -152,6 +152,6 @@ def fit(
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg)
     meta = {**(meta or {}), "data": dataclasses.asdict(data_cfg), "command": command, "kind": model_cfg.kind}
-    result = train(model, (data.train_x, data.train_y), (data.val_x, data.val_y), train_cfg,
+    result = run_training(model, (data.train_x, data.train_y), (data.val_x, data.val_y), train_cfg,
                    out_dir=out_dir, store=store, meta=meta, control=control, on_event=on_event)
     return model, result

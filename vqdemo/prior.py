@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import runs
 from .data import data_config, load_data
-from .trainer import Control, Store, TrainConfig, train
+from .trainer import Control, Store, TrainConfig, run_training
 
 KINDS = ("pixelcnn", "rq")
 PRIOR_DIR = "prior"  # an autoencoder run keeps its prior in <run>/prior/
@@ -549,7 +549,7 @@ def train_prior(
     prior = build_prior(cfg)
     out_dir = Path(out_dir) if out_dir is not None else prior_write_dir(ae_dir)
     meta = {"role": "prior", "autoencoder": ae_meta.get("model"), "data": ae_meta["data"]}
-    train(
+    run_training(
         prior,
         (encode_codes(ae, data.train_x), train_y),  # (N, C, H, W) -> (N, [D,] h, w)
         (encode_codes(ae, data.val_x), val_y),

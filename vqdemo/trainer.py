@@ -180,7 +180,7 @@ def model_meta(model: Trainable) -> dict:
     return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
 
 
-def train(
+def run_training(
     model: Trainable,
     train_data: tuple[Tensor, Tensor | None],
     val_data: tuple[Tensor, Tensor | None],

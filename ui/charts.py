@@ -153,7 +153,7 @@ def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: s
     return fig
 
 
-def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str = "Codebook usage",
+def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str | None = "Codebook usage",
                     y_title: str = "uses", sort: bool = False, height: int = HEIGHT,
                     color: str | Sequence[str] = USED, title_chars: int | None = None,
                     perplexity: float | None = None) -> go.Figure:
@@ -161,7 +161,8 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
     codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution).
     `color`: the live bars' colour (Compare gives each run its own), or one colour per code id (the Codebook
     page's code colours); `title_chars`: per title line, for narrow charts (the count of live codes always starts
-    a line of its own). `perplexity` (with sort): a dashed line after that many codes, and a dotted even-use line."""
+    a line of its own; None: no title, where the page's heading says it). `perplexity` (with sort): a dashed line
+    after that many codes, and a dotted even-use line."""
     u = np.asarray(usage, dtype=float).reshape(-1)
     codes = np.arange(len(u))
     if sort:
@@ -179,10 +180,6 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
                                  customdata=np.stack([codes[mask], u[mask]], 1),
                                  hovertemplate="code %{customdata[0]}: %{customdata[1]:.3g}<extra>" + name + "</extra>"))
     fig.update_layout(bargap=0.05 if len(u) < 128 else 0, barmode="overlay", showlegend=False)
-    _layout(fig, f"{title}:<br>{int((~dead).sum())} of {len(u)} codes alive", y_title, height=height,
-            title_chars=title_chars)
-    fig.update_xaxes(title="codes, most used first" if sort else "code id", showticklabels=not sort,
-                     range=[-0.5, len(u) - 0.5])
     if perplexity is not None:
         fig.add_vline(x=perplexity - 0.5, line=dict(color=theme.ARGMIN, dash="dash", width=2))
         fig.add_annotation(x=perplexity - 0.5, y=0.9, yref="paper", text=f"perplexity {perplexity:.1f}",
@@ -192,5 +189,9 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
         fig.add_hline(y=even, line=dict(color="#6b7280", dash="dot", width=1))
         fig.add_annotation(x=len(u) - 0.5, y=even, text="even use", showarrow=False, xanchor="right",
                            yanchor="bottom", font=dict(color="#6b7280"))
+    _layout(fig, f"{title}:<br>{int((~dead).sum())} of {len(u)} codes alive" if title else "", y_title, height=height,
+            title_chars=title_chars)
+    fig.update_xaxes(title="codes, most used first" if sort else "code id", showticklabels=not sort,
+                     range=[-0.5, len(u) - 0.5])
     fig.update_layout(hovermode="closest", showlegend=False)
-    return theme.style(fig)
+    return fig

@@ -110,7 +110,7 @@ with tiles_col:
                "to see what it learned. Red tiles are dead codes. Click a tile to see where it is used.")
 with usage_col:
     st.subheader("How often each code is picked")
-    st.plotly_chart(charts.usage_histogram(counts, 0, "Validation use", "vectors that picked it", sort=True,
+    st.plotly_chart(charts.usage_histogram(counts, 0, None, "vectors that picked it", sort=True,
                                            height=440 if big else 360, color=fg.code_colors(K),
                                            perplexity=view["perplexity"]), config={"displayModeBar": False})
     st.caption(f"Codes ranked by use over the validation set, each in its code colour. The dashed line is the "

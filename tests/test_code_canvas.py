@@ -1,5 +1,5 @@
-"""vqdemo.code_canvas: the canvas and its undo, palette tiles, blank/random maps; and vqdemo.prior's sampling with codes,
-the prior's NLL figures. (A prior trained in the background is a job: tests/test_jobs*.py.)"""
+"""vqdemo.code_canvas: the canvas and its undo, palette tiles, blank/random maps; and vqdemo.prior's sampling
+with codes, the prior's NLL figures. (A prior trained in the background is a job: tests/test_jobs*.py.)"""
 
 from __future__ import annotations
 

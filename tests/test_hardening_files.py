@@ -110,7 +110,8 @@ def test_a_file_that_lies_about_its_size_is_capped(tmp_path):
 def test_a_huge_metrics_file_is_read_up_to_its_cap(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "MAX_METRICS_BYTES", 4096)
     run = good_run(tmp_path)
-    files.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps({"type": "train", "step": i}) + "\n" for i in range(2000)))
+    rows = "".join(json.dumps({"type": "train", "step": i}) + "\n" for i in range(2000))
+    files.atomic_write_text(run / "metrics.jsonl", rows)
     rows = runs.read_metrics(run)
     assert 0 < len(rows) < 2000 and rows[0]["step"] == 0
 
@@ -137,10 +138,12 @@ def test_an_unreadable_run_never_breaks_listing(tmp_path, monkeypatch):
 def test_run_files_get_the_umasks_mode_not_0600(tmp_path, umask):
     """In a fresh process with that umask, as another account's server would read them."""
     code = ("import os, sys, torch; from pathlib import Path; from vqdemo import runs; d = Path(sys.argv[1]);"
-            "runs.write_json(d / 'config.json', {}); runs.save_weights(d / 'model.safetensors', torch.nn.Linear(1, 1), {});"
+            "runs.write_json(d / 'config.json', {});"
+            "runs.save_weights(d / 'model.safetensors', torch.nn.Linear(1, 1), {});"
             "print(oct(runs.FILE_MODE))")
-    out = subprocess.run(["sh", "-c", f'umask {umask:03o} && exec "$0" -c "$1" "$2"', sys.executable, code, str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    shell = f'umask {umask:03o} && exec "$0" -c "$1" "$2"'
+    out = subprocess.run(["sh", "-c", shell, sys.executable, code, str(tmp_path)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr
     for name in ("config.json", "model.safetensors"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
@@ -171,7 +174,8 @@ def test_status_fields_always_have_clean_types(tmp_path, raw):
 
 HOSTILE_META = [
     {"kind": "vq", "title": ["a"]}, {"kind": "vq", "title": {"x": 1}}, {"kind": "vq", "owner": 5},
-    {"kind": ["vq"]}, {"kind": "vq", "model": [1]}, {"kind": "vq", "data": "mnist"}, {"kind": "vq", "title": "t" * 10_000},
+    {"kind": ["vq"]}, {"kind": "vq", "model": [1]}, {"kind": "vq", "data": "mnist"},
+    {"kind": "vq", "title": "t" * 10_000},
 ]
 
 

@@ -86,7 +86,8 @@ def test_a_progressive_rq_stopped_early_uses_only_its_trained_depths(tmp_path):
 
 
 def test_a_finished_progressive_rq_uses_every_depth():
-    q = ResidualQuantizer(QuantizerConfig(k=8, dim=4), ResidualConfig(depth=3, codebook_sizes=[8, 8, 8], progressive_steps=5))
+    q = ResidualQuantizer(QuantizerConfig(k=8, dim=4),
+                          ResidualConfig(depth=3, codebook_sizes=[8, 8, 8], progressive_steps=5))
     q.steps.fill_(11)  # steps 10 and 11 ran with depth 3
     assert q.trained_depth == 3
     q.steps.fill_(0)   # never trained: depth 1 is what would train first

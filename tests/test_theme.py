@@ -72,7 +72,8 @@ def _sizes(fig) -> list[float]:
 
 
 def test_presenter_mode_text_is_at_least_16px():
-    figs = [fg.distance_bars(np.arange(8.0), 2), charts.usage_histogram(np.array([5, 3, 0, 1]), sort=True, perplexity=2.5),
+    figs = [fg.distance_bars(np.arange(8.0), 2),
+            charts.usage_histogram(np.array([5, 3, 0, 1]), sort=True, perplexity=2.5),
             charts.metric_curve([{"type": "val", "step": 1, "psnr": 20.0}], "psnr", "PSNR", "dB", reference=30,
                                 reference_name="target")]
     for fig in figs:

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import vqdemo  # noqa: E402,F401  (sets OpenMP/malloc options before torch loads)
 from vqdemo.data import DataConfig, load_data  # noqa: E402
 from vqdemo.fit import default_model_config, far_init_quantizer, fit, near_init_quantizer  # noqa: E402
-from vqdemo.train import TrainConfig  # noqa: E402
+from vqdemo.trainer import TrainConfig  # noqa: E402
 
 TARGET_PSNR = 26.0
 TARGET_USAGE = 0.95
@@ -58,7 +58,8 @@ def main() -> None:
     print(f"\ndefault vs far: {d[1] - n[1]:+.2f} dB, {d[2] / max(n[2], 1):.1f}x codes used; "
           f"near vs far: {u[1] - n[1]:+.2f} dB, {u[2] / max(n[2], 1):.1f}x codes used")
     print(f"target: >= {TARGET_PSNR} dB -> {d[1]:.2f} dB ({'met' if d[1] >= TARGET_PSNR else 'NOT met'}); "
-          f">= {TARGET_USAGE:.0%} codes used -> {d[2] / a.k:.0%} ({'met' if d[2] / a.k >= TARGET_USAGE else 'NOT met'})")
+          f">= {TARGET_USAGE:.0%} codes used -> {d[2] / a.k:.0%} "
+          f"({'met' if d[2] / a.k >= TARGET_USAGE else 'NOT met'})")
 
 
 if __name__ == "__main__":

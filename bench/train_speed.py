@@ -33,7 +33,7 @@ from vqdemo import runs  # noqa: E402
 from vqdemo.data import DataConfig, load_data  # noqa: E402
 from vqdemo.fit import default_model_config  # noqa: E402
 from vqdemo.jobs import FINISHED, JobQueue, make_backend  # noqa: E402
-from vqdemo.train import TrainConfig  # noqa: E402
+from vqdemo.trainer import TrainConfig  # noqa: E402
 
 TARGETS = {"quiet": 0.9, "busy": 0.7}
 

@@ -349,3 +349,14 @@ def test_public_surface():
     with pytest.raises(dataclasses.FrozenInstanceError):
         DataConfig().name = "x"  # frozen: safe as a cache key
     assert data.NATIVE_SIZE.keys() == DATASETS.keys()
+
+
+@pytest.mark.parametrize("recorded", [["digits"], "digits", {"name": "digits", "path": ["x"]}, {"colour": 3}])
+def test_a_runs_recorded_data_config_that_is_not_plain_is_a_data_error(recorded):
+    with pytest.raises(DataError, match="run-x has no usable data config"):
+        data.data_config({"data": recorded}, "run-x")
+
+
+def test_a_runs_recorded_data_config_never_downloads():
+    cfg = data.data_config({"data": {"name": "mnist-full", "path": "/tmp/x", "download": True}}, "run-x")
+    assert cfg == DataConfig(name="mnist-full", path="/tmp/x", download=False)

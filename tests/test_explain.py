@@ -6,7 +6,7 @@ import torch
 
 from vqdemo import explain
 from vqdemo.models import ModelConfig, build_model
-from vqdemo.quantize import QuantizerConfig, ResidualConfig
+from vqdemo.quantize import QuantizerConfig, ResidualConfig, VectorQuantizer, rows
 
 
 def tiny(kind: str = "vq", **vq) -> torch.nn.Module:
@@ -124,3 +124,97 @@ def test_encoder_points_codes_are_the_nearest_codebook_rows():
         assert set(p["labels"].tolist()) <= {0, 1, 2, 3}
     with pytest.raises(ValueError):
         explain.encoder_points(model, x, depth=3)
+
+
+# ---- one search: forward and the teaching view run the same code -------------------------------------------------
+
+@pytest.mark.parametrize("kind,cosine", [("vq", False), ("vq", True), ("rq", False)])
+def test_forward_carries_the_same_steps_it_shows(kind, cosine):
+    model = tiny(kind, cosine=cosine)
+    z_e = model.encode(images())
+    shown = model.quantizer.depth_steps(z_e)
+    out = model.quantizer(z_e)
+    ran = [o.step for o in out.layers] if kind == "rq" else [out.step]
+    assert len(ran) == len(shown)
+    for a, b in zip(ran, shown):
+        for name in ("residual", "compared", "codes", "picked", "chosen"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+        assert a.dist is None and b.dist is not None   # training does not hold the (N, K) distances
+    assert torch.allclose(out.z_q, sum(s.chosen for s in shown), atol=1e-6)
+
+
+def test_depth_steps_change_nothing_even_in_training_mode():
+    model = tiny("rq", codebook="ema")
+    model.config.rq.norm_residual = True
+    model.train()
+    before = {n: t.clone() for n, t in model.quantizer.state_dict().items()}
+    model.quantizer.depth_steps(model.encode(images()).detach())
+    assert all(torch.equal(before[n], t) for n, t in model.quantizer.state_dict().items())
+    model.quantizer(model.encode(images()).detach())  # forward in training does move them
+    assert not all(torch.equal(before[n], t) for n, t in model.quantizer.state_dict().items())
+
+
+def test_rq_training_passes_each_depth_what_the_last_one_left():
+    model = tiny("rq", codebook="grad")
+    model.train()
+    out = model.quantizer(model.encode(images()))
+    for a, b in zip(out.layers, out.layers[1:]):
+        assert torch.allclose(b.step.residual, a.step.residual - a.step.chosen, atol=1e-6)
+
+
+# ---- the Learn page's one-line code computes what the library computes -------------------------------------------
+
+def run_line(line: str, **names) -> dict:
+    scope = {"F": torch.nn.functional, **names}
+    exec(line, scope)  # the page's own text, run on real tensors
+    return scope
+
+
+def test_the_distance_line_gives_the_quantisers_distances():
+    model = tiny("vq")
+    [step] = explain.quantize_steps(model, model.encode(images()))
+    got = run_line(explain.DISTANCE_CODE, x=step.compared, e=model.quantizer.vectors().detach())["dist"]
+    assert got.shape == step.dist.shape
+    assert torch.allclose(got, step.dist, atol=1e-4)
+    assert torch.equal(got.argmin(1), step.codes.flatten())
+
+
+@pytest.mark.parametrize("kind", ["vq", "rq"])
+def test_the_loss_lines_give_the_models_loss_terms(kind):
+    model = tiny(kind, codebook="grad", beta=0.3)
+    model.config.data_variance = 0.07
+    x = images()
+    out = model(x)
+    q = model.quantizer(out.z_e)
+    x_hat = model.decode_raw(q.z_q)
+    recon = run_line(explain.RECON_CODE, x_hat=x_hat, x=x, data_variance=0.07)["recon"]
+    assert torch.allclose(recon, out.terms["recon"], rtol=1e-5)
+    if kind == "vq":
+        names = {"e": q.step.chosen, "z_e": out.z_e, "beta": 0.3}
+        assert torch.allclose(run_line(explain.CODEBOOK_CODE, **names)["codebook"], out.terms["codebook"], rtol=1e-5)
+        assert torch.allclose(run_line(explain.COMMIT_CODE, **names)["commit"], 0.3 * out.terms["commit"], rtol=1e-5)
+    else:
+        steps = [o.step for o in q.layers]
+        loss = run_line(explain.RQ_LOSS_CODE, recon=recon, beta=0.3, residuals=[s.residual for s in steps],
+                        chosen=[s.chosen for s in steps])["loss"]
+        assert torch.allclose(loss, out.loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["paper", "both"])
+def test_the_straight_through_lines_match_the_quantisers_value_and_gradients(form):
+    vq = VectorQuantizer(QuantizerConfig(k=6, dim=3, codebook="grad", init="normal", restart_dead=False, ste=form))
+    vq.eval()
+    z = torch.randn(2, 3, 2, 2, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    upstream = torch.randn(2, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    out = vq(z)
+    (out.z_q * upstream).sum().backward()
+    z_e = z.detach().clone().requires_grad_(True)
+    e = out.step.chosen.detach().clone().requires_grad_(True)
+    shown = run_line(explain.STE_CODE[form], z_e=z_e, z_q=e)["z_q"]
+    (shown * upstream).sum().backward()
+    assert torch.allclose(shown, out.z_q, atol=1e-6)  # the same forward value: the code itself
+    assert torch.allclose(z_e.grad, z.grad)
+    e_grad = torch.zeros_like(vq.codebook).index_add_(0, out.codes.flatten(), rows(e.grad) if e.grad is not None
+                                                      else torch.zeros(8, 3))
+    assert torch.allclose(e_grad, vq.codebook.grad if vq.codebook.grad is not None else torch.zeros_like(e_grad))
+    assert (e.grad is not None and e.grad.abs().sum() > 0) == (form == "both")

@@ -12,7 +12,7 @@ from vqdemo.data import DataConfig
 from vqdemo.fit import fit
 from vqdemo.fsq import FiniteScalarQuantizer, FSQConfig
 from vqdemo.models import ModelConfig, build_model
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

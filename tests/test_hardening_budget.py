@@ -23,7 +23,7 @@ from vqdemo import runs
 from vqdemo.fit import APP_MAX_K, check_app_limits, check_trainable
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.train import TrainConfig, train
+from vqdemo.trainer import TrainConfig, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ import json, sys
 import vqdemo, torch
 from vqdemo.fit import step_bytes
 from vqdemo.models import ModelConfig, build_model
-from vqdemo.train import validation_batch
+from vqdemo.trainer import validation_batch
 torch.set_num_threads(1)
 cfg = ModelConfig.from_dict(json.loads(sys.argv[1])); batch = int(sys.argv[2])
 model = build_model(cfg)
@@ -83,7 +83,7 @@ base = status("VmRSS")
 model.train()
 for _ in range(2):
     loss, _ = model.training_loss((x[:batch], None)); opt.zero_grad(); loss.backward(); opt.step()
-model.eval(); model.validate(x, None, len(x))
+model.eval(); model.evaluate(x, None, len(x))
 print(json.dumps({"grew": status("VmHWM") - base, "estimate": step_bytes(cfg, batch)}))
 """
 
@@ -131,7 +131,7 @@ class Slow(torch.nn.Module):
         time.sleep(self.step_s)
         return (self.w - 1).pow(2).sum(), {"loss": 0.0}
 
-    def validate(self, x, y, batch_size):
+    def evaluate(self, x, y, batch_size):
         time.sleep(self.val_s * len(x))
         return {"score": float((self.w.detach() - 1).pow(2)), "n": float(len(x))}
 
@@ -139,9 +139,9 @@ class Slow(torch.nn.Module):
 def run_slow(tmp_path, step_s: float, val_s: float, budget: float, val_every: int = 1000):
     data = (torch.zeros(400, 1), None)
     cfg = TrainConfig(seconds=budget, batch_size=8, val_every=val_every)
-    train(Slow(0, 0), data, data, TrainConfig(steps=1))   # pays the process's one-time costs (Adam's first import)
+    run_training(Slow(0, 0), data, data, TrainConfig(steps=1))   # pays the process's one-time costs (Adam's first import)
     t0 = time.monotonic()
-    result = train(Slow(step_s, val_s), data, data, cfg, out_dir=tmp_path / "run", meta={})
+    result = run_training(Slow(step_s, val_s), data, data, cfg, out_dir=tmp_path / "run", meta={})
     return result, time.monotonic() - t0
 
 

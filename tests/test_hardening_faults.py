@@ -19,12 +19,11 @@ import pytest
 import torch
 
 from helpers import tiny_config, wait_for
-from vqdemo import jobs, runs
-from vqdemo import train as train_mod
+from vqdemo import jobs, runs, trainer
 from vqdemo.data import DataConfig
 from vqdemo.fit import fit
 from vqdemo.jobs import JobError, JobQueue
-from vqdemo.train import Control, TrainConfig
+from vqdemo.trainer import Control, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(name="digits", max_images=200)
@@ -39,7 +38,7 @@ def finite_weights(model) -> bool:
 @pytest.fixture
 def any_lr(monkeypatch):
     """Let a huge learning rate through (the bounds would refuse it) to force a divergence."""
-    monkeypatch.setattr(train_mod, "check_lr", lambda lr: None)
+    monkeypatch.setattr(trainer, "check_lr", lambda lr: None)
     monkeypatch.setattr(jobs, "check_lr", lambda lr: None)
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from helpers import tiny_config
-from vqdemo import prior, runs
+from vqdemo import files, prior, runs
 from vqdemo.data import DataConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ["config.json", "status.json", "job.json", "metrics.jsonl"]
@@ -50,7 +50,7 @@ def good_run(root: Path, name: str = "20260101-000000-good00") -> Path:
     run.mkdir(parents=True)
     runs.write_json(run / "config.json", {"kind": "vq", "title": "fine"})
     runs.write_json(run / "status.json", {"state": "done", "reason": "ok", "step": 5})
-    runs.atomic_write_text(run / "metrics.jsonl", json.dumps({"type": "val", "step": 5, "psnr": 20.0}) + "\n")
+    files.atomic_write_text(run / "metrics.jsonl", json.dumps({"type": "val", "step": 5, "psnr": 20.0}) + "\n")
     return run
 
 
@@ -110,7 +110,8 @@ def test_a_file_that_lies_about_its_size_is_capped(tmp_path):
 def test_a_huge_metrics_file_is_read_up_to_its_cap(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "MAX_METRICS_BYTES", 4096)
     run = good_run(tmp_path)
-    runs.atomic_write_text(run / "metrics.jsonl", "".join(json.dumps({"type": "train", "step": i}) + "\n" for i in range(2000)))
+    rows = "".join(json.dumps({"type": "train", "step": i}) + "\n" for i in range(2000))
+    files.atomic_write_text(run / "metrics.jsonl", rows)
     rows = runs.read_metrics(run)
     assert 0 < len(rows) < 2000 and rows[0]["step"] == 0
 
@@ -137,10 +138,12 @@ def test_an_unreadable_run_never_breaks_listing(tmp_path, monkeypatch):
 def test_run_files_get_the_umasks_mode_not_0600(tmp_path, umask):
     """In a fresh process with that umask, as another account's server would read them."""
     code = ("import os, sys, torch; from pathlib import Path; from vqdemo import runs; d = Path(sys.argv[1]);"
-            "runs.write_json(d / 'config.json', {}); runs.save_weights(d / 'model.safetensors', torch.nn.Linear(1, 1), {});"
+            "runs.write_json(d / 'config.json', {});"
+            "runs.save_weights(d / 'model.safetensors', torch.nn.Linear(1, 1), {});"
             "print(oct(runs.FILE_MODE))")
-    out = subprocess.run(["sh", "-c", f'umask {umask:03o} && exec "$0" -c "$1" "$2"', sys.executable, code, str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    shell = f'umask {umask:03o} && exec "$0" -c "$1" "$2"'
+    out = subprocess.run(["sh", "-c", shell, sys.executable, code, str(tmp_path)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr
     for name in ("config.json", "model.safetensors"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
@@ -171,7 +174,8 @@ def test_status_fields_always_have_clean_types(tmp_path, raw):
 
 HOSTILE_META = [
     {"kind": "vq", "title": ["a"]}, {"kind": "vq", "title": {"x": 1}}, {"kind": "vq", "owner": 5},
-    {"kind": ["vq"]}, {"kind": "vq", "model": [1]}, {"kind": "vq", "data": "mnist"}, {"kind": "vq", "title": "t" * 10_000},
+    {"kind": ["vq"]}, {"kind": "vq", "model": [1]}, {"kind": "vq", "data": "mnist"},
+    {"kind": "vq", "title": "t" * 10_000},
 ]
 
 
@@ -193,7 +197,7 @@ BAD_LINES = ['[1, 2]', '"text"', '42', 'null', '{"type": 5, "step": 1}', '{"type
 def test_non_object_metrics_lines_are_skipped(tmp_path):
     run = good_run(tmp_path)
     good = {"type": "val", "step": 2, "psnr": 21.0, "note": "text dropped", "flag": True}
-    runs.atomic_write_text(run / "metrics.jsonl", "\n".join(BAD_LINES + [json.dumps(good)]) + "\n")
+    files.atomic_write_text(run / "metrics.jsonl", "\n".join(BAD_LINES + [json.dumps(good)]) + "\n")
     assert runs.read_metrics(run) == [{"type": "val", "step": 2, "psnr": 21.0}]
 
 
@@ -244,7 +248,7 @@ def test_after_a_live_k_change_config_json_describes_the_loaded_weights(tmp_path
     """A K change is saved in last.safetensors at once; config.json follows model.safetensors, the best weights that
     every page loads, so Compare never shows one K beside weights of another."""
     from vqdemo.models import build_model
-    from vqdemo.train import model_meta
+    from vqdemo.trainer import model_meta
 
     def save(model, improved: bool) -> None:
         meta = {"kind": "vq", "model": model_meta(model)}
@@ -327,18 +331,18 @@ def test_training_a_prior_for_a_shipped_model_writes_under_the_runs_folder(tmp_p
     assert out.is_relative_to(root) and (out / runs.WEIGHTS).is_file()
     assert not (shipped / prior.PRIOR_DIR).exists()
     assert prior.load_prior(shipped)[1]["role"] == "prior"
-    from vqdemo.painting import prior_figures
+    from vqdemo.prior import prior_figures
     assert prior_figures(shipped) is not None
 
 
 @pytest.mark.parametrize("best", [[1, 2], "best", {"bits_per_code": "2"}, 5])
 def test_a_priors_planted_status_falls_back_to_its_metrics(tmp_path, best):
-    from vqdemo.painting import prior_figures
+    from vqdemo.prior import prior_figures
 
     folder = tmp_path / prior.PRIOR_DIR
     folder.mkdir()
     row = {"type": "val", "step": 9, "bits_per_code": 3.0, "bits_per_image": 147.0, "uniform_bits_per_image": 294.0}
-    runs.atomic_write_text(folder / "metrics.jsonl", json.dumps(row) + "\n")
+    files.atomic_write_text(folder / "metrics.jsonl", json.dumps(row) + "\n")
     (folder / "status.json").write_text(json.dumps({"best": best}))
     assert prior_figures(tmp_path)["step"] == 9
 

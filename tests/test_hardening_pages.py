@@ -30,7 +30,7 @@ from vqdemo.data import DataConfig
 from vqdemo.fit import fit
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["learn", "reconstruct", "codebook", "paint", "sample", "compare"]
@@ -214,8 +214,8 @@ def test_paint_refuses_a_model_with_more_than_4096_codes(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("query", ["shipped:mnist-vq,shipped:mnist-vq", "shipped:mnist-vq,shipped:mnist-vq,shipped:mnist-rq",
-                                   "a,a,a", ",,,"])
+@pytest.mark.parametrize("query", ["shipped:mnist-vq,shipped:mnist-vq",
+                                   "shipped:mnist-vq,shipped:mnist-vq,shipped:mnist-rq", "a,a,a", ",,,"])
 def test_compare_with_repeated_runs_in_the_url(query):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.query_params["runs"] = query
@@ -266,8 +266,8 @@ LIVE = [re.compile(p) for p in (r"(?<!\\)\]\((?!\))", r"(?<!\\)!\[", r"(?<!\\)<(
 @pytest.mark.parametrize("page", PAGES + ["train"])
 def test_titles_and_class_names_are_shown_as_text_on_every_page(hostile_runs, monkeypatch, page):
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(hostile_runs))
-    at = open_model_page(page, "run:20260101-000000-evil00", runs="run:20260101-000000-evil00,shipped:mnist-vq", by="label",
-                   proj="PCA")
+    at = open_model_page(page, "run:20260101-000000-evil00", runs="run:20260101-000000-evil00,shipped:mnist-vq",
+                         by="label", proj="PCA")
     assert not at.exception, at.exception
     texts = [t for t in shown(at) if "evil" in t]
     assert page not in ("learn", "sample", "paint") or texts, "the hostile strings should be on this page, escaped"

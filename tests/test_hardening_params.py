@@ -17,7 +17,7 @@ from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.models import ModelConfig
 from vqdemo.prior import PriorConfig, PriorError
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 HUGE = [10**9, 10**12, 10**30]
@@ -115,7 +115,7 @@ def test_prior_flags_out_of_bounds(tmp_path, monkeypatch, capsys, argv):
     run = shipped("mnist-vq", prior=True)
     import vqdemo.prior as prior_mod
 
-    monkeypatch.setattr(prior_mod, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(prior_mod, "run_training", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     monkeypatch.chdir(tmp_path)
     argv = [str(run) if a == "RUN" else a for a in argv] + ["--out", str(tmp_path / "s.png")] * (argv[1] == "sample")
     _one_line_refusal(capsys, argv)

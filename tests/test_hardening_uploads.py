@@ -243,7 +243,7 @@ def folder_run(root: Path, run_id: str, evil_images: int) -> Path:
     """A run trained for one step on an uploaded zip whose class folders are named by a student."""
     from helpers import tiny_config
     from vqdemo.fit import fit
-    from vqdemo.train import TrainConfig
+    from vqdemo.trainer import TrainConfig
 
     z = root / f"{run_id}.zip"
     members = {f"{EVIL_CLASS}/{i}.png": small_png(10 * i, mode="RGB") for i in range(evil_images)}

@@ -22,7 +22,7 @@ from vqdemo.jobs import JobError, JobQueue
 from vqdemo.jobs.local import ThreadBackend
 from vqdemo.models import VQVAE, ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 DATA = DataConfig(name="digits", max_images=200)
 TIMEOUT_S = 60.0

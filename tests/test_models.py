@@ -10,7 +10,8 @@ from vqdemo.models import VAE, VQVAE, ModelConfig, build_model
 
 @pytest.mark.parametrize("kind", ["vq", "rq", "vae"])
 @pytest.mark.parametrize("arch,down,size,channels,latent", [
-    ("conv", 4, 28, 1, 7), ("conv", 8, 28, 1, 4), ("conv", 2, 32, 3, 16), ("patch", 4, 28, 1, 7), ("patch", 2, 32, 3, 16)])
+    ("conv", 4, 28, 1, 7), ("conv", 8, 28, 1, 4), ("conv", 2, 32, 3, 16),
+    ("patch", 4, 28, 1, 7), ("patch", 2, 32, 3, 16)])
 def test_shapes_through_every_model(kind, arch, down, size, channels, latent):
     cfg = tiny_config(kind)
     cfg.arch, cfg.downsample, cfg.image_size, cfg.channels = arch, down, size, channels
@@ -64,7 +65,7 @@ def test_rq_reconstruction_improves_with_depth_after_training():
     x = load_data(DataConfig(name="digits")).train_x[:512]
     model = build_model(tiny_config("rq"))
     _fit_steps(model, x, steps=80)
-    stats = model.eval().validate(x[:128], None, 64)
+    stats = model.eval().evaluate(x[:128], None, 64)
     assert stats["psnr@1"] < stats["psnr@2"] < stats["psnr@3"]
 
 

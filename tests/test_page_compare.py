@@ -15,7 +15,7 @@ from vqdemo.data import DataConfig
 from vqdemo.jobs import FINISHED, JobQueue
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
@@ -58,7 +58,8 @@ def test_default_view_compares_the_shipped_models_without_a_click(runs_dir):
     assert picked[0] == "shipped:mnist-vq"
     if len(shipped) > 1:
         assert sorted(picked) == [f"shipped:{n}" for n in shipped]
-        with_codebook = [n for n in shipped if runs.read_json(REPO / "checkpoints" / n / "config.json")["kind"] != "vae"]
+        kinds = {n: runs.read_json(REPO / "checkpoints" / n / "config.json")["kind"] for n in shipped}
+        with_codebook = [n for n in shipped if kinds[n] != "vae"]
         assert len(at.get("plotly_chart")) == 4 + len(with_codebook)
         assert "Perplexity" in " ".join(c.value for c in at.caption)
         assert "runs" not in at.query_params   # the default selection keeps the URL short

@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from helpers import open_page, shipped
-from vqdemo import runs
+from vqdemo import explain, runs
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
@@ -53,7 +53,7 @@ def test_rq_model_shows_the_residual_steps():
     assert any(h.value.startswith("Residual quantisation") for h in at.subheader)
     rq_caption = next(c.value for c in at.caption if "the residual grows at depth 2 for" in c.value)
     assert "shrinks depth by depth" not in rq_caption and "%" in rq_caption  # the measured fraction, not a promise
-    assert any("loss = recon + sum_d" in c.value for c in at.code)  # the RQ loss, summed over depths
+    assert any(explain.RQ_LOSS_CODE in c.value for c in at.code)  # the RQ loss, summed over depths
 
 
 def test_another_image_changes_the_psnr_and_the_url():

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import open_page, shipped
 from ui.painter import _rev
-from vqdemo import painting
+from vqdemo import code_canvas
 from vqdemo.analysis import encode_all
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
@@ -27,7 +27,7 @@ def open_paint(model: str = "mnist-vq") -> AppTest:
     return at
 
 
-def canvas(at: AppTest) -> painting.Canvas:
+def canvas(at: AppTest) -> code_canvas.Canvas:
     return next(v for k, v in at.session_state.items() if k.startswith("paint_canvas:"))
 
 
@@ -60,7 +60,7 @@ def test_vq_canvas_starts_blank_and_every_control_changes_the_image():
     assert {"Reset to blank", "Undo stroke", "Random fill", "Load from image"} <= set(labels)
     assert button(at, "Undo stroke").disabled
     assert len(decoded(at)) == 1 and len(at.caption) >= 4
-    background = painting.most_used(encode_all(model, data.val_x), model.codebook_sizes)[0]
+    background = code_canvas.most_used(encode_all(model, data.val_x), model.codebook_sizes)[0]
     blank = canvas(at).layer(0)
     assert {c for row in blank for c in row} == {background}
     blank_image = decoded(at)

@@ -1,6 +1,6 @@
 """Sample page, headless (AppTest) on the shipped checkpoints and priors, plus a run with no prior.
 
-The background prior training behind the "Train a prior" button is tested in test_painting.py (AppTest
+The background prior training behind the "Train a prior" button is tested in test_jobs*.py (AppTest
 does not drive `run_every` fragments, and a test should not train for a minute).
 """
 

@@ -16,9 +16,9 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import open_page, wait_for
 from ui.jobs import job_queue
-from vqdemo import runs
+from vqdemo import files, runs
 from vqdemo.jobs import FINISHED
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
 
@@ -150,7 +150,7 @@ def test_an_uploaded_zip_trains_as_the_folder_dataset(runs_dir, tmp_path):
     at = open_train({"data": "folder", "budget": "steps", "steps": "5", "batch": "16"})
     assert len(at.get("file_uploader")) == 1
     stored = runs_dir / "uploads" / "mine.zip"   # where the page keeps an upload (AppTest cannot upload a file)
-    runs.atomic_write_bytes(stored, zip_path.read_bytes())
+    files.atomic_write_bytes(stored, zip_path.read_bytes())
     at.session_state["tr_upload_path"] = str(stored)
     at.button(key="tr_start").click().run()
     assert not at.exception and not at.error

@@ -131,9 +131,9 @@ def fit(m, codes, labels=None, steps: int = 150, lr: float = 3e-3) -> None:
 @pytest.mark.slow
 def test_pixelcnn_learns_stripes():
     m = model(small(sizes=(16,)))
-    before = m.validate(stripes(128, 16, 1), None, batch_size=64)
+    before = m.evaluate(stripes(128, 16, 1), None, batch_size=64)
     fit(m, stripes(512, 16, 0))
-    after = m.validate(stripes(128, 16, 1), None, batch_size=64)
+    after = m.evaluate(stripes(128, 16, 1), None, batch_size=64)
     assert before["bits_per_code"] > 3.5  # about log2(16) = 4 untrained
     assert after["score"] == after["bits_per_code"] < 1.2  # ideal: 7 * 4 / 49 = 0.57
     assert after["bits_per_image"] == pytest.approx(after["bits_per_code"] * H * W)
@@ -146,7 +146,7 @@ def test_rq_prior_learns_stripes_and_depth_rule():
     codes = torch.stack([top, top % 4], dim=1)  # depth 1 is a function of depth 0 at the same position
     m = model(small("rq", (8, 4)))
     fit(m, codes[:512])
-    out = m.validate(codes[512:], None, batch_size=64)
+    out = m.evaluate(codes[512:], None, batch_size=64)
     assert out["bits_per_code"] < 0.5  # uniform: (3 + 2) / 2 = 2.5; ideal 7 * 3 / 98 = 0.21
     assert out["uniform_bits_per_image"] == pytest.approx(5 * H * W)
     with torch.no_grad():

@@ -72,7 +72,8 @@ def test_codebook_and_commitment_losses_pull_the_right_way():
     e = vq.codebook[out.codes.flatten()]
     flat = z.permute(0, 2, 3, 1).reshape(-1, 4)
     assert math.isclose(float(out.commit_loss.detach()), float(F.mse_loss(flat, e).detach()), rel_tol=1e-5)
-    assert math.isclose(float(out.loss.detach()), float((out.codebook_loss + 0.25 * out.commit_loss).detach()), rel_tol=1e-5)
+    want = out.codebook_loss + 0.25 * out.commit_loss
+    assert math.isclose(float(out.loss.detach()), float(want.detach()), rel_tol=1e-5)
     out.codebook_loss.backward(retain_graph=True)
     assert z.grad is None                             # sg[z_e]: the codebook term never moves the encoder
     assert vq.codebook.grad.abs().sum() > 0
@@ -146,7 +147,8 @@ def test_perplexity_is_effective_number_of_codes():
     assert math.isclose(perplexity_of(torch.tensor([5.0, 0, 0, 0])), 1, rel_tol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [dict(k=1), dict(beta=-1.0), dict(beta=float("nan")), dict(decay=1.0), dict(codebook="x")])
+@pytest.mark.parametrize("bad", [dict(k=1), dict(beta=-1.0), dict(beta=float("nan")), dict(decay=1.0),
+                                 dict(codebook="x")])
 def test_bad_quantizer_settings_are_refused(bad):
     with pytest.raises(ValueError):
         QuantizerConfig(**bad).validate()
@@ -172,8 +174,8 @@ def test_shared_codebook_is_one_layer():
 
 def test_residual_norm_keeps_codes_decodable_and_progressive_depths_switch_on():
     x = torch.randn(64, 4, 2, 2) * 3
-    rq = ResidualQuantizer(QuantizerConfig(k=8, dim=4),
-                           ResidualConfig(depth=3, codebook_sizes=[8, 8, 8], norm_residual=True, progressive_steps=5)).train()
+    rq = ResidualQuantizer(QuantizerConfig(k=8, dim=4), ResidualConfig(depth=3, codebook_sizes=[8, 8, 8],
+                                                                       norm_residual=True, progressive_steps=5)).train()
     depths = []
     for _ in range(15):
         depths.append(rq(x).codes.shape[1])
@@ -181,3 +183,12 @@ def test_residual_norm_keeps_codes_decodable_and_progressive_depths_switch_on():
     assert rq.scales[0] > 1.5                          # the first residual (z itself) has RMS about 3
     out = rq.eval()(x)
     assert torch.allclose(rq.lookup(out.codes), out.z_q, atol=1e-4)
+
+
+def test_running_usage_is_vectors_per_step_the_unit_of_dead_threshold():
+    vq = VectorQuantizer(QuantizerConfig(k=8, dim=4, init="normal", codebook="grad", restart_dead=False)).train()
+    z = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    vq.usage.zero_()
+    for _ in range(700):   # the codebook has no optimiser here, so every step picks the same codes
+        out = vq(z)
+    assert torch.allclose(vq.usage, out.counts.float(), atol=0.05)

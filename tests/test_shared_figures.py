@@ -15,11 +15,11 @@ from ui import figures as fg
 
 
 def test_same_arguments_share_one_figure_and_different_ones_do_not():
-    counts = np.array([5, 0, 3, 1])
-    a = fg.usage_bars(counts, 2.5, 300)
-    assert fg.usage_bars(counts.copy(), 2.5, 300) is a               # equal values, another array: the same figure
-    assert fg.usage_bars(np.array([5, 0, 3, 2]), 2.5, 300) is not a  # one count differs: its own figure
-    assert fg.usage_bars(counts, 2.5, 301) is not a
+    counts = np.array([5.0, 0.0, 3.0, 1.0])
+    a = fg.distance_bars(counts, 2, 300)
+    assert fg.distance_bars(counts.copy(), 2, 300) is a               # equal values, another array: the same figure
+    assert fg.distance_bars(np.array([5.0, 0.0, 3.0, 2.0]), 2, 300) is not a  # one count differs: its own figure
+    assert fg.distance_bars(counts, 2, 301) is not a
     assert fg.code_maps([np.zeros((2, 2), int)], 4) is not fg.code_maps([np.zeros((2, 2), int) + 1], 4)
     rows = [{"step": 1, "type": "val", "psnr": 20.0}]
     assert charts.metric_curve(rows, "psnr", "PSNR", "dB") is charts.metric_curve([dict(rows[0])], "psnr", "PSNR", "dB")
@@ -36,11 +36,11 @@ def test_the_digest_tells_dtypes_shapes_and_tensors_apart():
 
 
 def test_presenter_mode_gets_its_own_figure(monkeypatch):
-    counts = np.array([1, 2, 3])
-    normal = fg.usage_bars(counts, 2.0, 250)
+    counts = np.array([1.0, 2.0, 3.0])
+    normal = fg.distance_bars(counts, 1, 250)
     monkeypatch.setattr(shared.theme, "presenter", lambda: True)
     monkeypatch.setattr(fg.theme, "presenter", lambda: True)
-    big = fg.usage_bars(counts, 2.0, 250)
+    big = fg.distance_bars(counts, 1, 250)
     assert big is not normal and big.layout.xaxis.tickfont.size > normal.layout.xaxis.tickfont.size
 
 

@@ -77,7 +77,7 @@ def test_a_progressive_rq_stopped_early_uses_only_its_trained_depths(tmp_path):
     model.eval()
     assert model.quantizer.trained_depth == 2 and model.codebook_sizes == [16, 16]
     assert model.encode_codes(x).shape[1] == 2
-    assert "mse@3" not in model.validate(x, None, 4)
+    assert "mse@3" not in model.evaluate(x, None, 4)
     runs.save_weights(tmp_path / runs.WEIGHTS, model, {"model": cfg.to_dict(), "kind": "rq"})
     loaded, _ = runs.load_model(tmp_path)
     assert loaded.encode_codes(x).shape[1] == 2 and loaded.codebook_sizes == [16, 16]
@@ -86,7 +86,8 @@ def test_a_progressive_rq_stopped_early_uses_only_its_trained_depths(tmp_path):
 
 
 def test_a_finished_progressive_rq_uses_every_depth():
-    q = ResidualQuantizer(QuantizerConfig(k=8, dim=4), ResidualConfig(depth=3, codebook_sizes=[8, 8, 8], progressive_steps=5))
+    q = ResidualQuantizer(QuantizerConfig(k=8, dim=4),
+                          ResidualConfig(depth=3, codebook_sizes=[8, 8, 8], progressive_steps=5))
     q.steps.fill_(11)  # steps 10 and 11 ran with depth 3
     assert q.trained_depth == 3
     q.steps.fill_(0)   # never trained: depth 1 is what would train first

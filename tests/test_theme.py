@@ -72,7 +72,8 @@ def _sizes(fig) -> list[float]:
 
 
 def test_presenter_mode_text_is_at_least_16px():
-    figs = [fg.distance_bars(np.arange(8.0), 2), fg.usage_bars(np.array([5, 3, 0, 1]), 2.5),
+    figs = [fg.distance_bars(np.arange(8.0), 2),
+            charts.usage_histogram(np.array([5, 3, 0, 1]), sort=True, perplexity=2.5),
             charts.metric_curve([{"type": "val", "step": 1, "psnr": 20.0}], "psnr", "PSNR", "dB", reference=30,
                                 reference_name="target")]
     for fig in figs:
@@ -117,3 +118,19 @@ def test_no_emoji_and_no_internet_assets_in_the_app():
         assert not emoji.findall(text), f"{path.name}: {emoji.findall(text)}"
         assert not remote.findall(text), f"{path.name} fetches from the internet"
     assert "page_icon=FAVICON" in (repo / "app.py").read_text() and (repo / "ui" / "favicon.png").is_file()
+
+
+def test_usage_bars_keep_each_codes_colour_when_sorted_and_mark_the_perplexity():
+    counts = np.array([1.0, 0.0, 7.0, 3.0])
+    colors = ["#000001", "#000002", "#000003", "#000004"]
+    fig = charts.usage_histogram(counts, sort=True, color=colors, perplexity=2.5)
+    live = next(t for t in fig.data if t.name == "in use")
+    assert list(live.marker.color) == ["#000003", "#000004", "#000001"]   # codes 2, 3, 0: most used first
+    dead = next(t for t in fig.data if t.name == "dead")
+    assert list(dead.x) == [3] and set(dead.marker.color) == {theme.DEAD}
+    assert fig.layout.shapes[0].x0 == 2.0   # after 2.5 codes of 0-based bars
+
+
+def test_pictures_grow_with_the_text_in_presenter_mode():
+    assert theme.scaled(120, big=False) == 120
+    assert theme.scaled(120, big=True) == int(120 * theme.PRESENTER.body / theme.NORMAL.body)

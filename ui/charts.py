@@ -1,6 +1,6 @@
 """Plotly figures the pages share: training curves, runs overlaid, codebook usage.
 
-Plain functions from event rows (the dicts of `vqdemo.train`: {"type", "step", ...}) or usage vectors to
+Plain functions from event rows (the dicts of `vqdemo.trainer`: {"type", "step", ...}) or usage vectors to
 `go.Figure`, so any page can draw the same picture the same way. No streamlit in here: pass the figure to
 `st.plotly_chart`. Long runs are thinned to `MAX_POINTS` per line so a live panel stays cheap to redraw.
 """
@@ -159,13 +159,16 @@ def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: s
 
 
 @shared
-def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str = "Codebook usage",
-                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT, color: str = USED,
-                    title_chars: int | None = None) -> go.Figure:
+def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str | None = "Codebook usage",
+                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT,
+                    color: str | Sequence[str] = USED, title_chars: int | None = None,
+                    perplexity: float | None = None) -> go.Figure:
     """One bar per code; codes at or below `dead_below` are dead, drawn as short red stubs so a collapsed
     codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution).
-    `color`: the live bars' colour (Compare gives each run its own); `title_chars`: per title line, for narrow
-    charts (the count of live codes always starts a line of its own)."""
+    `color`: the live bars' colour (Compare gives each run its own), or one colour per code id (the Codebook
+    page's code colours); `title_chars`: per title line, for narrow charts (the count of live codes always starts
+    a line of its own; None: no title, where the page's heading says it). `perplexity` (with sort): a dashed line
+    after that many codes, and a dotted even-use line."""
     u = np.asarray(usage, dtype=float).reshape(-1)
     codes = np.arange(len(u))
     if sort:
@@ -174,14 +177,25 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
     dead = u <= dead_below
     stub = max(float(u.max(initial=0.0)), 1e-9) * 0.03
     x = np.arange(len(u))
+    fills = np.array(color if not isinstance(color, str) else [color] * len(u))[codes]
     fig = go.Figure()
-    for name, mask, fill, bars in (("in use", ~dead, color, u), ("dead", dead, DEAD, np.maximum(u, stub))):
+    for name, mask, fill, bars in (("in use", ~dead, fills, u), ("dead", dead, [DEAD] * len(u), np.maximum(u, stub))):
         if mask.any():
-            fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=fill, width=0.9 if len(u) < 128 else 1.0,
+            fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=list(np.asarray(fill)[mask]),
+                                 width=0.9 if len(u) < 128 else 1.0,
                                  customdata=np.stack([codes[mask], u[mask]], 1),
                                  hovertemplate="code %{customdata[0]}: %{customdata[1]:.3g}<extra>" + name + "</extra>"))
     fig.update_layout(bargap=0.05 if len(u) < 128 else 0, barmode="overlay", showlegend=False)
-    _layout(fig, f"{title}:<br>{int((~dead).sum())} of {len(u)} codes alive", y_title, height=height,
+    if perplexity is not None:
+        fig.add_vline(x=perplexity - 0.5, line=dict(color=theme.ARGMIN, dash="dash", width=2))
+        fig.add_annotation(x=perplexity - 0.5, y=0.9, yref="paper", text=f"perplexity {perplexity:.1f}",
+                           showarrow=False, xanchor="left", font=dict(color="#92400e"),
+                           bgcolor="rgba(255,255,255,0.8)")
+        even = float(u.sum()) / max(len(u), 1)
+        fig.add_hline(y=even, line=dict(color="#6b7280", dash="dot", width=1))
+        fig.add_annotation(x=len(u) - 0.5, y=even, text="even use", showarrow=False, xanchor="right",
+                           yanchor="bottom", font=dict(color="#6b7280"))
+    _layout(fig, f"{title}:<br>{int((~dead).sum())} of {len(u)} codes alive" if title else "", y_title, height=height,
             title_chars=title_chars)
     fig.update_xaxes(title="codes, most used first" if sort else "code id", showticklabels=not sort,
                      range=[-0.5, len(u) - 0.5])

@@ -6,25 +6,22 @@ codes, so a class learns the colours once. Pure plotting: the numbers come from 
 
 from __future__ import annotations
 
-import base64
 import colorsys
-import io
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from PIL import Image
 from plotly.subplots import make_subplots
 from torch import Tensor
 
 from ui import charts, theme
 from ui.shared import shared
 from vqdemo.analysis import image_grid
-from vqdemo.images import to_uint8
+from vqdemo.images import png_data_url, to_uint8
 
-ARGMIN = "#f59e0b"    # the nearest code / the picked thing
+ARGMIN = theme.ARGMIN  # the nearest code / the picked thing
 SELECT = "#111827"    # outline of the selected cell
 DEAD = theme.DEAD     # codes no vector picked: the only red of the app
 NEUTRAL = "#9ca3af"
@@ -66,13 +63,6 @@ def _layout(fig: go.Figure, height: int, width: int | None = None, title: str | 
     fig.update_layout(height=height, width=width, margin=margin, title=dict(text=title) if title else None,
                       font=FONT, showlegend=kw.pop("showlegend", False), **kw)
     return theme.style(fig)
-
-
-def png_uri(image: np.ndarray) -> str:
-    """uint8 (H, W) or (H, W, 3) -> a data: URI (a PNG is far smaller than Plotly's nested lists)."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 # ----------------------------------------------------------------------------------------- code maps
@@ -179,38 +169,6 @@ def vector_compare(z: np.ndarray, e: np.ndarray, code: int, k: int, height: int 
                    legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(l=8, r=8, t=40, b=8))
 
 
-# ---------------------------------------------------------------------------------------------- usage
-
-@shared
-def usage_bars(counts: np.ndarray, perplexity: float, height: int = 320) -> go.Figure:
-    """Codes ranked by use; dead codes (never picked) marked red; perplexity and codes used against K."""
-    k = len(counts)
-    order = np.argsort(-counts, kind="stable")
-    ranked = counts[order]
-    used = int((counts > 0).sum())
-    colors = np.array(code_colors(k))[order]
-    fig = go.Figure(go.Bar(x=np.arange(1, k + 1), y=ranked, marker_color=colors, marker_line_width=0,
-                           customdata=order, hovertemplate="code #%{customdata}: %{y} uses<extra></extra>"))
-    dead = order[ranked == 0]
-    if len(dead):
-        fig.add_vrect(x0=used + 0.5, x1=k + 0.5, fillcolor=DEAD, opacity=0.08, line_width=0)
-        fig.add_trace(go.Scatter(x=np.arange(used + 1, k + 1), y=np.zeros(len(dead)), mode="markers",
-                                 marker=dict(symbol="x", color=DEAD, size=7), customdata=dead,
-                                 hovertemplate="code #%{customdata}: dead (0 uses)<extra></extra>"))
-        fig.add_annotation(x=(used + k + 1) / 2, y=1, yref="paper", text=f"{len(dead)} dead", showarrow=False,
-                           font=dict(color=DEAD, size=13))
-    fig.add_vline(x=perplexity + 0.5, line=dict(color=ARGMIN, dash="dash", width=2))
-    fig.add_annotation(x=perplexity + 0.5, y=0.9, yref="paper", text=f"perplexity {perplexity:.1f}",
-                       showarrow=False, xanchor="left", font=dict(color="#92400e"), bgcolor="rgba(255,255,255,0.8)")
-    even = counts.sum() / k
-    fig.add_hline(y=even, line=dict(color="#6b7280", dash="dot", width=1))
-    fig.add_annotation(x=k, y=even, text="even use", showarrow=False, xanchor="right", yanchor="bottom",
-                       font=dict(color="#6b7280", size=11))
-    fig.update_xaxes(title=f"codes ranked by use (K = {k})", range=[0.5, k + 0.5])
-    fig.update_yaxes(title="vectors that picked it")
-    return _layout(fig, height=height, bargap=0.05)
-
-
 @shared
 def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int, tile_px: int,
                 selected: int | None = None) -> go.Figure:
@@ -238,7 +196,7 @@ def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int,
     height, width = pic.shape[:2]
     step = th + 2 * frame + 1
     rows, cols = np.divmod(np.arange(len(order)), ncol)
-    fig = go.Figure(go.Image(source=png_uri(pic), hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=png_data_url(pic), hoverinfo="skip"))
     fig.add_trace(go.Scatter(
         x=1 + cols * step + step / 2, y=1 + rows * step + step / 2, mode="markers",
         marker=dict(symbol="square", size=tile_px, opacity=0.01, color="white"), customdata=order,

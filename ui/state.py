@@ -14,9 +14,9 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import text
+from ui import text, theme
 from vqdemo import runs
-from vqdemo.data import DataConfig, ImageData, load_data
+from vqdemo.data import DataConfig, ImageData, data_config, load_data
 from vqdemo.images import to_uint8, upscale_nearest
 from vqdemo.prior import prior_dir
 
@@ -46,6 +46,20 @@ class Loaded:
     @property
     def has_prior(self) -> bool:
         return (prior_dir(self.choice.path) / runs.WEIGHTS).is_file()
+
+    @property
+    def key(self) -> tuple[str, float]:
+        """What the pages' caches of this model are keyed on (`model_key`)."""
+        return model_key(self.choice)
+
+
+def model_key(choice: ModelChoice) -> tuple[str, float]:
+    """(folder, its weights' mtime): a page cache keyed on it is recomputed when a run is retrained in place.
+    mtime 0.0 while the weights file is missing."""
+    try:
+        return str(choice.path), (choice.path / runs.WEIGHTS).stat().st_mtime
+    except OSError:
+        return str(choice.path), 0.0
 
 
 def runs_dir() -> Path:
@@ -105,16 +119,15 @@ def load_dataset(cfg: DataConfig) -> ImageData:
 
 
 def load_choice(choice: ModelChoice) -> Loaded:
-    """The model and its dataset. The data config comes from the checkpoint, so it goes through runs.data_config
+    """The model and its dataset. The data config comes from the checkpoint, so it goes through data_config
     (downloads off, unknown keys and odd values refused); a model that does not fit its data is refused here."""
-    weights = choice.path / runs.WEIGHTS
-    model, meta = _load_model(str(choice.path), weights.stat().st_mtime)
+    model, meta = _load_model(*model_key(choice))
     if model is None:
         raise runs.CheckpointError(meta)
     if model.config.kind != choice.kind:
         raise runs.CheckpointError(f"its config.json says {choice.kind} but its weights are a {model.config.kind} "
                                    "model; the run folder was edited or mixed up")
-    data = load_dataset(runs.data_config(meta, choice.label))
+    data = load_dataset(data_config(meta, choice.label))
     runs.check_fits(model, data, choice.label)
     return Loaded(choice, model, meta, data)
 
@@ -212,8 +225,7 @@ def crisp(images: torch.Tensor, width: int = 112) -> np.ndarray | list[np.ndarra
 
     (C, H, W) -> one (H', W'[, 3]) array; (N, C, H, W) -> a list of them.
     """
-    if presenter():
-        width = int(width * 1.6)
+    width = theme.scaled(width)
     if images.dim() == 4:
         return [crisp(im, width) for im in images]
     scale = max(1, round(width / images.shape[-1]))

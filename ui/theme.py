@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 
 DEAD = "#dc2626"   # the one red of the app: codes no vector picked
+ARGMIN = "#f59e0b"  # amber: the nearest code, the picked thing, the perplexity line
 # One colour per run (Compare overlays, Train's finished runs): distinct, colour-blind friendly, no red.
 RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#393b79", "#e377c2", "#7f7f7f", "#bcbd22")
 
@@ -26,6 +27,9 @@ class Fonts:
 
 NORMAL = Fonts(small=11, body=12, title=14)
 PRESENTER = Fonts(small=16, body=17, title=20)
+# Pictures (images, chart heights, code-map cells) grow in presenter mode as the text does, so a page keeps its
+# proportions on the projector.
+PRESENTER_SCALE = PRESENTER.body / NORMAL.body
 
 
 def presenter() -> bool:
@@ -41,6 +45,11 @@ def presenter() -> bool:
 
 def fonts(big: bool | None = None) -> Fonts:
     return PRESENTER if (presenter() if big is None else big) else NORMAL
+
+
+def scaled(px: int, big: bool | None = None) -> int:
+    """A picture's size in pixels for the mode: PRESENTER_SCALE times larger in presenter mode."""
+    return int(px * PRESENTER_SCALE) if fonts(big) is PRESENTER else px
 
 
 def style(fig: go.Figure, big: bool | None = None) -> go.Figure:

@@ -8,10 +8,10 @@ import numpy as np
 import streamlit as st
 import torch
 
+from ui import charts, state, text
 from ui import figures as fg
-from ui import state, text
 from ui.jobs import job_queue, tick_seconds
-from vqdemo import analysis, explain, runs
+from vqdemo import analysis, explain
 from vqdemo.jobs import FINISHED
 from vqdemo.quantize import perplexity_of
 
@@ -29,7 +29,7 @@ if loaded.kind == "vae":
     st.info("This model is a plain VAE: it has no codebook. Pick a VQ or RQ model in the sidebar.")
     st.stop()
 
-key = (str(loaded.choice.path), (loaded.choice.path / runs.WEIGHTS).stat().st_mtime)
+key = loaded.key
 sizes = model.codebook_sizes
 
 
@@ -110,9 +110,12 @@ with tiles_col:
                "to see what it learned. Red tiles are dead codes. Click a tile to see where it is used.")
 with usage_col:
     st.subheader("How often each code is picked")
-    st.plotly_chart(fg.usage_bars(counts, view["perplexity"], 440 if big else 360), config={"displayModeBar": False})
-    st.caption(f"Codes ranked by use over the validation set. The dashed line is the perplexity ({view['perplexity']:.1f}): "
-               f"how many codes are effectively in use, against K = {K}. Dead codes sit in the red band.")
+    st.plotly_chart(charts.usage_histogram(counts, 0, None, "vectors that picked it", sort=True,
+                                           height=440 if big else 360, color=fg.code_colors(K),
+                                           perplexity=view["perplexity"]), config={"displayModeBar": False})
+    st.caption(f"Codes ranked by use over the validation set, each in its code colour. The dashed line is the "
+               f"perplexity ({view['perplexity']:.1f}): how many codes are effectively in use, against K = {K}. "
+               "Dead codes are the short red bars at the end.")
 
 # --------------------------------------------------------------------------------- the 2-D map
 st.subheader("The codebook among the encoder's outputs")

@@ -120,10 +120,10 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
     for c in chosen:
         groups.setdefault(repr(sorted(runs.run_info(c.path).meta.get("data", {}).items())), []).append(c)
     for members in groups.values():
-        x, _, _ = reconstructions(members[0], str(members[0].path), mtime(members[0].path / runs.WEIGHTS))
+        x, _, _ = reconstructions(members[0], *state.model_key(members[0]))
         st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
         for c in members:
-            _, x_hat, psnr = reconstructions(c, str(c.path), mtime(c.path / runs.WEIGHTS))
+            _, x_hat, psnr = reconstructions(c, *state.model_key(c))
             status = c.path / runs.STATUS
             rate = rate_of(c, (runs.read_json(status).get("best") or {}) if status.is_file() else {})
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
@@ -139,7 +139,7 @@ def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) ->
         cols = st.columns(PER_ROW)
         for col, c in zip(cols, chosen[start:start + PER_ROW]):
             with col:
-                counts = code_usage(c, str(c.path), mtime(c.path / runs.WEIGHTS))
+                counts = code_usage(c, *state.model_key(c))
                 if counts is None:
                     st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue

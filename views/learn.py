@@ -5,19 +5,14 @@ import numpy as np
 import streamlit as st
 
 from ui import figures as fg
-from ui import state, text
-from vqdemo import analysis, explain, runs
+from ui import state, text, theme
+from vqdemo import analysis, explain
 from vqdemo.metrics import psnr_per_image
 
 loaded = state.current()
 if loaded is None:
     st.stop()
 model, data = loaded.model, loaded.data
-big = state.presenter()
-
-
-def px(n: int) -> int:
-    return int(n * 1.35) if big else n
 
 
 def url_int(key: str, name: str, default: int, lo: int, hi: int) -> None:
@@ -28,24 +23,33 @@ def url_int(key: str, name: str, default: int, lo: int, hi: int) -> None:
         st.session_state[key] = min(hi, max(lo, int(st.session_state[key])))
 
 
-COMPARE_TABLE = """
-| | AE | VAE | VQ-VAE |
-|---|---|---|---|
-| **latent** | any vector (continuous) | a Gaussian: mean and variance per number, sampled by `mu + eps * std` | a grid of integers: each cell is the id of a codebook vector |
-| **loss** | reconstruction | reconstruction + KL(q(z given x) to N(0, I)) | reconstruction + codebook + beta * commitment (no KL) |
-| **generate by** | cannot: nobody knows which latents are valid | decode z ~ N(0, I) (blurry) | sample a small image of codes from a prior (PixelCNN), then decode it |
-| **bits sent per image** | unlimited (real numbers) | its KL to N(0, I), in nats / ln 2; the KL weight sets it | at most h·w·log2 K: one code id per cell |
-"""
+COMPARE_TABLE = (
+    "| | AE | VAE | VQ-VAE |\n"
+    "|---|---|---|---|\n"
+    "| **latent** | any vector (continuous) "
+    "| a Gaussian: mean and variance per number, sampled by `mu + eps * std` "
+    "| a grid of integers: each cell is the id of a codebook vector |\n"
+    "| **loss** | reconstruction | reconstruction + KL(q(z given x) to N(0, I)) "
+    "| reconstruction + codebook + beta * commitment (no KL) |\n"
+    "| **generate by** | cannot: nobody knows which latents are valid | decode z ~ N(0, I) (blurry) "
+    "| sample a small image of codes from a prior (PixelCNN), then decode it |\n"
+    "| **bits sent per image** | unlimited (real numbers) "
+    "| its KL to N(0, I), in nats / ln 2; the KL weight sets it | at most h·w·log2 K: one code id per cell |\n"
+)
 
-QUANTIZER_TABLE = """
-| | VQ (van den Oord et al. 2017) | RQ (Lee et al. 2022) | FSQ (Mentzer et al. 2023) |
-|---|---|---|---|
-| **a cell becomes** | the id of its nearest codebook vector | D ids: the nearest code, then the nearest code to what is left, ... | one rounded level per channel; the id is their mixed-radix number |
-| **codebook** | K learned vectors (gradient or EMA) | one learned codebook per depth | none learned: the fixed grid of levels, e.g. 8 x 6 x 5 = 240 points |
-| **extra losses** | codebook + beta x commitment | the same, summed over depths | none |
-| **can collapse?** | yes: codes that never win never move (restarts and data init help) | yes, at every depth | no code can drift away, though some grid points may go unused |
-| **bits per cell** | log2 K | sum of log2 K_d | log2 of the product of the levels |
-"""
+QUANTIZER_TABLE = (
+    "| | VQ (van den Oord et al. 2017) | RQ (Lee et al. 2022) | FSQ (Mentzer et al. 2023) |\n"
+    "|---|---|---|---|\n"
+    "| **a cell becomes** | the id of its nearest codebook vector "
+    "| D ids: the nearest code, then the nearest code to what is left, ... "
+    "| one rounded level per channel; the id is their mixed-radix number |\n"
+    "| **codebook** | K learned vectors (gradient or EMA) | one learned codebook per depth "
+    "| none learned: the fixed grid of levels, e.g. 8 x 6 x 5 = 240 points |\n"
+    "| **extra losses** | codebook + beta x commitment | the same, summed over depths | none |\n"
+    "| **can collapse?** | yes: codes that never win never move (restarts and data init help) "
+    "| yes, at every depth | no code can drift away, though some grid points may go unused |\n"
+    "| **bits per cell** | log2 K | sum of log2 K_d | log2 of the product of the levels |\n"
+)
 
 st.title("Learn: an image becomes a grid of codes, and comes back")
 if loaded.kind == "vae":
@@ -74,8 +78,7 @@ if loaded.kind == "fsq":
     st.markdown(QUANTIZER_TABLE)
     st.stop()
 
-mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
-key = (str(loaded.choice.path), mtime)
+key = loaded.key
 cfg = model.config
 K = model.codebook_sizes[0]
 D = cfg.vq.dim
@@ -164,16 +167,17 @@ with stages[1]:
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
-    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", px(190), "PuOr"), config={"displayModeBar": False})
+    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"),
+                    config={"displayModeBar": False})
 with stages[3]:
     st.markdown(f"**→ distances to {K} codes**")
     st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
-    st.plotly_chart(fg.matrix(first.dist.numpy(), "code", "vector", px(190), "Viridis",
+    st.plotly_chart(fg.matrix(first.dist.numpy(), "code", "vector", theme.scaled(190), "Viridis",
                               marks=first.codes.flatten().numpy()), config={"displayModeBar": False})
 with stages[4]:
     st.markdown("**→ argmin: codes**")
     st.markdown(f"`{tuple(first.codes[0].shape)}`  \n(h, w) integers")
-    st.plotly_chart(fg.code_maps([codes_np], K, cell_px=px(19)), config={"displayModeBar": False})
+    st.plotly_chart(fg.code_maps([codes_np], K, cell_px=theme.scaled(19)), config={"displayModeBar": False})
 with stages[5]:
     st.markdown("**→ look up: z_q**")
     st.markdown(f"`{tuple(tr.z_q.shape)}`  \n(B, D, h, w)")
@@ -207,7 +211,7 @@ with left:
     row = rc1.number_input("Row", 0, h - 1, key="learn_row", step=1)
     col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
     st.query_params["row"], st.query_params["col"] = str(row), str(col)
-    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), px(270)), key="learn_cellmap",
+    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)), key="learn_cellmap",
                     on_select=on_cell_click, selection_mode="points",
                     config={"displayModeBar": False})
     st.caption("The code map: click a cell (or type its row and column) to follow its vector.")
@@ -220,13 +224,13 @@ runner = int(order[1]) if K > 1 else code
 with mid:
     st.markdown(f"Cell ({row}, {col}) → **code #{code}** at squared distance **{dist[code]:.3f}**; "
                 f"runner-up #{runner} at {dist[runner]:.3f}.")
-    st.plotly_chart(fg.distance_bars(dist, code, px(290)), config={"displayModeBar": False})
+    st.plotly_chart(fg.distance_bars(dist, code, theme.scaled(290)), config={"displayModeBar": False})
     st.caption("Its squared distance to every code: the shortest bar (amber) wins, and only its id is kept.")
 with right:
     st.markdown(f"**Code #{code} decoded alone**")
     st.image(state.crisp(mv["tiles"][code], 150))
     e = layer0.vectors()[code].detach()
-    st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, px(200)),
+    st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
                     config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
 
@@ -234,7 +238,7 @@ parts = explain.distance_parts(first.compared[cell], e)
 st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den Oord et al. 2017): expanding "
             "|x − e|² = |x|² − 2x·e + |e|² turns all "
             f"{N}x{K} distances into one matrix multiply. For this cell and code #{code}:")
-st.code(f"dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ e.T + e.pow(2).sum(1)\n"
+st.code(f"{explain.DISTANCE_CODE}\n"
         f"{parts.x_sq:.4f} - {-parts.cross:.4f} + {parts.e_sq:.4f} = {parts.expanded:.4f}"
         f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python")
 oc = mv["offset"]
@@ -283,7 +287,7 @@ if is_rq:
     for d, (c, im) in enumerate(zip(cols[1:], view["coarse"])):
         c.image(state.crisp(im[0], 110), caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB")
     st.caption("The whole image decoded from the first d depths only: coarse shapes first, details later.")
-    st.code("loss = recon + sum_d |sg[r_{d-1}] - e_d|^2 + beta * sum_d |r_{d-1} - sg[e_d]|^2   # summed over depths",
+    st.code(f"{explain.RQ_LOSS_CODE}\n# r: what depth d must explain, q: the codes it picked (Lee et al. 2022)",
             language="python")
 
 # -------------------------------------------------------------------------- 3. losses and STE
@@ -293,18 +297,18 @@ st.markdown("Each term in one line, with its value on this image. The argmin has
             "of the model learns from a different term:")
 ema = cfg.vq.codebook == "ema"
 lines = [
-    ("recon = F.mse_loss(x_hat, x) / data_variance",
+    (explain.RECON_CODE,
      f"**{t['recon']:.5f}**: reconstruction, trains encoder and decoder (data_variance = {cfg.data_variance:g}; "
      "van den Oord et al. 2017's code divides by the training set's variance)"),
-    ("codebook = F.mse_loss(e, z_e.detach())",
+    (explain.CODEBOOK_CODE,
      "|sg[z_e] − e|²: pulls each code towards its vectors; " + (
          "**EMA codebook here**: codes move by running averages instead, so this term is 0" if ema
          else f"**{t['codebook']:.5f}**")),
-    ("commit = beta * F.mse_loss(z_e, e.detach())",
+    (explain.COMMIT_CODE,
      f"β|z_e − sg[e]|²: keeps the encoder near its codes: {cfg.vq.beta:g} x **{t['commit']:.5f}**"),
-    ("z_q = z_e + (z_q - z_e).detach()",
+    (explain.STE_CODE["paper"],
      "straight-through (paper): forward uses z_q, backward copies the decoder's gradient onto z_e"),
-    ("z_q = z_q + (z_e - z_e.detach())",
+    (explain.STE_CODE["both"],
      "the 'both' variant: same forward value, and a gradient-learned codebook also gets the decoder's gradient"),
 ]
 for line, what in lines:
@@ -349,4 +353,5 @@ with prior_col:
     if loaded.has_prior:
         st.page_link("views/sample.py", label="Sample from this model's trained prior", icon=":material/casino:")
     else:
-        st.page_link("views/sample.py", label="This model has no prior yet: train one on the Sample page", icon=":material/casino:")
+        st.page_link("views/sample.py", label="This model has no prior yet: train one on the Sample page",
+                     icon=":material/casino:")

@@ -11,7 +11,7 @@ import torch
 
 from ui import state, text
 from ui.painter import grid_painter
-from vqdemo import analysis, grid_url, painting, runs
+from vqdemo import analysis, code_canvas, grid_url
 
 loaded = state.current()
 if loaded is None:
@@ -46,7 +46,7 @@ class Palette:
 def palette(path: str, mtime: float, depth: int, _model) -> Palette:
     """Each code of one depth decoded alone, encoded once per model file (path + mtime) for the class."""
     tiles = analysis.code_tiles(_model, depth)
-    return Palette(painting.tile_urls(tiles), tiles, painting.brightest_code(tiles))
+    return Palette(code_canvas.tile_urls(tiles), tiles, code_canvas.brightest_code(tiles))
 
 
 @st.cache_data(show_spinner="Encoding the validation images...", max_entries=16)
@@ -54,7 +54,7 @@ def code_stats(path: str, mtime: float, _model, _val_x) -> tuple[list[int], list
     """Per depth: the most used code (the blank canvas) and every code's frequency (random fill)."""
     codes = analysis.encode_all(_model, _val_x)
     sizes = _model.codebook_sizes
-    return painting.most_used(codes, sizes), [p.tolist() for p in painting.code_frequencies(codes, sizes)]
+    return code_canvas.most_used(codes, sizes), [p.tolist() for p in code_canvas.code_frequencies(codes, sizes)]
 
 
 model, data = loaded.model, loaded.data
@@ -64,20 +64,19 @@ if max(sizes) > MAX_PAINT_K:
             f"takes models with K up to {MAX_PAINT_K:,}. Pick a smaller model in the sidebar.")
     st.stop()
 h, w = model.latent_shape
-path = str(loaded.choice.path)
-mtime = (loaded.choice.path / runs.WEIGHTS).stat().st_mtime
+path, mtime = loaded.key
 background, freqs = code_stats(path, mtime, model, data.val_x)
 
 canvas_key = f"paint_canvas:{loaded.choice.id}:{mtime}"
 if canvas_key not in st.session_state:   # a shared link's painting (?grid=...) if it fits this model, else blank
     shared = grid_url.decode(st.query_params.get("grid", ""), list(sizes), h, w)
-    st.session_state[canvas_key] = painting.Canvas(shared or [painting.blank_grid(b, h, w) for b in background], sizes)
-canvas: painting.Canvas = st.session_state[canvas_key]
+    st.session_state[canvas_key] = code_canvas.Canvas(shared or [code_canvas.blank_grid(b, h, w) for b in background], sizes)
+canvas: code_canvas.Canvas = st.session_state[canvas_key]
 
 
-def encoded_layers(index: int) -> list[painting.Grid]:
+def encoded_layers(index: int) -> list[code_canvas.Grid]:
     codes = model.encode_codes(data.val_x[index : index + 1])  # (1, h, w) or (1, D, h, w)
-    return painting.as_stack(codes)[0].tolist()
+    return code_canvas.as_stack(codes)[0].tolist()
 
 
 def image_label(index: int) -> str:
@@ -88,7 +87,7 @@ def image_label(index: int) -> str:
 
 
 def reset() -> None:
-    canvas.replace([painting.blank_grid(b, h, w) for b in background])
+    canvas.replace([code_canvas.blank_grid(b, h, w) for b in background])
 
 
 def load_image() -> None:
@@ -98,7 +97,7 @@ def load_image() -> None:
 def random_fill(d: int) -> None:
     st.session_state["paint_random_seed"] = st.session_state.get("paint_random_seed", 0) + 1
     layers = [canvas.layer(i) for i in range(canvas.depth)]
-    layers[d] = painting.random_grid(torch.tensor(freqs[d]), h, w, st.session_state["paint_random_seed"])
+    layers[d] = code_canvas.random_grid(torch.tensor(freqs[d]), h, w, st.session_state["paint_random_seed"])
     canvas.replace(layers)
 
 
@@ -150,7 +149,7 @@ with right:
         st.caption("The decoder's picture of your code map, redrawn after every stroke.")
 
     st.markdown("**What the codes look like**")
-    used = painting.layer_legend(canvas.layer(d), top=6)
+    used = code_canvas.layer_legend(canvas.layer(d), top=6)
     for col, (c, count) in zip(st.columns(6), used):
         col.image(state.crisp(pal.tiles[c], 48), output_format="PNG", caption=f"#{c} ×{count}")
     st.caption("The codes in your grid, each decoded on its own (tiled over the whole map), with how many cells "

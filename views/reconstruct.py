@@ -7,7 +7,7 @@ import streamlit as st
 
 from ui import figures as fg
 from ui import state, text
-from vqdemo import analysis, runs
+from vqdemo import analysis
 from vqdemo.images import ImageError, border_mean, load_image
 from vqdemo.metrics import psnr_per_image
 
@@ -17,7 +17,7 @@ loaded = state.current()
 if loaded is None:
     st.stop()
 model, data, cfg = loaded.model, loaded.data, loaded.model.config
-key = (str(loaded.choice.path), (loaded.choice.path / runs.WEIGHTS).stat().st_mtime)
+key = loaded.key
 is_vq = loaded.kind in ("vq", "rq", "fsq")
 is_rq = loaded.kind == "rq"
 K = model.codebook_sizes

@@ -11,7 +11,7 @@ import torch
 
 from ui import figures, state, text
 from ui.jobs import browser_id, job_queue, owner_id, tick_seconds
-from vqdemo import analysis, painting, prior, runs
+from vqdemo import analysis, code_canvas, prior, runs
 from vqdemo.jobs import JobError
 
 PRIOR_SECONDS = 60
@@ -35,7 +35,7 @@ def load_prior(path: str, mtime: float):
 def draw(path: str, mtime: float, n: int, temperature: float, top_k: int, seed: int, label: int,
          _ae, _prior) -> tuple[np.ndarray, np.ndarray]:
     """n code maps from the prior and their images, cached by every setting (a class shares one URL)."""
-    codes, images = painting.sample_with_codes(_ae, _prior, n, temperature, top_k or None, seed,
+    codes, images = prior.sample_with_codes(_ae, _prior, n, temperature, top_k or None, seed,
                                                None if label < 0 else label)
     return codes.numpy(), images.numpy()
 
@@ -178,8 +178,8 @@ if view is not None and (view.active or st.session_state.get("prior_job_seen") !
     st.fragment(training_progress, run_every=tick_seconds(1.0))()
 
 if the_prior is not None:
-    nll = painting.prior_figures(run_dir)
-    uniform = painting.uniform_bits_per_image(sizes, h, w)
+    nll = prior.prior_figures(run_dir)
+    uniform = prior.uniform_bits_per_image(sizes, h, w)
     m1, m2, m3, m4 = st.columns(4)
     if nll:
         m1.metric("Bits per code", f"{nll['bits_per_code']:.2f}",
@@ -248,7 +248,7 @@ if sampled is not None:
     pick = left.number_input("Sample", 0, n - 1, key="sample_pick", width=200,
                              help="Which of the samples above to inspect (0 = top left, row by row).")
     codes = torch.from_numpy(sampled[0][int(pick)])  # (h, w) or (D, h, w)
-    stack = painting.as_stack(codes[None])[0]  # (D, h, w)
+    stack = code_canvas.as_stack(codes[None])[0]  # (D, h, w)
     maps = [stack[d].numpy() for d in range(len(sizes))]
     titles = [f"depth {d + 1}" for d in range(len(sizes))] if len(sizes) > 1 else None
     left.plotly_chart(figures.code_maps(maps, max(sizes), titles, cell_px=40 if len(sizes) == 1 else 26),

@@ -18,7 +18,7 @@ import torch
 
 from ui import charts, state, text
 from ui.jobs import OWNER_PARAM, browser_id, job_queue, owner_id, shared_figure, thin, tick_seconds
-from vqdemo import runs
+from vqdemo import files, runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
 from vqdemo.fit import check_app_limits, default_model_config, far_init_quantizer, near_init_quantizer
@@ -26,7 +26,7 @@ from vqdemo.fsq import FSQConfig
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.train import TrainConfig
+from vqdemo.trainer import TrainConfig
 
 BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "folder")]
 KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "fsq": "FSQ", "vae": "VAE"}
@@ -143,7 +143,7 @@ def save_upload(data: bytes) -> str:
     """An uploaded zip, stored once under the runs folder by content hash; vqdemo.images checks what is inside."""
     path = state.runs_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
     if not path.is_file():
-        runs.atomic_write_bytes(path, data)
+        files.atomic_write_bytes(path, data)
     return str(path)
 
 

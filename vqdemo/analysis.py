@@ -27,7 +27,8 @@ def image_grid(images: Tensor, nrow: int | None = None, pad: int = 1, fill: floa
     out = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), fill)
     for i in range(n):
         r, col = divmod(i, nrow)
-        out[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        out[:, top:top + h, left:left + w] = images[i]
     return out
 
 
@@ -270,7 +271,8 @@ def sample_note(nll: dict | None, uniform_bits: float, temperature: float) -> st
     note = (f"The prior describes an image in {saved:.0%} fewer bits than uniformly random codes: it has learned which "
             "codes go together, which the random codes beside it lack.")
     if temperature > 1.05:
-        note += f" At temperature {temperature:g} it samples from a flattened distribution, drifting towards random codes."
+        note += (f" At temperature {temperature:g} it samples from a flattened distribution, drifting towards "
+                 "random codes.")
     elif temperature < 0.95:
         note += f" At temperature {temperature:g} it favours its most likely codes: cleaner, less varied samples."
     return note

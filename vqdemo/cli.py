@@ -15,11 +15,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .analysis import rate_bits
-from .data import DATASETS, DataConfig, DataError, load_data
+from .data import DATASETS, DataConfig, DataError, data_config, load_data
 from .images import ImageError
 from .quantize import QuantizerConfig, ResidualConfig
-from .runs import CheckpointError, check_fits, data_config, load_model, new_run_dir
-from .train import MAX_THREADS, TrainConfig
+from .runs import CheckpointError, check_fits, load_model, new_run_dir
+from .trainer import MAX_THREADS, TrainConfig
 
 
 def _positive_int(text: str) -> int:
@@ -259,7 +259,7 @@ def evaluate(run: Path) -> dict:
     model, meta = load_model(run)
     data = load_data(data_config(meta, str(run)))
     check_fits(model, data, str(run))
-    stats = model.validate(data.val_x, data.val_y, 256)
+    stats = model.evaluate(data.val_x, data.val_y, 256)
     out = {"psnr": stats["psnr"], "mse": stats["mse"], "kind": model.config.kind}
     if model.config.kind != "vae":
         out.update(perplexity=stats["perplexity"], usage=stats["usage"], dead_codes=int(stats["dead"]),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import atomic_write_bytes
 from .images import ImageError, load_images_from_folder, load_images_from_zip
 
 DATASETS: dict[str, str] = {
@@ -91,6 +92,21 @@ class ImageData:
     @property
     def num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names else None
+
+
+def data_config(meta: dict, source: str) -> DataConfig:
+    """The DataConfig a run's meta records, with downloads off: a checkpoint from elsewhere must never make the
+    app fetch files, nor write them where its config points."""
+    data = meta.get("data", {})
+    if not isinstance(data, dict):
+        raise DataError(f"{source} has no usable data config (it is a {type(data).__name__}, not an object)")
+    odd = sorted(k for k, v in data.items() if not (v is None or isinstance(v, (str, int, float))))
+    if odd:   # a list or an object would reach DataConfig's hash (the dataset caches) as a TypeError
+        raise DataError(f"{source} has no usable data config ({', '.join(map(str, odd[:3]))}: not a plain value)")
+    try:
+        return DataConfig(**{**data, "download": False})
+    except TypeError as e:
+        raise DataError(f"{source} has no usable data config ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -208,7 +224,6 @@ def _load_mnist_full(cfg: DataConfig) -> tuple:
     root = Path(cfg.path)
     found = {role: _find(root, name) for role, (name, _) in MNIST_FILES.items()}
     if cfg.download and not all(found.values()):
-        from .runs import atomic_write_bytes
         for role, (name, md5) in MNIST_FILES.items():
             if found[role] is None:
                 found[role] = root / (name + ".gz")
@@ -286,7 +301,6 @@ def read_cifar_batch(data: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _download_cifar(root: Path) -> None:
     """Fetch the official tarball into memory and write only the batch files (nothing else is extracted)."""
-    from .runs import atomic_write_bytes
     data = _download(CIFAR_URL, CIFAR_MD5, 200 * 2**20)
     wanted = {f"data_batch_{i}" for i in range(1, 6)} | {"test_batch"}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:

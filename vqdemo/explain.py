@@ -12,12 +12,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .fsq import FiniteScalarQuantizer
 from .models import VQVAE
-from .quantize import QuantizerConfig, ResidualQuantizer, VectorQuantizer, nearest_code
+from .quantize import QuantizerConfig, ResidualQuantizer, Step, VectorQuantizer, nearest_code
+
+# The one line of PyTorch the Learn page shows for each step. tests/test_explain.py runs every line on a real model's
+# tensors and compares it with what the library computes, so a line that drifts from the computation fails there.
+DISTANCE_CODE = "dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ e.T + e.pow(2).sum(1)"  # x: (N, D) rows, e: (K, D)
+RECON_CODE = "recon = F.mse_loss(x_hat, x) / data_variance"
+CODEBOOK_CODE = "codebook = F.mse_loss(e, z_e.detach())"
+COMMIT_CODE = "commit = beta * F.mse_loss(z_e, e.detach())"
+STE_CODE = {"paper": "z_q = z_e + (z_q - z_e).detach()", "both": "z_q = z_q + (z_e - z_e.detach())"}
+RQ_LOSS_CODE = ("loss = recon + sum(F.mse_loss(q, r.detach()) + beta * F.mse_loss(r, q.detach())"
+                " for r, q in zip(residuals, chosen))")
 
 
 @dataclass
@@ -38,17 +47,6 @@ def distance_parts(x: Tensor, e: Tensor) -> DistanceParts:
     return DistanceParts(x_sq, cross, e_sq, x_sq + cross + e_sq, float((x - e).pow(2).sum()))
 
 
-@dataclass
-class DepthStep:
-    """One depth of quantisation (a VQ model has one). Shapes for a batch of B images on an h x w grid."""
-
-    residual: Tensor  # (B, D, h, w) what this depth must explain: z_e at depth 1, then r_d = r_{d-1} - q_d
-    compared: Tensor  # (B*h*w, D) the rows actually compared with the codebook (scaled / normalised as configured)
-    codes: Tensor     # (B, h, w) nearest code ids
-    dist: Tensor      # (B*h*w, K_d) squared distance of every row to every code
-    chosen: Tensor    # (B, D, h, w) the picked codes as the decoder sees them (q_d)
-
-
 def _layers(model: VQVAE) -> list[tuple[VectorQuantizer, Tensor]]:
     q = model.quantizer
     if isinstance(q, ResidualQuantizer):
@@ -57,31 +55,13 @@ def _layers(model: VQVAE) -> list[tuple[VectorQuantizer, Tensor]]:
 
 
 @torch.no_grad()
-def quantize_steps(model: VQVAE, z_e: Tensor) -> list[DepthStep]:
+def quantize_steps(model: VQVAE, z_e: Tensor) -> list[Step]:
     """Quantise encoder outputs (B, D, h, w) depth by depth, keeping what each depth saw and picked.
 
-    Mirrors `ResidualQuantizer.forward` / `VectorQuantizer.forward` in eval mode, so its codes equal
-    `model.encode_codes` and the sum of `chosen` equals the model's z_q.
+    The quantiser's own search (`depth_steps`, the one `forward` runs), so its codes equal `model.encode_codes` and the
+    sum of `chosen` equals the model's z_q. Nothing is updated, whatever the model's mode.
     """
-    b, d, h, w = z_e.shape
-    q = model.quantizer
-    if isinstance(q, FiniteScalarQuantizer):  # one step: the nearest grid point is each channel rounded
-        flat = (q.bound(z_e) / q._per_channel(q.half_width)).permute(0, 2, 3, 1).reshape(-1, d)  # (B*h*w, L)
-        codes, dist = nearest_code(flat, q.vectors())
-        codes = codes.reshape(b, h, w)
-        return [DepthStep(z_e.detach(), flat, codes, dist, q.lookup(codes))]
-    residual = z_e.detach()
-    steps = []
-    for layer, scale in _layers(model):
-        flat = (residual / scale).permute(0, 2, 3, 1).reshape(-1, d)  # (B, D, h, w) -> (B*h*w, D)
-        if layer.cfg.cosine:
-            flat = F.normalize(flat, dim=1)
-        codes, dist = nearest_code(flat, layer.vectors())
-        codes = codes.reshape(b, h, w)
-        chosen = layer.lookup(codes) * scale
-        steps.append(DepthStep(residual, flat, codes, dist, chosen))
-        residual = residual - chosen
-    return steps
+    return model.quantizer.depth_steps(z_e.detach())
 
 
 @dataclass
@@ -95,7 +75,7 @@ class CellDepth:
     left_norm: float       # |r_d| after subtracting the picked code
 
 
-def cell_steps(steps: list[DepthStep], row: int, col: int, image: int = 0) -> list[CellDepth]:
+def cell_steps(steps: list[Step], row: int, col: int, image: int = 0) -> list[CellDepth]:
     """Follow one cell (row, col) of one image through every depth of `quantize_steps`."""
     out = []
     for i, s in enumerate(steps):

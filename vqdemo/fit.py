@@ -1,7 +1,7 @@
 """From settings to a trained run: healthy default configs, the far-from-the-data baseline that collapses, and `fit`.
 
 `fit` is what the CLI, the app's background jobs and the benchmark call: load the data, seed, build the
-model, hand both to the one training loop in `train.py`.
+model, hand both to the one training loop in `trainer.py`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from .data import DataConfig, ImageData, load_data
+from .files import atomic_write_bytes
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig
-from .runs import MAX_PARAMS, atomic_write_bytes
-from .train import Control, Store, TrainConfig, TrainResult, train, validation_batch
+from .runs import MAX_PARAMS
+from .trainer import Control, Store, TrainConfig, TrainResult, run_training, validation_batch
 
 APP_MAX_K = 1024      # the Train page's K slider stops here, and so does every other way into the app
 APP_MAX_DEPTH = 8
@@ -62,7 +63,7 @@ SLACK_BYTES = 64 << 20    # allocator slack and the k-means init's transients, m
 
 
 def step_bytes(cfg: ModelConfig, batch_size: int) -> int:
-    """Peak memory of a training step or of a validation pass (train.validation_batch), whichever is larger.
+    """Peak memory of a training step or of a validation pass (trainer.validation_batch), whichever is larger.
 
     Activations: about 8 bytes per hidden channel per input pixel when training (kept for backward, plus their
     gradients), 4 when validating. Distances: nearest_code holds a few (positions, K) float32 tensors at once, one
@@ -151,6 +152,6 @@ def fit(
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg)
     meta = {**(meta or {}), "data": dataclasses.asdict(data_cfg), "command": command, "kind": model_cfg.kind}
-    result = train(model, (data.train_x, data.train_y), (data.val_x, data.val_y), train_cfg,
+    result = run_training(model, (data.train_x, data.train_y), (data.val_x, data.val_y), train_cfg,
                    out_dir=out_dir, store=store, meta=meta, control=control, on_event=on_event)
     return model, result

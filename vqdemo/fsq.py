@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .quantize import Quantized, perplexity_of
+from .quantize import USAGE_DECAY, Quantized, Step, nearest_code, perplexity_of, rows
 
 
 @dataclass
@@ -66,17 +66,30 @@ class FiniteScalarQuantizer(nn.Module):
         c = self._per_channel
         return torch.tanh(z + c(self.shift)) * c(self.half_range) - c(self.offset)
 
-    def forward(self, z_e: Tensor) -> Quantized:
+    def _round(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """z_e (B, L, h, w) -> bounded, rounded (both (B, L, h, w)) and the grid point's code id (B, h, w)."""
         bounded = self.bound(z_e)
         rounded = bounded.round()                               # integers in [-(n // 2), (n - 1) // 2] per channel
+        digits = (rounded + self._per_channel(self.half_width)).long()  # (B, L, h, w) in [0, n)
+        return bounded, rounded, (digits * self._per_channel(self.basis)).sum(1)  # (B, L, h, w) -> (B, h, w)
+
+    def depth_steps(self, z_e: Tensor) -> list[Step]:
+        """The rounding as a nearest-code search, for showing: one step, whose distances are to every grid point in
+        the decoder's units (rounding each channel is the nearest grid point). Changes nothing."""
+        bounded, _, codes = self._round(z_e)
+        flat = rows(bounded / self._per_channel(self.half_width))  # (B*h*w, L)
+        _, dist = nearest_code(flat, self.vectors())
+        picked = self.vectors()[codes.flatten()]
+        return [Step(z_e, flat, codes, dist, picked, self.lookup(codes))]
+
+    def forward(self, z_e: Tensor) -> Quantized:
+        bounded, rounded, codes = self._round(z_e)
         q = bounded + (rounded - bounded).detach()              # straight-through: forward rounds, backward copies
         z_q = q / self._per_channel(self.half_width)            # (B, L, h, w) in [-1, 1]
-        digits = (rounded + self._per_channel(self.half_width)).long()  # (B, L, h, w) in [0, n)
-        codes = (digits * self._per_channel(self.basis)).sum(1)  # (B, L, h, w) -> (B, h, w)
         counts = torch.bincount(codes.flatten(), minlength=self.k)
         if self.training:
             with torch.no_grad():
-                self.usage.mul_(0.99).add_(counts.float(), alpha=0.01)
+                self.usage.mul_(USAGE_DECAY).add_(counts.float(), alpha=1 - USAGE_DECAY)
         zero = z_e.new_zeros(())
         return Quantized(z_q=z_q, codes=codes, loss=zero, codebook_loss=zero, commit_loss=zero, counts=counts,
                          perplexity=perplexity_of(counts))

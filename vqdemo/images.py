@@ -7,6 +7,7 @@ with a message that says what was wrong and what to do.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import os
@@ -325,6 +326,14 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
         raise ImageError(f"to_uint8 expects (C, H, W) with C in (1, 3) or (H, W), got {tuple(x.shape)}.")
     a = torch.nan_to_num(x, nan=0.0).clamp(0, 1).mul(255).round().to(torch.uint8)
     return a.numpy()
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """uint8 (H, W) or (H, W, 3) -> a `data:image/png;base64,...` URL: the browser draws it as it is, and a PNG is
+    far smaller than a chart's nested lists of numbers."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def upscale_nearest(img: np.ndarray, scale: int) -> np.ndarray:

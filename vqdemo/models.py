@@ -2,7 +2,7 @@
 and a plain VAE.
 
 All three share the encoder/decoder of `nets.py`, so comparing them compares the bottleneck alone.
-Each implements the training protocol of `train.py`: `training_loss(batch)` and `validate(x, y, batch_size)`.
+Each implements the training protocol of `trainer.py`: `training_loss(batch)` and `evaluate(x, y, batch_size)`.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class Autoencoder(nn.Module):
         return out.loss, stats
 
     @torch.no_grad()
-    def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
+    def evaluate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
         """Validation figures over the whole set; "score" (recon MSE) picks the best checkpoint."""
         sums: dict[str, float] = {}
         counts: list[Tensor] | None = None

@@ -54,7 +54,8 @@ class ConvDecoder(nn.Module):
     def __init__(self, out_channels: int, hidden: int, res_blocks: int, res_hidden: int, downsample: int, in_dim: int):
         super().__init__()
         n_up = int(math.log2(downsample))
-        layers: list[nn.Module] = [nn.Conv2d(in_dim, hidden, 3, padding=1), residual_stack(hidden, res_hidden, res_blocks)]
+        layers: list[nn.Module] = [nn.Conv2d(in_dim, hidden, 3, padding=1),
+                                   residual_stack(hidden, res_hidden, res_blocks)]
         ch = hidden
         for i in range(n_up):
             last = i == n_up - 1

@@ -27,13 +27,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import runs
-from .data import load_data
-from .train import Control, Store, TrainConfig, train
+from .data import data_config, load_data
+from .trainer import Control, Store, TrainConfig, run_training
 
 KINDS = ("pixelcnn", "rq")
 PRIOR_DIR = "prior"  # an autoencoder run keeps its prior in <run>/prior/
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"  # the repository's models: read-only to the app
 MIRRORS = "priors"   # <runs>/priors/<name>-<hash>/: priors the app trained for models in folders it must not write
+# A prior's run is short (a minute from the Sample page): validating, and keeping the best, every 100 steps
+# rather than the autoencoder's 250 gives it enough checkpoints to pick from.
+PRIOR_VAL_EVERY = 100
 
 # What the Sample page and the CLI start at. 1.0 samples the prior's own distribution; below 1 favours its likelier
 # codes. Measured with bench/prior_quality.py on the shipped class-conditional MNIST priors (README): lower
@@ -207,21 +210,21 @@ class GatedStack(nn.Module):
     def begin_row(self, s: _StackState, i: int) -> None:
         """Vertical stack of row i for every layer (it only needs rows < i, already written)."""
         r = self.r
-        for l, layer in enumerate(self.layers):
-            v_out, s.links[l] = layer.vertical(s.v_in[l][:, :, i : i + r + 1], s.conds[l])  # (n, C, 1, W)
-            if l + 1 < len(self.layers):
-                s.v_in[l + 1][:, :, r + i : r + i + 1, r:-r] = v_out
+        for k, layer in enumerate(self.layers):
+            v_out, s.links[k] = layer.vertical(s.v_in[k][:, :, i : i + r + 1], s.conds[k])  # (n, C, 1, W)
+            if k + 1 < len(self.layers):
+                s.v_in[k + 1][:, :, r + i : r + i + 1, r:-r] = v_out
         for h in s.h_in:
             h.zero_()
 
     def step(self, s: _StackState, j: int) -> Tensor:
         """Horizontal stack at column j of the current row -> features (n, C) that predict the code there."""
         r = self.r
-        for l, layer in enumerate(self.layers):
-            h_pad = s.h_in[l][:, :, :, j : j + r + 1]  # (n, C, 1, r+1)
-            h_in = s.h_in[l][:, :, :, r + j : r + j + 1]  # (n, C, 1, 1)
-            link = s.links[l][..., j : j + 1]  # (n, 2C, 1, 1)
-            s.h_in[l + 1][:, :, :, r + j : r + j + 1] = layer.horizontal(h_pad, h_in, link, s.conds[l])
+        for k, layer in enumerate(self.layers):
+            h_pad = s.h_in[k][:, :, :, j : j + r + 1]  # (n, C, 1, r+1)
+            h_in = s.h_in[k][:, :, :, r + j : r + j + 1]  # (n, C, 1, 1)
+            link = s.links[k][..., j : j + 1]  # (n, 2C, 1, 1)
+            s.h_in[k + 1][:, :, :, r + j : r + j + 1] = layer.horizontal(h_pad, h_in, link, s.conds[k])
         return s.h_in[-1][:, :, 0, r + j]
 
     def write(self, s: _StackState, i: int, j: int, x: Tensor) -> None:
@@ -310,14 +313,14 @@ class _CodePrior(nn.Module):
         return sum(F.cross_entropy(lg, codes[:, d], reduction="sum") for d, lg in enumerate(logits))
 
     @torch.no_grad()
-    def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
+    def evaluate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
         """Bits per code over a whole set; "score" (lower is better) is bits per code."""
         if not _is_int(batch_size) or batch_size < 1:
             raise PriorError(f"batch_size must be an int >= 1, got {batch_size!r}.")
         codes = self._as_stack(x)
         labels = self._labels(y, codes.shape[0], required=True)
         if codes.shape[0] == 0:
-            raise PriorError("validate needs at least one code map.")
+            raise PriorError("evaluate needs at least one code map.")
         was_training, total = self.training, 0.0
         self.eval()
         try:
@@ -333,7 +336,7 @@ class _CodePrior(nn.Module):
             "score": bits,
             "bits_per_code": bits,
             "bits_per_image": bits * per_image,
-            "uniform_bits_per_image": sum(math.log2(k) for k in cfg.codebook_sizes) * cfg.height * cfg.width,
+            "uniform_bits_per_image": uniform_bits_per_image(cfg.codebook_sizes, cfg.height, cfg.width),
         }
 
     @torch.no_grad()
@@ -517,18 +520,19 @@ def train_prior(
     prior_write_dir(ae_dir) (<ae_dir>/prior/, or the runs-folder mirror for a shipped checkpoint).
 
     The default prior is class-conditional when the dataset has labels. Training goes through the one loop
-    of train.py (seeds, pause/stop via `control`, events, best checkpoint by bits per code); how it ended
+    of trainer.py (seeds, pause/stop via `control`, events, best checkpoint by bits per code); how it ended
     is in <out_dir>/status.json and the final "end" event. Returns out_dir. With `store`, the run's files go there
     instead (a job's worker sends them back to the app).
     """
-    train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed, val_every=100)
+    train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed,
+                            val_every=PRIOR_VAL_EVERY)
     train_cfg.validate()  # a bad budget is refused before the dataset is loaded and encoded
     ae_dir = Path(ae_dir)
     ae, ae_meta = runs.load_model(ae_dir)
     _code_kind(ae)
     if not isinstance(ae_meta.get("data"), dict):
         raise PriorError(f"{ae_dir} records no data config, so its dataset cannot be encoded; retrain the autoencoder.")
-    data = load_data(runs.data_config(ae_meta, str(ae_dir)))
+    data = load_data(data_config(ae_meta, str(ae_dir)))
     labelled = data.train_y is not None and data.val_y is not None
     cfg = prior_cfg or prior_config_for(ae, data.num_classes if labelled else None)
     _check_fits(cfg, ae)
@@ -545,7 +549,7 @@ def train_prior(
     prior = build_prior(cfg)
     out_dir = Path(out_dir) if out_dir is not None else prior_write_dir(ae_dir)
     meta = {"role": "prior", "autoencoder": ae_meta.get("model"), "data": ae_meta["data"]}
-    train(
+    run_training(
         prior,
         (encode_codes(ae, data.train_x), train_y),  # (N, C, H, W) -> (N, [D,] h, w)
         (encode_codes(ae, data.val_x), val_y),
@@ -623,9 +627,48 @@ def sample_images(
         ae, prior = runs.load_model(source)[0], load_prior(source)[0]
     else:
         ae, prior = source
+    return sample_with_codes(ae, prior, n, temperature, top_k, seed, label)[1]
+
+
+@torch.no_grad()
+def sample_with_codes(
+    ae: nn.Module,
+    prior: _CodePrior,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    label: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`sample_images` that also returns the sampled code maps (the Sample page shows them): (codes (n, [D,] h, w),
+    images (n, C, H, W)). Same seed, same draws."""
     _check_fits(prior.config, ae)
     if label is not None and not _is_int(label):
         raise PriorError(f"label must be None or an int class index, got {label!r}.")
     labels = None if label is None else torch.tensor(label)
     codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels)
-    return ae.decode_codes(codes.to(next(ae.parameters()).device)).cpu()
+    return codes, ae.decode_codes(codes.to(next(ae.parameters()).device)).cpu()
+
+
+def uniform_bits_per_image(sizes: list[int], h: int, w: int) -> float:
+    """log2(K) bits per code summed over depths, times h*w codes: what a prior that learned nothing pays."""
+    return sum(math.log2(k) for k in sizes) * h * w
+
+
+def prior_figures(run_dir: Path | str) -> dict[str, float] | None:
+    """The prior's validation NLL (bits per code, bits per image, uniform bits per image, step), or None.
+
+    Prefers status.json's best checkpoint (the weights that are loaded), else the last good val row.
+    """
+    folder = prior_dir(run_dir)
+    keys = ("bits_per_code", "bits_per_image", "uniform_bits_per_image")
+
+    def usable(row: dict) -> bool:
+        return all(isinstance(row.get(k), (int, float)) and math.isfinite(row[k]) for k in keys)
+
+    rows = [runs.read_status(folder).get("best", {})]   # cleaned: a planted status.json is a dict of floats here
+    rows += reversed([r for r in runs.read_metrics(folder) if r.get("type") == "val"])
+    best = next((r for r in rows if usable(r)), None)
+    if best is None:
+        return None
+    return {**{k: float(best[k]) for k in keys}, "step": int(best.get("step", 0))}

@@ -65,6 +65,24 @@ class QuantizerConfig:
 
 
 @dataclass
+class Step:
+    """One depth of quantisation as the codebook saw it (a VQ layer has one). The one search that training
+    (`forward`) and the teaching pages (`depth_steps`) share. Shapes for B images on an h x w grid."""
+
+    residual: Tensor  # (B, D, h, w) what this depth must explain: z_e at depth 1, then r_d = r_{d-1} - q_d
+    compared: Tensor  # (B*h*w, D) the rows compared with the codebook (divided by the depth's scale, normalised when cosine)
+    codes: Tensor     # (B, h, w) nearest code ids
+    dist: Tensor | None  # (B*h*w, K) squared distance of every row to every code (None where forward drops it)
+    picked: Tensor    # (B*h*w, D) the nearest code of each compared row, codebook gradient attached
+    chosen: Tensor    # (B, D, h, w) q_d: the picked codes as the decoder sees them (times the depth's scale)
+
+
+def rows(z: Tensor) -> Tensor:
+    """A latent map as the rows a codebook compares: (B, D, h, w) -> (B*h*w, D)."""
+    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+
+
+@dataclass
 class Quantized:
     """What one quantiser pass returns. Losses are scalars; stats are plain floats for logging."""
 
@@ -75,6 +93,7 @@ class Quantized:
     commit_loss: Tensor    # |z_e - sg(e)|^2: keeps the encoder near its codes
     counts: Tensor         # (K,) how many vectors picked each code in this batch
     perplexity: float      # exp(entropy of code usage): the effective number of codes in use
+    step: Step | None = None  # the search behind it (VQ layers), before this pass's codebook upkeep
 
     @property
     def used(self) -> int:
@@ -102,6 +121,14 @@ def nearest_code(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
     dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)[None, :]
     dist = dist.clamp_min(0)
     return dist.argmin(1), dist
+
+
+# Running averages that others read in their units:
+USAGE_DECAY = 0.99  # `usage` keeps 99% of itself and adds 1% of each step's counts: vectors per step over ~100
+                    # steps, the unit of QuantizerConfig.dead_threshold and of the Train page's usage chart
+SCALE_DECAY = 0.99  # norm_residual: each RQ depth's running residual RMS over ~100 steps (saved with the weights)
+SPLIT_NOISE = 0.01  # resize: a new code is a busy code plus noise of 1% of the codebook's spread, so the two split
+                    # that code's vectors between them instead of staying one code twice
 
 
 class VectorQuantizer(nn.Module):
@@ -134,18 +161,42 @@ class VectorQuantizer(nn.Module):
         """Code ids (B, H, W) -> code vectors (B, D, H, W)."""
         return self.vectors()[codes].permute(0, 3, 1, 2)
 
-    def forward(self, z_e: Tensor) -> Quantized:
-        b, d, h, w = z_e.shape
-        flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # (B, D, H, W) -> (B*H*W, D)
-        if self.cfg.cosine:
-            flat = F.normalize(flat, dim=1)
-        if self.training and not bool(self.initted):
-            self._kmeans_init(flat.detach())
+    def search(self, z: Tensor, scale: Tensor | None = None, keep_dist: bool = True) -> Step:
+        """The nearest code of every vector of z / scale (z: (B, D, h, w)); changes nothing.
 
-        codes, _ = nearest_code(flat.detach(), self.vectors().detach())  # (B*H*W,)
+        `compared` keeps z's gradient and `chosen` the codebook's, so `forward` builds its losses on them.
+        keep_dist=False drops the (B*h*w, K) distances once the argmin is taken: training does not hold them.
+        """
+        b, d, h, w = z.shape
+        flat = self._rows(z, scale)
+        codes, dist = nearest_code(flat.detach(), self.vectors().detach())  # (B*h*w,), (B*h*w, K)
+        picked = self.vectors()[codes]  # (B*h*w, D) a copy: this step's EMA move and restarts do not change it
+        chosen = picked.reshape(b, h, w, d).permute(0, 3, 1, 2)  # (B*h*w, D) -> (B, D, h, w)
+        return Step(z, flat, codes.reshape(b, h, w), dist if keep_dist else None, picked,
+                    chosen if scale is None else chosen * scale)
+
+    def _rows(self, z: Tensor, scale: Tensor | None) -> Tensor:
+        """(B, D, h, w) -> (B*h*w, D) rows as the codebook compares them: divided by scale, unit-norm when cosine."""
+        flat = rows(z if scale is None else z / scale)
+        return F.normalize(flat, dim=1) if self.cfg.cosine else flat
+
+    def depth_steps(self, z_e: Tensor) -> list[Step]:
+        """What `forward` compares and picks, for showing: one depth. Changes nothing."""
+        return [self.search(z_e)]
+
+    def forward(self, z_e: Tensor, scale: Tensor | None = None, learn: bool | None = None,
+                keep_dist: bool = False) -> Quantized:
+        """Quantise z_e (B, D, H, W) (divided by `scale` first, as a residual depth does). learn (default: in
+        training) also starts the codebook on the data, moves it (EMA) and restarts dead codes. keep_dist: keep
+        the distances in `.step` (for showing; at K = 1024 they outweigh everything else a pass holds)."""
+        learn = self.training if learn is None else learn
+        if learn and not bool(self.initted):
+            self._kmeans_init(self._rows(z_e, scale).detach())
+        step = self.search(z_e, scale, keep_dist)
+        flat, e = step.compared, step.picked  # (B*h*w, D) each: the rows and their codes as they were compared
+        codes = step.codes.flatten()
         counts = torch.bincount(codes, minlength=self.k)
-        e = self.vectors()[codes]  # (B*H*W, D) the codes as they were compared, before this step's EMA move and restarts
-        if self.training:
+        if learn:
             self._update(flat.detach(), codes, counts)
 
         codebook_loss = F.mse_loss(e, flat.detach()) if self.cfg.codebook == "grad" else flat.new_zeros(())
@@ -154,15 +205,16 @@ class VectorQuantizer(nn.Module):
             q = flat + (e - flat).detach()
         else:
             q = e + (flat - flat.detach())
-        z_q = q.reshape(b, h, w, d).permute(0, 3, 1, 2)  # (B*H*W, D) -> (B, D, H, W)
+        z_q = q.reshape(step.codes.shape + (q.shape[1],)).permute(0, 3, 1, 2)  # (B*h*w, D) -> (B, D, h, w)
         return Quantized(
             z_q=z_q,
-            codes=codes.reshape(b, h, w),
+            codes=step.codes,
             loss=codebook_loss + self.cfg.beta * commit_loss,
             codebook_loss=codebook_loss,
             commit_loss=commit_loss,
             counts=counts,
             perplexity=perplexity_of(counts),
+            step=step,
         )
 
     @torch.no_grad()
@@ -196,7 +248,7 @@ class VectorQuantizer(nn.Module):
     def _update(self, x: Tensor, codes: Tensor, counts: Tensor) -> None:
         """Per-step bookkeeping: running usage, EMA codebook update, dead-code restart."""
         decay = self.cfg.decay
-        self.usage.mul_(0.99).add_(counts.float(), alpha=0.01)
+        self.usage.mul_(USAGE_DECAY).add_(counts.float(), alpha=1 - USAGE_DECAY)
         if self.cfg.codebook == "ema":
             sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, x)  # (K, D)
             self.ema_count.mul_(decay).add_(counts.float(), alpha=1 - decay)
@@ -236,7 +288,7 @@ class VectorQuantizer(nn.Module):
             tensors = {n: t[keep] for n, t in self._resizable().items()}
         else:
             src = order[torch.arange(new_k - k) % k]
-            scale = self.codebook.data.std().clamp_min(1e-3) * 0.01
+            scale = self.codebook.data.std().clamp_min(1e-3) * SPLIT_NOISE
             noise = torch.randn(new_k - k, self.cfg.dim, device=self.codebook.device) * scale
             self.usage[src] /= 2
             grown = {n: t[src].clone() for n, t in self._resizable().items()}
@@ -324,21 +376,15 @@ class ResidualQuantizer(nn.Module):
             self.steps += 1
         elif not self.training:
             self.active_depth = self.trained_depth
-        residual = z_e
-        total = torch.zeros_like(z_e)
-        outs: list[Quantized] = []
+        outs = self._depths(z_e, self.active_depth, learn=self.training, keep_dist=False)
         codebook_losses, commit_losses = [], []
-        for d in range(self.active_depth):
-            layer = self.layer(d)
-            scale = self._scale(d, residual)
-            out = layer(residual / scale)                    # codes, usage and EMA upkeep at unit scale when norm_residual
-            e = layer.lookup(out.codes) * scale              # (B, D, H, W) the chosen codes, gradient to the codebook only
+        grad_codebook = self.layers[0].cfg.codebook == "grad"
+        for layer_out in outs:
+            r, e = layer_out.step.residual, layer_out.step.chosen  # (B, D, H, W) each; e has the codebook's gradient
             # Losses in the latent's own units: at unit scale a late, tiny residual would get its gradient blown up by 1/scale.
-            codebook_losses.append(F.mse_loss(e, residual.detach()) if layer.cfg.codebook == "grad" else e.new_zeros(()))
-            commit_losses.append(F.mse_loss(residual, e.detach()))
-            outs.append(out)
-            total = total + e
-            residual = residual - e.detach()                 # r_d = r_{d-1} - q_d: what is still left to explain
+            codebook_losses.append(F.mse_loss(e, r.detach()) if grad_codebook else e.new_zeros(()))
+            commit_losses.append(F.mse_loss(r, e.detach()))
+        total = sum(o.step.chosen for o in outs)
         if self.layers[0].cfg.ste == "paper":
             z_q = z_e + (total - z_e).detach()
         else:
@@ -353,13 +399,29 @@ class ResidualQuantizer(nn.Module):
             layers=outs,
         )
 
-    def _scale(self, d: int, residual: Tensor) -> Tensor:
+    def depth_steps(self, z_e: Tensor) -> list[Step]:
+        """What `forward` compares and picks at every trained depth, for showing. Changes nothing."""
+        return [out.step for out in self._depths(z_e, self.trained_depth, learn=False, keep_dist=True)]
+
+    def _depths(self, z_e: Tensor, n: int, learn: bool, keep_dist: bool) -> list[Quantized]:
+        """Quantise z_e (B, D, H, W) depth by depth, each depth the nearest codes to what the earlier ones left.
+        learn: move each depth's scale and codebook on the way (training); keep_dist: as in VectorQuantizer."""
+        residual = z_e
+        outs: list[Quantized] = []
+        for d in range(n):
+            out = self.layer(d)(residual, self._scale(d, residual, learn), learn, keep_dist)  # compared at unit scale
+            outs.append(out)
+            residual = residual - out.step.chosen.detach()   # r_d = r_{d-1} - q_d: what is still left to explain
+        return outs
+
+    def _scale(self, d: int, residual: Tensor, learn: bool) -> Tensor:
         if not self.rq.norm_residual:
             return self.scales[d].clone()
-        if self.training:
+        if learn:
             with torch.no_grad():
                 rms = residual.pow(2).mean().sqrt().clamp_min(1e-6)
-                self.scales[d] = 0.99 * self.scales[d] + 0.01 * rms if self.scale_seen[d] else rms
+                self.scales[d] = (SCALE_DECAY * self.scales[d] + (1 - SCALE_DECAY) * rms
+                                  if self.scale_seen[d] else rms)
                 self.scale_seen[d] = True
         return self.scales[d].clone()  # a copy: the buffer changes in place on the next step
 

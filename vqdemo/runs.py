@@ -1,7 +1,7 @@
 """Runs on disk: `runs/<id>/` with config.json, metrics.jsonl, status.json and safetensors weights.
 
-Every write is atomic (temp file in the same folder, then os.replace), so a crash mid-write leaves the
-previous file intact. Loading never unpickles: weights come from safetensors, configs from JSON, and a
+Every write is atomic (`files`: temp file in the same folder, then os.replace), so a crash mid-write leaves
+the previous file intact. Loading never unpickles: weights come from safetensors, configs from JSON, and a
 checkpoint whose tensors do not fit its config is refused with a clear message.
 """
 
@@ -14,7 +14,6 @@ import math
 import os
 import secrets
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from .files import FILE_MODE, atomic_write_bytes, atomic_write_text, write_json
 from .models import ModelConfig, build_model, parameter_count
 
 WEIGHTS = "model.safetensors"   # the best checkpoint by validation score
@@ -49,32 +49,6 @@ class CheckpointError(ValueError):
 
 def default_runs_dir() -> Path:
     return Path(os.environ.get("VQDEMO_RUNS_DIR", "runs"))
-
-
-def _read_umask() -> int:
-    """The process umask, read once at import (os.umask can only be read by setting it, which races with threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_read_umask()   # what open() would give: mkstemp's 0600 would hide runs from another account
-
-
-def _mkstemp(folder: Path, prefix: str) -> tuple[int, str]:
-    """A temp file beside its target, with the umask's mode rather than mkstemp's 0600."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-    except OSError:
-        pass
-    return fd, tmp
 
 
 def read_capped(path: Path, limit: int, *, truncate: bool = False) -> bytes:
@@ -109,29 +83,6 @@ def read_capped(path: Path, limit: int, *, truncate: bool = False) -> bytes:
             raise CheckpointError(f"{path} is larger than {limit:,} bytes: not a vqdemo file")
         data = data[:limit]
     return data
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp(path.parent, f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def read_json(path: Path) -> dict:
@@ -211,23 +162,6 @@ def model_from_meta(meta: dict, source: str):
         raise CheckpointError(f"{source} describes a model of {size:,} parameters, over the {MAX_PARAMS:,} "
                               "this app allows: too large")
     return build_model(cfg)
-
-
-def data_config(meta: dict, source: str):
-    """The DataConfig a run's meta records, with downloads off: a checkpoint from elsewhere must never make the
-    app fetch files, nor write them where its config points."""
-    from .data import DataConfig
-
-    data = meta.get("data", {})
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{source} has no usable data config (it is a {type(data).__name__}, not an object)")
-    odd = sorted(k for k, v in data.items() if not (v is None or isinstance(v, (str, int, float))))
-    if odd:   # a list or an object would reach DataConfig's hash (the dataset caches) as a TypeError
-        raise CheckpointError(f"{source} has no usable data config ({', '.join(map(str, odd[:3]))}: not a plain value)")
-    try:
-        return DataConfig(**{**data, "download": False})
-    except TypeError as e:
-        raise CheckpointError(f"{source} has no usable data config ({e})") from None
 
 
 def load_model(path: Path | str, which: str = WEIGHTS):

@@ -54,7 +54,7 @@ def hostile_server(tmp_path_factory):
     from helpers import tiny_config
     from vqdemo.data import DataConfig
     from vqdemo.fit import fit
-    from vqdemo.train import TrainConfig
+    from vqdemo.trainer import TrainConfig
 
     root = tmp_path_factory.mktemp("hostile-browser") / "runs"
     zip_path = evil_zip(tmp_path_factory.mktemp("zips") / "evil.zip")

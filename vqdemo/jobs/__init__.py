@@ -33,7 +33,7 @@ from .. import runs
 from ..data import DataConfig
 from ..models import ModelConfig
 from ..quantize import QuantizerConfig
-from ..train import TrainConfig, check_lr
+from ..trainer import TrainConfig, check_lr
 from .worker import JobSpec
 
 ACTIVE = ("queued", "running", "paused", "stopping")

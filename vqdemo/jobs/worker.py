@@ -172,7 +172,7 @@ def serve(conn: Connection) -> None:
     runtime.configure()
     _yield_to_the_web_server()
     _warm_up()
-    from ..train import Control
+    from ..trainer import Control
 
     try:
         spec = conn.recv()

@@ -1,26 +1,18 @@
-"""What the Paint and Sample pages compute: a student's own code canvas with undo, palette tiles as
-PNG data URLs, sensible blank and random code maps, sampling that keeps the code maps, the prior's
-NLL figures. (Training a prior in the background is a job of the class queue: `vqdemo.jobs`.)
+"""What the Paint page computes: a student's own code canvas with undo, palette tiles as PNG data URLs,
+sensible blank and random code maps. (Sampling with the codes kept and the prior's NLL figures, for the
+Sample page, are in `vqdemo.prior`.)
 
 No streamlit here: the pages hold the widgets, this file holds the state and the math.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import math
-from pathlib import Path
-
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from . import runs
 from .analysis import usage
-from .images import to_uint8
-from .prior import prior_dir as find_prior_dir
+from .images import png_data_url, to_uint8
 
 Grid = list[list[int]]  # h rows of w code ids
 
@@ -31,12 +23,7 @@ class PaintError(ValueError):
 
 def tile_urls(tiles: Tensor) -> list[str]:
     """(K, C, H, W) images in [0, 1] -> K `data:image/png;base64,...` URLs for the grid painter's palette."""
-    out = []
-    for tile in tiles:
-        buf = io.BytesIO()
-        Image.fromarray(to_uint8(tile)).save(buf, format="PNG")
-        out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
-    return out
+    return [png_data_url(to_uint8(tile)) for tile in tiles]
 
 
 def brightest_code(tiles: Tensor) -> int:
@@ -148,46 +135,3 @@ def layer_legend(grid: Grid, top: int = 8) -> list[tuple[int, int]]:
     ids, counts = np.unique(np.asarray(grid), return_counts=True)
     order = np.argsort(-counts, kind="stable")[:top]
     return [(int(ids[i]), int(counts[i])) for i in order]
-
-
-@torch.no_grad()
-def sample_with_codes(
-    ae: torch.nn.Module,
-    prior: torch.nn.Module,
-    n: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    label: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Like `prior.sample_images`, but also returns the sampled code maps: (codes, images (n, C, H, W)).
-
-    Same seed, same draws: the images equal `sample_images((ae, prior), ...)`.
-    """
-    labels = None if label is None else torch.tensor(int(label))
-    codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels)
-    return codes, ae.decode_codes(codes).cpu()
-
-
-def uniform_bits_per_image(sizes: list[int], h: int, w: int) -> float:
-    """log2(K) bits per code summed over depths, times h*w codes: what a prior that learned nothing pays."""
-    return sum(math.log2(k) for k in sizes) * h * w
-
-
-def prior_figures(run_dir: Path | str) -> dict[str, float] | None:
-    """The prior's validation NLL (bits per code, bits per image, uniform bits per image, step), or None.
-
-    Prefers status.json's best checkpoint (the weights that are loaded), else the last good val row.
-    """
-    prior_dir = find_prior_dir(run_dir)
-    keys = ("bits_per_code", "bits_per_image", "uniform_bits_per_image")
-
-    def usable(row: dict) -> bool:
-        return all(isinstance(row.get(k), (int, float)) and math.isfinite(row[k]) for k in keys)
-
-    rows = [runs.read_status(prior_dir).get("best", {})]   # cleaned: a planted status.json is a dict of floats here
-    rows += reversed([r for r in runs.read_metrics(prior_dir) if r.get("type") == "val"])
-    best = next((r for r in rows if usable(r)), None)
-    if best is None:
-        return None
-    return {**{k: float(best[k]) for k in keys}, "step": int(best.get("step", 0))}

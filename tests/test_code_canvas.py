@@ -1,5 +1,5 @@
-"""vqdemo.painting: the canvas and its undo, palette tiles, blank/random maps, sampling with codes,
-the prior's NLL figures. (A prior trained in the background is a job: tests/test_jobs*.py.)"""
+"""vqdemo.code_canvas: the canvas and its undo, palette tiles, blank/random maps; and vqdemo.prior's sampling
+with codes, the prior's NLL figures. (A prior trained in the background is a job: tests/test_jobs*.py.)"""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import torch
 from PIL import Image
 
 from ui.painter import _TILE
-from vqdemo import runs
-from vqdemo.models import ModelConfig, build_model
-from vqdemo.painting import (
+from vqdemo import files, runs
+from vqdemo.code_canvas import (
     Canvas,
     PaintError,
     blank_grid,
@@ -22,13 +21,19 @@ from vqdemo.painting import (
     code_frequencies,
     layer_legend,
     most_used,
-    prior_figures,
     random_grid,
-    sample_with_codes,
     tile_urls,
+)
+from vqdemo.models import ModelConfig, build_model
+from vqdemo.prior import (
+    PriorConfig,
+    PriorError,
+    build_prior,
+    prior_figures,
+    sample_images,
+    sample_with_codes,
     uniform_bits_per_image,
 )
-from vqdemo.prior import PriorConfig, PriorError, build_prior, sample_images
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 
 
@@ -138,7 +143,7 @@ def test_prior_figures_prefer_status_then_metrics(tmp_path) -> None:
     prior_dir = tmp_path / "prior"
     prior_dir.mkdir()
     row = {"type": "val", "step": 9, "bits_per_code": 3.0, "bits_per_image": 147.0, "uniform_bits_per_image": 294.0}
-    runs.atomic_write_text(prior_dir / "metrics.jsonl", "{\"type\": \"train\", \"step\": 9}\n" + json.dumps(row))
+    files.atomic_write_text(prior_dir / "metrics.jsonl", "{\"type\": \"train\", \"step\": 9}\n" + json.dumps(row))
     assert prior_figures(tmp_path) == {"bits_per_code": 3.0, "bits_per_image": 147.0,
                                        "uniform_bits_per_image": 294.0, "step": 9}
     runs.write_json(prior_dir / "status.json", {"best": {**row, "bits_per_code": 2.5, "step": 5}})

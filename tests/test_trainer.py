@@ -13,7 +13,7 @@ from vqdemo import runs
 from vqdemo.data import DataConfig, load_data
 from vqdemo.fit import far_init_quantizer, fit, near_init_quantizer
 from vqdemo.models import build_model
-from vqdemo.train import Control, TrainConfig, train
+from vqdemo.trainer import Control, TrainConfig, run_training
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def digits():
 
 def test_run_folder_has_everything_and_reloads(tmp_path, digits):
     model = build_model(tiny_config())
-    result = train(model, *digits, TrainConfig(steps=40, val_every=20, log_every=5, batch_size=32),
+    result = run_training(model, *digits, TrainConfig(steps=40, val_every=20, log_every=5, batch_size=32),
                    out_dir=tmp_path, meta={"data": {"name": "digits"}})
     assert result.state == "done" and result.steps == 40
     for name in ("config.json", "status.json", "metrics.jsonl", runs.WEIGHTS, runs.LAST):
@@ -37,7 +37,7 @@ def test_run_folder_has_everything_and_reloads(tmp_path, digits):
     x = digits[1][0][:8]
     best_step = result.best["step"]
     assert best_step in (1, 10, 20, 40)
-    assert math.isclose(loaded.validate(digits[1][0], None, 64)["score"], result.best["score"], rel_tol=1e-4)
+    assert math.isclose(loaded.evaluate(digits[1][0], None, 64)["score"], result.best["score"], rel_tol=1e-4)
     assert loaded(x).x_hat.shape == x.shape
 
 
@@ -45,7 +45,7 @@ def test_same_seed_same_weights(digits):
     def once():
         torch.manual_seed(0)
         model = build_model(tiny_config())
-        train(model, *digits, TrainConfig(steps=15, seed=3, batch_size=32, val_every=100))
+        run_training(model, *digits, TrainConfig(steps=15, seed=3, batch_size=32, val_every=100))
         return model.state_dict()
     a, b = once(), once()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -58,7 +58,7 @@ def test_pause_single_step_resume_and_stop_from_another_thread(digits):
     events = []
     model = build_model(tiny_config())
     worker = threading.Thread(target=lambda: events.append(
-        train(model, *digits, TrainConfig(steps=10_000, batch_size=16, val_every=10_000), control=control,
+        run_training(model, *digits, TrainConfig(steps=10_000, batch_size=16, val_every=10_000), control=control,
               on_event=lambda e: events.append(e))))
     worker.start()
     time.sleep(0.5)
@@ -80,7 +80,7 @@ def test_live_changes_apply_between_steps(digits):
     control.set(beta=2.0, lr=5e-4, k=24)
     model = build_model(tiny_config())
     seen = []
-    train(model, *digits, TrainConfig(steps=5, batch_size=16, val_every=100), control=control, on_event=seen.append)
+    run_training(model, *digits, TrainConfig(steps=5, batch_size=16, val_every=100), control=control, on_event=seen.append)
     assert model.config.vq.beta == 2.0 and model.codebook_sizes == [24]
     last = [e for e in seen if e["type"] == "train"][-1]
     assert last["lr"] == 5e-4 and last["beta"] == 2.0 and last["k"] == 24
@@ -88,11 +88,11 @@ def test_live_changes_apply_between_steps(digits):
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, digits):
     model = build_model(tiny_config())
-    train(model, *digits, TrainConfig(steps=10, batch_size=16, val_every=5), out_dir=tmp_path)
+    run_training(model, *digits, TrainConfig(steps=10, batch_size=16, val_every=5), out_dir=tmp_path)
     good = (tmp_path / runs.WEIGHTS).read_bytes()
     with torch.no_grad():
         model.decoder.net[-1].weight.fill_(float("nan"))
-    result = train(model, *digits, TrainConfig(steps=10, batch_size=16, val_every=5), out_dir=tmp_path)
+    result = run_training(model, *digits, TrainConfig(steps=10, batch_size=16, val_every=5), out_dir=tmp_path)
     assert result.state == "failed" and "learning rate" in result.reason and result.steps == 0
     assert (tmp_path / runs.WEIGHTS).read_bytes() == good
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "failed"
@@ -104,7 +104,7 @@ def test_huge_learning_rate_diverges_into_a_clear_failure(digits):
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1e18)
-    result = train(model, *digits, TrainConfig(steps=50, batch_size=16, lr=1.0, val_every=100))
+    result = run_training(model, *digits, TrainConfig(steps=50, batch_size=16, lr=1.0, val_every=100))
     assert result.state == "failed" and "diverged" in result.reason
 
 

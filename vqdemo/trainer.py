@@ -1,6 +1,6 @@
 """The one training loop, used by the CLI, the app's background jobs, the prior and the tests.
 
-Any model that implements `training_loss(batch) -> (loss, stats)` and `validate(x, y, batch_size) -> stats
+Any model that implements `training_loss(batch) -> (loss, stats)` and `evaluate(x, y, batch_size) -> stats
 with "score"` can be trained here. The loop emits events (dicts) for every step and validation, keeps the
 best checkpoint by validation score and the last good one, and obeys a `Control` between steps: pause,
 resume, single step, stop, and new beta / learning rate / K without a restart.
@@ -34,7 +34,7 @@ class Trainable(Protocol):
 
     def training_loss(self, batch: tuple[Tensor, Tensor | None]) -> tuple[Tensor, dict[str, float]]: ...
 
-    def validate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]: ...
+    def evaluate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]: ...
 
 
 class Store(Protocol):
@@ -180,7 +180,7 @@ def model_meta(model: Trainable) -> dict:
     return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
 
 
-def train(
+def run_training(
     model: Trainable,
     train_data: tuple[Tensor, Tensor | None],
     val_data: tuple[Tensor, Tensor | None],
@@ -238,7 +238,7 @@ def train(
         if clock.val_per_image is None and cfg.seconds is not None:   # first validation: time a few images first
             probe = min(len(x_val), 8)
             model.eval()
-            clock.timed_val(lambda: model.validate(x_val[:probe], None if y_val is None else y_val[:probe], probe), probe)
+            clock.timed_val(lambda: model.evaluate(x_val[:probe], None if y_val is None else y_val[:probe], probe), probe)
             model.train()
         n = clock.images_that_fit(left())
         if n < len(x_val) and not final:
@@ -249,7 +249,7 @@ def train(
             return
         n = max(n, 1)
         model.eval()
-        last_val = clock.timed_val(lambda: model.validate(x_val[:n], None if y_val is None else y_val[:n],
+        last_val = clock.timed_val(lambda: model.evaluate(x_val[:n], None if y_val is None else y_val[:n],
                                                           validation_batch(cfg.batch_size, x_val.shape[-1])), n)
         model.train()
         event = {"type": "val", "step": step, "time": time.monotonic() - start - paused_for, **last_val}

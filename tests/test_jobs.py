@@ -147,7 +147,8 @@ def test_live_beta_lr_and_k_take_effect(tmp_path):
     wait_for(lambda: job.view().paused_at == held + 1, "the step that applies the changes")
     view = job.view()
     meta = runs.read_json(job.run_dir / "config.json")  # owner and title survive the loop's rewrites mid-run
-    assert (meta["owner"], meta["title"]) == ("s", "knobs")
+    assert meta["owner"] == "s" and meta["title"] in ("knobs", "knobs (K=16)")   # retitled from the next write on
+    assert view.title == "knobs (K=16)"
     assert view.knobs == {"beta": 1.5, "lr": 5e-4, "k": 16} and view.pending == {}
     assert view.changes[-1] == {"step": held, "beta": 1.5, "lr": 5e-4, "k": 16}
     assert (view.latest["beta"], view.latest["lr"], view.latest["k"]) == (1.5, 5e-4, 16.0)
@@ -158,6 +159,7 @@ def test_live_beta_lr_and_k_take_effect(tmp_path):
     wait_finished(job)
     model, _ = runs.load_model(job.run_dir, runs.LAST)
     assert isinstance(model, VQVAE) and model.codebook_sizes == [4]
+    assert runs.read_json(job.run_dir / "config.json")["title"] == job.view().title == "knobs (K=4)"  # its final K
 
 
 @pytest.mark.integration

@@ -256,10 +256,10 @@ class Param:
             return None
         return min(self.hi, max(self.lo, value)) if self.lo is not None else value
 
-    def read(self) -> Any:
-        """This setting as the URL says, or its default."""
+    def read(self, fallback: Any = None) -> Any:
+        """This setting as the URL says, else the fallback (what the session had), else its default."""
         value = self.parse(st.query_params.get(self.name))
-        return self.default if value is None else value
+        return value if value is not None else fallback if fallback is not None else self.default
 
     def clamp(self, value: Any) -> Any:
         """A value already held (in a widget) kept inside the bounds or options, which may have changed with the
@@ -288,6 +288,8 @@ def field_param(name: str, cls: type, field: str, *, options: tuple | list = (),
     refused = [o for o in options if not settings.accepts(cls, field, o)]
     if refused:
         raise ValueError(f"{cls.__name__}.{field} refuses the page's options {refused}")
+    if options and (settings.default(cls, field) if default is None else default) not in options:
+        raise ValueError(f"{cls.__name__}.{field}'s default is not among the page's options {options}")
     lo = s.lo if lo is None else lo
     hi = s.hi if hi is None else hi
     cast = {"int": int, "float": float, "bool": bool}.get(base, str)
@@ -295,11 +297,12 @@ def field_param(name: str, cls: type, field: str, *, options: tuple | list = (),
     return Param(name, value, options, lo, hi, cast, field, s.help or None)
 
 
-def url_value(key: str, param: Param) -> None:
-    """Seed the widget `key` from the URL once, then keep it inside the param's bounds on every run (bounds that
-    follow the loaded model, e.g. the image index up to its validation set's size, may have changed)."""
+def url_value(key: str, param: Param, fallback: Any = None) -> None:
+    """Seed the widget `key` from the URL (else `fallback`, else the default) once, then keep it inside the param's
+    bounds on every run (bounds that follow the loaded model, e.g. the image index up to its validation set's size,
+    may have changed)."""
     if key not in st.session_state:
-        st.session_state[key] = param.read()
+        st.session_state[key] = param.read(fallback)
     else:
         st.session_state[key] = param.clamp(st.session_state[key])
 

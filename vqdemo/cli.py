@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .analysis import rate_bits
 from .data import NATIVE_CHANNELS, NATIVE_SIZE, DataConfig, DataError, load_data
-from .fit import FSQ_FIELDS, QUANTIZER_FIELDS, RESIDUAL_FIELDS, model_config
+from .fit import USER_SETTINGS, model_config
 from .fsq import FSQConfig
 from .images import ImageError
 from .models import ModelConfig
@@ -134,16 +134,13 @@ def _progress(total_steps: int | None, seconds: float | None):
     return on_event
 
 
-MODEL_SETTINGS = QUANTIZER_FIELDS + RESIDUAL_FIELDS + FSQ_FIELDS + ("arch", "downsample", "kl_weight")
-
-
 def cmd_train(a: argparse.Namespace) -> int:
     from .fit import check_trainable, fit
 
     if a.seconds is None and a.steps is None:
         a.seconds = DEFAULT_SECONDS
     data_cfg = DataConfig(name=a.name, path=a.path, image_size=a.image_size, download=a.download)
-    settings = {name: getattr(a, name) for name in MODEL_SETTINGS}
+    settings = {name: getattr(a, name) for name in USER_SETTINGS}
     size, channels = a.image_size or NATIVE_SIZE[a.name], NATIVE_CHANNELS[a.name]
     model_config(a.kind, channels, size, hidden=a.hidden, **settings)   # every setting, before the data loads
     train_cfg = TrainConfig(**{name: getattr(a, name) for name in specs(TrainConfig) if hasattr(a, name)})

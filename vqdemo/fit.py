@@ -32,6 +32,19 @@ QUANTIZER_FIELDS = tuple(f.name for f in dataclasses.fields(QuantizerConfig))
 RESIDUAL_FIELDS = tuple(f.name for f in dataclasses.fields(ResidualConfig))
 FSQ_FIELDS = tuple(f.name for f in dataclasses.fields(FSQConfig))
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("vq", "rq", "fsq"))
+# what a user sets, by field name, on the command line or the Train page: model_config's keyword arguments
+USER_SETTINGS = QUANTIZER_FIELDS + RESIDUAL_FIELDS + FSQ_FIELDS + ("arch", "downsample", "kl_weight")
+
+
+def codebook_sizes_of(sizes: list[int] | str | None) -> list[int]:
+    """K per depth as given: a list, text as typed ("512,256,128") or none (an empty list: K at every depth)."""
+    if not isinstance(sizes, str):
+        return list(sizes or [])
+    try:
+        return int_list(sizes)
+    except ValueError:
+        raise ValueError("K per depth must be whole numbers separated by commas, e.g. 512,256,128; "
+                         f"got {sizes!r}") from None
 
 
 def model_config(kind: str = "vq", channels: int = 1, image_size: int = 28, *, hidden: int | None = None,
@@ -55,11 +68,8 @@ def model_config(kind: str = "vq", channels: int = 1, image_size: int = 28, *, h
     rq, fsq = ResidualConfig(), FSQConfig()
     if kind == "rq":
         rq_settings = pick(RESIDUAL_FIELDS)
-        sizes = rq_settings.get("codebook_sizes")
-        if isinstance(sizes, str):
-            sizes = int_list(sizes)
-        depth = rq_settings.get("depth", rq.depth)
-        rq_settings["codebook_sizes"] = list(sizes) if sizes else [vq.k] * depth
+        sizes = codebook_sizes_of(rq_settings.get("codebook_sizes"))
+        rq_settings["codebook_sizes"] = sizes or [vq.k] * rq_settings.get("depth", rq.depth)
         rq = ResidualConfig(**rq_settings)
     if kind == "fsq":
         fsq = FSQConfig(**pick(FSQ_FIELDS))
@@ -128,8 +138,7 @@ def check_app_settings(kind: str, batch_size: int, *, k: int, dim: int, depth: i
                        codebook_sizes: list[int] | str | None = None, **_: object) -> None:
     """check_app_limits on the settings themselves, before a config is built from them: a K per depth of 99999
     is named as over the app's slider, not as over the library's bound."""
-    sizes = int_list(codebook_sizes) if isinstance(codebook_sizes, str) else list(codebook_sizes or [])
-    for size in [k] + (sizes if kind == "rq" else []):
+    for size in [k] + (codebook_sizes_of(codebook_sizes) if kind == "rq" else []):
         if not (isinstance(size, int) and not isinstance(size, bool) and 2 <= size <= APP_MAX_K):
             raise ValueError(f"each K must be a whole number from 2 to {APP_MAX_K} here, got {size!r}; "
                              "the command line allows larger codebooks")

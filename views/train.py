@@ -18,26 +18,16 @@ import torch
 
 from ui import charts, state, text
 from ui.jobs import OWNER_PARAM, browser_id, job_queue, owner_id, shared_figure, thin, tick_seconds
-from vqdemo import fit, runs
+from ui.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
+from vqdemo import runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
-from vqdemo.fit import APP_MAX_BATCH, APP_MAX_DEPTH, APP_MAX_DIM, APP_MAX_K, far_init_quantizer, near_init_quantizer
-from vqdemo.fsq import FSQConfig
+from vqdemo.fit import far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
-from vqdemo.models import CONV_DOWNSAMPLE, KINDS, ModelConfig
-from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig, ResidualConfig
-from vqdemo.settings import default, int_list
+from vqdemo.models import KINDS, ModelConfig
+from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig
 from vqdemo.train import TrainConfig
 
-BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "folder")]
-KLS = [0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
-FSQ_LEVELS = ["4,4,4", "8,6,5", "8,5,5,5"]  # 64, 240 and 1,000 codes (the last two from Mentzer et al. 2023)
-KS = [2 ** i for i in range(1, APP_MAX_K.bit_length())]        # the K slider's stops: 2, 4, ..., APP_MAX_K
-DIMS = [2 ** i for i in range(APP_MAX_DIM.bit_length())]       # 1, 2, ..., APP_MAX_DIM
-LRS = sorted({1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, default(TrainConfig, "lr")})
-BATCHES = sorted({16, 32, 64, 128, APP_MAX_BATCH, default(TrainConfig, "batch_size")})
-DOWN = {"conv": list(CONV_DOWNSAMPLE), "patch": [2, 4, 7, 8]}
-BETA_MAX = 2.0   # the beta sliders (new run and live) end here; the field itself allows more
 HEALTHY, FAR_INIT, NEAR_INIT = QuantizerConfig(), far_init_quantizer(), near_init_quantizer()
 RECIPES = {"healthy": HEALTHY, "far": FAR_INIT, "near": NEAR_INIT}
 PRESETS = {"healthy": "Healthy default", "far": "Codes start far: N(0, 1) (collapses)",
@@ -48,33 +38,6 @@ CHART_EVERY_S = 3.0
 # A class run lasts seconds to minutes, so it validates, logs and snapshots more often than the library's defaults:
 # the live charts and reconstructions move while the student watches.
 LIVE_CADENCE = {"val_every": 100, "log_every": 5, "snapshot_every": 25}
-
-F = state.field_param
-# ?name= -> every new-run setting, shareable in the URL. A config field's default, bounds, choices and help come from
-# the field (vqdemo/settings.py); the page narrows them to its widgets' stops (options) or ranges (lo, hi).
-SETTINGS = {
-    "data": F("data", DataConfig, "name", options=BUILT_IN + ["folder"]), "kind": F("kind", ModelConfig, "kind"),
-    "arch": F("arch", ModelConfig, "arch"),
-    "down": F("down", ModelConfig, "downsample", options=sorted(set(DOWN["conv"] + DOWN["patch"]))),
-    "k": F("k", QuantizerConfig, "k", options=KS), "d": F("d", QuantizerConfig, "dim", options=DIMS),
-    "beta": F("beta", QuantizerConfig, "beta", hi=BETA_MAX), "kl": F("kl", ModelConfig, "kl_weight", options=KLS),
-    "lr": F("lr", TrainConfig, "lr", options=LRS), "batch": F("batch", TrainConfig, "batch_size", options=BATCHES),
-    "budget": state.Param("budget", "seconds", options=("seconds", "steps")),
-    "secs": state.Param("secs", 30, lo=5, hi=600, cast=int),   # TrainConfig.seconds, in the slider's whole seconds
-    "steps": F("steps", TrainConfig, "steps", hi=100_000, default=500),
-    "seed": F("seed", TrainConfig, "seed", hi=1_000_000),
-    "cb": F("cb", QuantizerConfig, "codebook"), "init": F("init", QuantizerConfig, "init"),
-    "restart": F("restart", QuantizerConfig, "restart_dead"), "cosine": F("cosine", QuantizerConfig, "cosine"),
-    "ste": F("ste", QuantizerConfig, "ste"),
-    "depth": F("depth", ResidualConfig, "depth", hi=APP_MAX_DEPTH),
-    "sizes": state.Param("sizes", "", hi=80, field="codebook_sizes"),   # K per depth as typed; empty: K at every depth
-    "shared": F("shared", ResidualConfig, "shared"), "norm": F("norm", ResidualConfig, "norm_residual"),
-    "prog": F("prog", ResidualConfig, "progressive_steps", hi=100_000),
-    "var": state.Param("var", False, cast=bool),   # fit's normalize_recon
-    "levels": state.Param("levels", ",".join(map(str, default(FSQConfig, "levels"))), options=tuple(FSQ_LEVELS),
-                          field="levels"),
-}
-
 
 def init_settings() -> None:
     """Widget state from (in order) this session, the URL, what this session had before a page switch, defaults."""
@@ -225,15 +188,6 @@ def settings_form() -> dict:
     if preset_of(v) is None and kind in ("vq", "rq"):
         st.caption("Codebook options: custom (neither preset).")
     return v
-
-
-def model_config(v: dict, data) -> ModelConfig:
-    """The page's settings through the library's one builder (the command line's too), within the widgets' limits
-    (typed K per depth and ?sizes= get the K slider's bounds)."""
-    given = {p.field: v[name] for name, p in SETTINGS.items() if p.field in fit.USER_SETTINGS}
-    given["levels"] = int_list(v["levels"])
-    fit.check_app_settings(v["kind"], v["batch"], **given)
-    return fit.model_config(v["kind"], data.channels, data.image_size, **given)
 
 
 def title_of(v: dict) -> str:

@@ -134,13 +134,18 @@ def _progress(total_steps: int | None, seconds: float | None):
     return on_event
 
 
+def model_settings(a: argparse.Namespace) -> dict:
+    """The parsed flags -> the builder's keyword arguments (by field name), as the Train page hands them over."""
+    return {name: getattr(a, name) for name in USER_SETTINGS}
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from .fit import check_trainable, fit
 
     if a.seconds is None and a.steps is None:
         a.seconds = DEFAULT_SECONDS
     data_cfg = DataConfig(name=a.name, path=a.path, image_size=a.image_size, download=a.download)
-    settings = {name: getattr(a, name) for name in USER_SETTINGS}
+    settings = model_settings(a)
     size, channels = a.image_size or NATIVE_SIZE[a.name], NATIVE_CHANNELS[a.name]
     model_config(a.kind, channels, size, hidden=a.hidden, **settings)   # every setting, before the data loads
     train_cfg = TrainConfig(**{name: getattr(a, name) for name in specs(TrainConfig) if hasattr(a, name)})

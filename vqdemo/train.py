@@ -61,9 +61,9 @@ class TrainConfig:
     seconds: float | None = setting(None, lo=0, hi=7 * 86400, lo_open=True,
                                     help="... or after this much wall-clock time, whichever comes first "
                                          "(default: 60 s when neither is given)")
-    # with lr 2e-3: the best PSNR per CPU-minute we measured on MNIST
-    batch_size: int = setting(64, lo=1, hi=4096, label="batch size")
-    lr: float = setting(2e-3, lo=0, hi=1, lo_open=True, label="learning rate")
+    batch_size: int = setting(64, lo=1, hi=4096, label="batch size", help="images per training step")
+    lr: float = setting(2e-3, lo=0, hi=1, lo_open=True, label="learning rate",   # with batch 64: the best PSNR
+                        help="Adam's learning rate")                              # per CPU-minute measured on MNIST
     seed: int = setting(0, lo=0, hi=2**63 - 1, help="seeds the weights' init and the batches")
     val_every: int = setting(250, lo=1, help="validate (and checkpoint) every N steps, and at the end")
     log_every: int = setting(10, lo=1, flag="", help="metrics.jsonl gets one train row every N steps")

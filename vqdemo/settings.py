@@ -159,7 +159,7 @@ def parse_text(cls: type, name: str, text: str) -> Any:
         what = {"int": "an integer", "float": "a number"}.get(base)
         raise ValueError(f"{raw!r} is not {what}" if what else str(e)) from None
     if not accepts(cls, name, value):
-        raise ValueError(f"{value!r} is outside what {name} allows: {describe(cls, name)}")
+        raise ValueError(f"must be {describe(cls, name)}, got {value!r}")
     return value
 
 

@@ -126,7 +126,7 @@ def settings_form() -> dict:
         st.session_state["tr_down"] = SETTINGS["down"].default
     down = b.selectbox("Downsample" if arch == "conv" else "Patch size", DOWN[arch], key="tr_down")
     size = NATIVE_SIZE[st.session_state["tr_data"]]
-    h = ModelConfig(image_size=size, downsample=down).latent_size
+    h = ModelConfig(arch=arch, image_size=size, downsample=down).latent_size
     a, b = st.columns(2)
     if kind == "fsq":
         a.selectbox("Levels per channel", SETTINGS["levels"].options, key="tr_levels",

@@ -20,6 +20,7 @@ from ui import text
 from vqdemo import runs, settings
 from vqdemo.data import DataConfig, ImageData, load_data
 from vqdemo.images import to_uint8, upscale_nearest
+from vqdemo.models import KINDS
 from vqdemo.prior import prior_dir
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -63,7 +64,7 @@ def model_choices() -> list[ModelChoice]:
             out.append(ModelChoice(f"shipped:{info.id}", f"{info.id} (shipped)", info.path, kind))
     out.sort(key=lambda c: c.id)
     for info in runs.list_runs(runs_dir()):
-        if info.has_weights and info.meta.get("kind") in ("vq", "rq", "fsq", "vae"):
+        if info.has_weights and info.meta.get("kind") in KINDS:
             out.append(ModelChoice(f"run:{info.id}", run_label(info), info.path, info.meta["kind"]))
     return out
 

@@ -21,7 +21,7 @@ PARAMS = {
     "pg_data": state.field_param("data", pg.PlaygroundConfig, "data"),
     "pg_k": state.field_param("k", pg.PlaygroundConfig, "k", options=(4, 8, 16, 32, 64, 128, 256)),
     "pg_init": state.field_param("init", pg.PlaygroundConfig, "init", options=tuple(INITS)),
-    "pg_cb": state.field_param("cb", pg.PlaygroundConfig, "codebook"),
+    "pg_cb": state.field_param("cb", pg.PlaygroundConfig, "codebook", options=tuple(CODEBOOKS)),
     "pg_quant": state.field_param("q", pg.PlaygroundConfig, "quantizer"),
     "pg_steps": state.field_param("steps", pg.PlaygroundConfig, "steps", options=(200, 400, 800)),
     "pg_restart": state.field_param("restart", pg.PlaygroundConfig, "restart_dead"),

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqdemo.quantize import QuantizerConfig, VectorQuantizer, perplexity_of
+from vqdemo.quantize import CODEBOOK_UPDATES, QuantizerConfig, VectorQuantizer, perplexity_of
 from vqdemo.settings import check_fields, setting
 
 DATASETS = ("rings", "blobs", "spiral")
@@ -44,7 +44,7 @@ class PlaygroundConfig:
     init: str = setting("normal", choices=tuple(INITS),
                         help="data: k-means on the first encoder outputs; uniform: U(-1/K, 1/K), tiny, inside the "
                              "data; normal: N(0, 1), mostly far from it")
-    codebook: str = setting("grad", choices=("grad", "ema"),
+    codebook: str = setting("grad", choices=tuple(CODEBOOK_UPDATES),
                             help="grad: learned by the codebook loss; ema: running k-means")
     restart_dead: bool = setting(False, help="re-seat codes nobody picked on random encoder outputs")
     quantizer: str = setting("vq", choices=QUANTIZERS, help="vq, or fsq: a fixed rounding grid, for contrast")

@@ -52,7 +52,8 @@ def specs(cls: type) -> dict[str, Spec]:
 def kind_of(cls: type, name: str) -> tuple[str, bool]:
     """(base type, None allowed) from the annotation text: ("int", False) for `int`, ("float", True) for
     `float | None`, ("list", False) for `list[int]` (whose items are ints)."""
-    text = str(next(f for f in dataclasses.fields(cls) if f.name == name).type).replace(" ", "")
+    kind = next(f for f in dataclasses.fields(cls) if f.name == name).type   # text where annotations are postponed
+    text = (kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))).replace(" ", "")
     optional = "None" in text.split("|")
     base = next(p for p in text.split("|") if p != "None")
     return ("list" if base.startswith("list[") else base), optional

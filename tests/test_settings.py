@@ -2,6 +2,7 @@
 and choices from the field itself, every config checks itself the same way, and old saved configs still load."""
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -112,6 +113,13 @@ def test_the_url_reads_a_fields_text_as_the_command_line_does():
     assert page.SETTINGS["k"].parse("100000") is None            # not a stop of the slider: the default applies
     assert page.SETTINGS["beta"].parse("9") == page.BETA_MAX      # clamped to the slider
     assert page.SETTINGS["beta"].parse("nan") is None
+
+
+def test_every_config_is_checked_one_way_and_every_field_has_a_spec():
+    for cls in CONFIGS:
+        assert issubclass(cls, settings.Checked) and "validate" not in vars(cls) or cls is DataConfig, cls
+        nested = {"vq", "rq", "fsq"} if cls is ModelConfig else set()
+        assert set(settings.specs(cls)) | nested == {f.name for f in dataclasses.fields(cls)}, cls
 
 
 @pytest.mark.parametrize("cls, field, value", [

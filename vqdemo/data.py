@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .images import ImageError, load_images_from_folder, load_images_from_zip
-from .settings import check_fields, setting
+from .settings import Checked, setting
 
 DATASETS: dict[str, str] = {
     "mnist": "5,000 real handwritten digits, 28x28 grey, built in (offline)",
@@ -60,8 +60,10 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
     """Which images, how split; each field's help, bounds and choices are its metadata (see settings.py)."""
+
+    error = DataError
 
     name: str = setting("mnist", choices=tuple(DATASETS), flag="--dataset", help="which images")
     path: str | None = setting(None, flag="--data-path", help="folder or zip for folder / mnist-full / cifar10")
@@ -76,15 +78,13 @@ class DataConfig:
     download: bool = setting(False, help="mnist-full / cifar10: download when missing (needs internet); only for "
                                          "users who are online")
 
-    def __post_init__(self) -> None:
-        self.validate()
-
     def validate(self) -> None:
-        """Every field's bounds (as a DataError), and a path for the datasets that read one; run on construction.
-        Whether the path holds the files is `load_data`'s to find out."""
-        if self.name not in DATASETS:
+        if self.name not in DATASETS:   # the list of names, before anything else about a name nobody knows
             raise DataError(f"unknown dataset {self.name!r}; choose one of: {', '.join(DATASETS)}.")
-        check_fields(self, DataError)
+        super().validate()
+
+    def rules(self) -> None:
+        """A path for the datasets that read one; whether it holds the files is `load_data`'s to find out."""
         if self.name in ("mnist-full", "cifar10", "folder") and not self.path:
             raise DataError(f"the {self.name!r} dataset needs a path: {DATASETS[self.name]}.")
 

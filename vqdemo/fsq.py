@@ -17,19 +17,15 @@ import torch.nn as nn
 from torch import Tensor
 
 from .quantize import Quantized, perplexity_of
-from .settings import check_fields, setting
+from .settings import Checked, setting
 
 
 @dataclass
-class FSQConfig:
+class FSQConfig(Checked):
     levels: list[int] = setting(factory=lambda: [8, 6, 5], lo=2, hi=64, items=8,
                                 help="FSQ: levels per latent channel, e.g. 8,6,5 (240 codes; Mentzer et al.'s 2^8 choice)")
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_fields(self)
+    def rules(self) -> None:
         if math.prod(self.levels) > 65536:
             raise ValueError(f"FSQ levels {self.levels} make {math.prod(self.levels):,} codes; at most 65,536")
 

@@ -19,7 +19,7 @@ from .fsq import FiniteScalarQuantizer, FSQConfig
 from .metrics import psnr
 from .nets import ConvDecoder, ConvEncoder, PatchDecoder, PatchEncoder
 from .quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, perplexity_of
-from .settings import check_fields, setting
+from .settings import Checked, setting
 
 KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "fsq": "FSQ", "vae": "VAE"}
 ARCHS = ("conv", "patch")
@@ -27,7 +27,7 @@ CONV_DOWNSAMPLE = (2, 4, 8)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     """The autoencoder's settings; each field's help, bounds and choices are its metadata (see settings.py)."""
 
     kind: str = setting("vq", choices=tuple(KINDS), flag="--model", label="model kind",
@@ -50,13 +50,9 @@ class ModelConfig:
     # recon loss is divided by this (van den Oord et al. 2017's code divides by the training set's variance)
     data_variance: float = setting(1.0, lo=1e-12, hi=1e12, flag="")
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Every field's bounds, the rules between fields, and the parts this kind uses; run on construction and
-        again after fields are changed in place (fit sets the data's channels and size)."""
-        check_fields(self)
+    def rules(self) -> None:
+        """The architecture's downsampling, and the parts this kind uses (checked again: they may have changed in
+        place since they were built)."""
         if self.arch == "conv" and self.downsample not in CONV_DOWNSAMPLE:
             raise ValueError(f"conv downsampling must be 2, 4 or 8, got {self.downsample!r}")
         if self.arch == "patch" and not (1 <= self.downsample <= self.image_size):

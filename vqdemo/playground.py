@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vqdemo.quantize import CODEBOOK_UPDATES, QuantizerConfig, VectorQuantizer, perplexity_of
-from vqdemo.settings import check_fields, setting
+from vqdemo.settings import Checked, setting
 
 DATASETS = ("rings", "blobs", "spiral")
 INITS = {"data": "kmeans", "uniform": "uniform", "normal": "normal"}   # playground name -> QuantizerConfig.init
@@ -34,7 +34,7 @@ QUANTIZERS = ("vq", "fsq")
 
 
 @dataclass
-class PlaygroundConfig:
+class PlaygroundConfig(Checked):
     """The toy's settings; each field's help, bounds and choices are its metadata (see settings.py)."""
 
     data: str = setting("rings", choices=DATASETS, help="the 2-D points the toy autoencoder squeezes")
@@ -53,12 +53,7 @@ class PlaygroundConfig:
     lr: float = setting(3e-3, lo=0, hi=1, lo_open=True)
     seed: int = setting(0, lo=0)
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Every field's bounds, then the rules between them; run on construction and after a change."""
-        check_fields(self)
+    def rules(self) -> None:
         if self.every > self.steps:
             raise ValueError(f"every must be an integer in [1, steps], got {self.every!r}")
         QuantizerConfig(k=self.k, dim=2, beta=self.beta, codebook=self.codebook)

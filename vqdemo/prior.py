@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import runs
 from .data import load_data
-from .settings import check_fields, setting
+from .settings import Checked, setting
 from .train import Control, Store, TrainConfig, train
 
 KINDS = ("pixelcnn", "rq")
@@ -47,8 +47,10 @@ class PriorError(ValueError):
 
 
 @dataclass
-class PriorConfig:
+class PriorConfig(Checked):
     """Shape of the code maps the prior models and the size of its network."""
+
+    error = PriorError
 
     kind: str = setting("pixelcnn", choices=KINDS,
                         help="pixelcnn: one code per position; rq: D codes per position (an RQ model's stack)")
@@ -67,11 +69,9 @@ class PriorConfig:
     def __post_init__(self) -> None:
         if isinstance(self.codebook_sizes, tuple):
             self.codebook_sizes = list(self.codebook_sizes)
-        self.validate()
+        super().__post_init__()
 
-    def validate(self) -> None:
-        """Every field's bounds, then the rules between them; run on construction and after a change."""
-        check_fields(self, PriorError)
+    def rules(self) -> None:
         if self.kind == "pixelcnn" and len(self.codebook_sizes) != 1:
             raise PriorError(
                 f"a pixelcnn prior models one code per position, so codebook_sizes needs one entry, got "

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .settings import check_fields, setting
+from .settings import Checked, setting
 
 CODEBOOK_UPDATES = {"ema": "EMA (running k-means)", "grad": "gradient (codebook loss)"}
 INITS = {"kmeans": "k-means on data", "uniform": "U(-1/K, 1/K)", "normal": "N(0, 1)"}
@@ -24,7 +24,7 @@ STE_FORMS = {"paper": "z_e + sg(z_q - z_e)", "both": "z_q + (z_e - sg(z_e))"}
 
 
 @dataclass
-class QuantizerConfig:
+class QuantizerConfig(Checked):
     """One VQ layer's settings; each field's help, bounds and choices are its metadata (see settings.py)."""
 
     k: int = setting(64, lo=2, hi=65536, label="codebook size K", help="codebook size K")
@@ -51,11 +51,9 @@ class QuantizerConfig:
         # the paper's (the codebook has no gradient and the encoder's is the same), so it loads as what it did.
         if self.ste == "seed004":
             self.ste = "both" if self.codebook == "grad" else "paper"
-        self.validate()
+        super().__post_init__()
 
-    def validate(self) -> None:
-        """The fields' own bounds, then the rule between two of them; run on construction and after a change."""
-        check_fields(self)
+    def rules(self) -> None:
         if self.ste == "both" and self.codebook == "ema":
             raise ValueError("ste='both' sends the decoder's gradient to the codebook, but an EMA codebook takes no "
                              "gradient: with codebook='ema' it would train exactly like ste='paper'. Use codebook='grad' "
@@ -251,7 +249,7 @@ class VectorQuantizer(nn.Module):
 
 
 @dataclass
-class ResidualConfig:
+class ResidualConfig(Checked):
     depth: int = setting(4, lo=1, hi=16, label="RQ depth", help="RQ depth")
     codebook_sizes: list[int] = setting(
         factory=lambda: [64, 64, 64, 64], lo=2, hi=65536, items=16, flag="--ks",
@@ -261,11 +259,7 @@ class ResidualConfig:
                                               "works at unit scale")
     progressive_steps: int = setting(0, lo=0, help="> 0: switch depth d on after d * progressive_steps training steps")
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_fields(self)
+    def rules(self) -> None:
         if not self.shared and len(self.codebook_sizes) != self.depth:
             raise ValueError(f"give one codebook size per depth: depth {self.depth} but sizes {self.codebook_sizes}")
 

@@ -1,8 +1,8 @@
 """One source for every setting: a config field's default, help, bounds and choices live in its field metadata.
 
 The command line's flags (`add_flags`), the Train page's widgets and URL parsers (`spec`, `parse_text`) and every
-config's own checks (`check_fields`, run by each config's `__post_init__`) are derived from it, so a default, a
-bound or a choice is written once, beside the field it belongs to.
+config's own checks (`Checked`, the base of every config) are derived from it, so a default, a bound or a choice
+is written once, beside the field it belongs to.
 """
 
 from __future__ import annotations
@@ -112,6 +112,24 @@ def accepts(cls: type, name: str, value: Any) -> bool:
     else:
         ok = isinstance(value, str)
     return ok and (not s.choices or value in s.choices)
+
+
+class Checked:
+    """The base of every config: it checks itself on construction, and again when `validate()` is called after a
+    field was changed in place: first every field against its Spec (`check_fields`), then the rules between
+    fields (`rules`). A refusal is one line naming the field, the value and what is allowed."""
+
+    error: type[Exception] = ValueError   # a subclass may raise its module's own error (DataError, PriorError)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        check_fields(self, self.error)
+        self.rules()
+
+    def rules(self) -> None:
+        """The rules between fields (e.g. one K per depth); none unless a config has some."""
 
 
 def check_fields(cfg: Any, error: type[Exception] = ValueError) -> None:

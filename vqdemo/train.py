@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from . import runs
-from .settings import check_fields, setting
+from .settings import Checked, setting
 
 Event = dict[str, Any]
 EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run shows PSNR, usage and images at once
@@ -54,7 +54,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     """How long and how a run trains; each field's help, bounds and choices are its metadata (see settings.py)."""
 
     steps: int | None = setting(None, lo=1, hi=10_000_000, help="stop after this many steps ...")
@@ -70,13 +70,6 @@ class TrainConfig:
     snapshot_every: int = setting(50, lo=1, flag="", help="live reconstructions for the app every N steps")
     device: str = setting("auto", choices=DEVICES, help="auto: a GPU when there is one, else the CPU")
     threads: int | None = setting(None, lo=1, hi=MAX_THREADS, help="torch CPU threads (default: leave as is)")
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Every field's bounds; run on construction and after a change. A run also needs a budget (`budgeted`)."""
-        check_fields(self)
 
     def budgeted(self) -> TrainConfig:
         """This config, refused when it gives no budget (neither steps nor seconds): what `train` runs."""

@@ -253,9 +253,7 @@ class Param:
             return None
         if self.cast is str:
             return value[: int(self.hi)] if self.hi else value
-        if not math.isfinite(value):
-            return None
-        return min(self.hi, max(self.lo, value)) if self.lo is not None else value
+        return self._within(value) if math.isfinite(value) else None
 
     def read(self, fallback: Any = None) -> Any:
         """This setting as the URL says, else the fallback (what the session had), else its default."""
@@ -267,7 +265,12 @@ class Param:
         model (a label colouring for a model without labels)."""
         if self.options:
             return value if value in self.options else self.default
-        return min(self.hi, max(self.lo, self.cast(value))) if self.lo is not None else value
+        return self._within(self.cast(value)) if self.cast in (int, float) else value
+
+    def _within(self, value: float) -> float:
+        if self.lo is not None:
+            value = max(self.lo, value)
+        return value if self.hi is None else min(self.hi, value)
 
 
 def text_of(value: Any) -> str:

@@ -57,10 +57,11 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig(Checked):
     """How long and how a run trains; each field's help, bounds and choices are its metadata (see settings.py)."""
 
-    steps: int | None = setting(None, lo=1, hi=10_000_000, help="stop after this many steps ...")
+    steps: int | None = setting(None, lo=1, hi=10_000_000,
+                                help="stop after this many steps (with a time budget too: whichever comes first)")
     seconds: float | None = setting(None, lo=0, hi=7 * 86400, lo_open=True,
-                                    help="... or after this much wall-clock time, whichever comes first "
-                                         "(default: 60 s when neither is given)")
+                                    help="stop after this many seconds of training (the command line gives 60 when "
+                                         "neither budget is given)")
     batch_size: int = setting(64, lo=1, hi=4096, label="batch size", help="images per training step")
     lr: float = setting(2e-3, lo=0, hi=1, lo_open=True, label="learning rate",   # with batch 64: the best PSNR
                         help="Adam's learning rate")                              # per CPU-minute measured on MNIST

@@ -35,7 +35,6 @@ def rq(sizes: list[int], dim: int = 16) -> ModelConfig:
 @pytest.mark.parametrize("cfg, batch", [
     (rq([65536] * 8, 64), 16),                     # the review's run: 7 GiB, 9 minutes past a 10 s budget
     (rq([64, 64, 1025, 64]), 64),                  # one depth over the slider
-    (rq([1, 64]), 64),                             # under it
     (rq([64] * 9), 64),                            # deeper than the depth slider
     (ModelConfig(vq=QuantizerConfig(k=4096)), 64),
     (ModelConfig(vq=QuantizerConfig(k=64, dim=128)), 64),
@@ -44,6 +43,11 @@ def rq(sizes: list[int], dim: int = 16) -> ModelConfig:
 def test_sizes_beyond_the_widgets_are_refused(cfg, batch):
     with pytest.raises(ValueError, match="here"):
         check_app_limits(cfg, batch)
+
+
+def test_a_k_under_two_is_refused_when_the_config_is_built():
+    with pytest.raises(ValueError, match="codebook_sizes"):
+        rq([1, 64])
 
 
 def test_the_widgets_largest_settings_pass():

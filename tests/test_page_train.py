@@ -128,6 +128,8 @@ def test_the_model_kind_changes_the_controls(runs_dir):
     assert "(no codebook)" in " ".join(c.value for c in at.caption)
     at.radio(key="tr_arch").set_value("patch").run()
     assert at.selectbox(key="tr_down").options == ["2", "4", "7", "8"]
+    at.selectbox(key="tr_down").set_value(7).run()      # a patch size that a conv net refuses: the caption's grid
+    assert not at.exception and "a 4×4 grid" in " ".join(c.value for c in at.caption)
 
 
 def test_settings_come_from_the_url_and_junk_falls_back(runs_dir):

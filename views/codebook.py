@@ -55,10 +55,11 @@ def umap_job(key: tuple, points: dict):
 
 depth = 0
 if loaded.kind == "rq":
-    state.url_int("cb_depth", "depth", 1, 1, len(sizes))
+    DEPTH = state.Param("depth", 1, lo=1, hi=len(sizes), cast=int)
+    state.url_value("cb_depth", DEPTH)
     depth = st.select_slider("Depth", list(range(1, len(sizes) + 1)), key="cb_depth",
                              help="RQ has one codebook per depth; depth 1 quantises z_e, later depths the residuals.") - 1
-    st.query_params["depth"] = str(depth + 1)
+    state.to_url((DEPTH, depth + 1))
 K = sizes[depth]
 try:
     view = codebook_view(key, depth, model, data.val_x, data.val_y)
@@ -89,7 +90,8 @@ else:
         f"codebook; {K - used} of its {K} codes are unused on the validation set.")
 
 # ----------------------------------------------------------------------------- tiles and usage
-state.url_int("cb_code", "code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K), 0, K - 1)
+CODE = state.Param("code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K), lo=0, hi=K - 1, cast=int)
+state.url_value("cb_code", CODE)
 
 
 def on_tile_click() -> None:
@@ -121,19 +123,16 @@ with usage_col:
 st.subheader("The codebook among the encoder's outputs")
 has_labels = data.val_y is not None and data.class_names is not None
 c1, c2 = st.columns([1, 2])
-by_options = ["code", "label"] if has_labels else ["code"]
-if "cb_by" not in st.session_state:
-    wanted = st.query_params.get("by", "code")
-    st.session_state["cb_by"] = wanted if wanted in by_options else "code"
-by = c1.radio("Colour the encoder outputs by", by_options, key="cb_by", horizontal=True,
+BY = state.Param("by", "code", options=("code", "label") if has_labels else ("code",))
+state.url_value("cb_by", BY)
+by = c1.radio("Colour the encoder outputs by", BY.options, key="cb_by", horizontal=True,
               format_func=lambda b: "their code" if b == "code" else "the image's label")
-st.query_params["by"] = by
-if "cb_proj" not in st.session_state:
-    st.session_state["cb_proj"] = "PCA" if st.query_params.get("proj") == "PCA" else "UMAP"
-proj = c2.radio("Projection", ["UMAP", "PCA"], key="cb_proj", horizontal=True,
+PROJ = state.Param("proj", "UMAP", options=("UMAP", "PCA"))
+state.url_value("cb_proj", PROJ)
+proj = c2.radio("Projection", PROJ.options, key="cb_proj", horizontal=True,
                 help="PCA is instant. UMAP keeps neighbours together but is slow, so it runs in the background "
                      "once per model for the whole server; PCA is shown until it is ready.")
-st.query_params["proj"] = proj
+state.to_url((BY, by), (PROJ, proj))
 
 umap = umap_job(key + (depth, MAP_POINTS), view["map"]) if proj == "UMAP" else None
 waiting = umap is not None and umap.state not in FINISHED
@@ -171,7 +170,7 @@ pick_col, imgs_col = st.columns([1, 3])
 with pick_col:
     code = st.selectbox("Code", [int(c) for c in order], key="cb_code",
                         format_func=lambda c: f"#{c} · {counts[c]} uses" if counts[c] else f"#{c} · dead")
-    st.query_params["code"] = str(code)
+    state.to_url((CODE, code))
     st.image(state.crisp(view["tiles"][code], 150), caption=f"code #{code} decoded alone")
 with imgs_col:
     top = analysis.images_using(view["codes"], code, top=8)

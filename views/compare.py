@@ -91,11 +91,11 @@ X_AXES = {"fraction": "fraction of each run", "time": "seconds", "step": "steps"
 
 def curves(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
     rows = {text.plotly(c.label): metrics(str(c.path), mtime(c.path / runs.METRICS)) for c in chosen}
-    if "cmp_x" not in st.session_state:
-        st.session_state["cmp_x"] = st.query_params.get("x", "fraction") if st.query_params.get("x") in X_AXES else "fraction"
-    x = st.radio("x axis", list(X_AXES), format_func=X_AXES.get, key="cmp_x", horizontal=True,
+    X = state.Param("x", "fraction", options=tuple(X_AXES))
+    state.url_value("cmp_x", X)
+    x = st.radio("x axis", X.options, format_func=X_AXES.get, key="cmp_x", horizontal=True,
                  help="Runs of different lengths (200 steps against 3,000) share one axis as a fraction of each run.")
-    st.query_params["x"] = x
+    state.to_url((X, x))
     a, b = st.columns(2)
     with a:
         st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB", x=x, colors=colors), key="cmp_psnr")

@@ -15,14 +15,6 @@ if loaded is None:
 model, data = loaded.model, loaded.data
 
 
-def url_int(key: str, name: str, default: int, lo: int, hi: int) -> None:
-    """Seed a widget's value from the URL once, then keep it clamped (the model may have changed)."""
-    if key not in st.session_state:
-        st.session_state[key] = state.int_param(name, default, lo, hi)
-    else:
-        st.session_state[key] = min(hi, max(lo, int(st.session_state[key])))
-
-
 COMPARE_TABLE = (
     "| | AE | VAE | VQ-VAE |\n"
     "|---|---|---|---|\n"
@@ -129,9 +121,11 @@ st.markdown(
     f"{'EMA' if cfg.vq.codebook == 'ema' else 'gradient-learned'} codebook, {cfg.vq.init} init, "
     f"dead-code restart {'on' if cfg.vq.restart_dead else 'off'}.")
 
-url_int("learn_img", "img", default_image(key, model, data.val_x), 0, n_val - 1)
-url_int("learn_row", "row", h // 2, 0, h - 1)
-url_int("learn_col", "col", w // 2, 0, w - 1)
+IMG = state.Param("img", default_image(key, model, data.val_x), lo=0, hi=n_val - 1, cast=int)
+ROW, COL = state.Param("row", h // 2, lo=0, hi=h - 1, cast=int), state.Param("col", w // 2, lo=0, hi=w - 1, cast=int)
+state.url_value("learn_img", IMG)
+state.url_value("learn_row", ROW)
+state.url_value("learn_col", COL)
 
 pick, info = st.columns([3, 2])
 if n_val > 1:
@@ -140,7 +134,7 @@ if n_val > 1:
 else:
     index = 0
     pick.caption("The validation set holds one image.")
-st.query_params["img"] = str(index)
+state.to_url((IMG, index))
 if data.val_y is not None and data.class_names:
     info.metric("Label", text.md(data.class_names[int(data.val_y[index])]))
 
@@ -210,7 +204,7 @@ with left:
     rc1, rc2 = st.columns(2)
     row = rc1.number_input("Row", 0, h - 1, key="learn_row", step=1)
     col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
-    st.query_params["row"], st.query_params["col"] = str(row), str(col)
+    state.to_url((ROW, row), (COL, col))
     st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)), key="learn_cellmap",
                     on_select=on_cell_click, selection_mode="points",
                     config={"displayModeBar": False})

@@ -16,15 +16,17 @@ INITS = {"normal": "N(0, 1): far from the data", "uniform": "U(-1/K, 1/K): tiny,
          "data": "on the data (k-means)"}
 CODEBOOKS = {"grad": "gradient (codebook loss)", "ema": "EMA (running k-means)"}
 QUANTIZERS = {"vq": "VQ: a learned codebook", "fsq": "FSQ: a fixed rounding grid"}
-KS = [4, 8, 16, 32, 64, 128, 256]
-STEPS = [200, 400, 800]
-
-
-def url_choice(key: str, name: str, options: list, default) -> None:
-    """Seed a widget from the URL once (unknown values fall back to the default)."""
-    if key not in st.session_state:
-        raw = st.query_params.get(name, str(default))
-        st.session_state[key] = next((o for o in options if str(o) == raw), default)
+# ?name= -> the toy's setting: defaults and choices from PlaygroundConfig's fields, K and steps on the page's stops
+PARAMS = {
+    "pg_data": state.field_param("data", pg.PlaygroundConfig, "data"),
+    "pg_k": state.field_param("k", pg.PlaygroundConfig, "k", options=(4, 8, 16, 32, 64, 128, 256)),
+    "pg_init": state.field_param("init", pg.PlaygroundConfig, "init", options=tuple(INITS)),
+    "pg_cb": state.field_param("cb", pg.PlaygroundConfig, "codebook", options=tuple(CODEBOOKS)),
+    "pg_quant": state.field_param("q", pg.PlaygroundConfig, "quantizer"),
+    "pg_steps": state.field_param("steps", pg.PlaygroundConfig, "steps", options=(200, 400, 800)),
+    "pg_restart": state.field_param("restart", pg.PlaygroundConfig, "restart_dead"),
+    "pg_beta": state.field_param("beta", pg.PlaygroundConfig, "beta", hi=2.0),
+}
 
 
 @st.cache_data(max_entries=64, show_spinner="Training the toy autoencoder...")
@@ -46,34 +48,26 @@ st.markdown("A toy autoencoder squeezes 2-D points through a latent space of **D
             "(dot), every code (disc) and the region each code owns (its Voronoi cell) fit on one picture. "
             "Press Restart, change one thing, and watch the codes move.")
 
-url_choice("pg_data", "data", list(pg.DATASETS), "rings")
-url_choice("pg_k", "k", KS, 64)
-url_choice("pg_init", "init", list(INITS), "normal")
-url_choice("pg_cb", "cb", list(CODEBOOKS), "grad")
-url_choice("pg_quant", "q", list(QUANTIZERS), "vq")
-url_choice("pg_steps", "steps", STEPS, 400)
-if "pg_beta" not in st.session_state:
-    st.session_state["pg_beta"] = state.float_param("beta", 0.25, 0.0, 2.0)
-if "pg_restart" not in st.session_state:
-    st.session_state["pg_restart"] = st.query_params.get("restart", "0") == "1"
+for key, param in PARAMS.items():
+    state.url_value(key, param)
 
 controls, picture = st.columns([2, 3], gap="medium")
 with controls:
-    quantizer = st.radio("Quantiser", list(QUANTIZERS), format_func=QUANTIZERS.get, key="pg_quant", horizontal=True)
-    data = st.radio("Data", list(pg.DATASETS), key="pg_data", horizontal=True)
-    k = st.select_slider("Codebook size K", KS, key="pg_k",
+    quantizer = st.radio("Quantiser", PARAMS["pg_quant"].options, format_func=QUANTIZERS.get, key="pg_quant", horizontal=True)
+    data = st.radio("Data", PARAMS["pg_data"].options, key="pg_data", horizontal=True)
+    k = st.select_slider("Codebook size K", PARAMS["pg_k"].options, key="pg_k",
                          help="FSQ: L levels per axis with L x L closest to K.")
     is_vq = quantizer == "vq"
-    init = st.radio("Codebook init", list(INITS), format_func=INITS.get, key="pg_init", disabled=not is_vq)
-    codebook = st.radio("Codebook update", list(CODEBOOKS), format_func=CODEBOOKS.get, key="pg_cb",
+    init = st.radio("Codebook init", PARAMS["pg_init"].options, format_func=INITS.get, key="pg_init", disabled=not is_vq)
+    codebook = st.radio("Codebook update", PARAMS["pg_cb"].options, format_func=CODEBOOKS.get, key="pg_cb",
                         disabled=not is_vq, horizontal=True)
     restart = st.toggle("Dead-code restart", key="pg_restart", disabled=not is_vq,
                         help="Move codes that no point picks onto random encoder outputs.")
-    beta = st.slider("Commitment weight beta", 0.0, 2.0, step=0.05, key="pg_beta", disabled=not is_vq)
-    steps = st.select_slider("Training steps", STEPS, key="pg_steps")
+    beta = st.slider("Commitment weight beta", PARAMS["pg_beta"].lo, PARAMS["pg_beta"].hi, step=0.05, key="pg_beta",
+                     disabled=not is_vq)
+    steps = st.select_slider("Training steps", PARAMS["pg_steps"].options, key="pg_steps")
 
-st.query_params.update({"data": data, "k": str(k), "init": init, "cb": codebook, "q": quantizer,
-                        "restart": "1" if restart else "0", "beta": f"{beta:g}", "steps": str(steps)})
+state.to_url(*((PARAMS[key], st.session_state[key]) for key in PARAMS))
 try:
     run, facts = recorded(data, k, float(beta), init, codebook, bool(restart), quantizer, steps)
 except ValueError as e:

@@ -61,21 +61,24 @@ else:
                 "code maps here. Pick a VQ or RQ model in the sidebar to see them.")
 
 count_options = [4, 6, 8, 10, 12]
-state.url_int("rc_n", "n", 8, 1, 12)
+N = state.Param("n", 8, lo=1, hi=12, cast=int)
+state.url_value("rc_n", N)
 if st.session_state["rc_n"] not in count_options:
     st.session_state["rc_n"] = min(count_options, key=lambda c: abs(c - st.session_state["rc_n"]))
 c1, c2, c3 = st.columns([1, 1, 2])
 n = c2.select_slider("How many", count_options, key="rc_n")
-state.url_int("rc_start", "start", 0, 0, max(0, n_val - n))
+START = state.Param("start", 0, lo=0, hi=max(0, n_val - n), cast=int)
+state.url_value("rc_start", START)
 start = c1.number_input("First validation image", 0, max(0, n_val - n), key="rc_start", step=n,
                         help="Step through the held-out images; the URL keeps the setup.")
 depth = 0
 if is_rq:
-    state.url_int("rc_depth", "depth", 1, 1, len(K))
+    DEPTH = state.Param("depth", 1, lo=1, hi=len(K), cast=int)
+    state.url_value("rc_depth", DEPTH)
     depth = c3.select_slider("Code map of depth", list(range(1, len(K) + 1)), key="rc_depth",
                              help="RQ keeps one code map per depth; depth 1 is the coarsest.") - 1
-    st.query_params["depth"] = str(depth + 1)
-st.query_params["start"], st.query_params["n"] = str(start), str(n)
+    state.to_url((DEPTH, depth + 1))
+state.to_url((START, start), (N, n))
 
 idx = list(range(start, min(n_val, start + n)))
 psnr = val["psnr"][idx]

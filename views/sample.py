@@ -86,13 +86,15 @@ if mtime is not None:
 num_classes = the_prior.config.num_classes if the_prior is not None else None
 
 # --- settings, kept in the URL -------------------------------------------------------------------
+N, TOP_K = state.Param("n", 16, lo=1, hi=64, cast=int), state.Param("top_k", 0, lo=0, hi=max(sizes), cast=int)
+TEMPERATURE = state.Param("temperature", prior.DEFAULT_TEMPERATURE, lo=0.05, hi=3.0, cast=float)
+SEED, LABEL = state.Param("seed", 0, lo=0, hi=999_999, cast=int), state.Param("label", -1, lo=-1, hi=9_999, cast=int)
 if "sample_n" not in st.session_state:  # a new session starts from the URL (clamped; junk -> defaults)
-    st.session_state.sample_n = state.int_param("n", 16, 1, 64)
-    temperature = state.float_param("temperature", prior.DEFAULT_TEMPERATURE, 0.05, 3.0)
-    st.session_state.sample_temperature = round(round(temperature / 0.05) * 0.05, 2)  # on the slider's steps
-    st.session_state.sample_top_k = state.int_param("top_k", 0, 0, max(sizes))
-    st.session_state.sample_seed = state.int_param("seed", 0, 0, 999_999)
-    st.session_state.sample_label = state.int_param("label", -1, -1, 9_999)
+    st.session_state.sample_n = N.read()
+    st.session_state.sample_temperature = round(round(TEMPERATURE.read() / 0.05) * 0.05, 2)  # on the slider's steps
+    st.session_state.sample_top_k = TOP_K.read()
+    st.session_state.sample_seed = SEED.read()
+    st.session_state.sample_label = LABEL.read()
 if num_classes is None or st.session_state.sample_label >= num_classes:
     st.session_state.sample_label = -1
 st.session_state.sample_top_k = min(st.session_state.sample_top_k, max(sizes))  # another model, another K
@@ -122,8 +124,7 @@ with st.expander("Settings", expanded=not state.presenter()):
 s = st.session_state
 n, temperature, top_k = s.sample_n, float(s.sample_temperature), s.sample_top_k
 seed, label = s.sample_seed, s.sample_label
-st.query_params.update({"n": str(n), "temperature": f"{temperature:g}", "top_k": str(top_k), "seed": str(seed),
-                        "label": str(label)})
+state.to_url((N, n), (TEMPERATURE, temperature), (TOP_K, top_k), (SEED, seed), (LABEL, label))
 
 # --- the prior, or how to get one ----------------------------------------------------------------
 

@@ -18,31 +18,20 @@ import torch
 
 from ui import charts, state, text
 from ui.jobs import OWNER_PARAM, browser_id, job_queue, owner_id, shared_figure, thin, tick_seconds
+from ui.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
 from vqdemo import files, runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
-from vqdemo.fit import check_app_limits, default_model_config, far_init_quantizer, near_init_quantizer
-from vqdemo.fsq import FSQConfig
+from vqdemo.fit import far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
-from vqdemo.models import ModelConfig
-from vqdemo.quantize import QuantizerConfig, ResidualConfig
+from vqdemo.models import KINDS, ModelConfig
+from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig
 from vqdemo.trainer import TrainConfig
 
-BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "folder")]
-KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "fsq": "FSQ", "vae": "VAE"}
-KLS = [0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
-FSQ_LEVELS = ["4,4,4", "8,6,5", "8,5,5,5"]  # 64, 240 and 1,000 codes (the last two from Mentzer et al. 2023)
-KS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
-DIMS = [1, 2, 4, 8, 16, 32, 64]
-TRAIN = TrainConfig()  # the library's defaults for lr and batch size
-LRS = sorted({1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, TRAIN.lr})
-BATCHES = sorted({16, 32, 64, 128, 256, TRAIN.batch_size})
-DOWN = {"conv": [2, 4, 8], "patch": [2, 4, 7, 8]}
 HEALTHY, FAR_INIT, NEAR_INIT = QuantizerConfig(), far_init_quantizer(), near_init_quantizer()
 RECIPES = {"healthy": HEALTHY, "far": FAR_INIT, "near": NEAR_INIT}
 PRESETS = {"healthy": "Healthy default", "far": "Codes start far: N(0, 1) (collapses)",
            "near": "Codes start near: U(-1/K, 1/K)"}
-STE_FORMS = {"paper": "z_e + sg(z_q - z_e)", "both": "z_q + (z_e - sg(z_e))"}
 MAX_UPLOAD_MB = 64
 SAVED = "tr_saved"
 CHART_EVERY_S = 3.0
@@ -50,61 +39,18 @@ CHART_EVERY_S = 3.0
 # the live charts and reconstructions move while the student watches.
 LIVE_CADENCE = {"val_every": 100, "log_every": 5, "snapshot_every": 25}
 
-
-def choice(options):
-    return lambda raw: next((o for o in options if str(o) == raw), None)
-
-
-def number(lo, hi, cast=int):
-    def parse(raw):
-        try:
-            value = cast(raw)
-        except ValueError:
-            return None
-        return min(hi, max(lo, value)) if value == value else None   # NaN -> None
-    return parse
-
-
-def flag(raw):
-    return {"1": True, "0": False}.get(raw)
-
-
-# name -> (default, parser of its URL text): every new-run setting, shareable as ?name=value
-SETTINGS = {
-    "data": ("mnist", choice(BUILT_IN + ["folder"])), "kind": ("vq", choice(list(KINDS))),
-    "arch": ("conv", choice(list(DOWN))), "down": (4, choice(sorted(set(DOWN["conv"] + DOWN["patch"])))),
-    "k": (HEALTHY.k, choice(KS)), "d": (HEALTHY.dim, choice(DIMS)), "beta": (HEALTHY.beta, number(0.0, 2.0, float)),
-    "kl": (1.0, choice(KLS)), "lr": (TRAIN.lr, choice(LRS)), "batch": (TRAIN.batch_size, choice(BATCHES)),
-    "budget": ("seconds", choice(["seconds", "steps"])), "secs": (30, number(5, 600)), "steps": (500, number(1, 100_000)),
-    "seed": (0, number(0, 1_000_000)), "cb": (HEALTHY.codebook, choice(["ema", "grad"])),
-    "init": (HEALTHY.init, choice(["kmeans", "uniform", "normal"])), "restart": (HEALTHY.restart_dead, flag),
-    "cosine": (HEALTHY.cosine, flag), "ste": (HEALTHY.ste, choice(list(STE_FORMS))),
-    "depth": (4, number(1, 8)), "sizes": ("", lambda raw: raw[:80]), "shared": (False, flag),
-    "norm": (False, flag), "prog": (0, number(0, 100_000)), "var": (False, flag),
-    "levels": ("8,6,5", choice(FSQ_LEVELS)),
-}
-
-
 def init_settings() -> None:
     """Widget state from (in order) this session, the URL, what this session had before a page switch, defaults."""
     saved = st.session_state.get(SAVED, {})
-    for name, (default, parse) in SETTINGS.items():
-        key = "tr_" + name
-        if key not in st.session_state:
-            raw = st.query_params.get(name)
-            value = parse(raw) if raw is not None else None
-            st.session_state[key] = value if value is not None else saved.get(name, default)
+    for name, param in SETTINGS.items():
+        state.url_value("tr_" + name, param, fallback=saved.get(name))
 
 
 def save_settings() -> dict:
     """Current settings -> session (for page switches) and URL (only what differs from the defaults)."""
-    values = {name: st.session_state.get("tr_" + name, default) for name, (default, _) in SETTINGS.items()}
+    values = {name: st.session_state.get("tr_" + name, p.default) for name, p in SETTINGS.items()}
     st.session_state[SAVED] = values
-    for name, value in values.items():
-        if value == SETTINGS[name][0]:
-            st.query_params.pop(name, None)
-        else:
-            st.query_params[name] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    state.to_url(*((SETTINGS[name], value) for name, value in values.items()), drop_defaults=True)
     return values
 
 
@@ -126,8 +72,8 @@ def sweep_cell(me: str) -> tuple[int, float] | None:
     name = st.query_params.get("sweep", "")[:40]
     if not name:
         return None
-    ks = [k for k in (choice(KS)(x.strip()) for x in st.query_params.get("ks", "").split(",")[:12]) if k]
-    betas = [b for b in (number(0.0, 2.0, float)(x.strip()) for x in st.query_params.get("betas", "").split(",")[:12])
+    ks = [k for k in (SETTINGS["k"].parse(x.strip()) for x in st.query_params.get("ks", "").split(",")[:12]) if k]
+    betas = [b for b in (SETTINGS["beta"].parse(x.strip()) for x in st.query_params.get("betas", "").split(",")[:12])
              if b is not None]
     if not ks or not betas:
         st.warning("This sweep link names no usable K or beta values; ask your teacher for a new link.")
@@ -158,7 +104,7 @@ def settings_form() -> dict:
              "codes start differs. N(0, 1) codes start far from the encoder's outputs and most never get picked; "
              "U(-1/K, 1/K) codes start at their centre and get used. Healthy: k-means init on encoder outputs, EMA "
              "codebook (Razavi et al. 2019), dead-code restart.")
-    st.selectbox("Dataset", BUILT_IN + ["folder"], key="tr_data",
+    st.selectbox("Dataset", SETTINGS["data"].options, key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
         up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_UPLOAD_MB} MB)", type=["zip"],
@@ -171,19 +117,19 @@ def settings_form() -> dict:
                     st.session_state["tr_upload_path"] = save_upload(up.getvalue())
                 except OSError as e:
                     st.error(f"Could not store the upload under {state.runs_dir()} ({e}); the disk may be full.")
-    kind = st.radio("Model", list(KINDS), format_func=KINDS.get, key="tr_kind", horizontal=True)
+    kind = st.radio("Model", SETTINGS["kind"].options, format_func=KINDS.get, key="tr_kind", horizontal=True)
     a, b = st.columns(2)
-    arch = a.radio("Architecture", list(DOWN), key="tr_arch", horizontal=True,
+    arch = a.radio("Architecture", SETTINGS["arch"].options, key="tr_arch", horizontal=True,
                    help="conv: strided convolutions + residual blocks (van den Oord et al. 2017); patch: a patch MLP "
                         "(Conv2d with kernel = stride = patch)")
     if st.session_state["tr_down"] not in DOWN[arch]:
-        st.session_state["tr_down"] = 4
+        st.session_state["tr_down"] = SETTINGS["down"].default
     down = b.selectbox("Downsample" if arch == "conv" else "Patch size", DOWN[arch], key="tr_down")
     size = NATIVE_SIZE[st.session_state["tr_data"]]
-    h = ModelConfig(image_size=size, downsample=down).latent_size
+    h = ModelConfig(arch=arch, image_size=size, downsample=down).latent_size
     a, b = st.columns(2)
     if kind == "fsq":
-        a.selectbox("Levels per channel", FSQ_LEVELS, key="tr_levels",
+        a.selectbox("Levels per channel", SETTINGS["levels"].options, key="tr_levels",
                     format_func=lambda s: f"{s} ({math.prod(int(n) for n in s.split(','))} codes)",
                     help="Finite scalar quantisation (Mentzer et al. 2023): each latent channel is bounded and rounded "
                          "to this many levels; the codes are the grid's points. Nothing to learn, nothing to collapse.")
@@ -192,33 +138,36 @@ def settings_form() -> dict:
                    f"to its levels: one of {math.prod(levels)} grid points. No codebook loss, no commitment loss.")
     else:
         if kind != "vae":
-            a.select_slider("Codebook size K", KS, key="tr_k")
-        b.select_slider("Code size D" if kind != "vae" else "Latent channels D", DIMS, key="tr_d")
+            a.select_slider("Codebook size K", SETTINGS["k"].options, key="tr_k", help=SETTINGS["k"].help)
+        b.select_slider("Code size D" if kind != "vae" else "Latent channels D", SETTINGS["d"].options, key="tr_d",
+                        help=SETTINGS["d"].help)
         st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors"
                    + (f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."))
     if kind == "vae":
-        st.select_slider("KL weight", KLS, key="tr_kl", format_func=lambda x: f"{x:g}",
+        st.select_slider("KL weight", SETTINGS["kl"].options, key="tr_kl", format_func=lambda x: f"{x:g}",
                   help="Lower sends more bits per image (its KL to N(0, I)): sharper reconstructions, worse noise samples.")
     elif kind != "fsq":
-        st.slider("Commitment weight beta", 0.0, 2.0, step=0.05, key="tr_beta")
+        st.slider("Commitment weight beta", float(SETTINGS["beta"].lo), BETA_MAX, step=0.05, key="tr_beta",
+                  help=SETTINGS["beta"].help)
     a, b = st.columns(2)
-    a.select_slider("Learning rate", LRS, key="tr_lr", format_func=lambda x: f"{x:g}")
-    b.select_slider("Batch size", BATCHES, key="tr_batch")
+    a.select_slider("Learning rate", SETTINGS["lr"].options, key="tr_lr", format_func=lambda x: f"{x:g}")
+    b.select_slider("Batch size", SETTINGS["batch"].options, key="tr_batch")
     a, b = st.columns(2)
-    budget = a.radio("Budget", ["seconds", "steps"], key="tr_budget", horizontal=True)
+    budget = a.radio("Budget", SETTINGS["budget"].options, key="tr_budget", horizontal=True)
     if budget == "seconds":
-        b.slider("Seconds", 5, 600, step=5, key="tr_secs")
+        b.slider("Seconds", SETTINGS["secs"].lo, SETTINGS["secs"].hi, step=5, key="tr_secs")
     else:
-        b.number_input("Steps", 1, 100_000, step=100, key="tr_steps")
+        b.number_input("Steps", SETTINGS["steps"].lo, SETTINGS["steps"].hi, step=100, key="tr_steps")
     if kind in ("vq", "rq"):
         with st.expander("Codebook options", expanded=False):
-            st.radio("Codebook update", ["ema", "grad"], key="tr_cb", horizontal=True,
-                     format_func={"ema": "EMA (running k-means)", "grad": "gradient (codebook loss)"}.get)
-            st.radio("Init", ["kmeans", "uniform", "normal"], key="tr_init", horizontal=True,
-                     format_func={"kmeans": "k-means on data", "uniform": "U(-1/K, 1/K)", "normal": "N(0, 1)"}.get)
-            st.toggle("Restart dead codes", key="tr_restart")
-            st.toggle("Cosine codebook (unit vectors)", key="tr_cosine")
-            st.radio("Straight-through form", list(STE_FORMS), key="tr_ste", horizontal=True, format_func=STE_FORMS.get,
+            st.radio("Codebook update", SETTINGS["cb"].options, key="tr_cb", horizontal=True,
+                     format_func=CODEBOOK_UPDATES.get, help=SETTINGS["cb"].help)
+            st.radio("Init", SETTINGS["init"].options, key="tr_init", horizontal=True, format_func=INITS.get,
+                     help=SETTINGS["init"].help)
+            st.toggle("Restart dead codes", key="tr_restart", help=SETTINGS["restart"].help)
+            st.toggle("Cosine codebook (unit vectors)", key="tr_cosine", help=SETTINGS["cosine"].help)
+            st.radio("Straight-through form", SETTINGS["ste"].options, key="tr_ste", horizontal=True,
+                     format_func=STE_FORMS.get,
                      help="The second form also sends the decoder's gradient to the codebook; an EMA codebook takes "
                           "no gradient, so it needs the gradient codebook update.")
             if st.session_state["tr_ste"] == "both" and st.session_state["tr_cb"] == "ema":
@@ -226,38 +175,19 @@ def settings_form() -> dict:
                            "the paper's form. Pick the gradient codebook update, or the paper's form.")
     if kind == "rq":
         with st.expander("Residual quantisation (RQ)", expanded=True):
-            st.slider("Depth", 1, 8, key="tr_depth")
+            st.slider("Depth", SETTINGS["depth"].lo, SETTINGS["depth"].hi, key="tr_depth")
             st.text_input("K per depth", key="tr_sizes", placeholder="empty: K at every depth; e.g. 512,256,128,64")
-            st.toggle("One codebook shared by every depth", key="tr_shared")
-            st.toggle("Normalise each residual (LayerNorm-style scale)", key="tr_norm")
-            st.number_input("Progressive: switch a depth on every N steps (0: all at once)", 0, 100_000, step=100,
-                            key="tr_prog")
+            st.toggle("One codebook shared by every depth", key="tr_shared", help=SETTINGS["shared"].help)
+            st.toggle("Normalise each residual (LayerNorm-style scale)", key="tr_norm", help=SETTINGS["norm"].help)
+            st.number_input("Progressive: switch a depth on every N steps (0: all at once)", SETTINGS["prog"].lo,
+                            SETTINGS["prog"].hi, step=100, key="tr_prog")
     with st.expander("More", expanded=False):
-        st.number_input("Seed", 0, 1_000_000, key="tr_seed")
+        st.number_input("Seed", SETTINGS["seed"].lo, SETTINGS["seed"].hi, key="tr_seed", help=SETTINGS["seed"].help)
         st.toggle("Divide the recon loss by the data variance (as van den Oord et al. 2017's code does)", key="tr_var")
     v = save_settings()
     if preset_of(v) is None and kind in ("vq", "rq"):
         st.caption("Codebook options: custom (neither preset).")
     return v
-
-
-def model_config(v: dict, data) -> ModelConfig:
-    cfg = default_model_config(data, v["kind"], arch=v["arch"], downsample=v["down"], kl_weight=v["kl"])
-    cfg.vq = QuantizerConfig(k=v["k"], dim=v["d"], beta=v["beta"], codebook=v["cb"], init=v["init"],
-                             restart_dead=v["restart"], cosine=v["cosine"], ste=v["ste"])
-    if v["kind"] == "fsq":
-        cfg.fsq = FSQConfig(levels=[int(n) for n in v["levels"].split(",")])
-    if v["kind"] == "rq":
-        try:
-            sizes = [int(s) for s in v["sizes"].split(",") if s.strip()] or [v["k"]] * v["depth"]
-        except ValueError:
-            raise ValueError("K per depth must be whole numbers separated by commas, e.g. 512,256,128; "
-                             f"got {v['sizes']!r}") from None
-        cfg.rq = ResidualConfig(depth=v["depth"], codebook_sizes=sizes, shared=v["shared"], norm_residual=v["norm"],
-                                progressive_steps=v["prog"])
-    cfg.validate()
-    check_app_limits(cfg, v["batch"])   # typed K per depth and ?sizes= get the K slider's bounds
-    return cfg
 
 
 def title_of(v: dict) -> str:
@@ -346,7 +276,7 @@ def live_knobs(v: JobView) -> None:
     if "beta" in v.knobs:
         keys["beta"] = f"tr_live_beta_{v.id}"
         st.session_state.setdefault(keys["beta"], float(v.knobs["beta"]))
-        cols[0].slider("beta (live)", 0.0, 2.0, step=0.05, key=keys["beta"], on_change=act,
+        cols[0].slider("beta (live)", 0.0, BETA_MAX, step=0.05, key=keys["beta"], on_change=act,
                        args=(v.id, "set"), kwargs={"beta": keys["beta"]})
     keys["lr"] = f"tr_live_lr_{v.id}"
     st.session_state.setdefault(keys["lr"], min(LRS, key=lambda x: abs(x - v.knobs["lr"])))

@@ -15,21 +15,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .analysis import rate_bits
-from .data import DATASETS, DataConfig, DataError, data_config, load_data
+from .data import NATIVE_CHANNELS, NATIVE_SIZE, DataConfig, DataError, data_config, load_data
+from .fit import USER_SETTINGS, model_config
+from .fsq import FSQConfig
 from .images import ImageError
+from .models import ModelConfig
+from .prior import PriorConfig
 from .quantize import QuantizerConfig, ResidualConfig
 from .runs import CheckpointError, check_fits, load_model, new_run_dir
-from .trainer import MAX_THREADS, TrainConfig
+from .settings import add_flags, specs
+from .trainer import TrainConfig
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+DEFAULT_SECONDS = 60.0   # a run's budget when neither --steps nor --seconds is given
 
 
 def _int_in(lo: int, hi: int):
@@ -58,21 +55,6 @@ def _finite(text: str) -> float:
     return value
 
 
-def _on_off(text: str) -> bool:
-    if text.lower() in ("on", "true", "yes", "1"):
-        return True
-    if text.lower() in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r}: say on or off")
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integers, e.g. 512,256,128") from None
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line instead of the whole usage text."""
 
@@ -85,48 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model into a run folder")
-    t.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
-    t.add_argument("--data-path", help="folder or zip for folder / mnist-full / cifar10")
-    t.add_argument("--image-size", type=_positive_int)
-    t.add_argument("--download", action="store_true", help="mnist-full / cifar10: download when missing (needs internet)")
-    t.add_argument("--model", default="vq", choices=["vq", "rq", "fsq", "vae"],
-                   help="vq: VQ-VAE (van den Oord et al. 2017); rq: RQ-VAE (Lee et al. 2022); fsq: finite scalar "
-                        "quantisation (Mentzer et al. 2023); vae: a Gaussian VAE")
-    t.add_argument("--levels", type=_int_list, help="FSQ: levels per latent channel, e.g. 8,6,5 (240 codes)")
-    t.add_argument("--arch", default="conv", choices=["conv", "patch"])
-    t.add_argument("--downsample", type=_positive_int, default=4, help="conv: 2, 4 or 8; patch: the patch size")
-    t.add_argument("--hidden", type=_positive_int)
-    t.add_argument("--k", type=int, default=64, help="codebook size K")
-    t.add_argument("--dim", type=_positive_int, default=16, help="code vector size D")
-    t.add_argument("--beta", type=_finite, default=0.25, help="commitment weight")
-    t.add_argument("--codebook", default="ema", choices=["ema", "grad"])
-    t.add_argument("--decay", type=_finite, default=0.95)
-    t.add_argument("--init", default="kmeans", choices=["kmeans", "uniform", "normal"])
-    t.add_argument("--restart-dead", type=_on_off, default=True, metavar="on|off")
-    t.add_argument("--dead-threshold", type=_finite, default=0.5)
-    t.add_argument("--cosine", action="store_true")
-    t.add_argument("--ste", default="paper", choices=["paper", "both"],
-                   help="straight-through form: paper, z_e + sg(z_q - z_e) (van den Oord et al. 2017); both, "
-                        "z_q + (z_e - sg(z_e)), which also sends the decoder's gradient to a gradient codebook "
-                        "(needs --codebook grad)")
-    t.add_argument("--depth", type=_positive_int, default=4, help="RQ depth")
-    t.add_argument("--ks", type=_int_list, help="RQ codebook size per depth, e.g. 512,256,128 (default: K at every depth)")
-    t.add_argument("--shared-codebook", action="store_true")
-    t.add_argument("--norm-residual", action="store_true")
-    t.add_argument("--progressive-steps", type=int, default=0)
-    t.add_argument("--kl-weight", type=_finite, default=1.0,
-                   help="VAE: weight of the KL term (KL summed over latents, divided by the pixel count like the MSE); "
-                        "lower sends more bits per image")
+    # Every config field's flag, help, type check, bounds and default come from the field (settings.py).
+    add_flags(t, DataConfig, ["name", "path", "image_size", "download"])
+    add_flags(t, ModelConfig, ["kind"])
+    add_flags(t, FSQConfig, defaults=False)
+    add_flags(t, ModelConfig, ["arch", "downsample"])
+    add_flags(t, ModelConfig, ["hidden"], defaults=False)
+    add_flags(t, QuantizerConfig)
+    add_flags(t, ResidualConfig, ["depth"])
+    add_flags(t, ResidualConfig, ["codebook_sizes"], defaults=False)
+    add_flags(t, ResidualConfig, ["shared", "norm_residual", "progressive_steps"])
+    add_flags(t, ModelConfig, ["kl_weight"])
     t.add_argument("--normalize-recon", action="store_true",
                    help="divide the recon loss by the data variance (as van den Oord et al. 2017's code does)")
-    t.add_argument("--seconds", type=_finite)
-    t.add_argument("--steps", type=_positive_int)
-    t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--lr", type=_finite, default=2e-3)
-    t.add_argument("--seed", type=SEED, default=0)
-    t.add_argument("--val-every", type=_positive_int, default=250)
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--threads", type=_int_in(1, MAX_THREADS))
+    add_flags(t, TrainConfig)
     t.add_argument("--out", type=Path, help="run folder (default: a new folder under runs/)")
     t.add_argument("--backend", default="here", choices=["here", "ray"],
                    help="here: train in this process; ray: on the Ray cluster at RAY_ADDRESS (files come back here)")
@@ -139,12 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     psub = pr.add_subparsers(dest="prior_command", required=True, parser_class=_Parser)
     pt = psub.add_parser("train")
     pt.add_argument("run", type=Path)
-    pt.add_argument("--seconds", type=_finite)
-    pt.add_argument("--steps", type=_positive_int)
-    pt.add_argument("--seed", type=SEED, default=0)
+    add_flags(pt, TrainConfig, ["seconds", "steps", "seed"])
     pt.add_argument("--unconditional", action="store_true", help="ignore class labels")
-    pt.add_argument("--dropout", type=_finite, default=0.0,
-                    help="dropout in the PixelCNN's gated layers, in [0, 1): keeps a long run from overfitting")
+    add_flags(pt, PriorConfig, ["dropout"])
     ps = psub.add_parser("sample")
     ps.add_argument("run", type=Path)
     ps.add_argument("--n", type=_int_in(1, 1024), default=16)
@@ -183,35 +134,23 @@ def _progress(total_steps: int | None, seconds: float | None):
     return on_event
 
 
+def model_settings(a: argparse.Namespace) -> dict:
+    """The parsed flags -> the builder's keyword arguments (by field name), as the Train page hands them over."""
+    return {name: getattr(a, name) for name in USER_SETTINGS}
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from .fit import check_trainable, fit
-    from .fsq import FSQConfig
-    from .models import ModelConfig
 
     if a.seconds is None and a.steps is None:
-        a.seconds = 60.0
-    data_cfg = DataConfig(name=a.dataset, path=a.data_path, image_size=a.image_size, download=a.download)
-    vq = QuantizerConfig(k=a.k, dim=a.dim, beta=a.beta, codebook=a.codebook, decay=a.decay, init=a.init,
-                         restart_dead=a.restart_dead, dead_threshold=a.dead_threshold, cosine=a.cosine, ste=a.ste)
-    rq = ResidualConfig(depth=a.depth, codebook_sizes=a.ks or [a.k] * a.depth, shared=a.shared_codebook,
-                        norm_residual=a.norm_residual, progressive_steps=a.progressive_steps)
-    fsq = FSQConfig(levels=a.levels) if a.levels else FSQConfig()
-    model_cfg = ModelConfig(kind=a.model, arch=a.arch, downsample=a.downsample, vq=vq, rq=rq, fsq=fsq, kl_weight=a.kl_weight)
-    train_cfg = TrainConfig(steps=a.steps, seconds=a.seconds, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                            val_every=a.val_every, device=a.device, threads=a.threads)
-    model_cfg.vq.validate()
-    if a.model == "rq":
-        rq.validate()
-    if a.model == "fsq":
-        fsq.validate()
-    train_cfg.validate()
+        a.seconds = DEFAULT_SECONDS
+    data_cfg = DataConfig(name=a.name, path=a.path, image_size=a.image_size, download=a.download)
+    settings = model_settings(a)
+    size, channels = a.image_size or NATIVE_SIZE[a.name], NATIVE_CHANNELS[a.name]
+    model_config(a.kind, channels, size, hidden=a.hidden, **settings)   # every setting, before the data loads
+    train_cfg = TrainConfig(**{name: getattr(a, name) for name in specs(TrainConfig) if hasattr(a, name)})
     data = load_data(data_cfg)
-    model_cfg.channels, model_cfg.image_size = data.channels, data.image_size
-    if a.hidden:
-        model_cfg.hidden = a.hidden
-        model_cfg.res_hidden = max(4, a.hidden // 2)
-    elif data.channels == 3:
-        model_cfg.hidden, model_cfg.res_hidden = 96, 48
+    model_cfg = model_config(a.kind, data.channels, data.image_size, hidden=a.hidden, **settings)
     check_trainable(model_cfg, train_cfg.batch_size)   # every bound, and the size, before a run folder or a progress bar exists
     out = a.out or new_run_dir()
     command = "python -m vqdemo " + " ".join(shlex.quote(s) for s in sys.argv[1:])
@@ -296,7 +235,7 @@ def cmd_prior(a: argparse.Namespace) -> int:
 
     if a.prior_command == "train":
         if a.seconds is None and a.steps is None:
-            a.seconds = 60.0
+            a.seconds = DEFAULT_SECONDS
         cfg = None
         if a.unconditional or a.dropout:
             ae, meta = load_model(a.run)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .files import atomic_write_bytes
 from .images import ImageError, load_images_from_folder, load_images_from_zip
+from .settings import Checked, setting
 
 DATASETS: dict[str, str] = {
     "mnist": "5,000 real handwritten digits, 28x28 grey, built in (offline)",
@@ -60,15 +61,33 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    name: str = "mnist"            # mnist | mnist-full | cifar10 | digits | shapes | folder
-    path: str | None = None        # folder/zip for folder; directory with files for mnist-full / cifar10
-    image_size: int | None = None  # None: native (28 for the digits, 32 for the others)
-    channels: int | None = None    # None: native (1 for the digits, 3 for shapes/cifar10/folder)
-    val_fraction: float = 0.1
-    seed: int = 0                  # split seed, and the generation seed of shapes
-    max_images: int | None = None  # cap on train+val (shapes: how many are drawn, default 6000)
-    download: bool = False         # opt-in, only mnist-full / cifar10, only for users who are online
+class DataConfig(Checked):
+    """Which images, how split; each field's help, bounds and choices are its metadata (see settings.py)."""
+
+    error = DataError
+
+    name: str = setting("mnist", choices=tuple(DATASETS), flag="--dataset", help="which images")
+    path: str | None = setting(None, flag="--data-path", help="folder or zip for folder / mnist-full / cifar10")
+    image_size: int | None = setting(None, lo=4, hi=256,
+                                     help="resize the images (default: native, 28 for the digits, 32 for the others)")
+    channels: int | None = setting(None, choices=(1, 3), flag="",
+                                   help="1 (grey) or 3 (colour); default: native (1 for the digits, 3 for the others)")
+    val_fraction: float = setting(0.1, lo=0, hi=1, lo_open=True, hi_open=True, flag="")
+    seed: int = setting(0, lo=0, flag="", help="split seed, and the generation seed of shapes")
+    max_images: int | None = setting(None, lo=2, flag="", help="cap on train+val (shapes: how many are drawn, "
+                                                               f"default {SHAPES_DEFAULT_N})")
+    download: bool = setting(False, help="mnist-full / cifar10: download when missing (needs internet); only for "
+                                         "users who are online")
+
+    def validate(self) -> None:
+        if self.name not in DATASETS:   # the list of names, before anything else about a name nobody knows
+            raise DataError(f"unknown dataset {self.name!r}; choose one of: {', '.join(DATASETS)}.")
+        super().validate()
+
+    def rules(self) -> None:
+        """A path for the datasets that read one; whether it holds the files is `load_data`'s to find out."""
+        if self.name in ("mnist-full", "cifar10", "folder") and not self.path:
+            raise DataError(f"the {self.name!r} dataset needs a path: {DATASETS[self.name]}.")
 
 
 @dataclass
@@ -399,21 +418,7 @@ def _load_folder(cfg: DataConfig, size: int, channels: int) -> tuple:
 # ----------------------------------------------------------------------------------------------- common
 
 def _check(cfg: DataConfig) -> None:
-    if cfg.name not in DATASETS:
-        raise DataError(f"unknown dataset {cfg.name!r}; choose one of: {', '.join(DATASETS)}.")
-    vf = cfg.val_fraction
-    if not isinstance(vf, (int, float)) or not 0 < vf < 1:
-        raise DataError(f"val_fraction must be strictly between 0 and 1 (e.g. 0.1), got {vf!r}.")
-    if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or not 4 <= cfg.image_size <= 256):
-        raise DataError(f"image_size must be an integer from 4 to 256 (or None for native), got {cfg.image_size!r}.")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise DataError(f"seed must be an integer >= 0, got {cfg.seed!r}.")
-    if cfg.channels not in (None, 1, 3) or isinstance(cfg.channels, bool):
-        raise DataError(f"channels must be 1 (grey), 3 (colour) or None (native), got {cfg.channels!r}.")
-    if cfg.max_images is not None and (not isinstance(cfg.max_images, int) or cfg.max_images < 2):
-        raise DataError(f"max_images must be an integer >= 2 (or None for all), got {cfg.max_images!r}.")
-    if cfg.name in ("mnist-full", "cifar10", "folder") and not cfg.path:
-        raise DataError(f"the {cfg.name!r} dataset needs a path: {DATASETS[cfg.name]}.")
+    """What DataConfig's own check cannot know: whether the folder it names is there."""
     if cfg.name in ("mnist-full", "cifar10") and not cfg.download and not Path(cfg.path).is_dir():
         raise DataError(f"'{cfg.path}' is not a folder; point to the folder holding the {cfg.name} files, "
                         "or set download=True if you are online.")

@@ -15,9 +15,11 @@ import torch
 
 from .data import DataConfig, ImageData, load_data
 from .files import atomic_write_bytes
+from .fsq import FSQConfig
 from .models import ModelConfig, build_model, parameter_count
-from .quantize import QuantizerConfig
+from .quantize import QuantizerConfig, ResidualConfig
 from .runs import MAX_PARAMS
+from .settings import int_list
 from .trainer import Control, Store, TrainConfig, TrainResult, run_training, validation_batch
 
 APP_MAX_K = 1024      # the Train page's K slider stops here, and so does every other way into the app
@@ -26,18 +28,65 @@ APP_MAX_DIM = 64
 APP_MAX_BATCH = 256
 
 
-def default_model_config(data: ImageData, kind: str = "vq", **overrides) -> ModelConfig:
+RGB_HIDDEN = 96   # colour images get a wider encoder/decoder than the grey digits' ModelConfig.hidden
+QUANTIZER_FIELDS = tuple(f.name for f in dataclasses.fields(QuantizerConfig))
+RESIDUAL_FIELDS = tuple(f.name for f in dataclasses.fields(ResidualConfig))
+FSQ_FIELDS = tuple(f.name for f in dataclasses.fields(FSQConfig))
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("vq", "rq", "fsq"))
+# what a user sets, by field name, on the command line or the Train page: model_config's keyword arguments
+USER_SETTINGS = QUANTIZER_FIELDS + RESIDUAL_FIELDS + FSQ_FIELDS + ("arch", "downsample", "kl_weight")
+
+
+def codebook_sizes_of(sizes: list[int] | str | None) -> list[int]:
+    """K per depth as given: a list, text as typed ("512,256,128") or none (an empty list: K at every depth)."""
+    if not isinstance(sizes, str):
+        return list(sizes or [])
+    try:
+        return int_list(sizes)
+    except ValueError:
+        raise ValueError("K per depth must be whole numbers separated by commas, e.g. 512,256,128; "
+                         f"got {sizes!r}") from None
+
+
+def model_config(kind: str = "vq", channels: int = 1, image_size: int = 28, *, hidden: int | None = None,
+                 **settings) -> ModelConfig:
+    """The one way from user settings (the command line's flags, the Train page's widgets) to a ModelConfig.
+
+    `settings` are fields of ModelConfig (arch, downsample, kl_weight), QuantizerConfig (k, dim, beta, codebook,
+    init, ...), ResidualConfig (depth, codebook_sizes, shared, ...) or FSQConfig (levels), each by its field name;
+    one left out (or None) keeps the field's default. K per depth may be text ("512,256,128"); none means K at
+    every depth. `hidden` sets the width (and the residual blocks' half of it); none gives colour images the wider
+    RGB_HIDDEN. Every value is checked by the configs themselves (ValueError, one line)."""
+    given = {name: value for name, value in settings.items() if value is not None}
+    unknown = sorted(set(given) - set(QUANTIZER_FIELDS + RESIDUAL_FIELDS + FSQ_FIELDS + MODEL_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown model setting(s): {', '.join(unknown)}")
+
+    def pick(names: tuple[str, ...]) -> dict:
+        return {n: given[n] for n in names if n in given}
+
+    vq = QuantizerConfig(**pick(QUANTIZER_FIELDS))
+    rq, fsq = ResidualConfig(), FSQConfig()
+    if kind == "rq":
+        rq_settings = pick(RESIDUAL_FIELDS)
+        sizes = codebook_sizes_of(rq_settings.get("codebook_sizes"))
+        rq_settings["codebook_sizes"] = sizes or [vq.k] * rq_settings.get("depth", rq.depth)
+        rq = ResidualConfig(**rq_settings)
+    if kind == "fsq":
+        fsq = FSQConfig(**pick(FSQ_FIELDS))
+    width = hidden if hidden is not None else RGB_HIDDEN if channels == 3 else None
+    widths = {} if width is None else {"hidden": width, "res_hidden": max(4, width // 2)}
+    return ModelConfig(**{**pick(MODEL_FIELDS), "kind": kind, "channels": channels, "image_size": image_size,
+                          **widths, "vq": vq, "rq": rq, "fsq": fsq})
+
+
+def default_model_config(data: ImageData, kind: str = "vq", **settings) -> ModelConfig:
     """The healthy side of the collapse contrast: k-means init, EMA codebook, dead-code restart.
 
     Measured on the 5,000 MNIST digits (see bench/train_quality.py): all 64 codes in use; the baseline whose
     codebook starts far from the encoder's outputs (N(0, 1) init, gradient codebook, no restart) uses a handful.
     """
-    cfg = ModelConfig(kind=kind, channels=data.channels, image_size=data.image_size)
-    if data.channels == 3:
-        cfg.hidden, cfg.res_hidden = 96, 48
-    for name, value in overrides.items():
-        setattr(cfg, name, value)
-    return cfg
+    return model_config(kind, data.channels, data.image_size, **settings)
 
 
 def far_init_quantizer(k: int = 64, dim: int = 16, beta: float = 0.25) -> QuantizerConfig:
@@ -81,15 +130,23 @@ def step_bytes(cfg: ModelConfig, batch_size: int) -> int:
 def check_app_limits(model_cfg: ModelConfig, batch_size: int) -> None:
     """What the Train page's widgets allow, for settings that arrive another way (typed K per depth, ?sizes= in the
     URL, a job submitted through the API): every K in [2, APP_MAX_K], depth and D within the widgets' ranges."""
-    sizes = [model_cfg.vq.k] + (list(model_cfg.rq.codebook_sizes) if model_cfg.kind == "rq" else [])
-    for k in sizes:
-        if not (isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= APP_MAX_K):
-            raise ValueError(f"each K must be a whole number from 2 to {APP_MAX_K} here, got {k!r}; "
+    rq = model_cfg.rq if model_cfg.kind == "rq" else None
+    check_app_settings(model_cfg.kind, batch_size, k=model_cfg.vq.k, dim=model_cfg.vq.dim,
+                       depth=rq.depth if rq else None, codebook_sizes=rq.codebook_sizes if rq else None)
+
+
+def check_app_settings(kind: str, batch_size: int, *, k: int, dim: int, depth: int | None = None,
+                       codebook_sizes: list[int] | str | None = None, **_: object) -> None:
+    """check_app_limits on the settings themselves, before a config is built from them: a K per depth of 99999
+    is named as over the app's slider, not as over the library's bound."""
+    for size in [k] + (codebook_sizes_of(codebook_sizes) if kind == "rq" else []):
+        if not (isinstance(size, int) and not isinstance(size, bool) and 2 <= size <= APP_MAX_K):
+            raise ValueError(f"each K must be a whole number from 2 to {APP_MAX_K} here, got {size!r}; "
                              "the command line allows larger codebooks")
-    if model_cfg.kind == "rq" and not 1 <= model_cfg.rq.depth <= APP_MAX_DEPTH:
-        raise ValueError(f"RQ depth must be from 1 to {APP_MAX_DEPTH} here, got {model_cfg.rq.depth!r}")
-    if not 1 <= model_cfg.vq.dim <= APP_MAX_DIM:
-        raise ValueError(f"code size D must be from 1 to {APP_MAX_DIM} here, got {model_cfg.vq.dim!r}")
+    if kind == "rq" and depth is not None and not 1 <= depth <= APP_MAX_DEPTH:
+        raise ValueError(f"RQ depth must be from 1 to {APP_MAX_DEPTH} here, got {depth!r}")
+    if not 1 <= dim <= APP_MAX_DIM:
+        raise ValueError(f"code size D must be from 1 to {APP_MAX_DIM} here, got {dim!r}")
     if not 1 <= batch_size <= APP_MAX_BATCH:
         raise ValueError(f"batch size must be from 1 to {APP_MAX_BATCH} here, got {batch_size!r}")
 

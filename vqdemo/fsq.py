@@ -10,26 +10,24 @@ so the straight-through estimator copies the gradient past it, as in VQ-VAE.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from .quantize import USAGE_DECAY, Quantized, Step, nearest_code, perplexity_of, rows
+from .settings import Checked, setting
 
 
 @dataclass
-class FSQConfig:
-    levels: list[int] = field(default_factory=lambda: [8, 6, 5])  # levels per latent channel (Mentzer et al.'s 2^8 choice)
+class FSQConfig(Checked):
+    levels: list[int] = setting(factory=lambda: [8, 6, 5], lo=2, hi=64, items=8,
+                                help="FSQ: levels per latent channel, e.g. 8,6,5 (240 codes; Mentzer et al.'s 2^8 choice)")
 
-    def validate(self) -> None:
-        levels = self.levels
-        if not (isinstance(levels, (list, tuple)) and 1 <= len(levels) <= 8
-                and all(isinstance(n, int) and not isinstance(n, bool) and 2 <= n <= 64 for n in levels)):
-            raise ValueError(f"FSQ levels must be 1 to 8 integers in [2, 64], got {levels!r}")
-        if math.prod(levels) > 65536:
-            raise ValueError(f"FSQ levels {levels} make {math.prod(levels):,} codes; at most 65,536")
+    def rules(self) -> None:
+        if math.prod(self.levels) > 65536:
+            raise ValueError(f"FSQ levels {self.levels} make {math.prod(self.levels):,} codes; at most 65,536")
 
     @property
     def k(self) -> int:

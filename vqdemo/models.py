@@ -19,53 +19,44 @@ from .fsq import FiniteScalarQuantizer, FSQConfig
 from .metrics import psnr
 from .nets import ConvDecoder, ConvEncoder, PatchDecoder, PatchEncoder
 from .quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, perplexity_of
+from .settings import Checked, setting
+
+KINDS = {"vq": "VQ-VAE", "rq": "RQ-VAE", "fsq": "FSQ", "vae": "VAE"}
+ARCHS = ("conv", "patch")
+CONV_DOWNSAMPLE = (2, 4, 8)
 
 
 @dataclass
-class ModelConfig:
-    kind: str = "vq"          # "vq" | "rq" | "fsq" | "vae"
-    arch: str = "conv"        # "conv": strided convs + residual blocks (van den Oord et al. 2017); "patch": a patch MLP
-    channels: int = 1         # image channels C
-    image_size: int = 28
-    hidden: int = 64
-    res_blocks: int = 2
-    res_hidden: int = 32
-    downsample: int = 4       # conv: 2, 4 or 8 (28x28 -> 7x7 at 4); patch: the patch size
+class ModelConfig(Checked):
+    """The autoencoder's settings; each field's help, bounds and choices are its metadata (see settings.py)."""
+
+    kind: str = setting("vq", choices=tuple(KINDS), flag="--model", label="model kind",
+                        help="vq: VQ-VAE (van den Oord et al. 2017); rq: RQ-VAE (Lee et al. 2022); fsq: finite scalar "
+                             "quantisation (Mentzer et al. 2023); vae: a Gaussian VAE")
+    arch: str = setting("conv", choices=ARCHS, label="architecture",
+                        help="conv: strided convs + residual blocks (van den Oord et al. 2017); patch: a patch MLP")
+    channels: int = setting(1, choices=(1, 3), flag="", help="image channels C")
+    image_size: int = setting(28, lo=4, hi=256, flag="", label="image size")
+    hidden: int = setting(64, lo=4, hi=1024, help="hidden width of the encoder and decoder")
+    res_blocks: int = setting(2, lo=0, hi=8, flag="")
+    res_hidden: int = setting(32, lo=4, hi=1024, flag="")
+    downsample: int = setting(4, lo=1, label="downsampling", help="conv: 2, 4 or 8; patch: the patch size")
     vq: QuantizerConfig = field(default_factory=QuantizerConfig)
     rq: ResidualConfig = field(default_factory=ResidualConfig)
     fsq: FSQConfig = field(default_factory=FSQConfig)  # kind "fsq": the latent has len(levels) channels
-    # VAE only: weight of the KL term; the KL (nats, summed over latents) is divided by the pixel count, like the MSE
-    kl_weight: float = 1.0
+    kl_weight: float = setting(1.0, lo=0, hi=1e4,
+                               help="VAE: weight of the KL term (KL summed over latents, divided by the pixel count "
+                                    "like the MSE); lower sends more bits per image")
     # recon loss is divided by this (van den Oord et al. 2017's code divides by the training set's variance)
-    data_variance: float = 1.0
+    data_variance: float = setting(1.0, lo=1e-12, hi=1e12, flag="")
 
-    def validate(self) -> None:
-        if self.kind not in ("vq", "rq", "fsq", "vae"):
-            raise ValueError(f"model kind must be vq, rq, fsq or vae, got {self.kind!r}")
-        if self.arch not in ("conv", "patch"):
-            raise ValueError(f"architecture must be conv or patch, got {self.arch!r}")
-        for name in ("channels", "image_size", "hidden", "res_blocks", "res_hidden", "downsample"):
-            value = getattr(self, name)  # a config from JSON may say 64.5 or "64": refuse it here, not deep in torch
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"images must have 1 or 3 channels, got {self.channels!r}")
-        if not (4 <= self.image_size <= 256):
-            raise ValueError(f"image size must be in [4, 256], got {self.image_size!r}")
-        if not (4 <= self.hidden <= 1024 and 0 <= self.res_blocks <= 8 and 4 <= self.res_hidden <= 1024):
-            raise ValueError("hidden, res_hidden must be in [4, 1024] and res_blocks in [0, 8]")
-        if self.arch == "conv" and self.downsample not in (2, 4, 8):
+    def rules(self) -> None:
+        """The architecture's downsampling, and the parts this kind uses (checked again: they may have changed in
+        place since they were built)."""
+        if self.arch == "conv" and self.downsample not in CONV_DOWNSAMPLE:
             raise ValueError(f"conv downsampling must be 2, 4 or 8, got {self.downsample!r}")
         if self.arch == "patch" and not (1 <= self.downsample <= self.image_size):
             raise ValueError(f"patch size must be in [1, image size], got {self.downsample!r}")
-        for name in ("kl_weight", "data_variance"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-        if not (math.isfinite(self.kl_weight) and 0 <= self.kl_weight <= 1e4):
-            raise ValueError(f"kl_weight must be a number in [0, 10^4], got {self.kl_weight!r}")
-        if not (math.isfinite(self.data_variance) and 1e-12 <= self.data_variance <= 1e12):
-            raise ValueError(f"data_variance must be a number in [10^-12, 10^12], got {self.data_variance!r}")
         self.vq.validate()
         if self.kind == "rq":
             self.rq.validate()

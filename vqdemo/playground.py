@@ -23,45 +23,40 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from vqdemo.quantize import QuantizerConfig, VectorQuantizer, perplexity_of
+from vqdemo.quantize import CODEBOOK_UPDATES, QuantizerConfig, VectorQuantizer, perplexity_of
+from vqdemo.settings import Checked, setting
 
 DATASETS = ("rings", "blobs", "spiral")
 INITS = {"data": "kmeans", "uniform": "uniform", "normal": "normal"}   # playground name -> QuantizerConfig.init
 
 
-@dataclass
-class PlaygroundConfig:
-    data: str = "rings"          # rings | blobs | spiral
-    n: int = 2000                # points
-    k: int = 64                  # codebook size (FSQ: L levels per axis with L * L closest to k)
-    beta: float = 0.25           # commitment weight
-    # data: k-means on the first encoder outputs; uniform: U(-1/K, 1/K), tiny, inside the data; normal: N(0, 1), mostly
-    # far from it
-    init: str = "normal"
-    codebook: str = "grad"       # grad: learned by the codebook loss; ema: running k-means
-    restart_dead: bool = False   # re-seat codes nobody picked on random encoder outputs
-    quantizer: str = "vq"        # vq | fsq (a fixed rounding grid, for contrast)
-    steps: int = 400
-    every: int = 4               # record a frame every `every` steps
-    lr: float = 3e-3
-    seed: int = 0
+QUANTIZERS = ("vq", "fsq")
 
-    def validate(self) -> None:
-        if self.data not in DATASETS:
-            raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {self.data!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.quantizer not in ("vq", "fsq"):
-            raise ValueError(f"quantizer must be 'vq' or 'fsq', got {self.quantizer!r}")
-        if not (isinstance(self.n, int) and 16 <= self.n <= 20_000):
-            raise ValueError(f"n must be an integer in [16, 20000], got {self.n!r}")
-        if not (isinstance(self.steps, int) and 1 <= self.steps <= 5_000):
-            raise ValueError(f"steps must be an integer in [1, 5000], got {self.steps!r}")
-        if not (isinstance(self.every, int) and 1 <= self.every <= self.steps):
+
+@dataclass
+class PlaygroundConfig(Checked):
+    """The toy's settings; each field's help, bounds and choices are its metadata (see settings.py)."""
+
+    data: str = setting("rings", choices=DATASETS, help="the 2-D points the toy autoencoder squeezes")
+    n: int = setting(2000, lo=16, hi=20_000, help="points")
+    k: int = setting(64, lo=2, hi=65536, help="codebook size (FSQ: L levels per axis with L * L closest to k)")
+    beta: float = setting(0.25, lo=0, hi=100, help="commitment weight")
+    init: str = setting("normal", choices=tuple(INITS),
+                        help="data: k-means on the first encoder outputs; uniform: U(-1/K, 1/K), tiny, inside the "
+                             "data; normal: N(0, 1), mostly far from it")
+    codebook: str = setting("grad", choices=tuple(CODEBOOK_UPDATES),
+                            help="grad: learned by the codebook loss; ema: running k-means")
+    restart_dead: bool = setting(False, help="re-seat codes nobody picked on random encoder outputs")
+    quantizer: str = setting("vq", choices=QUANTIZERS, help="vq, or fsq: a fixed rounding grid, for contrast")
+    steps: int = setting(400, lo=1, hi=5_000)
+    every: int = setting(4, lo=1, help="record a frame every `every` steps")
+    lr: float = setting(3e-3, lo=0, hi=1, lo_open=True)
+    seed: int = setting(0, lo=0)
+
+    def rules(self) -> None:
+        if self.every > self.steps:
             raise ValueError(f"every must be an integer in [1, steps], got {self.every!r}")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
-            raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
-        QuantizerConfig(k=self.k, dim=2, beta=self.beta, codebook=self.codebook).validate()
+        QuantizerConfig(k=self.k, dim=2, beta=self.beta, codebook=self.codebook)
 
 
 def toy_data(name: str, n: int, seed: int = 0) -> Tensor:

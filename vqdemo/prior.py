@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +28,7 @@ from torch import Tensor
 
 from . import runs
 from .data import data_config, load_data
+from .settings import Checked, setting
 from .trainer import Control, Store, TrainConfig, run_training
 
 KINDS = ("pixelcnn", "rq")
@@ -49,41 +50,38 @@ class PriorError(ValueError):
 
 
 @dataclass
-class PriorConfig:
+class PriorConfig(Checked):
     """Shape of the code maps the prior models and the size of its network."""
 
-    kind: str = "pixelcnn"  # "pixelcnn" (one code per position) or "rq" (D codes per position)
-    codebook_sizes: list[int] = field(default_factory=lambda: [64])  # K per depth; len 1 for pixelcnn
-    height: int = 7  # latent grid
-    width: int = 7
-    channels: int = 64  # hidden width of every stack
-    layers: int = 8  # gated layers; layer 0 is mask type A
-    kernel: int = 3  # odd; each layer sees kernel // 2 rows up and columns left/right
-    num_classes: int | None = None  # class-conditional prior (e.g. 10 digits); None = unconditional
-    dropout: float = 0.0
+    error = PriorError
+
+    kind: str = setting("pixelcnn", choices=KINDS,
+                        help="pixelcnn: one code per position; rq: D codes per position (an RQ model's stack)")
+    codebook_sizes: list[int] = setting(factory=lambda: [64], lo=2, hi=65536, items=16,
+                                        help="K per depth; one entry for pixelcnn")
+    height: int = setting(7, lo=1, hi=64, help="latent grid rows")
+    width: int = setting(7, lo=1, hi=64, help="latent grid columns")
+    channels: int = setting(64, lo=1, hi=1024, help="hidden width of every stack")
+    layers: int = setting(8, lo=1, hi=32, help="gated layers; layer 0 is mask type A")
+    kernel: int = setting(3, lo=3, hi=15, help="odd; each layer sees kernel // 2 rows up and columns left/right")
+    num_classes: int | None = setting(None, lo=1, hi=10_000,
+                                      help="class-conditional prior (e.g. 10 digits); none = unconditional")
+    dropout: float = setting(0.0, lo=0, hi=1, hi_open=True,
+                             help="dropout in the PixelCNN's gated layers: keeps a long run from overfitting")
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise PriorError(f"PriorConfig.kind must be one of {KINDS}, got {self.kind!r}.")
-        sizes = list(self.codebook_sizes)
-        if not 1 <= len(sizes) <= 16 or any(not _is_int(k) or not 2 <= k <= 65536 for k in sizes):
-            raise PriorError(f"codebook_sizes must be 1 to 16 ints in [2, 65536], got {self.codebook_sizes!r}.")
-        if self.kind == "pixelcnn" and len(sizes) != 1:
+        if isinstance(self.codebook_sizes, tuple):
+            self.codebook_sizes = list(self.codebook_sizes)
+        super().__post_init__()
+
+    def rules(self) -> None:
+        if self.kind == "pixelcnn" and len(self.codebook_sizes) != 1:
             raise PriorError(
-                f"a pixelcnn prior models one code per position, so codebook_sizes needs one entry, got {sizes}; "
-                "use kind='rq' for residual code stacks."
+                f"a pixelcnn prior models one code per position, so codebook_sizes needs one entry, got "
+                f"{self.codebook_sizes}; use kind='rq' for residual code stacks."
             )
-        self.codebook_sizes = [int(k) for k in sizes]
-        for name, top in (("height", 64), ("width", 64), ("channels", 1024), ("layers", 32)):
-            value = getattr(self, name)
-            if not _is_int(value) or not 1 <= value <= top:
-                raise PriorError(f"PriorConfig.{name} must be an int in [1, {top}], got {value!r}.")
-        if not _is_int(self.kernel) or not 3 <= self.kernel <= 15 or self.kernel % 2 == 0:
-            raise PriorError(f"PriorConfig.kernel must be an odd int in [3, 15], got {self.kernel!r}.")
-        if self.num_classes is not None and (not _is_int(self.num_classes) or not 1 <= self.num_classes <= 10_000):
-            raise PriorError(f"PriorConfig.num_classes must be None or an int in [1, 10000], got {self.num_classes!r}.")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise PriorError(f"PriorConfig.dropout must be in [0, 1), got {self.dropout!r}.")
+        if self.kernel % 2 == 0:
+            raise PriorError(f"PriorConfig.kernel must be odd, got {self.kernel!r}.")
 
     @property
     def depth(self) -> int:
@@ -526,7 +524,7 @@ def train_prior(
     """
     train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed,
                             val_every=PRIOR_VAL_EVERY)
-    train_cfg.validate()  # a bad budget is refused before the dataset is loaded and encoded
+    train_cfg.budgeted()  # no budget is refused before the dataset is loaded and encoded (bad values on construction)
     ae_dir = Path(ae_dir)
     ae, ae_meta = runs.load_model(ae_dir)
     _code_kind(ae)

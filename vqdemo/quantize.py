@@ -9,55 +9,51 @@ resizing of K. Residual quantisation (RQ-VAE, Lee et al. 2022) is built from dep
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .settings import Checked, setting
+
+CODEBOOK_UPDATES = {"ema": "EMA (running k-means)", "grad": "gradient (codebook loss)"}
+INITS = {"kmeans": "k-means on data", "uniform": "U(-1/K, 1/K)", "normal": "N(0, 1)"}
+STE_FORMS = {"paper": "z_e + sg(z_q - z_e)", "both": "z_q + (z_e - sg(z_e))"}
+
 
 @dataclass
-class QuantizerConfig:
-    k: int = 64                  # codebook size K
-    dim: int = 16                # code vector size D (the encoder's output channels)
-    beta: float = 0.25           # commitment weight
-    codebook: str = "ema"        # "ema": running k-means updates; "grad": learned by the codebook loss
-    decay: float = 0.95          # EMA decay (ema codebook only)
-    init: str = "kmeans"         # "kmeans": from the first batch of encoder outputs; "uniform": U(-1/K, 1/K) as in the paper; "normal": N(0, 1) like nn.Embedding
-    restart_dead: bool = True    # move codes unused for a while onto random encoder outputs
-    dead_threshold: float = 0.5  # a code whose running usage (vectors per step) falls below this is dead
-    cosine: bool = False         # compare l2-normalised vectors (codes live on the unit sphere)
-    ste: str = "paper"           # "paper": z_e + sg(z_q - z_e); "both": z_q + (z_e - sg(z_e)), so a gradient codebook also gets the decoder's gradient
+class QuantizerConfig(Checked):
+    """One VQ layer's settings; each field's help, bounds and choices are its metadata (see settings.py)."""
+
+    k: int = setting(64, lo=2, hi=65536, label="codebook size K", help="codebook size K")
+    dim: int = setting(16, lo=1, hi=1024, label="code dimension D",
+                       help="code vector size D (the encoder's output channels)")
+    beta: float = setting(0.25, lo=0, hi=100, help="commitment weight")
+    codebook: str = setting("ema", choices=tuple(CODEBOOK_UPDATES),
+                            help="ema: running k-means updates (Razavi et al. 2019); grad: learned by the codebook loss")
+    decay: float = setting(0.95, lo=0, hi=1, lo_open=True, hi_open=True, help="EMA decay (ema codebook only)")
+    init: str = setting("kmeans", choices=tuple(INITS),
+                        help="kmeans: from the first batch of encoder outputs; uniform: U(-1/K, 1/K) as in the "
+                             "paper; normal: N(0, 1) like nn.Embedding")
+    restart_dead: bool = setting(True, help="move codes unused for a while onto random encoder outputs")
+    dead_threshold: float = setting(0.5, lo=0, hi=1e6,  # 1e300 overflowed the float32 usage buffer
+                                    help="a code whose running usage (vectors per step) falls below this is dead")
+    cosine: bool = setting(False, help="compare l2-normalised vectors (codes live on the unit sphere)")
+    ste: str = setting("paper", choices=tuple(STE_FORMS),
+                       help="straight-through form: paper, z_e + sg(z_q - z_e) (van den Oord et al. 2017); both, "
+                            "z_q + (z_e - sg(z_e)), which also sends the decoder's gradient to a gradient codebook "
+                            "(needs --codebook grad)")
 
     def __post_init__(self) -> None:
         # Configs written before the plain name say "seed004". With an EMA codebook that form never differed from
         # the paper's (the codebook has no gradient and the encoder's is the same), so it loads as what it did.
         if self.ste == "seed004":
             self.ste = "both" if self.codebook == "grad" else "paper"
+        super().__post_init__()
 
-    def validate(self) -> None:
-        if not (isinstance(self.k, int) and 2 <= self.k <= 65536):
-            raise ValueError(f"codebook size K must be an integer in [2, 65536], got {self.k!r}")
-        if not (isinstance(self.dim, int) and 1 <= self.dim <= 1024):
-            raise ValueError(f"code dimension D must be an integer in [1, 1024], got {self.dim!r}")
-        for name in ("beta", "decay", "dead_threshold"):  # from a JSON config "0.25" or null would be a TypeError
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-        if not (math.isfinite(self.beta) and 0 <= self.beta <= 100):
-            raise ValueError(f"beta must be a finite number in [0, 100], got {self.beta!r}")
-        if self.codebook not in ("ema", "grad"):
-            raise ValueError(f"codebook must be 'ema' or 'grad', got {self.codebook!r}")
-        if not (math.isfinite(self.decay) and 0 < self.decay < 1):
-            raise ValueError(f"decay must be in (0, 1), got {self.decay!r}")
-        if self.init not in ("kmeans", "uniform", "normal"):
-            raise ValueError(f"init must be 'kmeans', 'uniform' or 'normal', got {self.init!r}")
-        if not (math.isfinite(self.dead_threshold) and 0 <= self.dead_threshold <= 1e6):  # 1e300 overflowed float32
-            raise ValueError(f"dead_threshold must be in [0, 10^6] (vectors per step), got {self.dead_threshold!r}")
-        if self.ste not in ("paper", "both"):
-            raise ValueError(f"ste must be 'paper' or 'both', got {self.ste!r}")
+    def rules(self) -> None:
         if self.ste == "both" and self.codebook == "ema":
             raise ValueError("ste='both' sends the decoder's gradient to the codebook, but an EMA codebook takes no "
                              "gradient: with codebook='ema' it would train exactly like ste='paper'. Use codebook='grad' "
@@ -305,21 +301,19 @@ class VectorQuantizer(nn.Module):
 
 
 @dataclass
-class ResidualConfig:
-    depth: int = 4
-    codebook_sizes: list[int] = field(default_factory=lambda: [64, 64, 64, 64])  # one K per depth (shrinking ones, e.g. 512, 256, 128, also work)
-    shared: bool = False         # one codebook used at every depth instead of one per depth
-    norm_residual: bool = False  # divide each depth's residual by its running RMS so every codebook works at unit scale
-    progressive_steps: int = 0   # > 0: switch depth d on after d * progressive_steps training steps
+class ResidualConfig(Checked):
+    depth: int = setting(4, lo=1, hi=16, label="RQ depth", help="RQ depth")
+    codebook_sizes: list[int] = setting(
+        factory=lambda: [64, 64, 64, 64], lo=2, hi=65536, items=16, flag="--ks",
+        help="RQ codebook size per depth, e.g. 512,256,128 (default: K at every depth)")
+    shared: bool = setting(False, flag="--shared-codebook", help="one codebook used at every depth instead of one per depth")
+    norm_residual: bool = setting(False, help="divide each depth's residual by its running RMS so every codebook "
+                                              "works at unit scale")
+    progressive_steps: int = setting(0, lo=0, help="> 0: switch depth d on after d * progressive_steps training steps")
 
-    def validate(self) -> None:
-        if not (isinstance(self.depth, int) and 1 <= self.depth <= 16):
-            raise ValueError(f"RQ depth must be an integer in [1, 16], got {self.depth!r}")
+    def rules(self) -> None:
         if not self.shared and len(self.codebook_sizes) != self.depth:
             raise ValueError(f"give one codebook size per depth: depth {self.depth} but sizes {self.codebook_sizes}")
-        if not (isinstance(self.progressive_steps, int) and not isinstance(self.progressive_steps, bool)
-                and self.progressive_steps >= 0):
-            raise ValueError(f"progressive_steps must be an integer >= 0, got {self.progressive_steps!r}")
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from . import runs
+from .settings import Checked, setting
 
 Event = dict[str, Any]
 EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run shows PSNR, usage and images at once
@@ -49,39 +50,33 @@ class Store(Protocol):
     def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None: ...
 
 
-@dataclass
-class TrainConfig:
-    steps: int | None = None      # stop after this many steps ...
-    seconds: float | None = None  # ... or after this much wall-clock time, whichever comes first
-    batch_size: int = 64          # with lr 2e-3: the best PSNR per CPU-minute we measured on MNIST
-    lr: float = 2e-3
-    seed: int = 0
-    val_every: int = 250          # validate (and checkpoint) every N steps, and at the end
-    log_every: int = 10           # metrics.jsonl gets one train row every N steps
-    snapshot_every: int = 50      # live reconstructions for the app every N steps
-    device: str = "auto"          # "auto": a GPU when there is one, else the CPU
-    threads: int | None = None    # torch CPU threads (None: leave as is)
+DEVICES = ("auto", "cpu", "cuda")
 
-    def validate(self) -> None:
+
+@dataclass
+class TrainConfig(Checked):
+    """How long and how a run trains; each field's help, bounds and choices are its metadata (see settings.py)."""
+
+    steps: int | None = setting(None, lo=1, hi=10_000_000,
+                                help="stop after this many steps (with a time budget too: whichever comes first)")
+    seconds: float | None = setting(None, lo=0, hi=7 * 86400, lo_open=True,
+                                    help="stop after this many seconds of training (the command line gives 60 when "
+                                         "neither budget is given)")
+    batch_size: int = setting(64, lo=1, hi=4096, label="batch size", help="images per training step")
+    lr: float = setting(2e-3, lo=0, hi=1, lo_open=True, label="learning rate",   # with batch 64: the best PSNR
+                        help="Adam's learning rate")                              # per CPU-minute measured on MNIST
+    seed: int = setting(0, lo=0, hi=2**63 - 1, help="seeds the weights' init and the batches")
+    val_every: int = setting(250, lo=1, help="validate (and checkpoint) every N steps, and at the end")
+    log_every: int = setting(10, lo=1, flag="", help="metrics.jsonl gets one train row every N steps")
+    snapshot_every: int = setting(50, lo=1, flag="", help="live reconstructions for the app every N steps")
+    device: str = setting("auto", choices=DEVICES, help="auto: a GPU when there is one, else the CPU")
+    threads: int | None = setting(None, lo=1, hi=MAX_THREADS, help="torch CPU threads (default: leave as is)")
+
+    def budgeted(self) -> TrainConfig:
+        """This config, refused when it gives no budget (neither steps nor seconds): what `train` runs."""
         if self.steps is None and self.seconds is None:
             raise ValueError("give a budget: steps or seconds")
-        if self.steps is not None and not (_is_int(self.steps) and 1 <= self.steps <= 10_000_000):
-            raise ValueError(f"steps must be an integer in [1, 10^7], got {self.steps!r}")
-        if self.seconds is not None and not (isinstance(self.seconds, (int, float)) and not isinstance(self.seconds, bool)
-                                             and math.isfinite(self.seconds) and 0 < self.seconds <= 7 * 86400):
-            raise ValueError(f"seconds must be a finite number in (0, 604800], got {self.seconds!r}")
-        if not (_is_int(self.batch_size) and 1 <= self.batch_size <= 4096):
-            raise ValueError(f"batch size must be an integer in [1, 4096], got {self.batch_size!r}")
-        check_lr(self.lr)
-        if not (_is_int(self.seed) and -2**63 <= self.seed < 2**64):  # what torch.manual_seed accepts
-            raise ValueError(f"seed must be an integer that fits in 64 bits, got {self.seed!r}")
-        if self.threads is not None and not (_is_int(self.threads) and 1 <= self.threads <= MAX_THREADS):
-            raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}], got {self.threads!r}")
-        for name in ("val_every", "log_every", "snapshot_every"):
-            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        return self
 
 
 def validation_batch(batch_size: int, image_size: int) -> int:
@@ -90,13 +85,8 @@ def validation_batch(batch_size: int, image_size: int) -> int:
     return max(batch_size, min(VAL_BATCH_MAX, VAL_PIXELS // max(1, image_size ** 2)))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_lr(lr: float) -> None:
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and 0 < lr <= 1):
-        raise ValueError(f"learning rate must be a finite number in (0, 1], got {lr!r}")
+    TrainConfig(lr=lr)   # its own check names the field and its range
 
 
 def resolve_device(name: str) -> torch.device:
@@ -195,6 +185,7 @@ def run_training(
     """Train `model` in place. With `out_dir` (or any `store`), keep config.json, status.json, metrics.jsonl and
     the best and last weights there."""
     cfg.validate()
+    cfg.budgeted()
     control = control or Control()
     emit = on_event or (lambda e: None)
     device = resolve_device(cfg.device)

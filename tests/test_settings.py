@@ -11,7 +11,7 @@ import pytest
 from ui import state
 from ui import train_settings as page
 from vqdemo import cli, fit, runs, settings
-from vqdemo.data import DataConfig, DataError
+from vqdemo.data import DataConfig, DataError, data_config
 from vqdemo.fsq import FSQConfig
 from vqdemo.models import ModelConfig
 from vqdemo.playground import PlaygroundConfig
@@ -168,7 +168,7 @@ def test_configs_written_by_older_versions_still_load(model):
     assert cfg.fsq == FSQConfig() and cfg.vq.ste in ("paper", "both")
     assert cfg.vq.ste == ("both" if cfg.vq.codebook == "grad" and model["vq"]["ste"] == "seed004" else "paper")
     runs.model_from_meta({"model": model}, "old run")
-    assert runs.data_config({"data": OLD_DATA}, "old run") == DataConfig()
+    assert data_config({"data": OLD_DATA}, "old run") == DataConfig()
     assert TrainConfig(**OLD_TRAIN).steps == 2500 and PriorConfig(**OLD_PRIOR).num_classes == 10
 
 
@@ -178,7 +178,7 @@ def test_every_shipped_checkpoint_and_prior_still_loads():
     for run in shipped:
         model, meta = runs.load_model(run)
         assert model.config.kind == meta["kind"]
-        runs.data_config(meta, run.name)
+        data_config(meta, run.name)
         prior = run / "prior" / "config.json"
         if prior.is_file():
             PriorConfig(**json.loads(prior.read_text())["model"])

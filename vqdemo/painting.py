@@ -159,13 +159,14 @@ def sample_with_codes(
     top_k: int | None = None,
     seed: int = 0,
     label: int | None = None,
+    guidance: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Like `prior.sample_images`, but also returns the sampled code maps: (codes, images (n, C, H, W)).
 
     Same seed, same draws: the images equal `sample_images((ae, prior), ...)`.
     """
     labels = None if label is None else torch.tensor(int(label))
-    codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels)
+    codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels, guidance=guidance)
     return codes, ae.decode_codes(codes).cpu()
 
 

@@ -19,7 +19,7 @@ from .data import DATASETS, DataConfig, DataError, load_data
 from .images import ImageError
 from .quantize import QuantizerConfig, ResidualConfig
 from .runs import CheckpointError, check_fits, data_config, load_model, new_run_dir
-from .train import MAX_THREADS, TrainConfig
+from .train import MAX_THREADS, SCHEDULES, TrainConfig
 
 
 def _positive_int(text: str) -> int:
@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seconds", type=_finite)
     t.add_argument("--steps", type=_positive_int)
     t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--lr", type=_finite, default=2e-3)
+    t.add_argument("--lr", type=_finite, default=TrainConfig.lr)
+    t.add_argument("--schedule", default=TrainConfig.schedule, choices=list(SCHEDULES),
+                   help="learning rate over the run: constant, or cosine (from --lr down to 0 by the end of the budget)")
     t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--val-every", type=_positive_int, default=250)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -205,7 +207,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     fsq = FSQConfig(levels=a.levels) if a.levels else FSQConfig()
     model_cfg = ModelConfig(kind=a.model, arch=a.arch, downsample=a.downsample, vq=vq, rq=rq, fsq=fsq, kl_weight=a.kl_weight)
     train_cfg = TrainConfig(steps=a.steps, seconds=a.seconds, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                            val_every=a.val_every, device=a.device, threads=a.threads)
+                            val_every=a.val_every, device=a.device, threads=a.threads, schedule=a.schedule)
     model_cfg.vq.validate()
     if a.model == "rq":
         rq.validate()

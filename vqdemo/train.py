@@ -27,6 +27,7 @@ EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
 VAL_PIXELS = 256 * 32 * 32  # a validation batch holds about this many pixels (256 small images), or the training batch
 VAL_BATCH_MAX = 256  # images per validation batch at most, however small the images: bounds the peak memory
+SCHEDULES = ("constant", "cosine")
 
 
 class Trainable(Protocol):
@@ -61,6 +62,9 @@ class TrainConfig:
     snapshot_every: int = 50      # live reconstructions for the app every N steps
     device: str = "auto"          # "auto": a GPU when there is one, else the CPU
     threads: int | None = None    # torch CPU threads (None: leave as is)
+    # "constant", or "cosine": the learning rate falls from lr to 0 along a half cosine over the budget (steps or
+    # seconds, whichever runs out first; Loshchilov & Hutter 2017 without restarts), so a short run ends settled
+    schedule: str = "constant"
 
     def validate(self) -> None:
         if self.steps is None and self.seconds is None:
@@ -82,6 +86,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    def lr_factor(self, step: int, elapsed_s: float) -> float:
+        """The share of lr to use after `step` steps and `elapsed_s` seconds of training (pauses excluded)."""
+        if self.schedule == "constant":
+            return 1.0
+        spent = max(step / self.steps if self.steps else 0.0, elapsed_s / self.seconds if self.seconds else 0.0)
+        return 0.5 * (1.0 + math.cos(math.pi * min(spent, 1.0)))
 
 
 def validation_batch(batch_size: int, image_size: int) -> int:
@@ -207,6 +220,7 @@ def train(
     x_train, y_train = (t.to(device) if t is not None else None for t in train_data)
     x_val, y_val = (t.to(device) if t is not None else None for t in val_data)
     optimizer = _optimizer(model, cfg.lr)
+    base_lr = cfg.lr
     meta = dict(meta or {}, train=dataclasses.asdict(cfg), model=model_meta(model))
     if store is None and out_dir is not None:
         store = runs.RunStore(Path(out_dir))
@@ -292,7 +306,11 @@ def train(
         changes = control.take_changes()
         if changes:
             optimizer = _apply_changes(model, optimizer, changes)
+            base_lr = float(changes.get("lr", base_lr))  # a live lr is the new top of the schedule
             emit({"type": "changed", "step": step, **changes})
+        if cfg.schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = base_lr * cfg.lr_factor(step, time.monotonic() - start - paused_for)
 
         t_step = time.monotonic()
         idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)

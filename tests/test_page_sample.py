@@ -65,8 +65,22 @@ def test_vq_samples_beside_random_codes_and_noise_and_controls_change_them():
     assert not at.exception
 
 
+def test_guidance_slider_is_taught_and_changes_the_samples():
+    """The shipped MNIST priors were trained with label dropout, so the page offers classifier-free guidance."""
+    at = open_sample(label=4, n=4)
+    assert at.slider(key="sample_guidance").value == pytest.approx(prior.DEFAULT_GUIDANCE)
+    caption = next(c.value for c in at.caption if "code maps drawn by the prior" in c.value)
+    assert "Ho & Salimans 2022" in caption and f"guidance {prior.DEFAULT_GUIDANCE:g}" in caption
+    guided = images(at)[PRIOR]
+    at.slider(key="sample_guidance").set_value(1.0).run()
+    assert images(at)[PRIOR] != guided and at.query_params["guidance"] == "1"
+    assert any("exactly as trained" in c.value for c in at.caption)
+    assert not at.exception
+
+
 def test_url_settings_are_read_and_bad_ones_clamped():
-    at = open_sample(seed=42, n=4, temperature="0.7", label=2, top_k=5)
+    at = open_sample(seed=42, n=4, temperature="0.7", label=2, top_k=5, guidance="1.5")
+    assert at.slider(key="sample_guidance").value == pytest.approx(1.5)
     assert at.number_input(key="sample_seed").value == 42
     assert at.slider(key="sample_n").value == 4
     assert at.slider(key="sample_temperature").value == pytest.approx(0.7)
@@ -74,7 +88,8 @@ def test_url_settings_are_read_and_bad_ones_clamped():
     assert at.number_input(key="sample_top_k").value == 5
     assert any("4 code maps" in c.value and "class 2" in c.value for c in at.caption)
 
-    at = open_sample(seed=-5, n=999, temperature="nan", label=77, top_k="lots")
+    at = open_sample(seed=-5, n=999, temperature="nan", label=77, top_k="lots", guidance="99")
+    assert at.slider(key="sample_guidance").value == pytest.approx(5.0)
     assert at.number_input(key="sample_seed").value == 0
     assert at.slider(key="sample_n").value == 64
     assert at.slider(key="sample_temperature").value == pytest.approx(prior.DEFAULT_TEMPERATURE)
@@ -110,3 +125,4 @@ def test_a_run_without_a_prior_says_so_and_offers_training(tmp_path):
     shown = images(at)
     assert PRIOR not in shown and RANDOM in shown and "Gaussian noise through the VQ decoder" in shown
     assert not at.metric
+    assert all(sl.key != "sample_guidance" for sl in at.slider)  # no prior, so nothing to guide

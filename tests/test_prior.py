@@ -11,6 +11,7 @@ from vqdemo import runs
 from vqdemo.data import DataConfig
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.prior import (
+    DEFAULT_LABEL_DROP,
     GatedPixelCNN,
     PriorConfig,
     PriorError,
@@ -278,3 +279,117 @@ def test_prior_glue_refuses_what_does_not_fit(ae_runs, tmp_path):
     runs.save_weights(tmp_path / runs.WEIGHTS, runs.load_model(ae_runs["vq"])[0], meta)
     with pytest.raises(ValueError, match="no data config"):
         train_prior(tmp_path, steps=1)
+
+
+# Classifier-free guidance (Ho & Salimans 2022): one network, a "no class" label, a guided mix of both.
+
+
+class Guided(torch.nn.Module):
+    """A prior's guided logits as a module (list per depth), so the causality helpers above can probe them."""
+
+    def __init__(self, m, label: int, guidance: float):
+        super().__init__()
+        self.m, self.label, self.guidance, self.config = m, label, guidance, m.config
+
+    def forward(self, codes, labels=None):
+        return self.m.guided_logits(codes, torch.full((len(codes),), self.label), self.guidance)
+
+
+def test_guided_prior_has_a_no_class_label_and_old_configs_have_none():
+    guided, plain = small(num_classes=3, label_drop=0.2), small(num_classes=3)
+    assert guided.guided and guided.label_count == 4 and not plain.guided and plain.label_count == 3
+    assert model(guided).stack.layers[0].class_bias.num_embeddings == 4
+    assert model(plain).stack.layers[0].class_bias.num_embeddings == 3
+    old = plain.to_dict()
+    del old["label_drop"]  # a prior saved before guidance existed
+    assert PriorConfig(**old) == plain
+    for kw in [{"label_drop": 1.0}, {"label_drop": -0.1}, {"label_drop": True}, {"label_drop": 0.1, "num_classes": None}]:
+        with pytest.raises(PriorError):
+            small(**{"num_classes": 3, **kw})
+
+
+@pytest.mark.parametrize("kind,sizes", [("pixelcnn", (8,)), ("rq", (8, 4))])
+def test_label_drop_trains_the_no_class_path_only_in_training(kind, sizes):
+    m = model(small(kind, sizes, num_classes=3, label_drop=0.999))
+    codes = torch.stack([torch.randint(k, (16, H, W)) for k in sizes], 1)  # (16, D, H, W)
+    codes = codes[:, 0] if kind == "pixelcnn" else codes
+    labels = torch.arange(16) % 3
+    stack = m._as_stack(codes)
+    with torch.no_grad():
+        as_none = m._nll_sum(stack, torch.full_like(labels, 3)).item() / stack.numel()
+        as_class = m._nll_sum(stack, labels).item() / stack.numel()
+        m.train()
+        torch.manual_seed(0)
+        dropped = m.training_loss((codes, labels))[0].item()
+        m.eval()
+        kept = m.training_loss((codes, labels))[0].item()
+    assert as_none != pytest.approx(as_class)
+    assert dropped == pytest.approx(as_none) and kept == pytest.approx(as_class)
+    with pytest.raises(ValueError):  # the "no class" label is internal, never a class a caller can ask for
+        m.sample(2, labels=torch.tensor(3))
+
+
+@pytest.mark.parametrize("kind,sizes", [("pixelcnn", (8,)), ("rq", (8, 4))])
+def test_guidance_mixes_class_and_no_class_logits(kind, sizes):
+    m = model(small(kind, sizes, num_classes=3, label_drop=0.1))
+    codes = torch.stack([torch.randint(k, (5, H, W)) for k in sizes], 1)
+    codes = codes[:, 0] if kind == "pixelcnn" else codes
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    stack = m._as_stack(codes)
+    with torch.no_grad():
+        cond = m.depth_logits(stack, labels)
+        none = m.depth_logits(stack, torch.full_like(labels, 3))
+        at = {w: m.guided_logits(codes, labels, w) for w in (0.0, 1.0, 2.5)}
+    for d, k in enumerate(sizes):
+        assert at[1.0][d].shape == cond[d].shape == (5, k, H, W)
+        assert torch.equal(at[1.0][d], cond[d])  # w = 1: the conditional prior
+        assert torch.allclose(at[0.0][d], none[d], atol=1e-6)  # w = 0: the "no class" prior
+        assert torch.allclose(at[2.5][d], none[d] + 2.5 * (cond[d] - none[d]), atol=1e-5)
+        assert not torch.allclose(at[2.5][d], cond[d])
+
+
+@pytest.mark.parametrize("kind,sizes", [("pixelcnn", (8,)), ("rq", (8, 6, 4))])
+def test_guided_logits_stay_causal(kind, sizes):
+    m = Guided(model(small(kind, sizes, num_classes=3, label_drop=0.1)), label=1, guidance=3.0)
+    codes = torch.stack([torch.randint(k, (H, W)) for k in sizes])[None]  # (1, D, H, W)
+    dep = dependency(m, codes[:, 0] if kind == "pixelcnn" else codes)
+    step = order(len(sizes))
+    later_or_same = step[:, :, :, None, None, None] <= step[None, None, None]
+    assert dep[later_or_same].max() < 1e-5, "a guided logit saw a code at or after its own position"
+    assert dep[0, 3, 3, 0, 3, 2] > 1e-3 and dep[0, 3, 2, 0, 2, 4] > 1e-4
+
+
+@pytest.mark.parametrize("kind,sizes", [("pixelcnn", (8,)), ("rq", (8, 4))])
+def test_guided_greedy_samples_match_guided_logits(kind, sizes):
+    """The sampler draws from exactly the guided mix: at temperature -> 0 its maps are the guided argmax."""
+    m = model(small(kind, sizes, num_classes=3, label_drop=0.1))
+    labels = torch.arange(12) % 3
+    codes = m.sample(12, temperature=1e-6, seed=3, labels=labels, guidance=3.0)
+    assert codes.shape == ((12, H, W) if kind == "pixelcnn" else (12, len(sizes), H, W))
+    with torch.no_grad():
+        out = m.guided_logits(codes, labels, 3.0)
+    stacked = m._as_stack(codes)
+    for d, lg in enumerate(out):
+        assert torch.equal(lg.argmax(1), stacked[:, d])
+    assert not torch.equal(m.sample(12, seed=3, labels=labels), m.sample(12, seed=3, labels=labels, guidance=3.0))
+
+
+def test_guided_sampling_is_seeded_and_checked():
+    guided, plain = model(small(num_classes=3, label_drop=0.1)), model(small(num_classes=3))
+    a = guided.sample(6, seed=5, labels=torch.tensor(2), guidance=2.0)
+    assert torch.equal(a, guided.sample(6, seed=5, labels=torch.tensor(2), guidance=2.0))
+    assert not torch.equal(a, guided.sample(6, seed=6, labels=torch.tensor(2), guidance=2.0))
+    assert guided.sample(4, seed=0, guidance=2.0).shape == (4, H, W)  # random classes, guided
+    assert torch.equal(plain.sample(4, seed=1, labels=torch.tensor(0), guidance=1.0),
+                       plain.sample(4, seed=1, labels=torch.tensor(0)))
+    for call in [lambda: plain.sample(4, labels=torch.tensor(0), guidance=2.0),
+                 lambda: guided.sample(4, guidance=-1.0), lambda: guided.sample(4, guidance=float("nan")),
+                 lambda: guided.sample(4, guidance=True), lambda: guided.sample(4, guidance=21.0)]:
+        with pytest.raises(PriorError):
+            call()
+
+
+def test_priors_for_labelled_data_are_guided_by_default(ae_runs):
+    ae, _ = runs.load_model(ae_runs["vq"])
+    assert prior_config_for(ae, 10).label_drop == DEFAULT_LABEL_DROP > 0 and prior_config_for(ae, 10).guided
+    assert prior_config_for(ae, None).label_drop == 0 and prior_config_for(ae, 10, label_drop=0.0).guided is False

@@ -155,6 +155,14 @@ def test_sample_note_claims_nothing_for_a_prior_that_learned_little():
     assert "towards random codes" in analysis.sample_note({"bits_per_image": 135.0}, 294.0, 2.0)
 
 
+def test_guidance_note_follows_the_setting_and_names_the_paper():
+    notes = {w: analysis.guidance_note(w) for w in (0.0, 0.5, 1.0, 2.5)}
+    assert all("Ho & Salimans 2022" in note for note in notes.values())
+    assert "class is ignored" in notes[0.0] and "exactly as trained" in notes[1.0]
+    assert "weaker pull" in notes[0.5] and "2.5 x (class logits - no-class logits)" in notes[2.5]
+    assert "favoured further" in notes[2.5] and "favoured further" not in notes[0.5]
+
+
 # ---- plain names ---------------------------------------------------------------------------------------------
 
 BANNED = ("seed 00", "seed-style", "seeds'", "seed004", "the seeds")

@@ -108,8 +108,29 @@ def test_huge_learning_rate_diverges_into_a_clear_failure(digits):
     assert result.state == "failed" and "diverged" in result.reason
 
 
+def test_cosine_schedule_falls_to_zero_over_the_budget_and_a_live_lr_resets_its_top(digits):
+    cfg = TrainConfig(steps=20, lr=1e-3, schedule="cosine", batch_size=16, val_every=100)
+    assert cfg.lr_factor(0, 0.0) == 1.0 and cfg.lr_factor(10, 0.0) == pytest.approx(0.5)
+    assert cfg.lr_factor(20, 0.0) == pytest.approx(0.0, abs=1e-12)
+    timed = TrainConfig(seconds=40.0, steps=1000, schedule="cosine")  # whichever budget runs out first
+    assert timed.lr_factor(10, 20.0) == pytest.approx(0.5) and timed.lr_factor(500, 1.0) == pytest.approx(0.5)
+    assert TrainConfig(steps=20, schedule="constant").lr_factor(19, 0.0) == 1.0
+    seen = []
+    run_training(build_model(tiny_config()), *digits, cfg, on_event=seen.append)
+    lrs = [e["lr"] for e in seen if e["type"] == "train"]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[10] == pytest.approx(0.5e-3) and lrs[-1] < 1e-5
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    control = Control()
+    control.set(lr=4e-3)
+    seen = []
+    run_training(build_model(tiny_config()), *digits, cfg, control=control, on_event=seen.append)
+    lrs = [e["lr"] for e in seen if e["type"] == "train"]
+    assert lrs[0] == pytest.approx(4e-3) and lrs[10] == pytest.approx(2e-3)
+
+
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(seconds=float("nan")), dict(lr=float("inf")), dict(lr=-1e-3),
-                                 dict(batch_size=0), dict(steps=None, seconds=None), dict(device="tpu")])
+                                 dict(batch_size=0), dict(steps=None, seconds=None), dict(device="tpu"),
+                                 dict(schedule="linear")])
 def test_bad_training_settings_are_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**{"steps": 10, **bad}).budgeted()   # a bad field on construction; no budget here

@@ -32,11 +32,11 @@ def load_prior(path: str, mtime: float):
 
 
 @st.cache_data(show_spinner="Sampling code maps...", max_entries=64)
-def draw(path: str, mtime: float, n: int, temperature: float, top_k: int, seed: int, label: int,
+def draw(path: str, mtime: float, n: int, temperature: float, top_k: int, seed: int, label: int, guidance: float,
          _ae, _prior) -> tuple[np.ndarray, np.ndarray]:
     """n code maps from the prior and their images, cached by every setting (a class shares one URL)."""
     codes, images = prior.sample_with_codes(_ae, _prior, n, temperature, top_k or None, seed,
-                                               None if label < 0 else label)
+                                            None if label < 0 else label, guidance)
     return codes.numpy(), images.numpy()
 
 
@@ -84,17 +84,20 @@ if mtime is not None:
     except (runs.CheckpointError, ValueError, OSError) as e:
         st.error(f"The prior of {text.md(loaded.choice.label)} could not be loaded: {text.md(e, 400)}. Train it again below.")
 num_classes = the_prior.config.num_classes if the_prior is not None else None
+guided = the_prior is not None and the_prior.config.guided  # trained with label dropout: it can guide
 
 # --- settings, kept in the URL -------------------------------------------------------------------
 N, TOP_K = state.Param("n", 16, lo=1, hi=64, cast=int), state.Param("top_k", 0, lo=0, hi=max(sizes), cast=int)
 TEMPERATURE = state.Param("temperature", prior.DEFAULT_TEMPERATURE, lo=0.05, hi=3.0, cast=float)
 SEED, LABEL = state.Param("seed", 0, lo=0, hi=999_999, cast=int), state.Param("label", -1, lo=-1, hi=9_999, cast=int)
+GUIDANCE = state.Param("guidance", prior.DEFAULT_GUIDANCE, lo=0.0, hi=5.0, cast=float)
 if "sample_n" not in st.session_state:  # a new session starts from the URL (clamped; junk -> defaults)
     st.session_state.sample_n = N.read()
     st.session_state.sample_temperature = round(round(TEMPERATURE.read() / 0.05) * 0.05, 2)  # on the slider's steps
     st.session_state.sample_top_k = TOP_K.read()
     st.session_state.sample_seed = SEED.read()
     st.session_state.sample_label = LABEL.read()
+    st.session_state.sample_guidance = round(round(GUIDANCE.read() / 0.25) * 0.25, 2)  # on the slider's steps
 if num_classes is None or st.session_state.sample_label >= num_classes:
     st.session_state.sample_label = -1
 st.session_state.sample_top_k = min(st.session_state.sample_top_k, max(sizes))  # another model, another K
@@ -121,10 +124,16 @@ with st.expander("Settings", expanded=not state.presenter()):
                      help="The prior is class-conditional: ask it for one class.")
     else:
         c5.caption("Class: this prior is unconditional.")
+    if guided:
+        st.slider("Guidance", 0.0, 5.0, step=0.25, key="sample_guidance",
+                  help="Classifier-free guidance (Ho & Salimans 2022): 1 = the class-conditional prior as trained, "
+                       "0 = the same network with no class, above 1 = pushed towards the class.")
 s = st.session_state
 n, temperature, top_k = s.sample_n, float(s.sample_temperature), s.sample_top_k
 seed, label = s.sample_seed, s.sample_label
-state.to_url((N, n), (TEMPERATURE, temperature), (TOP_K, top_k), (SEED, seed), (LABEL, label))
+guidance = float(s.sample_guidance) if guided else 1.0
+state.to_url((N, n), (TEMPERATURE, temperature), (TOP_K, top_k), (SEED, seed), (LABEL, label),
+             (GUIDANCE, float(s.sample_guidance)))
 
 # --- the prior, or how to get one ----------------------------------------------------------------
 
@@ -202,7 +211,7 @@ if the_prior is not None:
 sampled = None
 if the_prior is not None:
     try:
-        sampled = draw(str(run_dir), mtime, n, temperature, top_k, seed, label, ae, the_prior)
+        sampled = draw(str(run_dir), mtime, n, temperature, top_k, seed, label, guidance, ae, the_prior)
     except (prior.PriorError, ValueError) as e:
         st.error(f"Sampling failed: {e}")
 
@@ -214,8 +223,9 @@ with cols[0]:
         st.image(grid_image(torch.from_numpy(sampled[1])), output_format="PNG", alt="Samples from the prior")
         what = "any class" if label < 0 else f"class {label}"
         st.caption(f"{n} code maps drawn by the prior ({what}, temperature {temperature:g}"
-                   f"{f', top-{top_k}' if top_k else ''}, seed {seed}), then decoded. "
-                   + analysis.sample_note(nll, uniform, temperature))
+                   f"{f', top-{top_k}' if top_k else ''}{f', guidance {guidance:g}' if guided else ''}, seed {seed}), "
+                   "then decoded. " + analysis.sample_note(nll, uniform, temperature)
+                   + (" " + analysis.guidance_note(guidance) if guided else ""))
     else:
         st.info("No prior to sample from yet.")
 with cols[1]:

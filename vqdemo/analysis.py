@@ -276,3 +276,23 @@ def sample_note(nll: dict | None, uniform_bits: float, temperature: float) -> st
     elif temperature < 0.95:
         note += f" At temperature {temperature:g} it favours its most likely codes: cleaner, less varied samples."
     return note
+
+
+
+def guidance_note(guidance: float) -> str:
+    """What classifier-free guidance (Ho & Salimans 2022) does at this setting, for the Sample page's caption.
+
+    The prior was trained with some labels replaced by "no class", so one network gives both logits; each code is
+    drawn from logits_none + w * (logits_class - logits_none).
+    """
+    paper = "Classifier-free guidance (Ho & Salimans 2022): the prior was trained with some labels hidden, so it " \
+            "also knows the codes' odds with no class."
+    if guidance == 0:
+        return f"{paper} At guidance 0 every code is drawn from those 'no class' odds: the requested class is ignored."
+    if guidance == 1:
+        return f"{paper} At guidance 1 it is not used: the class-conditional prior exactly as trained."
+    mix = f"no-class logits + {guidance:g} x (class logits - no-class logits)"
+    if guidance < 1:
+        return f"{paper} At guidance {guidance:g} each code is drawn from {mix}: a weaker pull towards the class."
+    return (f"{paper} At guidance {guidance:g} each code is drawn from {mix}: codes that the class makes likelier "
+            "than no class does are favoured further, trading variety for samples typical of the class.")

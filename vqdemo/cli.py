@@ -96,12 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(pt, TrainConfig, ["seconds", "steps", "seed"])
     pt.add_argument("--unconditional", action="store_true", help="ignore class labels")
     add_flags(pt, PriorConfig, ["dropout"])
+    add_flags(pt, PriorConfig, ["label_drop"], defaults=False)
     ps = psub.add_parser("sample")
     ps.add_argument("run", type=Path)
     ps.add_argument("--n", type=_int_in(1, 1024), default=16)
     ps.add_argument("--temperature", type=_finite, default=None,
                     help="below 1 favours the prior's likelier codes (default: the library's DEFAULT_TEMPERATURE)")
     ps.add_argument("--top-k", type=_int_in(1, 65536))
+    ps.add_argument("--guidance", type=_finite, default=None,
+                    help="classifier-free guidance (Ho & Salimans 2022) for a prior trained with label dropout: 1 is "
+                         "the plain class-conditional prior, higher follows the class more (default: the library's "
+                         "DEFAULT_GUIDANCE when the prior supports it, else 1)")
     ps.add_argument("--seed", type=SEED, default=0)
     ps.add_argument("--label", type=_int_in(0, 9999))
     ps.add_argument("--out", type=Path, default=Path("samples.png"))
@@ -237,13 +242,14 @@ def cmd_prior(a: argparse.Namespace) -> int:
         if a.seconds is None and a.steps is None:
             a.seconds = DEFAULT_SECONDS
         cfg = None
-        if a.unconditional or a.dropout:
+        if a.unconditional or a.dropout or a.label_drop is not None:
             ae, meta = load_model(a.run)
             classes = None
             if not a.unconditional:
                 data = load_data(data_config(meta, str(a.run)))
                 classes = data.num_classes if data.train_y is not None else None
-            cfg = prior.prior_config_for(ae, classes, dropout=a.dropout)
+            extra = {} if a.label_drop is None else {"label_drop": a.label_drop}
+            cfg = prior.prior_config_for(ae, classes, dropout=a.dropout, **extra)
         out = prior.train_prior(a.run, seconds=a.seconds, steps=a.steps, seed=a.seed, prior_cfg=cfg,
                                 on_event=_progress(a.steps, a.seconds), out_dir=a.run / prior.PRIOR_DIR)
         print(f"prior written to {out}")
@@ -254,7 +260,11 @@ def cmd_prior(a: argparse.Namespace) -> int:
     from .images import to_uint8, upscale_nearest
 
     temperature = prior.DEFAULT_TEMPERATURE if a.temperature is None else a.temperature
-    images = prior.sample_images(a.run, n=a.n, temperature=temperature, top_k=a.top_k, seed=a.seed, label=a.label)
+    ae, the_prior = load_model(a.run)[0], prior.load_prior(a.run)[0]
+    guidance = a.guidance if a.guidance is not None else (
+        prior.DEFAULT_GUIDANCE if the_prior.config.guided else 1.0)
+    images = prior.sample_images((ae, the_prior), n=a.n, temperature=temperature, top_k=a.top_k, seed=a.seed,
+                                 label=a.label, guidance=guidance)
     grid = upscale_nearest(to_uint8(image_grid(images)), 4)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(a.out)

@@ -43,6 +43,12 @@ PRIOR_VAL_EVERY = 100
 # codes. Measured with bench/prior_quality.py on the shipped class-conditional MNIST priors (README): lower
 # temperatures make more samples read as the requested digit, with every code map still distinct.
 DEFAULT_TEMPERATURE = 0.7
+# Classifier-free guidance (Ho & Salimans 2022) for priors trained with label dropout: 1 is the plain conditional
+# prior, above 1 pushes each draw further from what the "no class" prior expects, towards the requested class.
+DEFAULT_GUIDANCE = 2.0
+# The share of training code maps whose label is swapped for the "no class" label, so that one network learns
+# both p(codes | class) and p(codes): what guidance needs. New class-conditional priors get it by default.
+DEFAULT_LABEL_DROP = 0.1
 
 
 class PriorError(ValueError):
@@ -68,6 +74,10 @@ class PriorConfig(Checked):
                                       help="class-conditional prior (e.g. 10 digits); none = unconditional")
     dropout: float = setting(0.0, lo=0, hi=1, hi_open=True,
                              help="dropout in the PixelCNN's gated layers: keeps a long run from overfitting")
+    label_drop: float = setting(0.0, lo=0, hi=1, hi_open=True,
+                                help="classifier-free guidance (Ho & Salimans 2022): during training each label is "
+                                     "replaced by an extra 'no class' label with this probability; 0 = no such label "
+                                     "(what priors saved before guidance hold)")
 
     def __post_init__(self) -> None:
         if isinstance(self.codebook_sizes, tuple):
@@ -82,6 +92,18 @@ class PriorConfig(Checked):
             )
         if self.kernel % 2 == 0:
             raise PriorError(f"PriorConfig.kernel must be odd, got {self.kernel!r}.")
+        if self.label_drop and self.num_classes is None:
+            raise PriorError("label_drop drops class labels, so it needs a class-conditional prior (num_classes).")
+
+    @property
+    def guided(self) -> bool:
+        """True when the prior has a "no class" label, so it can sample with classifier-free guidance."""
+        return self.num_classes is not None and self.label_drop > 0
+
+    @property
+    def label_count(self) -> int | None:
+        """Rows of the class embedding: the classes, plus the "no class" label of a guided prior."""
+        return None if self.num_classes is None else self.num_classes + int(self.guided)
 
     @property
     def depth(self) -> int:
@@ -185,7 +207,7 @@ class GatedStack(nn.Module):
         super().__init__()
         self.channels, self.r = cfg.channels, cfg.kernel // 2
         self.layers = nn.ModuleList(
-            GatedLayer(cfg.channels, cfg.kernel, i == 0, cfg.num_classes, cfg.dropout) for i in range(cfg.layers)
+            GatedLayer(cfg.channels, cfg.kernel, i == 0, cfg.label_count, cfg.dropout) for i in range(cfg.layers)
         )
 
     def forward(self, x: Tensor, labels: Tensor | None) -> Tensor:
@@ -303,6 +325,10 @@ class _CodePrior(nn.Module):
         codes, labels = batch
         codes = self._as_stack(codes)
         labels = self._labels(labels, codes.shape[0], required=True)
+        cfg = self.config
+        if cfg.guided and self.training:  # classifier-free guidance: some maps learn p(codes) under "no class"
+            drop = torch.rand(labels.shape, device=labels.device) < cfg.label_drop  # the trainer's seeded RNG
+            labels = labels.masked_fill(drop, cfg.num_classes)
         loss = self._nll_sum(codes, labels) / codes.numel()
         return loss, {"nll_bits": loss.item() / math.log(2)}
 
@@ -346,11 +372,14 @@ class _CodePrior(nn.Module):
         top_k: int | None = None,
         seed: int = 0,
         labels: Tensor | None = None,
+        guidance: float = 1.0,
     ) -> Tensor:
         """Draw n code maps at once, position by position (depth by depth within a position for rq).
 
         temperature scales the logits (-> 0 is greedy argmax), top_k keeps the k likeliest codes.
         A conditional prior given no labels draws a random class per sample from the same seed.
+        guidance w (classifier-free guidance, Ho & Salimans 2022; only for a prior trained with label_drop) draws
+        from logits_none + w * (logits_class - logits_none): 1 is the conditional prior, 0 the "no class" prior.
         Returns (n, H, W) for pixelcnn, (n, D, H, W) for rq, int64.
         """
         if not _is_int(n) or n < 1:
@@ -365,33 +394,64 @@ class _CodePrior(nn.Module):
         cfg = self.config
         if labels is not None and cfg.num_classes is None:
             raise PriorError("this prior is unconditional: sample without labels, or train a class-conditional prior.")
+        guided = self._check_guidance(guidance)
         gen = torch.Generator().manual_seed(seed)
         labels = self._labels(labels, n, required=False)
         if labels is None and cfg.num_classes is not None:
             labels = torch.randint(cfg.num_classes, (n,), generator=gen)
+        if guided:  # the batch runs twice: rows n.. ask the same network for the "no class" prior
+            labels = torch.cat([labels, torch.full_like(labels, cfg.num_classes)])  # (2n,)
 
         def pick(logits: Tensor) -> Tensor:  # (n, K) -> (n,), Gumbel-max: exact argmax as temperature -> 0
             logits = logits.double()
+            if guided:  # (2n, K) -> (n, K) guided logits; the n codes drawn are fed to both halves
+                cond, none = logits.chunk(2)
+                logits = none + guidance * (cond - none)
             if top_k is not None and top_k < logits.shape[-1]:
                 kth = logits.topk(top_k, dim=-1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, -math.inf)
             u = torch.rand(logits.shape, generator=gen, dtype=torch.float64).clamp_min(1e-300)
-            return (logits - temperature * torch.log(-torch.log(u))).argmax(-1)
+            drawn = (logits - temperature * torch.log(-torch.log(u))).argmax(-1)
+            return torch.cat([drawn, drawn]) if guided else drawn
 
-        codes = torch.zeros(n, cfg.depth, cfg.height, cfg.width, dtype=torch.long)
+        rows = 2 * n if guided else n
+        codes = torch.zeros(rows, cfg.depth, cfg.height, cfg.width, dtype=torch.long)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                state = self.stack.start(n, cfg.height, cfg.width, labels)
+                state = self.stack.start(rows, cfg.height, cfg.width, labels)
                 for i in range(cfg.height):
                     self.stack.begin_row(state, i)
                     for j in range(cfg.width):
-                        codes[:, :, i, j] = self._sample_position(self.stack.step(state, j), pick)  # (n, D)
+                        codes[:, :, i, j] = self._sample_position(self.stack.step(state, j), pick)  # (rows, D)
                         self.stack.write(state, i, j, self._embed_sum(codes[:, :, i, j]))
         finally:
             self.train(was_training)
+        codes = codes[:n]  # a guided draw's second half holds the same codes
         return codes[:, 0] if cfg.kind == "pixelcnn" else codes
+
+    def _check_guidance(self, guidance: float) -> bool:
+        """Refuse a guidance this prior cannot apply; True when the draw needs the "no class" half."""
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+                or not 0 <= guidance <= 20:
+            raise PriorError(f"guidance must be a number in [0, 20], got {guidance!r}.")
+        if guidance == 1:
+            return False
+        if not self.config.guided:
+            raise PriorError("this prior was trained without label dropout, so it has no 'no class' prior to guide "
+                             "with: sample with guidance 1, or train it with label_drop > 0.")
+        return True
+
+    def guided_logits(self, codes: Tensor, labels: Tensor, guidance: float) -> list[Tensor]:
+        """Teacher-forced logits per depth with classifier-free guidance: none + w * (class - none), each
+        (B, K_d, H, W). What `sample` draws from at each position; for tests and teaching."""
+        codes = self._as_stack(codes)
+        labels = self._labels(labels, codes.shape[0], required=True)
+        if not self._check_guidance(guidance):
+            return self.depth_logits(codes, labels)
+        none = self.depth_logits(codes, torch.full_like(labels, self.config.num_classes))
+        return [u + guidance * (c - u) for c, u in zip(self.depth_logits(codes, labels), none)]
 
 
 class GatedPixelCNN(_CodePrior):
@@ -471,9 +531,11 @@ def build_prior(cfg: PriorConfig) -> _CodePrior:
 
 
 def prior_config_for(ae: nn.Module, num_classes: int | None = None, **overrides) -> PriorConfig:
-    """The prior that fits an autoencoder's codes: pixelcnn for VQ, rq for RQ; overrides size the network."""
+    """The prior that fits an autoencoder's codes: pixelcnn for VQ, rq for RQ; overrides size the network.
+    A class-conditional one drops DEFAULT_LABEL_DROP of its labels in training, so it can sample with guidance."""
     kind = _code_kind(ae)
     h, w = ae.latent_shape
+    overrides.setdefault("label_drop", DEFAULT_LABEL_DROP if num_classes is not None else 0.0)
     return PriorConfig(kind=kind, codebook_sizes=list(ae.codebook_sizes), height=h, width=w,
                        num_classes=num_classes, **overrides)
 
@@ -615,6 +677,7 @@ def sample_images(
     top_k: int | None = None,
     seed: int = 0,
     label: int | None = None,
+    guidance: float = 1.0,
 ) -> Tensor:
     """Sample n code maps from the prior and decode them: (n, C, H, W) images in [0, 1].
 
@@ -625,7 +688,7 @@ def sample_images(
         ae, prior = runs.load_model(source)[0], load_prior(source)[0]
     else:
         ae, prior = source
-    return sample_with_codes(ae, prior, n, temperature, top_k, seed, label)[1]
+    return sample_with_codes(ae, prior, n, temperature, top_k, seed, label, guidance)[1]
 
 
 @torch.no_grad()
@@ -637,6 +700,7 @@ def sample_with_codes(
     top_k: int | None = None,
     seed: int = 0,
     label: int | None = None,
+    guidance: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """`sample_images` that also returns the sampled code maps (the Sample page shows them): (codes (n, [D,] h, w),
     images (n, C, H, W)). Same seed, same draws."""
@@ -644,7 +708,7 @@ def sample_with_codes(
     if label is not None and not _is_int(label):
         raise PriorError(f"label must be None or an int class index, got {label!r}.")
     labels = None if label is None else torch.tensor(label)
-    codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels)
+    codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels, guidance=guidance)
     return codes, ae.decode_codes(codes.to(next(ae.parameters()).device)).cpu()
 
 

@@ -28,6 +28,7 @@ EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
 VAL_PIXELS = 256 * 32 * 32  # a validation batch holds about this many pixels (256 small images), or the training batch
 VAL_BATCH_MAX = 256  # images per validation batch at most, however small the images: bounds the peak memory
+SCHEDULES = ("constant", "cosine")
 
 
 class Trainable(Protocol):
@@ -71,12 +72,23 @@ class TrainConfig(Checked):
     snapshot_every: int = setting(50, lo=1, flag="", help="live reconstructions for the app every N steps")
     device: str = setting("auto", choices=DEVICES, help="auto: a GPU when there is one, else the CPU")
     threads: int | None = setting(None, lo=1, hi=MAX_THREADS, help="torch CPU threads (default: leave as is)")
+    schedule: str = setting("constant", choices=SCHEDULES,
+                            help="learning rate over the run: constant, or cosine (from lr down to 0 along a half "
+                                 "cosine by the end of the budget, steps or seconds; Loshchilov & Hutter 2017 "
+                                 "without restarts), so a short run ends settled")
 
     def budgeted(self) -> TrainConfig:
         """This config, refused when it gives no budget (neither steps nor seconds): what `train` runs."""
         if self.steps is None and self.seconds is None:
             raise ValueError("give a budget: steps or seconds")
         return self
+
+    def lr_factor(self, step: int, elapsed_s: float) -> float:
+        """The share of lr to use after `step` steps and `elapsed_s` seconds of training (pauses excluded)."""
+        if self.schedule == "constant":
+            return 1.0
+        spent = max(step / self.steps if self.steps else 0.0, elapsed_s / self.seconds if self.seconds else 0.0)
+        return 0.5 * (1.0 + math.cos(math.pi * min(spent, 1.0)))
 
 
 def validation_batch(batch_size: int, image_size: int) -> int:
@@ -198,6 +210,7 @@ def run_training(
     x_train, y_train = (t.to(device) if t is not None else None for t in train_data)
     x_val, y_val = (t.to(device) if t is not None else None for t in val_data)
     optimizer = _optimizer(model, cfg.lr)
+    base_lr = cfg.lr
     meta = dict(meta or {}, train=dataclasses.asdict(cfg), model=model_meta(model))
     if store is None and out_dir is not None:
         store = runs.RunStore(Path(out_dir))
@@ -283,7 +296,11 @@ def run_training(
         changes = control.take_changes()
         if changes:
             optimizer = _apply_changes(model, optimizer, changes)
+            base_lr = float(changes.get("lr", base_lr))  # a live lr is the new top of the schedule
             emit({"type": "changed", "step": step, **changes})
+        if cfg.schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = base_lr * cfg.lr_factor(step, time.monotonic() - start - paused_for)
 
         t_step = time.monotonic()
         idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)

@@ -8,6 +8,7 @@ from ui import figures as fg
 from ui import state, text, theme
 from vqdemo import analysis, explain
 from vqdemo.metrics import psnr_per_image
+from vqdemo.quantize import STE_FORMS
 
 loaded = state.current()
 if loaded is None:
@@ -314,10 +315,10 @@ ste_table, ste_text = st.columns([1, 1.2])
 with ste_table:
     ste = mv["ste"]
     st.markdown("**Where the decoder's gradient goes** (a toy vector, computed now):")
-    st.dataframe({"form": ["paper", "both"],
-                  "output = e": [ste[f]["forward_error"] < 1e-6 for f in ("paper", "both")],
-                  "|grad| on z_e": [round(ste[f]["grad_z_e"], 3) for f in ("paper", "both")],
-                  "|grad| on e": [round(ste[f]["grad_e"], 3) for f in ("paper", "both")]},
+    st.dataframe({"form": list(STE_FORMS),
+                  "output = e": [ste[f]["forward_error"] < 1e-6 for f in STE_FORMS],
+                  "|grad| on z_e": [round(ste[f]["grad_z_e"], 3) for f in STE_FORMS],
+                  "|grad| on e": [round(ste[f]["grad_e"], 3) for f in STE_FORMS]},
                  hide_index=True)
 with ste_text:
     st.markdown("<br>", unsafe_allow_html=True)

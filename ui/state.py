@@ -178,7 +178,8 @@ def sidebar() -> Loaded | None:
     choices = model_choices()
     with st.sidebar:
         if not choices:
-            st.error("No models found: the shipped checkpoints/ folder is missing. Re-clone the repository or train a run.")
+            st.error("No models found: the shipped checkpoints/ folder is missing. "
+                     "Re-clone the repository or train a run.")
             return None
         ids = [c.id for c in choices]
         wanted = _param("model", DEFAULT_MODEL)

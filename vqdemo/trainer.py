@@ -47,7 +47,8 @@ class Store(Protocol):
 
     def metrics(self, rows: list[Event]) -> None: ...
 
-    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None: ...
+    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int,
+                   best: dict | None = None) -> None: ...
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -229,7 +230,8 @@ def run_training(
         if clock.val_per_image is None and cfg.seconds is not None:   # first validation: time a few images first
             probe = min(len(x_val), 8)
             model.eval()
-            clock.timed_val(lambda: model.evaluate(x_val[:probe], None if y_val is None else y_val[:probe], probe), probe)
+            y_probe = None if y_val is None else y_val[:probe]
+            clock.timed_val(lambda: model.evaluate(x_val[:probe], y_probe, probe), probe)
             model.train()
         n = clock.images_that_fit(left())
         if n < len(x_val) and not final:

@@ -74,7 +74,7 @@ class TrainConfig(Checked):
     threads: int | None = setting(None, lo=1, hi=MAX_THREADS, help="torch CPU threads (default: leave as is)")
 
     def budgeted(self) -> TrainConfig:
-        """This config, refused when it gives no budget (neither steps nor seconds): what `train` runs."""
+        """This config, refused when it gives no budget (neither steps nor seconds): what `run_training` runs."""
         if self.steps is None and self.seconds is None:
             raise ValueError("give a budget: steps or seconds")
         return self

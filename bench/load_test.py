@@ -277,7 +277,8 @@ def check_files(tabs: list[Tab], runs_dir: Path) -> list[str]:
         listed = tab.selectboxes.get("tr_job")   # "Your run": titles of this student's runs
         if listed is None or len(listed) != 1:
             problems.append(f"session {tab.index}: its Train page lists {listed} as its runs, expected one")
-    owners = [json.loads((d / "job.json").read_text()).get("owner") for d in runs_dir.iterdir() if (d / "job.json").is_file()]
+    owners = [json.loads((d / "job.json").read_text()).get("owner")
+              for d in runs_dir.iterdir() if (d / "job.json").is_file()]
     if len(owners) != len(set(owners)):
         problems.append("two run folders claim the same student")
     return problems
@@ -370,7 +371,8 @@ def main() -> None:
         from vqdemo.jobs.ray_head import local_head
 
         with local_head(num_cpus=len(os.sched_getaffinity(0))) as env:
-            f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs, extra_env={**env, "VQDEMO_BACKEND": "ray"})
+            f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs,
+                         extra_env={**env, "VQDEMO_BACKEND": "ray"})
     else:
         f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs)
     print(f"sessions:          {f['sessions']} websocket clients on one `streamlit run` (127.0.0.1), "
@@ -389,7 +391,8 @@ def main() -> None:
         print(f"Start -> run ended: fastest {turn[0]} s, median {statistics.median(turn)} s, slowest {turn[-1]} s "
               f"({f['unfinished']} sessions still waiting at the deadline)")
     print(f"wall time:         {f['wall_s']} s; server still up: {f['server_alive']}")
-    print(f"run files:         {f['file_problems'] or 'each run folder is its own student' + chr(39) + 's, and only theirs'}")
+    own = "each run folder is its own student's, and only theirs"
+    print(f"run files:         {f['file_problems'] or own}")
     print(f"session errors:    {f['errors'] or 'none'}")
 
 

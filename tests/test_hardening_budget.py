@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def rq(sizes: list[int], dim: int = 16) -> ModelConfig:
-    return ModelConfig(kind="rq", vq=QuantizerConfig(k=64, dim=dim), rq=ResidualConfig(depth=len(sizes), codebook_sizes=sizes))
+    return ModelConfig(kind="rq", vq=QuantizerConfig(k=64, dim=dim),
+                       rq=ResidualConfig(depth=len(sizes), codebook_sizes=sizes))
 
 
 @pytest.mark.parametrize("cfg, batch", [
@@ -143,7 +144,7 @@ class Slow(torch.nn.Module):
 def run_slow(tmp_path, step_s: float, val_s: float, budget: float, val_every: int = 1000):
     data = (torch.zeros(400, 1), None)
     cfg = TrainConfig(seconds=budget, batch_size=8, val_every=val_every)
-    run_training(Slow(0, 0), data, data, TrainConfig(steps=1))   # pays the process's one-time costs (Adam's first import)
+    run_training(Slow(0, 0), data, data, TrainConfig(steps=1))   # pays the one-time costs (Adam's first import)
     t0 = time.monotonic()
     result = run_training(Slow(step_s, val_s), data, data, cfg, out_dir=tmp_path / "run", meta={})
     return result, time.monotonic() - t0

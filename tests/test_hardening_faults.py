@@ -164,7 +164,8 @@ def assert_the_app_lists(root: Path, expected: dict[str, str]) -> None:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.switch_page("views/train.py").run()
     assert not at.exception, [e.message for e in at.exception]
-    picker = at.sidebar.selectbox(key="model_picker").options   # labels: "<time, owner, K, PSNR>: <title or id> (<state>)"
+    # labels: "<time, owner, K, PSNR>: <title or id> (<state>)"
+    picker = at.sidebar.selectbox(key="model_picker").options
     for run_id, state in expected.items():
         assert any(label.endswith(f"{run_id} ({state})") for label in picker), picker
     table = next(df.value for df in at.dataframe if "loadable" in df.value.columns)

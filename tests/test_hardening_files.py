@@ -166,7 +166,8 @@ def test_status_fields_always_have_clean_types(tmp_path, raw):
     s = info.status
     assert s["state"] in runs.STATES and isinstance(s["reason"], str) and len(s["reason"]) <= runs.MAX_TEXT_CHARS
     assert type(s["step"]) is int and s["step"] >= 0
-    assert all(type(v) is float and v == v and abs(v) != float("inf") for k, v in s.get("best", {}).items() if k != "step")
+    assert all(type(v) is float and v == v and abs(v) != float("inf")
+               for k, v in s.get("best", {}).items() if k != "step")
     assert type(s.get("best", {}).get("step", 0)) is int
     assert "updated" not in s or type(s["updated"]) is float
     assert s.get("was", "done") in runs.STATES
@@ -281,7 +282,8 @@ def test_runs_lock_refuses_a_second_server(tmp_path):
 
 @pytest.mark.integration
 def test_runs_lock_is_freed_when_its_server_is_killed(tmp_path):
-    code = "import sys, time; from vqdemo import runs; runs.lock_runs_dir(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    code = ("import sys, time; from vqdemo import runs; runs.lock_runs_dir(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -310,7 +312,8 @@ def test_shipped_checkpoints_are_read_only_to_the_app(tmp_path, monkeypatch):
     root = tmp_path / "runs"
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(root))
     real = prior.SHIPPED
-    assert prior.prior_dir(real / "mnist-vq") == real / "mnist-vq" / prior.PRIOR_DIR   # a shipped prior is read in place
+    # a shipped prior is read in place
+    assert prior.prior_dir(real / "mnist-vq") == real / "mnist-vq" / prior.PRIOR_DIR
     shipped = shipped_without_prior(tmp_path, monkeypatch)
     assert prior.prior_write_dir(shipped).is_relative_to(root / prior.MIRRORS)
     assert prior.prior_write_dir(tmp_path / "run") == tmp_path / "run" / prior.PRIOR_DIR
@@ -352,7 +355,8 @@ def test_dataset_files_that_are_not_regular_are_refused(tmp_path, kind):
     """A checkpoint's data config may point mnist-full at a folder someone planted: never block on it."""
     from vqdemo.data import DataError, load_data
 
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         plant(tmp_path / name, kind)
     with pytest.raises(DataError):
         within(10, load_data, DataConfig(name="mnist-full", path=str(tmp_path)))

@@ -34,7 +34,8 @@ from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["learn", "reconstruct", "codebook", "paint", "sample", "compare"]
-EVIL_TITLE = "[answers](http://evil.example/a) ![x](http://evil.example/t.png) <img src=http://evil.example/i.png> :red[x] $x$"
+EVIL_TITLE = ("[answers](http://evil.example/a) ![x](http://evil.example/t.png) <img src=http://evil.example/i.png> "
+              ":red[x] $x$")
 EVIL_CLASSES = ["[c](http:evil.example)", "![i](http:evil.example)", "<a href='http:evil.example'>x"]
 
 
@@ -101,7 +102,8 @@ BAD_DATA = {
 @pytest.mark.parametrize("case", list(BAD_DATA))
 def test_a_checkpoints_data_config_never_downloads_nor_crashes_a_page(trained, tmp_path, monkeypatch, case):
     calls = []
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError("no")))
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError("no")))
     data = BAD_DATA[case]
     if isinstance(data, dict) and data.get("path") == "DL":
         data = {**data, "path": str(tmp_path / "dl")}
@@ -225,7 +227,8 @@ def test_compare_with_repeated_runs_in_the_url(query):
 
 @pytest.mark.integration
 def test_a_refused_checkpoint_is_refused_once_per_file_version(trained, tmp_path, monkeypatch):
-    model = planted(trained, tmp_path / "runs", "20260101-000007-refuse", tensors_change=lambda t: t.update(extra=torch.zeros(1)))
+    model = planted(trained, tmp_path / "runs", "20260101-000007-refuse",
+                    tensors_change=lambda t: t.update(extra=torch.zeros(1)))
     calls = []
     real = runs.load_model
     monkeypatch.setattr(runs, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
@@ -259,7 +262,8 @@ def hostile_runs(tmp_path_factory) -> Path:
     return root
 
 
-LIVE = [re.compile(p) for p in (r"(?<!\\)\]\((?!\))", r"(?<!\\)!\[", r"(?<!\\)<(a|img)\b", r"(?<!\\):red\[", r"(?<!\\)\$x")]
+LIVE = [re.compile(p) for p in (r"(?<!\\)\]\((?!\))", r"(?<!\\)!\[", r"(?<!\\)<(a|img)\b", r"(?<!\\):red\[",
+                                r"(?<!\\)\$x")]
 
 
 @pytest.mark.integration
@@ -295,16 +299,17 @@ def test_the_server_caps_uploads_at_the_largest_widget_limit():
     """The browser-side check is not a limit; .streamlit/config.toml sets the server's (checked against the upload
     endpoint itself in tests/browser/test_hardening_browser.py)."""
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    limits = [int(m) for f in (REPO / "views").glob("*.py") for m in re.findall(r"^MAX_UPLOAD_MB = (\d+)", f.read_text(), re.M)]
+    limits = [int(m) for f in (REPO / "views").glob("*.py")
+              for m in re.findall(r"^MAX_UPLOAD_MB = (\d+)", f.read_text(), re.M)]
     assert config["server"]["maxUploadSize"] == max(limits) == 64
     assert config["browser"]["gatherUsageStats"] is False
 
 
 HOSTILE_TEXT = [EVIL_TITLE, *EVIL_CLASSES, "http://evil.example", "https://evil.example/x", "www.evil.example",
-                "me@evil.example", "<a href='http://evil.example'>x</a>", "<img src=x onerror=alert(1)>", "**bold** _it_",
-                "`code`", "# heading", "- list", "1. list", "> quote", "| a | b |", ":red[x] :material/home:", "$x^2$",
-                "~~strike~~", "[ref]: http://evil.example", "<http://evil.example>", "\\[escaped\\](x)",
-                "line\nbreak\u202eevil", "\x00null", "a" * 10_000]
+                "me@evil.example", "<a href='http://evil.example'>x</a>", "<img src=x onerror=alert(1)>",
+                "**bold** _it_", "`code`", "# heading", "- list", "1. list", "> quote", "| a | b |",
+                ":red[x] :material/home:", "$x^2$", "~~strike~~", "[ref]: http://evil.example", "<http://evil.example>",
+                "\\[escaped\\](x)", "line\nbreak\u202eevil", "\x00null", "a" * 10_000]
 MARKDOWN_LIVE = LIVE + [re.compile(p) for p in (r"https?://", r"(?i)www\.", r"\w@\w", r"(?<!\\)\*\*", r"(?<!\\)`",
                                                 r"^#", r"^[-+] ", r"^\d+\. ", r"^>", r"\n", r"\u202e", r"(?<!\\)~~")]
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import open_page
 from vqdemo import playground as pg
 
 
@@ -72,3 +73,11 @@ def test_pack_is_compact_and_decodes_to_the_frames():
 def test_bad_settings_are_refused_with_a_message(bad):
     with pytest.raises(ValueError):
         pg.run(pg.PlaygroundConfig(**bad))
+
+
+@pytest.mark.integration
+def test_the_playground_page_draws_with_its_settings_from_the_url():
+    at = open_page("playground", {"beta": "0.5", "k": "16", "steps": "200"})
+    assert at.slider(key="pg_beta").value == 0.5
+    assert at.select_slider(key="pg_k").value == 16
+    assert at.caption, "the page states what the run shows"

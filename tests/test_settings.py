@@ -115,6 +115,14 @@ def test_the_url_reads_a_fields_text_as_the_command_line_does():
     assert page.SETTINGS["beta"].parse("nan") is None
 
 
+def test_a_fields_url_setting_has_bounds_of_the_fields_type():
+    # st.slider refuses bounds of mixed types: QuantizerConfig.beta's lo is 0 beside a page's hi of 2.0
+    beta = state.field_param("beta", PlaygroundConfig, "beta", hi=2)
+    assert (type(beta.lo), type(beta.hi)) == (float, float) and (beta.lo, beta.hi) == (0.0, 2.0)
+    steps = state.field_param("steps", TrainConfig, "steps", hi=100_000.0)
+    assert (type(steps.lo), type(steps.hi)) == (int, int)
+
+
 def test_every_config_is_checked_one_way_and_every_field_has_a_spec():
     for cls in CONFIGS:
         assert issubclass(cls, settings.Checked) and "validate" not in vars(cls) or cls is DataConfig, cls

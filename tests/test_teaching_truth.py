@@ -10,7 +10,6 @@ from vqdemo import analysis, explain, prior, runs
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, nearest_code
 
-
 # ---- the expanded distance with a large shared offset ------------------------------------------------------
 
 def test_nearest_code_is_exact_for_latents_sharing_an_offset_of_1000():

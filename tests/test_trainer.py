@@ -80,7 +80,8 @@ def test_live_changes_apply_between_steps(digits):
     control.set(beta=2.0, lr=5e-4, k=24)
     model = build_model(tiny_config())
     seen = []
-    run_training(model, *digits, TrainConfig(steps=5, batch_size=16, val_every=100), control=control, on_event=seen.append)
+    run_training(model, *digits, TrainConfig(steps=5, batch_size=16, val_every=100), control=control,
+                 on_event=seen.append)
     assert model.config.vq.beta == 2.0 and model.codebook_sizes == [24]
     last = [e for e in seen if e["type"] == "train"][-1]
     assert last["lr"] == 5e-4 and last["beta"] == 2.0 and last["k"] == 24
@@ -141,7 +142,8 @@ def test_codes_started_far_from_the_data_collapse_and_near_ones_do_not(tmp_path)
     """The collapse contrast the app teaches: same net, same data, same steps; the gradient codebook without restarts
     collapses with N(0, 1) init (far from the encoder's outputs) and not with U(-1/K, 1/K) init (near them)."""
     used = {}
-    for name, vq in {"default": None, "far": far_init_quantizer(k=32, dim=8), "near": near_init_quantizer(k=32, dim=8)}.items():
+    recipes = {"default": None, "far": far_init_quantizer(k=32, dim=8), "near": near_init_quantizer(k=32, dim=8)}
+    for name, vq in recipes.items():
         cfg = tiny_config(k=32)
         if vq is not None:
             cfg.vq = vq

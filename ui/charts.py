@@ -184,7 +184,8 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
             fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=list(np.asarray(fill)[mask]),
                                  width=0.9 if len(u) < 128 else 1.0,
                                  customdata=np.stack([codes[mask], u[mask]], 1),
-                                 hovertemplate="code %{customdata[0]}: %{customdata[1]:.3g}<extra>" + name + "</extra>"))
+                                 hovertemplate="code %{customdata[0]}: %{customdata[1]:.3g}"
+                                               "<extra>" + name + "</extra>"))
     fig.update_layout(bargap=0.05 if len(u) < 128 else 0, barmode="overlay", showlegend=False)
     if perplexity is not None:
         fig.add_vline(x=perplexity - 0.5, line=dict(color=theme.ARGMIN, dash="dash", width=2))

@@ -234,7 +234,8 @@ def map_2d(points: np.ndarray, codebook: np.ndarray, point_codes: np.ndarray, po
     else:
         fig.add_trace(go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name="encoder outputs",
                                    marker=dict(size=4, opacity=0.5, color=np.array(code_colors(k))[point_codes]),
-                                   customdata=point_codes, hovertemplate="encoder output → code #%{customdata}<extra></extra>"))
+                                   customdata=point_codes,
+                                   hovertemplate="encoder output → code #%{customdata}<extra></extra>"))
     alive = counts > 0
     ids = np.arange(k)
     fig.add_trace(go.Scatter(x=codebook[alive, 0], y=codebook[alive, 1], mode="markers", name="codebook vectors",

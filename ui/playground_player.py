@@ -75,7 +75,8 @@ function hexRgb(c) {
 
 // Normalise the payload; null when it is unusable (then nothing is drawn).
 function readRun(d) {
-  if (!d || typeof d !== "object" || !Number.isInteger(d.frames) || !Number.isInteger(d.n) || !Number.isInteger(d.k)) return null;
+  if (!d || typeof d !== "object") return null;
+  if (!Number.isInteger(d.frames) || !Number.isInteger(d.n) || !Number.isInteger(d.k)) return null;
   const f = d.frames, n = d.n, k = d.k;
   const points = bytes(d.points), codes = bytes(d.codes), countBytes = bytes(d.counts);
   if (!points || points.length !== f * n * 2 || !codes || codes.length !== f * k * 2) return null;
@@ -117,7 +118,10 @@ function createPlayer(root) {
     const t0 = performance.now();
     const size = Math.max(120, Math.round(canvas.clientWidth || 480));
     const dpr = window.devicePixelRatio || 1;
-    if (canvas.width !== Math.round(size * dpr)) { canvas.width = Math.round(size * dpr); canvas.height = canvas.width; }
+    if (canvas.width !== Math.round(size * dpr)) {
+      canvas.width = Math.round(size * dpr);
+      canvas.height = canvas.width;
+    }
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const f = s.frame, k = r.k, n = r.n, cOff = f * k * 2, pOff = f * n * 2, kOff = f * k;
     const X = (b) => (b / 255) * size, Y = (b) => size - (b / 255) * size;
@@ -129,7 +133,8 @@ function createPlayer(root) {
     const px = cellImg.data;
     for (let i = 0; i < GRID * GRID; i++) {
       const c = r.rgb[label[i]];
-      const edge = (i % GRID < GRID - 1 && label[i + 1] !== label[i]) || (i + GRID < GRID * GRID && label[i + GRID] !== label[i]);
+      const edge = (i % GRID < GRID - 1 && label[i + 1] !== label[i])
+        || (i + GRID < GRID * GRID && label[i + GRID] !== label[i]);
       const a = edge ? 0.55 : 0.16;
       px[4 * i] = Math.round(255 * (1 - a) + (edge ? 60 : c[0]) * a);
       px[4 * i + 1] = Math.round(255 * (1 - a) + (edge ? 60 : c[1]) * a);

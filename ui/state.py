@@ -178,7 +178,8 @@ def sidebar() -> Loaded | None:
     choices = model_choices()
     with st.sidebar:
         if not choices:
-            st.error("No models found: the shipped checkpoints/ folder is missing. Re-clone the repository or train a run.")
+            st.error("No models found: the shipped checkpoints/ folder is missing. "
+                     "Re-clone the repository or train a run.")
             return None
         ids = [c.id for c in choices]
         wanted = _param("model", DEFAULT_MODEL)
@@ -306,9 +307,14 @@ def field_param(name: str, cls: type, field: str, *, options: tuple | list = (),
         raise ValueError(f"{cls.__name__}.{field} refuses the page's options {refused}")
     if options and (settings.default(cls, field) if default is None else default) not in options:
         raise ValueError(f"{cls.__name__}.{field}'s default is not among the page's options {options}")
-    lo = s.lo if lo is None else lo
-    hi = s.hi if hi is None else hi
     cast = {"int": int, "float": float, "bool": bool}.get(base, str)
+
+    def bound(given: float | None, field_bound: float | None) -> float | None:
+        # in the field's own type: st.slider refuses mixed types (a Spec's lo=0 beside a float field's hi=2.0)
+        b = field_bound if given is None else given
+        return cast(b) if b is not None and cast in (int, float) else b
+
+    lo, hi = bound(lo, s.lo), bound(hi, s.hi)
     value = settings.default(cls, field) if default is None else default
     return Param(name, value, options, lo, hi, cast, field, s.help or None)
 

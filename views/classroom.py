@@ -43,7 +43,8 @@ def scatter(points: list[classroom.RunPoint], colour: str, me: str) -> go.Figure
               + (f" · uses {p.use:.0%} of its codes" if p.use is not None else "") for p in points],
         hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=40, b=10), title="Every run on this server",
-                      xaxis=dict(title="codebook size K (log scale)", type="log", tickvals=KS, ticktext=[str(k) for k in KS],
+                      xaxis=dict(title="codebook size K (log scale)", type="log", tickvals=KS,
+                                 ticktext=[str(k) for k in KS],
                                  range=[np.log10(KS[0] / 1.5), np.log10(KS[-1] * 1.5)]),   # the whole K range, always
                       yaxis=dict(title="commitment weight beta", range=[-0.05, max(1.05, max(y) + 0.1)]))
     return fig
@@ -74,8 +75,9 @@ def board(colour: str, me: str) -> None:
             st.text(f"Picked: {chosen.title} ({chosen.state})")
             query = {"model": f"run:{chosen.id}"}
             cols = st.columns(4)
-            for col, (page, label) in zip(cols, [("views/reconstruct.py", "Reconstruct"), ("views/codebook.py", "Codebook"),
-                                                 ("views/paint.py", "Paint"), ("views/compare.py", "Compare")]):
+            pages = [("views/reconstruct.py", "Reconstruct"), ("views/codebook.py", "Codebook"),
+                     ("views/paint.py", "Paint"), ("views/compare.py", "Compare")]
+            for col, (page, label) in zip(cols, pages):
                 col.page_link(page, label=f"Open in {label}", query_params=query if page != "views/compare.py"
                               else {"runs": chosen.id})
             if chosen.state in ACTIVE:

@@ -58,7 +58,8 @@ if loaded.kind == "rq":
     DEPTH = state.Param("depth", 1, lo=1, hi=len(sizes), cast=int)
     state.url_value("cb_depth", DEPTH)
     depth = st.select_slider("Depth", list(range(1, len(sizes) + 1)), key="cb_depth",
-                             help="RQ has one codebook per depth; depth 1 quantises z_e, later depths the residuals.") - 1
+                             help="RQ has one codebook per depth; depth 1 quantises z_e, "
+                                  "later depths the residuals.") - 1
     state.to_url((DEPTH, depth + 1))
 K = sizes[depth]
 try:
@@ -90,7 +91,8 @@ else:
         f"codebook; {K - used} of its {K} codes are unused on the validation set.")
 
 # ----------------------------------------------------------------------------- tiles and usage
-CODE = state.Param("code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K), lo=0, hi=K - 1, cast=int)
+CODE = state.Param("code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K),
+                   lo=0, hi=K - 1, cast=int)
 state.url_value("cb_code", CODE)
 
 
@@ -177,7 +179,8 @@ with imgs_col:
     if len(top) == 0:
         st.info(f"Code #{code} is dead: no validation vector picked it, so the decoder never sees it. "
                 + ("It is a point of FSQ's fixed grid that no encoder output rounds to." if loaded.kind == "fsq" else
-                   "Dead-code restart would move it onto a real encoder output during training." if not cfg.vq.restart_dead
+                   "Dead-code restart would move it onto a real encoder output during training."
+                   if not cfg.vq.restart_dead
                    else "Dead-code restart moves such codes onto real encoder outputs during training; this one has "
                         "not found a place yet."))
     else:
@@ -185,7 +188,8 @@ with imgs_col:
         cols = st.columns(8)
         for c, i in zip(cols, top.tolist()):
             mask = view["codes"][i] == code
-            c.image(state.crisp(fg.overlay_cells(data.val_x[i], mask, color), 96), caption=f"#{i}: {int(mask.sum())} cells")
+            c.image(state.crisp(fg.overlay_cells(data.val_x[i], mask, color), 96),
+                    caption=f"#{i}: {int(mask.sum())} cells")
         st.caption(f"The validation images that use code #{code} most; the cells that picked it are tinted in its "
                    "colour. A code is a piece of stroke or texture, reused wherever it fits.")
 
@@ -209,7 +213,8 @@ def start_section() -> None:
     n, u = g["normal"], g["uniform"]
     st.caption(
         f"A freshly built model of this shape, before any training step: its encoder's outputs fill a cloud of radius "
-        f"{n.spread:.3f}; trained, this model's outputs lie a median {t50:.2f} from their centre (95% within {t95:.2f}). "
+        f"{n.spread:.3f}; trained, this model's outputs lie a median {t50:.2f} from their centre "
+        f"(95% within {t95:.2f}). "
         f"N(0, 1) codes start a median {n.gap:.2f} from the nearest output, each alone in its own direction; "
         f"U(-1/K, 1/K) codes start {u.gap:.2f} away, all bunched at the centre; k-means codes start on the outputs "
         f"({g['kmeans'].gap:.3f}). Codes the nearest of some output at step 0: N(0, 1) {n.winners}, U(-1/K, 1/K) "

@@ -57,7 +57,8 @@ def code_usage(_choice: state.ModelChoice, path: str, stamp: float) -> np.ndarra
 
 
 def default_selection(choices: list[state.ModelChoice]) -> list[str]:
-    """The shipped mnist-vq first, then the other shipped models; this server's newest runs if that makes fewer than two."""
+    """The shipped mnist-vq first, then the other shipped models; this server's newest runs if that makes fewer
+    than two."""
     shipped = sorted((c.id for c in choices if c.id.startswith("shipped:")), key=lambda i: i != state.DEFAULT_MODEL)
     return shipped + [c.id for c in choices if not c.id.startswith("shipped:")][: max(0, 2 - len(shipped))]
 
@@ -73,7 +74,8 @@ def describe(c: state.ModelChoice) -> dict:
     m, best = info.meta.get("model", {}), info.status.get("best") or {}
     vq, rq = m.get("vq", {}), m.get("rq", {})
     sizes = "none" if c.kind == "vae" else (
-        f"{vq.get('k')} shared x {rq.get('depth')}" if rq.get("shared") else ",".join(map(str, rq.get("codebook_sizes", []))))
+        f"{vq.get('k')} shared x {rq.get('depth')}" if rq.get("shared")
+        else ",".join(map(str, rq.get("codebook_sizes", []))))
     return {
         "model": c.label, "kind": c.kind.upper(), "data": info.meta.get("data", {}).get("name", "?"),
         "K": str(vq.get("k")) if c.kind == "vq" else sizes, "D": vq.get("dim"),

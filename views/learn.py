@@ -8,6 +8,7 @@ from ui import figures as fg
 from ui import state, text, theme
 from vqdemo import analysis, explain
 from vqdemo.metrics import psnr_per_image
+from vqdemo.quantize import STE_FORMS
 
 loaded = state.current()
 if loaded is None:
@@ -50,9 +51,9 @@ if loaded.kind == "vae":
     st.markdown(COMPARE_TABLE)
     st.stop()
 if loaded.kind == "fsq":
-    st.markdown(f"**{text.md(loaded.choice.label)}**: finite scalar quantisation (Mentzer et al. 2023). The encoder gives "
-                f"{len(model.config.fsq.levels)} numbers per cell; each is squashed into a range and rounded to one "
-                f"of {model.config.fsq.levels} levels. The codes are the points of that grid, "
+    st.markdown(f"**{text.md(loaded.choice.label)}**: finite scalar quantisation (Mentzer et al. 2023). "
+                f"The encoder gives {len(model.config.fsq.levels)} numbers per cell; each is squashed into a range "
+                f"and rounded to one of {model.config.fsq.levels} levels. The codes are the points of that grid, "
                 f"{model.codebook_sizes[0]} of them: nobody learns them, so there is no codebook or commitment loss.")
     x0 = data.val_x[0]
     z0 = model.encode(x0[None]).detach()
@@ -187,9 +188,9 @@ st.caption(f"Follow the shapes: the encoder turns {H}x{W} pixels into {h}x{w} ve
 
 # --------------------------------------------------------------------- 2. one vector, snapped
 st.header("2 · Snap one latent vector to its nearest code")
-st.markdown("The encoder does not output a softmax over K codes to sample from (van den Oord et al. 2017): it outputs the vector "
-            "itself, and quantisation replaces it with the nearest codebook entry: vector → distances to every "
-            "code → argmin → that code's vector.")
+st.markdown("The encoder does not output a softmax over K codes to sample from (van den Oord et al. 2017): "
+            "it outputs the vector itself, and quantisation replaces it with the nearest codebook entry: "
+            "vector → distances to every code → argmin → that code's vector.")
 
 
 def on_cell_click() -> None:
@@ -236,9 +237,10 @@ st.code(f"{explain.DISTANCE_CODE}\n"
         f"{parts.x_sq:.4f} - {-parts.cross:.4f} + {parts.e_sq:.4f} = {parts.expanded:.4f}"
         f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python")
 oc = mv["offset"]
-st.caption(f"The catch: the three terms can be huge and nearly cancel. In float32, with 512 vectors and {min(K, 256)} codes all "
-           f"near {oc.offset:g} ± 1 (computed now), the plain expansion picks the wrong code for {oc.naive_wrong:.0%} "
-           f"of them{f' and gives {oc.naive_negative:.0%} negative distances' if oc.naive_negative else ''}. "
+negative = f" and gives {oc.naive_negative:.0%} negative distances" if oc.naive_negative else ""
+st.caption(f"The catch: the three terms can be huge and nearly cancel. In float32, with 512 vectors and "
+           f"{min(K, 256)} codes all near {oc.offset:g} ± 1 (computed now), the plain expansion picks the wrong "
+           f"code for {oc.naive_wrong:.0%} of them{negative}. "
            "Distances do not change when x and every code move together, so this app's `nearest_code` first "
            f"subtracts the codebook's mean from both, then expands: {oc.wrong:.0%} wrong.")
 
@@ -254,7 +256,8 @@ if is_rq:
         f"The decoder sees q₁ + q₂ + … . This model: {depths} depths, codebooks {model.codebook_sizes}"
         f"{' (one shared)' if rq.shared else ''}, residual normalisation {'on' if rq.norm_residual else 'off'}"
         f" (each residual divided by its running RMS before it is compared, like a LayerNorm without the mean), "
-        f"progressive training {f'every {rq.progressive_steps} steps' if rq.progressive_steps else 'off'}.{trained_note}")
+        f"progressive training {f'every {rq.progressive_steps} steps' if rq.progressive_steps else 'off'}."
+        f"{trained_note}")
     scales = [float(s_) for s_ in model.quantizer.scales[:depths]]
     table = {"depth": [c.depth for c in cells], "code": [f"#{c.code}" for c in cells],
              "residual scale s": [round(v, 4) for v in scales],
@@ -314,10 +317,10 @@ ste_table, ste_text = st.columns([1, 1.2])
 with ste_table:
     ste = mv["ste"]
     st.markdown("**Where the decoder's gradient goes** (a toy vector, computed now):")
-    st.dataframe({"form": ["paper", "both"],
-                  "output = e": [ste[f]["forward_error"] < 1e-6 for f in ("paper", "both")],
-                  "|grad| on z_e": [round(ste[f]["grad_z_e"], 3) for f in ("paper", "both")],
-                  "|grad| on e": [round(ste[f]["grad_e"], 3) for f in ("paper", "both")]},
+    st.dataframe({"form": list(STE_FORMS),
+                  "output = e": [ste[f]["forward_error"] < 1e-6 for f in STE_FORMS],
+                  "|grad| on z_e": [round(ste[f]["grad_z_e"], 3) for f in STE_FORMS],
+                  "|grad| on e": [round(ste[f]["grad_e"], 3) for f in STE_FORMS]},
                  hide_index=True)
 with ste_text:
     st.markdown("<br>", unsafe_allow_html=True)

@@ -26,8 +26,9 @@ st.caption(
        else "a patch of one code and watch the decoder turn it into a piece of an image.")
 )
 if loaded.kind == "fsq":
-    st.info(f"{text.md(loaded.choice.label)} is an FSQ model (Mentzer et al. 2023): its codes are the points of a fixed grid, "
-            "shown on the Learn and Codebook pages. Painting is for VQ-VAE and RQ-VAE models: pick one in the sidebar.")
+    st.info(f"{text.md(loaded.choice.label)} is an FSQ model (Mentzer et al. 2023): its codes are the points of "
+            "a fixed grid, shown on the Learn and Codebook pages. Painting is for VQ-VAE and RQ-VAE models: pick one "
+            "in the sidebar.")
     st.stop()
 if loaded.kind not in ("vq", "rq"):
     st.info(f"{text.md(loaded.choice.label)} is a {loaded.kind.upper()}: it has no codebook to paint with. "
@@ -70,7 +71,8 @@ background, freqs = code_stats(path, mtime, model, data.val_x)
 canvas_key = f"paint_canvas:{loaded.choice.id}:{mtime}"
 if canvas_key not in st.session_state:   # a shared link's painting (?grid=...) if it fits this model, else blank
     shared = grid_url.decode(st.query_params.get("grid", ""), list(sizes), h, w)
-    st.session_state[canvas_key] = code_canvas.Canvas(shared or [code_canvas.blank_grid(b, h, w) for b in background], sizes)
+    st.session_state[canvas_key] = code_canvas.Canvas(
+        shared or [code_canvas.blank_grid(b, h, w) for b in background], sizes)
 canvas: code_canvas.Canvas = st.session_state[canvas_key]
 
 

@@ -53,12 +53,14 @@ for key, param in PARAMS.items():
 
 controls, picture = st.columns([2, 3], gap="medium")
 with controls:
-    quantizer = st.radio("Quantiser", PARAMS["pg_quant"].options, format_func=QUANTIZERS.get, key="pg_quant", horizontal=True)
+    quantizer = st.radio("Quantiser", PARAMS["pg_quant"].options, format_func=QUANTIZERS.get, key="pg_quant",
+                         horizontal=True)
     data = st.radio("Data", PARAMS["pg_data"].options, key="pg_data", horizontal=True)
     k = st.select_slider("Codebook size K", PARAMS["pg_k"].options, key="pg_k",
                          help="FSQ: L levels per axis with L x L closest to K.")
     is_vq = quantizer == "vq"
-    init = st.radio("Codebook init", PARAMS["pg_init"].options, format_func=INITS.get, key="pg_init", disabled=not is_vq)
+    init = st.radio("Codebook init", PARAMS["pg_init"].options, format_func=INITS.get, key="pg_init",
+                    disabled=not is_vq)
     codebook = st.radio("Codebook update", PARAMS["pg_cb"].options, format_func=CODEBOOKS.get, key="pg_cb",
                         disabled=not is_vq, horizontal=True)
     restart = st.toggle("Dead-code restart", key="pg_restart", disabled=not is_vq,

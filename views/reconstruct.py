@@ -165,6 +165,7 @@ if up is not None:
                 coarse = analysis.coarse_to_fine(model, x[None])
                 dcols = st.columns(len(coarse))
                 for d, (c, im) in enumerate(zip(dcols, coarse)):
-                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {float(psnr_per_image(x[None], im)[0]):.1f} dB")
+                    db = float(psnr_per_image(x[None], im)[0])
+                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {db:.1f} dB")
         st.caption(f"This model learned its codes on {data.name}: an image unlike those comes back drawn with "
                    "the strokes its codebook knows.")

@@ -63,12 +63,12 @@ def vae_for(dataset: str):
 
 
 if loaded.kind == "fsq":
-    st.info(f"{text.md(loaded.choice.label)} is an FSQ model: sampling with a prior is for VQ-VAE and RQ-VAE models here. "
-            "Pick one in the sidebar.")
+    st.info(f"{text.md(loaded.choice.label)} is an FSQ model: sampling with a prior is for VQ-VAE and RQ-VAE models "
+            "here. Pick one in the sidebar.")
     st.stop()
 if loaded.kind not in ("vq", "rq"):
-    st.info(f"{text.md(loaded.choice.label)} is a VAE: it generates by decoding N(0, I) noise, no prior over codes needed. "
-            "Pick a VQ-VAE or RQ-VAE model in the sidebar to see why those need one.")
+    st.info(f"{text.md(loaded.choice.label)} is a VAE: it generates by decoding N(0, I) noise, no prior over codes "
+            "needed. Pick a VQ-VAE or RQ-VAE model in the sidebar to see why those need one.")
     st.image(grid_image(loaded.model.sample(16, 0)), output_format="PNG")
     st.caption("The VAE's own samples: Gaussian noise through its decoder.")
     st.stop()
@@ -82,7 +82,8 @@ if mtime is not None:
     try:
         the_prior = load_prior(str(run_dir), mtime)
     except (runs.CheckpointError, ValueError, OSError) as e:
-        st.error(f"The prior of {text.md(loaded.choice.label)} could not be loaded: {text.md(e, 400)}. Train it again below.")
+        st.error(f"The prior of {text.md(loaded.choice.label)} could not be loaded: {text.md(e, 400)}. "
+                 "Train it again below.")
 num_classes = the_prior.config.num_classes if the_prior is not None else None
 guided = the_prior is not None and the_prior.config.guided  # trained with label dropout: it can guide
 
@@ -119,8 +120,8 @@ with st.expander("Settings", expanded=not state.presenter()):
     if num_classes:
         c5.selectbox("Class", [-1, *range(num_classes)], key="sample_label",
                      format_func=lambda y: "any" if y < 0 else (
-                         text.plain(loaded.data.class_names[y]) if loaded.data.class_names and y < len(loaded.data.class_names)
-                         else str(y)),
+                         text.plain(loaded.data.class_names[y])
+                         if loaded.data.class_names and y < len(loaded.data.class_names) else str(y)),
                      help="The prior is class-conditional: ask it for one class.")
     else:
         c5.caption("Class: this prior is unconditional.")
@@ -244,9 +245,9 @@ with cols[3]:
     if vae is not None:
         st.image(grid_image(analysis.gaussian_latent_images(vae.model, n, seed)), output_format="PNG",
                  alt="Gaussian noise through a VAE")
-        st.caption(f"The same noise through {text.md(vae.choice.label)}, a VAE trained so that N(0, I) decodes to images "
-                   f"(KL weight {vae.model.config.kl_weight:g}: the lower it is, the more bits each image carries and "
-                   "the less its latents are held to N(0, I)).")
+        st.caption(f"The same noise through {text.md(vae.choice.label)}, a VAE trained so that N(0, I) decodes to "
+                   f"images (KL weight {vae.model.config.kl_weight:g}: the lower it is, the more bits each image "
+                   "carries and the less its latents are held to N(0, I)).")
     else:
         st.info(f"No VAE on {loaded.data.name} here. Train one on the Train page (model: VAE) to compare: "
                 "a VAE is trained so that Gaussian noise decodes to images.")

@@ -56,12 +56,14 @@ def save_settings() -> dict:
 
 def apply_preset() -> None:
     q = RECIPES.get(st.session_state["tr_preset"], HEALTHY)
-    st.session_state.update(tr_cb=q.codebook, tr_init=q.init, tr_restart=q.restart_dead, tr_cosine=q.cosine, tr_ste=q.ste)
+    st.session_state.update(tr_cb=q.codebook, tr_init=q.init, tr_restart=q.restart_dead, tr_cosine=q.cosine,
+                            tr_ste=q.ste)
 
 
 def preset_of(v: dict) -> str | None:
+    chosen = (v["cb"], v["init"], v["restart"], v["cosine"], v["ste"])
     for name, q in RECIPES.items():
-        if (v["cb"], v["init"], v["restart"], v["cosine"], v["ste"]) == (q.codebook, q.init, q.restart_dead, q.cosine, q.ste):
+        if chosen == (q.codebook, q.init, q.restart_dead, q.cosine, q.ste):
             return name
     return None
 
@@ -100,15 +102,15 @@ def settings_form() -> dict:
     if "tr_preset" not in st.session_state:
         st.session_state["tr_preset"] = preset_of(v) or "healthy"
     st.radio("Codebook recipe", list(PRESETS), format_func=PRESETS.get, key="tr_preset", on_change=apply_preset,
-             horizontal=True, help="Both 'start' recipes learn the codebook by gradient with no restarts; only where the "
-             "codes start differs. N(0, 1) codes start far from the encoder's outputs and most never get picked; "
-             "U(-1/K, 1/K) codes start at their centre and get used. Healthy: k-means init on encoder outputs, EMA "
-             "codebook (Razavi et al. 2019), dead-code restart.")
+             horizontal=True, help="Both 'start' recipes learn the codebook by gradient with no restarts; only "
+             "where the codes start differs. N(0, 1) codes start far from the encoder's outputs and most never get "
+             "picked; U(-1/K, 1/K) codes start at their centre and get used. Healthy: k-means init on encoder outputs, "
+             "EMA codebook (Razavi et al. 2019), dead-code restart.")
     st.selectbox("Dataset", SETTINGS["data"].options, key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
-        up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_UPLOAD_MB} MB)", type=["zip"],
-                              key="tr_upload", max_upload_size=MAX_UPLOAD_MB)
+        up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_UPLOAD_MB} MB)",
+                              type=["zip"], key="tr_upload", max_upload_size=MAX_UPLOAD_MB)
         if up is not None:
             if up.size > MAX_UPLOAD_MB * 2**20:
                 st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
@@ -141,11 +143,12 @@ def settings_form() -> dict:
             a.select_slider("Codebook size K", SETTINGS["k"].options, key="tr_k", help=SETTINGS["k"].help)
         b.select_slider("Code size D" if kind != "vae" else "Latent channels D", SETTINGS["d"].options, key="tr_d",
                         help=SETTINGS["d"].help)
-        st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors"
-                   + (f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."))
+        snapped = f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."
+        st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors{snapped}")
     if kind == "vae":
         st.select_slider("KL weight", SETTINGS["kl"].options, key="tr_kl", format_func=lambda x: f"{x:g}",
-                  help="Lower sends more bits per image (its KL to N(0, I)): sharper reconstructions, worse noise samples.")
+                  help="Lower sends more bits per image (its KL to N(0, I)): sharper reconstructions, "
+                       "worse noise samples.")
     elif kind != "fsq":
         st.slider("Commitment weight beta", float(SETTINGS["beta"].lo), BETA_MAX, step=0.05, key="tr_beta",
                   help=SETTINGS["beta"].help)
@@ -191,7 +194,8 @@ def settings_form() -> dict:
 
 
 def title_of(v: dict) -> str:
-    what = KINDS[v["kind"]] + {"vae": "", "fsq": f" levels {v['levels']}"}.get(v["kind"], f" K={v['k']} beta={v['beta']:g}")
+    quantizer = {"vae": "", "fsq": f" levels {v['levels']}"}.get(v["kind"], f" K={v['k']} beta={v['beta']:g}")
+    what = KINDS[v["kind"]] + quantizer
     inits = {"far": ", N(0,1) init", "near": ", U(-1/K,1/K) init"}
     recipe = inits.get(preset_of(v) or "custom", "") if v["kind"] in ("vq", "rq") else ""
     return f"{what} on {v['data']}{recipe}"
@@ -255,12 +259,14 @@ def last(rows: list[dict], key: str, kind: str | None = None):
 def controls(v: JobView) -> None:
     cols = st.columns(4)
     if v.state == "paused":
-        cols[0].button("Play", icon=":material/play_arrow:", key="tr_play", on_click=act, args=(v.id, "resume"), width="stretch")
+        cols[0].button("Play", icon=":material/play_arrow:", key="tr_play", on_click=act, args=(v.id, "resume"),
+                       width="stretch")
     else:
-        cols[0].button("Pause", icon=":material/pause:", key="tr_pause", on_click=act, args=(v.id, "pause"), width="stretch",
-                       disabled=v.state != "running")
-    cols[1].button("Step", icon=":material/skip_next:", key="tr_step", on_click=act, args=(v.id, "step"), width="stretch",
-                   disabled=v.state not in ("running", "paused"), help="Train exactly one more batch, then hold.")
+        cols[0].button("Pause", icon=":material/pause:", key="tr_pause", on_click=act, args=(v.id, "pause"),
+                       width="stretch", disabled=v.state != "running")
+    cols[1].button("Step", icon=":material/skip_next:", key="tr_step", on_click=act, args=(v.id, "step"),
+                   width="stretch", disabled=v.state not in ("running", "paused"),
+                   help="Train exactly one more batch, then hold.")
     cols[2].button("Stop", icon=":material/stop:", key="tr_stop", on_click=act, args=(v.id, "stop"), width="stretch",
                    disabled=not v.active or v.state == "stopping",
                    help="End the run; its best and last checkpoints stay (a queued run just leaves the queue).")
@@ -350,7 +356,8 @@ def figures(v: JobView) -> None:
         usage = v.snapshot.get("usage") if v.snapshot else None
         if usage is not None:
             st.plotly_chart(shared_figure(v, "usage", lambda: charts.usage_histogram(
-                usage, v.model_cfg.vq.dead_threshold, "Running usage per code", "vectors per step")), key="tr_fig_usage")
+                usage, v.model_cfg.vq.dead_threshold, "Running usage per code", "vectors per step")),
+                key="tr_fig_usage")
             st.caption("Each bar is one code's recent use; red bars are dead codes"
                        + (" (restarts move them onto data)." if v.model_cfg.vq.restart_dead else
                           " (without restarts they never come back)."))
@@ -445,7 +452,8 @@ def trend(first: float, final: float) -> str:
 def trend_caption(rows: list[dict]) -> str:
     """What the two example curves show, read off the recorded numbers (never assumed)."""
     loss = [r["loss"] for r in rows if r.get("type") == "train" and isinstance(r.get("loss"), (int, float))]
-    ppl = [(r["step"], r["perplexity"]) for r in rows if r.get("type") == "val" and isinstance(r.get("perplexity"), (int, float))]
+    ppl = [(r["step"], r["perplexity"]) for r in rows
+           if r.get("type") == "val" and isinstance(r.get("perplexity"), (int, float))]
     k = last(rows, "k")
     parts = []
     if len(loss) > 1:
@@ -483,7 +491,8 @@ if cell := sweep_cell(me):
     st.info(f"**Class sweep:** your cell is K = {cell[0]}, beta = {cell[1]:g}. Press Start training; the Class page "
             "shows every student's result on one chart.")
 presenter = state.presenter()
-settings_box, live_box = (st.expander("New run settings"), st.container()) if presenter else st.columns([1, 1.5], gap="medium")
+settings_box, live_box = ((st.expander("New run settings"), st.container()) if presenter
+                           else st.columns([1, 1.5], gap="medium"))
 
 with settings_box:
     settings = settings_form()
@@ -501,7 +510,8 @@ with live_box:
         st.session_state["tr_job"] = goto
     if not mine:
         st.info("Nothing of yours is training. Pick settings and press **Start training**; with the codes started "
-                "far from the data (N(0, 1)) you will see most codes die, with them started near it (U(-1/K, 1/K)) not.")
+                "far from the data (N(0, 1)) you will see most codes die, with them started near it "
+                "(U(-1/K, 1/K)) not.")
         example()
     else:
         ids = [j.id for j in mine]

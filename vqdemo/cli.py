@@ -156,7 +156,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     train_cfg = TrainConfig(**{name: getattr(a, name) for name in specs(TrainConfig) if hasattr(a, name)})
     data = load_data(data_cfg)
     model_cfg = model_config(a.kind, data.channels, data.image_size, hidden=a.hidden, **settings)
-    check_trainable(model_cfg, train_cfg.batch_size)   # every bound, and the size, before a run folder or a progress bar exists
+    # every bound, and the size, before a run folder or a progress bar exists
+    check_trainable(model_cfg, train_cfg.batch_size)
     out = a.out or new_run_dir()
     command = "python -m vqdemo " + " ".join(shlex.quote(s) for s in sys.argv[1:])
     if a.backend == "ray":

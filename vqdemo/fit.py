@@ -107,7 +107,8 @@ def near_init_quantizer(k: int = 64, dim: int = 16, beta: float = 0.25) -> Quant
     return QuantizerConfig(k=k, dim=dim, beta=beta, codebook="grad", init="uniform", restart_dead=False)
 
 
-MAX_STEP_BYTES = 4 << 30  # one training step (or validation pass) may use this much memory; the server is shared by a class
+# one training step (or validation pass) may use this much memory; the server is shared by a class
+MAX_STEP_BYTES = 4 << 30
 SLACK_BYTES = 64 << 20    # allocator slack and the k-means init's transients, measured on small models
 
 
@@ -118,7 +119,8 @@ def step_bytes(cfg: ModelConfig, batch_size: int) -> int:
     gradients), 4 when validating. Distances: nearest_code holds a few (positions, K) float32 tensors at once, one
     depth at a time, so the largest K counts, not their sum; measured 2-2.5 of them for VQ and up to 5 for RQ.
     tests/test_hardening_budget.py checks this against ru_maxrss of real steps."""
-    codes = 0 if cfg.kind == "vae" else max(cfg.rq.codebook_sizes if cfg.kind == "rq" and not cfg.rq.shared else [cfg.vq.k])
+    sizes = cfg.rq.codebook_sizes if cfg.kind == "rq" and not cfg.rq.shared else [cfg.vq.k]
+    codes = 0 if cfg.kind == "vae" else max(sizes)
     width = max(cfg.hidden, cfg.vq.dim)
     held = 4 if cfg.kind != "rq" else 8   # (positions, K) tensors alive at once, with margin
     per_image, per_latent_map = cfg.image_size ** 2, cfg.latent_size ** 2
@@ -162,7 +164,8 @@ def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
     need = step_bytes(model_cfg, batch_size)
     if need > MAX_STEP_BYTES:
         raise ValueError(f"a training step would need about {need / 2**30:.1f} GiB of memory, over the "
-                         f"{MAX_STEP_BYTES / 2**30:.0f} GiB allowed; use a smaller batch size, image size, K or hidden width")
+                         f"{MAX_STEP_BYTES / 2**30:.0f} GiB allowed; "
+                         "use a smaller batch size, image size, K or hidden width")
 
 
 DATA_COPY = "data.zip"

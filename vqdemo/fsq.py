@@ -23,7 +23,8 @@ from .settings import Checked, setting
 @dataclass
 class FSQConfig(Checked):
     levels: list[int] = setting(factory=lambda: [8, 6, 5], lo=2, hi=64, items=8,
-                                help="FSQ: levels per latent channel, e.g. 8,6,5 (240 codes; Mentzer et al.'s 2^8 choice)")
+                                help="FSQ: levels per latent channel, e.g. 8,6,5 "
+                                     "(240 codes; Mentzer et al.'s 2^8 choice)")
 
     def rules(self) -> None:
         if math.prod(self.levels) > 65536:
@@ -60,7 +61,8 @@ class FiniteScalarQuantizer(nn.Module):
         return t[None, :, None, None]  # (L,) -> (1, L, 1, 1)
 
     def bound(self, z: Tensor) -> Tensor:
-        """(B, L, h, w) -> the same, channel i squashed into (-levels_i / 2, levels_i / 2) so rounding gives levels_i values."""
+        """(B, L, h, w) -> the same, channel i squashed into (-levels_i / 2, levels_i / 2) so rounding gives
+        levels_i values."""
         c = self._per_channel
         return torch.tanh(z + c(self.shift)) * c(self.half_range) - c(self.offset)
 

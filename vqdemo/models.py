@@ -103,7 +103,8 @@ class Autoencoder(nn.Module):
         self.config = cfg
         d = cfg.code_dim
         if cfg.arch == "conv":
-            self.encoder = ConvEncoder(cfg.channels, cfg.hidden, cfg.res_blocks, cfg.res_hidden, cfg.downsample, latent_channels)
+            self.encoder = ConvEncoder(cfg.channels, cfg.hidden, cfg.res_blocks, cfg.res_hidden, cfg.downsample,
+                                       latent_channels)
             self.decoder = ConvDecoder(cfg.channels, cfg.hidden, cfg.res_blocks, cfg.res_hidden, cfg.downsample, d)
         else:
             self.encoder = PatchEncoder(cfg.channels, cfg.hidden, cfg.downsample, latent_channels)
@@ -262,7 +263,8 @@ class VQVAE(Autoencoder):
         """RQ: the reconstruction error using only the first d depths, for the coarse-to-fine curve."""
         if self.config.kind != "rq":
             return {}
-        return {f"mse@{d}": float(F.mse_loss(self.decode_codes(out.codes, d), x)) for d in range(1, out.codes.shape[1] + 1)}
+        return {f"mse@{d}": float(F.mse_loss(self.decode_codes(out.codes, d), x))
+                for d in range(1, out.codes.shape[1] + 1)}
 
 
 class VAE(Autoencoder):

@@ -111,7 +111,8 @@ class ToyAutoencoder(nn.Module):
         self.levels = fsq_levels(cfg.k)
         self.vq = None if cfg.quantizer == "fsq" else VectorQuantizer(QuantizerConfig(
             k=cfg.k, dim=2, beta=cfg.beta, codebook=cfg.codebook, init=INITS[cfg.init],
-            restart_dead=cfg.restart_dead, dead_threshold=0.9))   # under ~1 point per step: dead (restarts within ~10 steps)
+            # under ~1 point per step: dead (restarts within ~10 steps)
+            restart_dead=cfg.restart_dead, dead_threshold=0.9))
 
     def codes(self) -> Tensor:
         """The codebook as points of the latent plane, (K, 2)."""

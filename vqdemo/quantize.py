@@ -32,7 +32,8 @@ class QuantizerConfig(Checked):
                        help="code vector size D (the encoder's output channels)")
     beta: float = setting(0.25, lo=0, hi=100, help="commitment weight")
     codebook: str = setting("ema", choices=tuple(CODEBOOK_UPDATES),
-                            help="ema: running k-means updates (Razavi et al. 2019); grad: learned by the codebook loss")
+                            help="ema: running k-means updates (Razavi et al. 2019); "
+                                 "grad: learned by the codebook loss")
     decay: float = setting(0.95, lo=0, hi=1, lo_open=True, hi_open=True, help="EMA decay (ema codebook only)")
     init: str = setting("kmeans", choices=tuple(INITS),
                         help="kmeans: from the first batch of encoder outputs; uniform: U(-1/K, 1/K) as in the "
@@ -56,8 +57,8 @@ class QuantizerConfig(Checked):
     def rules(self) -> None:
         if self.ste == "both" and self.codebook == "ema":
             raise ValueError("ste='both' sends the decoder's gradient to the codebook, but an EMA codebook takes no "
-                             "gradient: with codebook='ema' it would train exactly like ste='paper'. Use codebook='grad' "
-                             "or ste='paper'")
+                             "gradient: with codebook='ema' it would train exactly like ste='paper'. "
+                             "Use codebook='grad' or ste='paper'")
 
 
 @dataclass
@@ -66,7 +67,8 @@ class Step:
     (`forward`) and the teaching pages (`depth_steps`) share. Shapes for B images on an h x w grid."""
 
     residual: Tensor  # (B, D, h, w) what this depth must explain: z_e at depth 1, then r_d = r_{d-1} - q_d
-    compared: Tensor  # (B*h*w, D) the rows compared with the codebook (divided by the depth's scale, normalised when cosine)
+    # (B*h*w, D) the rows compared with the codebook (divided by the depth's scale, normalised when cosine)
+    compared: Tensor
     codes: Tensor     # (B, h, w) nearest code ids
     dist: Tensor | None  # (B*h*w, K) squared distance of every row to every code (None where forward drops it)
     picked: Tensor    # (B*h*w, D) the nearest code of each compared row, codebook gradient attached
@@ -141,7 +143,7 @@ class VectorQuantizer(nn.Module):
             weight = torch.empty(k, d).uniform_(-1.0 / k, 1.0 / k)
         self.codebook = nn.Parameter(weight, requires_grad=cfg.codebook == "grad")
         self.register_buffer("initted", torch.tensor(cfg.init != "kmeans"))
-        self.register_buffer("usage", torch.ones(k))       # running vectors-per-step of each code, for dead-code detection
+        self.register_buffer("usage", torch.ones(k))       # running vectors-per-step of each code (dead-code detection)
         self.register_buffer("ema_count", torch.ones(k))   # EMA codebook: running cluster sizes
         self.register_buffer("ema_sum", weight.clone())    # EMA codebook: running sums of assigned vectors
 
@@ -250,7 +252,8 @@ class VectorQuantizer(nn.Module):
             self.ema_count.mul_(decay).add_(counts.float(), alpha=1 - decay)
             self.ema_sum.mul_(decay).add_(sums, alpha=1 - decay)
             n = self.ema_count.sum()
-            smoothed = (self.ema_count + 1e-5) / (n + self.k * 1e-5) * n  # Laplace smoothing keeps empty clusters finite
+            # Laplace smoothing keeps empty clusters finite
+            smoothed = (self.ema_count + 1e-5) / (n + self.k * 1e-5) * n
             self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
         if self.cfg.restart_dead:
             dead = self.usage < self.cfg.dead_threshold
@@ -297,7 +300,8 @@ class VectorQuantizer(nn.Module):
         self.cfg.k = new_k
 
     def _resizable(self) -> dict[str, Tensor]:
-        return {"codebook": self.codebook.data, "usage": self.usage, "ema_count": self.ema_count, "ema_sum": self.ema_sum}
+        return {"codebook": self.codebook.data, "usage": self.usage, "ema_count": self.ema_count,
+                "ema_sum": self.ema_sum}
 
 
 @dataclass
@@ -306,7 +310,8 @@ class ResidualConfig(Checked):
     codebook_sizes: list[int] = setting(
         factory=lambda: [64, 64, 64, 64], lo=2, hi=65536, items=16, flag="--ks",
         help="RQ codebook size per depth, e.g. 512,256,128 (default: K at every depth)")
-    shared: bool = setting(False, flag="--shared-codebook", help="one codebook used at every depth instead of one per depth")
+    shared: bool = setting(False, flag="--shared-codebook",
+                           help="one codebook used at every depth instead of one per depth")
     norm_residual: bool = setting(False, help="divide each depth's residual by its running RMS so every codebook "
                                               "works at unit scale")
     progressive_steps: int = setting(0, lo=0, help="> 0: switch depth d on after d * progressive_steps training steps")
@@ -375,7 +380,8 @@ class ResidualQuantizer(nn.Module):
         grad_codebook = self.layers[0].cfg.codebook == "grad"
         for layer_out in outs:
             r, e = layer_out.step.residual, layer_out.step.chosen  # (B, D, H, W) each; e has the codebook's gradient
-            # Losses in the latent's own units: at unit scale a late, tiny residual would get its gradient blown up by 1/scale.
+            # Losses in the latent's own units: at unit scale a late, tiny residual would get its gradient blown up
+            # by 1/scale.
             codebook_losses.append(F.mse_loss(e, r.detach()) if grad_codebook else e.new_zeros(()))
             commit_losses.append(F.mse_loss(r, e.detach()))
         total = sum(o.step.chosen for o in outs)

@@ -138,7 +138,8 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source
     wrong = [f"{k}: file {tuple(tensors[k].shape)} {tensors[k].dtype}, model {tuple(v.shape)} {v.dtype}"
              for k, v in own.items() if k in tensors and (tensors[k].shape != v.shape or tensors[k].dtype != v.dtype)]
     if missing or extra or wrong:
-        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "", "; ".join(wrong[:3])]
+        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
+                 "; ".join(wrong[:3])]
         raise CheckpointError(f"{source} does not fit its config: " + "; ".join(p for p in parts if p))
     params = dict(module.named_parameters())
     for k, v in tensors.items():
@@ -183,7 +184,8 @@ def check_fits(model: torch.nn.Module, data: Any, source: str) -> None:
     got = (data.channels, data.image_size)
     if (cfg.channels, cfg.image_size) != got:
         raise CheckpointError(f"{source} takes {cfg.channels}-channel {cfg.image_size}x{cfg.image_size} images but its "
-                              f"data ({data.name}) is {got[0]}-channel {got[1]}x{got[1]}: the config does not fit the run")
+                              f"data ({data.name}) is {got[0]}-channel {got[1]}x{got[1]}: "
+                              "the config does not fit the run")
 
 
 def _text(value: Any, default: str = "") -> str:
@@ -328,7 +330,8 @@ def read_metrics(path: Path) -> list[dict]:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             continue
-        if not isinstance(row, dict) or not isinstance(row.get("type", ""), str) or _count(row.get("step")) != row.get("step"):
+        if (not isinstance(row, dict) or not isinstance(row.get("type", ""), str)
+                or _count(row.get("step")) != row.get("step")):
             continue
         rows.append({k: v for k, v in row.items()
                      if k == "type" or (isinstance(v, (int, float)) and not isinstance(v, bool))})

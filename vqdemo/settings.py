@@ -210,7 +210,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, names: list[str] | Non
         if base == "bool" and value is False:
             kwargs.update(action="store_true")
         else:
-            kwargs.update(type=parse, metavar="on|off" if base == "bool" else flag.lstrip("-").upper().replace("-", "_"))
+            metavar = "on|off" if base == "bool" else flag.lstrip("-").upper().replace("-", "_")
+            kwargs.update(type=parse, metavar=metavar)
             if s.choices:
                 kwargs.update(choices=list(s.choices), metavar=None)
         parser.add_argument(flag, **kwargs)

@@ -48,7 +48,8 @@ class Store(Protocol):
 
     def metrics(self, rows: list[Event]) -> None: ...
 
-    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None: ...
+    def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int,
+                   best: dict | None = None) -> None: ...
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -78,7 +79,7 @@ class TrainConfig(Checked):
                                  "without restarts), so a short run ends settled")
 
     def budgeted(self) -> TrainConfig:
-        """This config, refused when it gives no budget (neither steps nor seconds): what `train` runs."""
+        """This config, refused when it gives no budget (neither steps nor seconds): what `run_training` runs."""
         if self.steps is None and self.seconds is None:
             raise ValueError("give a budget: steps or seconds")
         return self
@@ -242,7 +243,8 @@ def run_training(
         if clock.val_per_image is None and cfg.seconds is not None:   # first validation: time a few images first
             probe = min(len(x_val), 8)
             model.eval()
-            clock.timed_val(lambda: model.evaluate(x_val[:probe], None if y_val is None else y_val[:probe], probe), probe)
+            y_probe = None if y_val is None else y_val[:probe]
+            clock.timed_val(lambda: model.evaluate(x_val[:probe], y_probe, probe), probe)
             model.train()
         n = clock.images_that_fit(left())
         if n < len(x_val) and not final:

@@ -266,7 +266,8 @@ def full_screenshot(page, name: str, width: int | None = None, folder: Path | No
 # Measured in the page: what sticks out of the viewport or out of its own box, and the smallest text.
 LAYOUT_JS = """(minFont) => {
   const vw = document.documentElement.clientWidth;
-  const out = {scrollWidth: document.documentElement.scrollWidth, viewport: vw, outside: [], clipped: [], small: [], broken: []};
+  const out = {scrollWidth: document.documentElement.scrollWidth, viewport: vw,
+               outside: [], clipped: [], small: [], broken: []};
   const main = document.querySelector('[data-testid=stMain]');
   const name = (e) => (e.closest('[data-testid]')?.getAttribute('data-testid') || e.tagName) + ' '
                       + (e.closest('[class*=st-key-]')?.className.match(/st-key-[\\w-]+/)?.[0] || '');
@@ -289,11 +290,13 @@ LAYOUT_JS = """(minFont) => {
       if (tr.right > box.right + 2 || tr.left < box.left - 2)
         out.clipped.push(name(chart) + ' text "' + t.textContent.slice(0, 40) + '"');
       const size = parseFloat(getComputedStyle(t).fontSize);
-      if (minFont && size < minFont - 0.01) out.small.push(name(chart) + ' "' + t.textContent.slice(0, 30) + '" ' + size + 'px');
+      if (minFont && size < minFont - 0.01)
+        out.small.push(name(chart) + ' "' + t.textContent.slice(0, 30) + '" ' + size + 'px');
     }
   }
   for (const img of main.querySelectorAll('[data-testid=stImage] img, [data-testid=stImageContainer] img')) {
-    const r = img.getBoundingClientRect(), box = img.closest('[data-testid=stElementContainer]').getBoundingClientRect();
+    const r = img.getBoundingClientRect();
+    const box = img.closest('[data-testid=stElementContainer]').getBoundingClientRect();
     if (visible(r) && r.right > box.right + 1)
       out.clipped.push(name(img) + ' image ' + Math.round(r.width) + ' > ' + Math.round(box.width));
   }
@@ -312,7 +315,8 @@ LAYOUT_JS = """(minFont) => {
     }
   }
   if (minFont) {
-    const prose = '[data-testid=stMarkdownContainer] p, [data-testid=stMarkdownContainer] li, [data-testid=stCaptionContainer]';
+    const prose = '[data-testid=stMarkdownContainer] p, [data-testid=stMarkdownContainer] li, '
+      + '[data-testid=stCaptionContainer]';
     for (const t of main.querySelectorAll(prose)) {
       const size = parseFloat(getComputedStyle(t).fontSize);
       if (t.textContent.trim() && visible(t.getBoundingClientRect()) && size < minFont - 0.01)

@@ -215,7 +215,8 @@ class Job:
             return JobView(
                 id=self.id, owner=self.owner, title=self.title, task=self.task, kind=self.kind, run_dir=self.run_dir,
                 state=self._state, reason=self._reason, place=self._place, wait_s=wait_s,
-                step=self._step, paused_at=self._paused_at, elapsed=self._elapsed, budget_s=self.train_cfg.seconds or 0.0,
+                step=self._step, paused_at=self._paused_at, elapsed=self._elapsed,
+                budget_s=self.train_cfg.seconds or 0.0,
                 budget_steps=self.train_cfg.steps, knobs=dict(self._knobs), pending=dict(self._pending),
                 train=[] if light else [dict(r) for r in self._train], val=[dict(r) for r in self._val],
                 changes=[dict(c) for c in self._changes],
@@ -295,14 +296,16 @@ class Job:
                 clean["lr"] = float(value)
             elif name == "beta":
                 if self.kind not in ("vq", "rq"):
-                    raise JobError(f"a {self.kind.upper()} has no commitment weight beta; start a VQ or RQ run to try it")
+                    raise JobError(f"a {self.kind.upper()} has no commitment weight beta; "
+                                   "start a VQ or RQ run to try it")
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                         and 0 <= value <= 100):
                     raise JobError(f"beta must be a finite number in [0, 100], got {value!r}")
                 clean["beta"] = float(value)
             elif name == "k":
                 if self.kind != "vq":
-                    raise JobError("K changes live only for VQ models; RQ has one K per depth and a VAE none. Start a new run")
+                    raise JobError("K changes live only for VQ models; RQ has one K per depth and a VAE none. "
+                                   "Start a new run")
                 try:
                     QuantizerConfig(**{**self.model_cfg.vq.__dict__, "k": value}).validate()
                 except ValueError as e:
@@ -519,7 +522,8 @@ class JobQueue:
                                                           "updated": time.time()})
             except OSError as e:
                 shutil.rmtree(run_dir, ignore_errors=True)
-                raise JobError(f"could not write the run folder {run_dir} ({e}); the disk may be full or read-only") from None
+                raise JobError(f"could not write the run folder {run_dir} ({e}); "
+                               "the disk may be full or read-only") from None
             self._enqueue(job)
         return job
 
@@ -680,7 +684,8 @@ class JobQueue:
             stale = [j for j in self._jobs.values() if j.id in self._running and j._paused_since is not None
                      and now - j._paused_since > self.pause_limit_s]
         for job in stale:
-            job.stop(f"stopped after {self.pause_limit_s / 60:.0f} min paused while others waited; its checkpoints are kept")
+            job.stop(f"stopped after {self.pause_limit_s / 60:.0f} min paused while others waited; "
+                     "its checkpoints are kept")
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.state in FINISHED and j.task == "train"]
@@ -704,9 +709,9 @@ class JobQueue:
             step = info.status.get("step", 0)
             step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
             if was != "interrupted":
+                kept = "; its last saved checkpoint is kept" if info.has_weights else "; it had saved no weights"
                 status = dict(info.status, state="interrupted", was=was, updated=time.time(),
-                              reason=f"the server stopped while this run was {was} at step {step}"
-                              + ("; its last saved checkpoint is kept" if info.has_weights else "; it had saved no weights"))
+                              reason=f"the server stopped while this run was {was} at step {step}{kept}")
                 try:
                     runs.write_json(info.path / runs.STATUS, status)
                 except OSError:

@@ -32,8 +32,9 @@ def local_head(num_cpus: int = 2, start_timeout_s: float = 120.0) -> Iterator[di
     temp = tempfile.mkdtemp(prefix="vqray-", dir="/tmp")   # Ray's socket paths must stay short
     log = open(os.path.join(temp, "head.log"), "wb")  # noqa: SIM115 - the log lives as long as the head
     head = subprocess.Popen(
-        [*RAY_CLI, "start", "--head", "--num-cpus", str(num_cpus), "--port", str(port), "--node-ip-address", "127.0.0.1",
-         "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp, "--block"],
+        [*RAY_CLI, "start", "--head", "--num-cpus", str(num_cpus), "--port", str(port),
+         "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+         "--temp-dir", temp, "--block"],
         env={**os.environ, **env, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:

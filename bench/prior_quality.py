@@ -145,10 +145,12 @@ def report(name: str, r: dict, n: int, temperature: float, guidance: float, guid
     how = f", guidance {guidance:g}" if guided else " (trained without label dropout: no guidance)"
     print(f"\n{name}/prior at temperature {temperature:g}{how}, {n} samples per digit ({r['seconds']:.0f} s)")
     print(f"  judge on {name}'s reconstructions of the validation digits: {r['recon_acc']:.1%}")
-    print(f"  read as the requested digit: {r['mean']:.1%} (worst digit {min(range(10), key=r['per_digit'].__getitem__)} "
+    worst = min(range(10), key=r["per_digit"].__getitem__)
+    print(f"  read as the requested digit: {r['mean']:.1%} (worst digit {worst} "
           f"at {min(r['per_digit']):.0%}) -> target {TARGET:.0%} {'met' if r['mean'] >= TARGET else 'NOT met'}")
     print(f"  per digit: {digits}")
-    print(f"  distinct code maps: {r['distinct']:.0%}; exact copies of a training image's codes: {r['copies']} of {r['n']}")
+    print(f"  distinct code maps: {r['distinct']:.0%}; "
+          f"exact copies of a training image's codes: {r['copies']} of {r['n']}")
 
 
 if __name__ == "__main__":

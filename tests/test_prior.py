@@ -303,7 +303,8 @@ def test_guided_prior_has_a_no_class_label_and_old_configs_have_none():
     old = plain.to_dict()
     del old["label_drop"]  # a prior saved before guidance existed
     assert PriorConfig(**old) == plain
-    for kw in [{"label_drop": 1.0}, {"label_drop": -0.1}, {"label_drop": True}, {"label_drop": 0.1, "num_classes": None}]:
+    bad = [{"label_drop": 1.0}, {"label_drop": -0.1}, {"label_drop": True}, {"label_drop": 0.1, "num_classes": None}]
+    for kw in bad:
         with pytest.raises(PriorError):
             small(**{"num_classes": 3, **kw})
 

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="divide the recon loss by the data variance (as van den Oord et al. 2017's code does)")
     t.add_argument("--seconds", type=_finite)
     t.add_argument("--steps", type=_positive_int)
-    t.add_argument("--batch-size", type=_positive_int, default=64)
+    t.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
     t.add_argument("--lr", type=_finite, default=TrainConfig.lr)
     t.add_argument("--schedule", default=TrainConfig.schedule, choices=list(SCHEDULES),
                    help="learning rate over the run: constant, or cosine (from --lr down to 0 by the end of the budget)")

@@ -20,7 +20,10 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import tiny_config
 from vqdemo import runs
+from vqdemo.data import DataConfig
 from vqdemo.fit import APP_MAX_K, check_app_limits, check_trainable
+from vqdemo.jobs import JobError, JobQueue
+from vqdemo.jobs.local import ThreadBackend
 from vqdemo.models import ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.trainer import TrainConfig, run_training
@@ -178,3 +181,18 @@ def test_a_real_run_stays_within_its_budget(tmp_path):
                     val_every=5), out_dir=tmp_path / "run")
     assert time.monotonic() - t0 <= 1.5 + 2.0   # data loading and model building are outside the loop's budget
     assert result.steps > 0 and runs.load_model(tmp_path / "run")
+
+
+def test_the_apps_queue_holds_every_submission_and_a_live_k_to_the_widgets(tmp_path):
+    q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend(), app_limits=True)
+    try:
+        with pytest.raises(ValueError, match="here"):   # a restart or an API call, not only the Train page's form
+            q.submit("s", "t", rq([APP_MAX_K * 2, 64]), DataConfig(name="digits"), TrainConfig(steps=1))
+        assert q.list_jobs() == []
+        job = q.submit("s", "t", tiny_config(), DataConfig(name="digits"), TrainConfig(steps=100_000))
+        with pytest.raises(JobError, match="here"):
+            job.set(k=APP_MAX_K * 4)
+        job.set(k=APP_MAX_K)
+        job.stop()
+    finally:
+        q.close()

@@ -87,3 +87,12 @@ def test_a_failed_build_is_not_stored_and_the_cache_stays_bounded():
     for i in range(10):
         cache.get(i, go.Figure)
     assert len(cache) == 3
+
+
+def test_a_builder_inside_a_named_figure_is_stored_once_under_the_name():
+    rows = [{"step": s, "type": "val", "psnr": 20.0 + s} for s in range(3)]
+    before = len(shared.CACHE)
+    fig = shared.figure(("job", "j-named", 3, "psnr"), lambda: charts.metric_curve(rows, "psnr", "PSNR", "dB"))
+    assert len(shared.CACHE) == before + 1                                    # not a second copy under a digest
+    assert shared.figure(("job", "j-named", 3, "psnr"), lambda: None) is fig
+    assert charts.metric_curve(rows, "psnr", "PSNR", "dB") is not fig          # outside a name: keyed by its digest

@@ -30,7 +30,7 @@ _BROWSER_COOKIE = "_streamlit_xsrf"
 
 @st.cache_resource(show_spinner=False)
 def _queue(runs_dir: str) -> JobQueue:
-    return JobQueue(runs_dir=runs_dir, lock=True)
+    return JobQueue(runs_dir=runs_dir, lock=True, app_limits=True)
 
 
 def job_queue() -> JobQueue:

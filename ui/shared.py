@@ -66,6 +66,7 @@ class FigureCache:
 
 
 CACHE = FigureCache()
+_named = threading.local()   # depth > 0 while a figure under a named key is being built
 
 
 class Unkeyable(TypeError):
@@ -105,14 +106,24 @@ def digest(*parts: object) -> str:
 
 def figure(key: Hashable, build: Callable[[], go.Figure]) -> go.Figure:
     """`build()` once per key and display mode for the whole server (read-only for the caller). For figures whose
-    inputs are big but named by a small key, such as a live run's curves by (job id, event count)."""
-    return CACHE.get((key, theme.presenter()), build)
+    inputs are big but named by a small key, such as a live run's curves by (job id, event count). A `@shared`
+    builder called inside `build` builds directly: the figure is stored once, under the caller's key, not again
+    under a digest of arguments that are never asked for again."""
+    def build_named() -> go.Figure:
+        _named.depth = getattr(_named, "depth", 0) + 1
+        try:
+            return build()
+        finally:
+            _named.depth -= 1
+    return CACHE.get((key, theme.presenter()), build_named)
 
 
 def shared(fn: F) -> F:
     """Decorate a figure builder: calls with the same arguments in the same display mode share one figure."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if getattr(_named, "depth", 0):
+            return fn(*args, **kwargs)
         try:
             key = (fn.__module__, fn.__qualname__, digest(args, kwargs))
         except Unkeyable:

@@ -439,8 +439,10 @@ def finished_runs(me: str) -> None:
             "best PSNR": round(psnr, 2) if psnr else None, "loadable": info.has_weights, "id": info.id})
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        st.caption("Runs with weights appear in the sidebar's model picker: pick one to explore it on the other pages. "
-                   "Interrupted runs were cut off by a server restart; their last checkpoint still loads.")
+        every = f"Refreshed every {tick_seconds(CHART_EVERY_S):g} s while runs train, so a live run's step here can " \
+                "trail your run's panel above. " if any(x.active for x in live.values()) else ""
+        st.caption(f"{every}Runs with weights appear in the sidebar's model picker: pick one to explore it on the "
+                   "other pages. Interrupted runs were cut off by a server restart; their last checkpoint still loads.")
     else:
         st.caption("No runs on this server yet.")
 

@@ -131,7 +131,8 @@ def step_bytes(cfg: ModelConfig, batch_size: int) -> int:
 
 def check_app_limits(model_cfg: ModelConfig, batch_size: int) -> None:
     """What the Train page's widgets allow, for settings that arrive another way (typed K per depth, ?sizes= in the
-    URL, a job submitted through the API): every K in [2, APP_MAX_K], depth and D within the widgets' ranges."""
+    URL, a restart or sweep cell): every K in [2, APP_MAX_K], depth and D within the widgets' ranges. The app's job
+    queue (JobQueue(app_limits=True)) calls it on every submission."""
     rq = model_cfg.rq if model_cfg.kind == "rq" else None
     check_app_settings(model_cfg.kind, batch_size, k=model_cfg.vq.k, dim=model_cfg.vq.dim,
                        depth=rq.depth if rq else None, codebook_sizes=rq.codebook_sizes if rq else None)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import runs
+from .. import fit, runs
 from ..data import DataConfig
 from ..models import ModelConfig
 from ..quantize import QuantizerConfig
@@ -308,6 +308,8 @@ class Job:
                                    "Start a new run")
                 try:
                     QuantizerConfig(**{**self.model_cfg.vq.__dict__, "k": value}).validate()
+                    if self._queue.app_limits:
+                        fit.check_app_settings("vq", 1, k=int(value), dim=self.model_cfg.vq.dim)
                 except ValueError as e:
                     raise JobError(str(e)) from None
                 clean["k"] = int(value)
@@ -440,7 +442,7 @@ class JobQueue:
     def __init__(self, max_running: int | None = None, runs_dir: Path | str | None = None, *,
                  per_owner: int = 3, max_queued: int = 40, max_seconds: float = 600.0, threads: int | None = None,
                  history: int = 2000, keep_finished: int = 200, pause_limit_s: float = 600.0, backend=None,
-                 max_results: int = 16, lock: bool = False):
+                 max_results: int = 16, lock: bool = False, app_limits: bool = False):
         self.max_running = max_running or default_max_running()
         if self.max_running < 1:
             raise ValueError("max_running must be at least 1")
@@ -453,6 +455,7 @@ class JobQueue:
         self.keep_finished = keep_finished
         self.pause_limit_s = pause_limit_s
         self.max_results = max_results
+        self.app_limits = app_limits   # the app's queue: every size held to its widgets' bounds (fit.APP_MAX_*)
         # A server holds its runs folder (lock=True): a second server on it would mark this one's live runs
         # "interrupted" and count students' runs twice. runs.RunsDirBusy says which process holds it.
         self._runs_lock = runs.lock_runs_dir(self.runs_dir) if lock else None
@@ -493,6 +496,8 @@ class JobQueue:
         title = " ".join(str(title).split())[:80] or f"{model_cfg.kind} on {data_cfg.name}"
         model_cfg = copy.deepcopy(model_cfg)
         model_cfg.validate()
+        if self.app_limits:   # a restart, a sweep cell or a typed K per depth: the same bounds as the widgets
+            fit.check_app_limits(model_cfg, train_cfg.batch_size)
         seconds = min(train_cfg.seconds or self.max_seconds, self.max_seconds)
         train_cfg = dataclasses.replace(train_cfg, seconds=seconds, threads=self.threads)
         train_cfg.validate()

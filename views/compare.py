@@ -138,15 +138,16 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
 
 def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
     for start in range(0, len(chosen), PER_ROW):
-        cols = st.columns(PER_ROW)
+        cols = st.columns(PER_ROW, vertical_alignment="bottom")   # labels of 1 to 3 lines: the charts stay level
         for col, c in zip(cols, chosen[start:start + PER_ROW]):
             with col:
                 counts = code_usage(c, *state.model_key(c))
                 if counts is None:
                     st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue
-                st.plotly_chart(charts.usage_histogram(counts, 0, text.plotly(c.label), "uses", sort=True, height=240,
-                                                       color=colors[text.plotly(c.label)], title_chars=26),
+                st.markdown(f"**{text.md(c.label)}**: {charts.alive_codes(counts)} of {len(counts)} codes alive")
+                st.plotly_chart(charts.usage_histogram(counts, 0, "uses", sort=True, height=240,
+                                                       color=colors[text.plotly(c.label)]),
                                 key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
                            + (" (depth 1)" if c.kind == "rq" else "") + ".")

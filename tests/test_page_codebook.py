@@ -128,3 +128,14 @@ def test_a_picked_code_is_highlighted_on_every_chart_and_can_be_cleared():
     assert off["bar"] == [] and off["map"] == [] and off["tiles"] not in (on["tiles"], moved["tiles"])
     assert at.query_params["hl"] in ("0", ["0"]) and at.session_state["cb_code"] == 5
     assert any("to highlight that code on every chart" in c.value for c in at.caption)
+
+
+def test_a_link_from_learn_highlights_its_code_even_after_a_clear():
+    at = open_codebook(code="12", hl="1")
+    at.button(key="cb_clear").click().run()
+    assert _highlighted(at)["bar"] == []
+    at.switch_page("views/learn.py").run()
+    at.query_params.update({"code": "5", "hl": "1"})   # what Learn's "Code #5 among all 64 codes" link does
+    at.switch_page("views/codebook.py").run()
+    assert not at.exception
+    assert _highlighted(at)["bar"] == [5] and at.selectbox(key="cb_code").value == 5

@@ -99,8 +99,8 @@ def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | No
     """A code map that reports clicks: coloured cells (a heatmap, which scales with its column) under
     invisible square markers (Plotly returns clicks on scatter points, not on heatmaps).
 
-    customdata of each point is [row, col]; the selected cell gets a thick outline. The figure is px high and
-    as wide as its column; the cells stay square.
+    customdata of each point is [row, col]; the selected cell gets a thick outline and the other cells that
+    picked the same code a thin dashed one. The figure is px high and as wide as its column; the cells stay square.
     """
     h, w = codes.shape
     rows, cols = np.divmod(np.arange(h * w), w)
@@ -116,6 +116,10 @@ def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | No
     ))
     if selected is not None:
         r, c = selected
+        for sr, sc in zip(*np.nonzero(codes == codes[r, c])):
+            if (sr, sc) != (r, c):
+                fig.add_shape(type="rect", x0=sc - 0.42, x1=sc + 0.42, y0=sr - 0.42, y1=sr + 0.42,
+                              line=dict(color=SELECT, width=2, dash="dot"), fillcolor="rgba(0,0,0,0)")
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
                       line=dict(color=SELECT, width=4), fillcolor="rgba(0,0,0,0)")
     fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True,

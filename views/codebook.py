@@ -97,8 +97,10 @@ else:
 CODE = state.Param("code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K),
                    lo=0, hi=K - 1, cast=int)
 HIGHLIGHT = state.Param("hl", False, cast=bool)
+entering = "cb_code" not in st.session_state   # Streamlit drops a widget's state when its page is left
 state.url_value("cb_code", CODE)
-state.url_value("cb_hl", HIGHLIGHT)
+if entering:   # the highlight is no widget: it follows the URL (a link from Learn, a shared one) on entering too
+    st.session_state["cb_hl"] = HIGHLIGHT.read()
 
 
 def clicked_code(chart_key: str) -> int | None:

@@ -209,7 +209,10 @@ with left:
     st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)), key="learn_cellmap",
                     on_select=on_cell_click, selection_mode="points",
                     config={"displayModeBar": False})
-    st.caption("The code map: click a cell (or type its row and column) to follow its vector.")
+    same = int((codes_np == codes_np[row, col]).sum()) - 1
+    st.caption("The code map: click a cell (or type its row and column) to follow its vector. "
+               + (f"Dotted: the {same} other cell{'s' if same > 1 else ''} that picked the same code."
+                  if same else "No other cell picked its code."))
 
 cell = row * w + col
 dist = first.dist[cell].numpy()
@@ -228,6 +231,9 @@ with right:
     st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
                     config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
+    st.page_link("views/codebook.py", label=f"Code #{code} among all {K} codes", icon=":material/grid_view:",
+                 query_params={"model": loaded.choice.id, "code": str(code), "hl": "1"}
+                 | ({"depth": "1"} if is_rq else {}))
 
 parts = explain.distance_parts(first.compared[cell], e)
 st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den Oord et al. 2017): expanding "

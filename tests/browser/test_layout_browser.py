@@ -31,6 +31,7 @@ PAGES = {  # url path -> the page title's first word
     "compare": "Compare",
     "playground": "Playground",
     "lesson": "Lesson",
+    "classroom": "Class",
 }
 NAV_LINKS = ["Learn", "Train", "Reconstruct"]   # the first links, always in the top bar even at 1024 px
 MIN_PRESENTER_FONT = 16

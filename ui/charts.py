@@ -144,10 +144,13 @@ def run_colors(labels: Sequence[str]) -> dict[str, str]:
 
 @shared
 def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: str, kind: str = "val",
-            log_y: bool = False, x: str = "step", colors: Mapping[str, str] | None = None) -> go.Figure:
-    """The same stat for several runs on one chart (Compare): {label: rows}; x as in `series`."""
+            log_y: bool = False, x: str = "step", colors: Mapping[str, str] | None = None,
+            legend: bool = True) -> go.Figure:
+    """The same stat for several runs on one chart (Compare): {label: rows}; x as in `series`. legend=False where
+    the page shows one colour key for all its charts (six run names in a half-width chart's legend take more
+    room than the plot on a projector)."""
     colors = colors or run_colors(list(runs))
-    fig = go.Figure()
+    fig = go.Figure(layout=dict(showlegend=False) if not legend else None)
     for label, rows in runs.items():
         xs, y = series(rows, key, kind, x)
         if xs:

@@ -99,7 +99,7 @@ def sweep_maker() -> None:
         query = urlencode({"sweep": name.strip(), "ks": ",".join(map(str, sorted(ks))),
                            "betas": ",".join(f"{b:g}" for b in sorted(betas)), "budget": "seconds", "secs": "30"})
         base = (st.context.url or "").rsplit("/", 1)[0]
-        st.code(f"{base}/train?{query}", language=None)
+        st.code(f"{base}/train?{query}", language=None, wrap_lines=True)
         st.caption(f"{len(ks) * len(betas)} cells: students who open this link get them in turn (the same cell on "
                    "every visit), with a 30 s budget. Their runs appear on the chart above as they train.")
 

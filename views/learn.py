@@ -231,9 +231,9 @@ with right:
     st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
                     config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
-    st.page_link("views/codebook.py", label=f"Code #{code} among all {K} codes", icon=":material/grid_view:",
-                 query_params={"model": loaded.choice.id, "code": str(code), "hl": "1"}
-                 | ({"depth": "1"} if is_rq else {}))
+st.page_link("views/codebook.py", label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",
+             icon=":material/grid_view:", query_params={"model": loaded.choice.id, "code": str(code), "hl": "1"}
+             | ({"depth": "1"} if is_rq else {}))
 
 parts = explain.distance_parts(first.compared[cell], e)
 st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den Oord et al. 2017): expanding "
@@ -241,7 +241,7 @@ st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den 
             f"{N}x{K} distances into one matrix multiply. For this cell and code #{code}:")
 st.code(f"{explain.DISTANCE_CODE}\n"
         f"{parts.x_sq:.4f} - {-parts.cross:.4f} + {parts.e_sq:.4f} = {parts.expanded:.4f}"
-        f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python")
+        f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python", wrap_lines=True)
 oc = mv["offset"]
 negative = f" and gives {oc.naive_negative:.0%} negative distances" if oc.naive_negative else ""
 st.caption(f"The catch: the three terms can be huge and nearly cancel. In float32, with 512 vectors and "
@@ -291,7 +291,7 @@ if is_rq:
         c.image(state.crisp(im[0], 110), caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB")
     st.caption("The whole image decoded from the first d depths only: coarse shapes first, details later.")
     st.code(f"{explain.RQ_LOSS_CODE}\n# r: what depth d must explain, q: the codes it picked (Lee et al. 2022)",
-            language="python")
+            language="python", wrap_lines=True)
 
 # -------------------------------------------------------------------------- 3. losses and STE
 st.header("3 · What training minimises, and how the gradient skips the argmin")
@@ -316,7 +316,7 @@ lines = [
 ]
 for line, what in lines:
     code_part, text_part = st.columns([1, 1.2])
-    code_part.code(line, language="python")
+    code_part.code(line, language="python", wrap_lines=True)   # a narrow column on a projector: never cut
     text_part.markdown(what)
 st.caption("sg[...] is stop-gradient, .detach() in PyTorch. " + explain.ste_summary(cfg.vq))
 ste_table, ste_text = st.columns([1, 1.2])

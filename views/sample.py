@@ -180,7 +180,7 @@ if the_prior is None:
         st.button(f"Train a prior ({PRIOR_SECONDS} s)", type="primary", on_click=start_training,
                   help="Fits a PixelCNN to this model's code maps in a background worker; everyone sees the result.")
     st.caption("Or from a terminal, for longer:")
-    st.code(f"python -m vqdemo prior train {run_dir} --seconds 300", language="bash")
+    st.code(f"python -m vqdemo prior train {run_dir} --seconds 300", language="bash", wrap_lines=True)
 if "prior_start_error" in st.session_state:
     st.error(st.session_state.pop("prior_start_error"))
 if view is not None and view.state == "failed":

@@ -335,7 +335,8 @@ with ste_text:
 
 # ------------------------------------------------------------------- 4. AE / VAE / VQ-VAE, prior
 st.header("4 · A VQ-VAE is an autoencoder plus a prior over a small image of codes")
-tab_col, prior_col = st.columns([1.25, 1])
+# one above the other: beside the prior, the tables' longest words need more than their column at 1024 px
+tab_col, prior_col = st.container(), st.container()
 with tab_col:
     st.markdown(COMPARE_TABLE)
     st.caption("Read across a row: only the VQ-VAE's latent is a small image of integers, which is what makes "

@@ -300,6 +300,12 @@ LAYOUT_JS = """(minFont) => {
     if (visible(r) && r.right > box.right + 1)
       out.clipped.push(name(img) + ' image ' + Math.round(r.width) + ' > ' + Math.round(box.width));
   }
+  // A table wider than its column runs under the next column's content.
+  for (const t of main.querySelectorAll('[data-testid=stColumn] [data-testid=stMarkdownContainer] table')) {
+    const r = t.getBoundingClientRect(), col = t.closest('[data-testid=stColumn]').getBoundingClientRect();
+    if (visible(r) && r.right > col.right + 2)
+      out.clipped.push(name(t) + ' table ' + Math.round(r.width) + ' > column ' + Math.round(col.width));
+  }
   // Text in a box that cuts or scrolls what does not fit (a code block, a page link): its right side unseen.
   for (const el of main.querySelectorAll('[data-testid=stCode] pre, [data-testid=stPageLink] span, '
                                          + '[data-testid=stMarkdownContainer]')) {

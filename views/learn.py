@@ -286,9 +286,11 @@ if is_rq:
         f"depth lowers an image's PSNR at {worse} of the images.")
     psnrs = [float(psnr_per_image(tr.x, c)[0]) for c in view["coarse"]]
     cols = st.columns(len(view["coarse"]) + 1)
-    cols[0].image(state.crisp(tr.x[0], 110), caption="original")
-    for d, (c, im) in enumerate(zip(cols[1:], view["coarse"])):
-        c.image(state.crisp(im[0], 110), caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB")
+    pics = [state.crisp(tr.x[0], 110)] + [state.crisp(im[0], 110) for im in view["coarse"]]
+    side = pics[0].shape[1]   # one width for all: a wider caption would stretch its image past the others
+    cols[0].image(pics[0], caption="original", width=side)
+    for d, (c, pic) in enumerate(zip(cols[1:], pics[1:])):
+        c.image(pic, caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB", width=side)
     st.caption("The whole image decoded from the first d depths only: coarse shapes first, details later.")
     st.code(f"{explain.RQ_LOSS_CODE}\n# r: what depth d must explain, q: the codes it picked (Lee et al. 2022)",
             language="python", wrap_lines=True)

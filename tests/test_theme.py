@@ -173,3 +173,29 @@ def test_titles_of_several_lines_stay_inside_their_figure():
     assert "<br>" in long.layout.title.text and long.layout.title.pad.t == theme.title("a<br>b")["pad"]["t"]
     usage = charts.usage_histogram(np.array([5, 3, 0, 1]))
     assert not usage.layout.title.text   # usage charts carry no title: the page says what they show above them
+
+
+def test_a_highlighted_code_is_outlined_and_the_others_fade_on_every_chart():
+    import torch
+
+    counts = np.array([5.0, 0.0, 9.0, 2.0])
+    bars = charts.usage_histogram(counts, sort=True, color=["#1f77b4"] * 4, selected=3)
+    shown = {int(cd[0]): (w, c) for t in bars.data for cd, w, c in zip(t.customdata, t.marker.line.width,
+                                                                        t.marker.color)}
+    assert shown[3] == (3, "#1f77b4") and all(w == 0 and c != "#1f77b4" for k, (w, c) in shown.items() if k != 3)
+    assert any(a.text == "#3" for a in bars.layout.annotations)
+    plain = charts.usage_histogram(counts, sort=True, color=["#1f77b4"] * 4)
+    assert not any(a.text == "#3" for a in plain.layout.annotations)
+
+    pts, book = np.random.default_rng(0).normal(size=(20, 2)), np.random.default_rng(1).normal(size=(4, 2))
+    point_codes = np.arange(20) % 4
+    ringed = fg.map_2d(pts, book, point_codes, -np.ones(20, int), counts, "code", None, selected=2)
+    assert [t.name for t in ringed.data][-2:] == ["outputs that picked #2", "code #2"]
+    assert len(ringed.data[-2].x) == 5 and list(ringed.data[-1].customdata[0]) == [2, 9]
+    assert not any(t.name.startswith("code #") for t in fg.map_2d(pts, book, point_codes, -np.ones(20, int), counts,
+                                                                   "code", None).data)
+
+    tiles = torch.rand(4, 1, 8, 8)
+    order = np.argsort(-counts, kind="stable")
+    assert fg.tile_mosaic(tiles, order, counts, 2, 24, 3).data[0].source != \
+        fg.tile_mosaic(tiles, order, counts, 2, 24, None).data[0].source

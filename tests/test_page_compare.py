@@ -96,3 +96,16 @@ def test_every_compared_model_shows_its_rate_beside_its_psnr(runs_dir):
     assert rates["VQ"] == 294                    # 7 x 7 cells x log2(64) bits
     assert 0 < rates["VAE"] < 294                # its KL to N(0, I), in bits
     assert any("bits per image" in c.value for c in at.caption)
+
+
+def test_one_colour_key_names_every_run_in_its_chart_colour_and_the_outcome_leads_the_table(runs_dir):
+    import json
+
+    at = open_compare({"runs": "shipped:mnist-vq,shipped:mnist-rq"})
+    assert list(at.dataframe[0].value.columns[:3]) == ["model", "best val PSNR", "bits per image"]
+    key = next(m.value for m in at.markdown if "&#9632;" in m.value)
+    psnr = json.loads(next(c for c in at.get("plotly_chart") if "cmp_psnr" in c.proto.id).proto.spec)
+    assert psnr["layout"]["showlegend"] is False    # the key above stands for every chart's legend
+    for trace in psnr["data"]:
+        square = f'color: {trace["line"]["color"]}; font-size: 1.4em">&#9632;</span>'
+        assert f'{square} {trace["name"].split(" (")[0]}' in key

@@ -113,3 +113,25 @@ def test_the_distance_trick_states_its_caveat_with_numbers_computed_now():
 def test_the_prior_link_matches_whether_the_model_has_a_prior():
     at = open_learn("mnist-vq")
     assert any("trained prior" in p.proto.label for p in at.get("page_link"))
+
+
+def test_the_followed_cells_code_is_marked_in_the_map_and_linked_to_the_codebook():
+    """Linked highlighting on Learn: every cell with the followed cell's code is outlined, and a link opens the
+    Codebook page with that code highlighted."""
+    from urllib.parse import parse_qs
+
+    at = open_learn(row=0, col=0)   # a background cell: its code is shared by other background cells
+    code = int(re.search(r"code #(\d+)", cell_line(at)).group(1))
+    codes = explain.quantize_steps(at.session_state["loaded"].model,
+                                   at.session_state["loaded"].model.encode(
+                                       at.session_state["loaded"].data.val_x[at.slider(key="learn_img").value][None]
+                                   ).detach())[0].codes[0].numpy()
+    others = int((codes == code).sum()) - 1
+    assert others > 0
+    cellmap = next(c for c in at.get("plotly_chart") if "learn_cellmap" in c.proto.id)
+    assert str(cellmap.proto.spec).count('"dash":"dot"') == others
+    caption = next(c.value for c in at.caption if c.value.startswith("The code map"))
+    assert f"the {others} other cells that picked the same code" in caption
+    link = next(e for e in at.get("page_link") if "Codebook" in e.proto.label or "among all" in e.proto.label)
+    query = parse_qs(link.proto.query_string)
+    assert query["code"] == [str(code)] and query["hl"] == ["1"] and query["model"] == ["shipped:mnist-vq"]

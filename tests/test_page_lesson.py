@@ -31,3 +31,33 @@ def test_a_link_that_names_a_model_switches_the_picker():
     assert at.selectbox(key="model_picker").value == "shipped:mnist-rq"
     at.selectbox(key="model_picker").set_value("shipped:mnist-vq").run()   # and the student's own pick still wins
     assert at.selectbox(key="model_picker").value == "shipped:mnist-vq"
+
+
+def _lesson_links() -> list[tuple[str, dict]]:
+    """(view file, query) of every step of views/lesson.py, read from its source (the page runs on import)."""
+    import ast
+
+    tree = ast.parse((Path(APP).parent / "views" / "lesson.py").read_text())
+    return [(node.args[0].value, ast.literal_eval(node.args[-1])) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Step"]
+
+
+def test_every_lesson_link_sets_settings_its_page_reads():
+    """A renamed URL setting would leave a Lesson link silently doing nothing: each name a link carries is one its
+    page reads (a Param of that page, the Train page's settings, or the sidebar's model), with a value it accepts."""
+    import re
+
+    from ui.train_settings import SETTINGS
+
+    links = _lesson_links()
+    assert len(links) == 7
+    for page, query in links:
+        source = (Path(APP).parent / page).read_text()
+        names = set(re.findall(r"(?:Param|field_param|F)\(\s*\"(\w+)\"", source)) | {"model"}
+        if page.endswith("train.py"):
+            names |= set(SETTINGS)
+            for name, value in query.items():
+                assert SETTINGS[name].parse(value) is not None, (name, value)
+        assert set(query) <= names, (page, set(query) - names)
+        if "model" in query:
+            assert (Path(APP).parent / "checkpoints" / query["model"].split(":", 1)[1]).is_dir()

@@ -134,3 +134,68 @@ def test_usage_bars_keep_each_codes_colour_when_sorted_and_mark_the_perplexity()
 def test_pictures_grow_with_the_text_in_presenter_mode():
     assert theme.scaled(120, big=False) == 120
     assert theme.scaled(120, big=True) == int(120 * theme.PRESENTER.body / theme.NORMAL.body)
+
+
+def test_the_layout_test_and_the_readme_cover_every_page_of_the_app():
+    """Every page in app.py's navigation is measured by the browser layout test, and each page screenshot that
+    exists under docs/img/ is shown in README's lesson section (and nothing it shows is missing)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    titles = [kw.value.value for node in ast.walk(ast.parse((repo / "app.py").read_text()))
+              if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page"
+              for kw in node.keywords if kw.arg == "title"]
+    layout = (repo / "tests" / "browser" / "test_layout_browser.py").read_text()
+    pages = ast.literal_eval(re.search(r"PAGES = (\{.*?\n\})", layout, re.S).group(1))
+    assert len(titles) >= 10 and sorted(pages.values()) == sorted(titles)
+    readme = (repo / "README.md").read_text()
+    lesson = readme[readme.index("## Teach it in 45 minutes"):]
+    lesson = lesson[:lesson.index("\n## ", 5)]
+    shown = set(re.findall(r"\(docs/img/([\w-]+\.png)\)", lesson))
+    shots = {p.name for p in (repo / "docs" / "img").glob("*.png") if "prior-samples" not in p.name}
+    assert shown == shots, (shots - shown, shown - shots)
+    assert all(re.search(rf"\(docs/img/{t.lower()}\.png\)", lesson) for t in titles)   # one per page, at least
+
+
+def test_titles_of_several_lines_stay_inside_their_figure():
+    """Plotly lifts a top-anchored title of two or more lines by about 0.7 of a line (measured in Chromium: the
+    first line started 7 px above a 14 px chart's top edge, 13 px above before the pad); the pad pushes it back
+    and the top margin holds the pad and every line."""
+    for big in (False, True):
+        size = theme.fonts(big).title
+        one, two = theme.title("a", big), theme.title("a<br>b", big)
+        assert two["pad"]["t"] - one["pad"]["t"] >= 0.7 * size - 1
+        assert theme.top_margin("a<br>b", False, big) >= two["pad"]["t"] + 2 * 1.3 * size
+    long = charts.metric_curve([{"type": "val", "step": 1, "psnr": 20.0}], "psnr",
+                               "A title long enough to need two lines at this width", "dB")
+    assert "<br>" in long.layout.title.text and long.layout.title.pad.t == theme.title("a<br>b")["pad"]["t"]
+    usage = charts.usage_histogram(np.array([5, 3, 0, 1]))
+    assert not usage.layout.title.text   # usage charts carry no title: the page says what they show above them
+
+
+def test_a_highlighted_code_is_outlined_and_the_others_fade_on_every_chart():
+    import torch
+
+    counts = np.array([5.0, 0.0, 9.0, 2.0])
+    bars = charts.usage_histogram(counts, sort=True, color=["#1f77b4"] * 4, selected=3)
+    shown = {int(cd[0]): (w, c) for t in bars.data for cd, w, c in zip(t.customdata, t.marker.line.width,
+                                                                        t.marker.color)}
+    assert shown[3] == (3, "#1f77b4") and all(w == 0 and c != "#1f77b4" for k, (w, c) in shown.items() if k != 3)
+    assert any(a.text == "#3" for a in bars.layout.annotations)
+    plain = charts.usage_histogram(counts, sort=True, color=["#1f77b4"] * 4)
+    assert not any(a.text == "#3" for a in plain.layout.annotations)
+
+    pts, book = np.random.default_rng(0).normal(size=(20, 2)), np.random.default_rng(1).normal(size=(4, 2))
+    point_codes = np.arange(20) % 4
+    ringed = fg.map_2d(pts, book, point_codes, -np.ones(20, int), counts, "code", None, selected=2)
+    assert [t.name for t in ringed.data][-2:] == ["outputs that picked #2", "code #2"]
+    assert len(ringed.data[-2].x) == 5 and list(ringed.data[-1].customdata[0]) == [2, 9]
+    assert not any(t.name.startswith("code #") for t in fg.map_2d(pts, book, point_codes, -np.ones(20, int), counts,
+                                                                   "code", None).data)
+
+    tiles = torch.rand(4, 1, 8, 8)
+    order = np.argsort(-counts, kind="stable")
+    assert fg.tile_mosaic(tiles, order, counts, 2, 24, 3).data[0].source != \
+        fg.tile_mosaic(tiles, order, counts, 2, 24, None).data[0].source

@@ -21,6 +21,8 @@ HEIGHT = 260
 TERM_COLORS = {"recon": "#1f77b4", "codebook": "#2ca02c", "commit": "#ff7f0e", "kl": "#9467bd", "loss": "#555555"}
 USED, DEAD = "#1f77b4", theme.DEAD
 REFERENCE = "#374151"   # K and other reference lines: dark grey (red is kept for dead codes)
+SELECTED = "#111827"    # the outline of the highlighted code (near black: amber is the perplexity line here)
+DIM = 0.6               # how far the other codes fade towards white while one is highlighted
 X_AXES = {"step": "step", "fraction": "fraction of the run", "time": "seconds"}
 
 
@@ -61,8 +63,8 @@ def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool = False, heigh
     for the mode (theme.style), readable log ticks (0.1, 0.01, ... or 0.02, 0.05: never a bare 2 or 5)."""
     title = theme.wrap(title, limit=title_chars)
     legend = len(fig.data) > 1 and fig.layout.showlegend is not False
-    fig.update_layout(title=dict(text=title, y=1.0, yanchor="top", pad=dict(t=6), yref="container"),
-                      height=height + (theme.top_margin(title, legend) - 58 if theme.presenter() else 0),
+    fig.update_layout(title=theme.title(title),
+                      height=height + (max(0, theme.top_margin(title, legend) - 58) if theme.presenter() else 0),
                       margin=dict(l=10, r=10, t=theme.top_margin(title, legend), b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0.0),
                       xaxis_title="step", yaxis_title=y_title, hovermode="x unified")
@@ -142,10 +144,13 @@ def run_colors(labels: Sequence[str]) -> dict[str, str]:
 
 @shared
 def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: str, kind: str = "val",
-            log_y: bool = False, x: str = "step", colors: Mapping[str, str] | None = None) -> go.Figure:
-    """The same stat for several runs on one chart (Compare): {label: rows}; x as in `series`."""
+            log_y: bool = False, x: str = "step", colors: Mapping[str, str] | None = None,
+            legend: bool = True) -> go.Figure:
+    """The same stat for several runs on one chart (Compare): {label: rows}; x as in `series`. legend=False where
+    the page shows one colour key for all its charts (six run names in a half-width chart's legend take more
+    room than the plot on a projector)."""
     colors = colors or run_colors(list(runs))
-    fig = go.Figure()
+    fig = go.Figure(layout=dict(showlegend=False) if not legend else None)
     for label, rows in runs.items():
         xs, y = series(rows, key, kind, x)
         if xs:
@@ -158,17 +163,28 @@ def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: s
     return fig
 
 
+def alive_codes(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0) -> int:
+    """How many codes are above the dead threshold: what a usage chart's heading says above it."""
+    return int((np.asarray(usage, dtype=float).reshape(-1) > dead_below).sum())
+
+
+def dimmed(color: str, amount: float = DIM) -> str:
+    """`color` faded towards white: the codes that are not the highlighted one."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(v + (255 - v) * amount):02x}" for v in (r, g, b))
+
+
 @shared
-def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, title: str | None = "Codebook usage",
-                    y_title: str = "uses", sort: bool = False, height: int = HEIGHT,
-                    color: str | Sequence[str] = USED, title_chars: int | None = None,
-                    perplexity: float | None = None) -> go.Figure:
+def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, y_title: str = "uses",
+                    sort: bool = False, height: int = HEIGHT, color: str | Sequence[str] = USED,
+                    perplexity: float | None = None, selected: int | None = None) -> go.Figure:
     """One bar per code; codes at or below `dead_below` are dead, drawn as short red stubs so a collapsed
     codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution).
     `color`: the live bars' colour (Compare gives each run its own), or one colour per code id (the Codebook
-    page's code colours); `title_chars`: per title line, for narrow charts (the count of live codes always starts
-    a line of its own; None: no title, where the page's heading says it). `perplexity` (with sort): a dashed line
-    after that many codes, and a dotted even-use line."""
+    page's code colours). `perplexity` (with sort): a dashed line after that many codes, and a dotted even-use
+    line. `selected`: a code id to highlight (outlined and labelled, the other bars faded). No title: the page
+    says what the chart is above it (a two-line Plotly title over a narrow chart takes a third of its height).
+    customdata of each bar is [code id, uses], so a click tells the page which code it was."""
     u = np.asarray(usage, dtype=float).reshape(-1)
     codes = np.arange(len(u))
     if sort:
@@ -178,14 +194,21 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
     stub = max(float(u.max(initial=0.0)), 1e-9) * 0.03
     x = np.arange(len(u))
     fills = np.array(color if not isinstance(color, str) else [color] * len(u))[codes]
+    fills = np.where(dead, DEAD, fills)
+    picked = codes == selected
+    if picked.any():
+        fills = np.array([c if p else dimmed(c) for c, p in zip(fills, picked)])
+    outline = np.where(picked, 3, 0) if picked.any() else np.zeros(len(u), int)
     fig = go.Figure()
-    for name, mask, fill, bars in (("in use", ~dead, fills, u), ("dead", dead, [DEAD] * len(u), np.maximum(u, stub))):
+    for name, mask, bars in (("in use", ~dead, u), ("dead", dead, np.maximum(u, stub))):
         if mask.any():
-            fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=list(np.asarray(fill)[mask]),
+            fig.add_trace(go.Bar(x=x[mask], y=bars[mask], name=name, marker_color=list(fills[mask]),
+                                 marker_line=dict(color=SELECTED, width=outline[mask]),
                                  width=0.9 if len(u) < 128 else 1.0,
                                  customdata=np.stack([codes[mask], u[mask]], 1),
                                  hovertemplate="code %{customdata[0]}: %{customdata[1]:.3g}"
-                                               "<extra>" + name + "</extra>"))
+                                               "<extra>" + name + "</extra>",
+                                 selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1))))
     fig.update_layout(bargap=0.05 if len(u) < 128 else 0, barmode="overlay", showlegend=False)
     if perplexity is not None:
         fig.add_vline(x=perplexity - 0.5, line=dict(color=theme.ARGMIN, dash="dash", width=2))
@@ -196,9 +219,12 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
         fig.add_hline(y=even, line=dict(color="#6b7280", dash="dot", width=1))
         fig.add_annotation(x=len(u) - 0.5, y=even, text="even use", showarrow=False, xanchor="right",
                            yanchor="bottom", font=dict(color="#6b7280"))
-    _layout(fig, f"{title}:<br>{int((~dead).sum())} of {len(u)} codes alive" if title else "", y_title, height=height,
-            title_chars=title_chars)
+    if picked.any():
+        i = int(np.flatnonzero(picked)[0])
+        fig.add_annotation(x=int(x[i]), y=float(max(u[i], stub)), text=f"#{selected}", showarrow=True, arrowhead=2,
+                           ay=-30, font=dict(color=SELECTED), bgcolor="rgba(255,255,255,0.85)")
+    _layout(fig, "", y_title, height=height)
     fig.update_xaxes(title="codes, most used first" if sort else "code id", showticklabels=not sort,
                      range=[-0.5, len(u) - 0.5])
-    fig.update_layout(hovermode="closest", showlegend=False)
+    fig.update_layout(hovermode="closest", showlegend=False, clickmode="event+select", dragmode=False)
     return fig

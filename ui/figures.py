@@ -60,7 +60,7 @@ def code_colorscale(k: int) -> list[list]:
 def _layout(fig: go.Figure, height: int, width: int | None = None, title: str | None = None, **kw) -> go.Figure:
     title = theme.wrap(title) if title else None
     margin = kw.pop("margin", dict(l=8, r=8, t=theme.top_margin(title, False) if title else 8, b=8))
-    fig.update_layout(height=height, width=width, margin=margin, title=dict(text=title) if title else None,
+    fig.update_layout(height=height, width=width, margin=margin, title=theme.title(title) if title else None,
                       font=FONT, showlegend=kw.pop("showlegend", False), **kw)
     return theme.style(fig)
 
@@ -99,8 +99,8 @@ def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | No
     """A code map that reports clicks: coloured cells (a heatmap, which scales with its column) under
     invisible square markers (Plotly returns clicks on scatter points, not on heatmaps).
 
-    customdata of each point is [row, col]; the selected cell gets a thick outline. The figure is px high and
-    as wide as its column; the cells stay square.
+    customdata of each point is [row, col]; the selected cell gets a thick outline and the other cells that
+    picked the same code a thin dashed one. The figure is px high and as wide as its column; the cells stay square.
     """
     h, w = codes.shape
     rows, cols = np.divmod(np.arange(h * w), w)
@@ -116,6 +116,10 @@ def clickable_code_map(codes: np.ndarray, k: int, selected: tuple[int, int] | No
     ))
     if selected is not None:
         r, c = selected
+        for sr, sc in zip(*np.nonzero(codes == codes[r, c])):
+            if (sr, sc) != (r, c):
+                fig.add_shape(type="rect", x0=sc - 0.42, x1=sc + 0.42, y0=sr - 0.42, y1=sr + 0.42,
+                              line=dict(color=SELECT, width=2, dash="dot"), fillcolor="rgba(0,0,0,0)")
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
                       line=dict(color=SELECT, width=4), fillcolor="rgba(0,0,0,0)")
     fig.update_xaxes(range=[-0.5, w - 0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True,
@@ -173,7 +177,8 @@ def vector_compare(z: np.ndarray, e: np.ndarray, code: int, k: int, height: int 
 def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int, tile_px: int,
                 selected: int | None = None) -> go.Figure:
     """Each code decoded alone, in `order`, as one image: a code-coloured frame when used, dead codes
-    tinted and framed red, the selected code framed amber. customdata of the hover points is the code id.
+    tinted and framed red. `selected`: the highlighted code, framed amber, the other tiles faded towards white.
+    customdata of the hover points is the code id.
 
     The figure has a height (tiles of about tile_px) but no width: it takes its column's width and the tiles
     stay square (scaleanchor), so a narrow column shrinks the mosaic instead of cutting its right side.
@@ -183,13 +188,15 @@ def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int,
     dead = torch.as_tensor(counts[order] == 0)
     red = torch.tensor([0.86, 0.15, 0.15])[:, None, None]
     imgs[dead] = 0.45 * imgs[dead] + 0.55 * red
-    frame = 2
+    frame = 2 if selected is None else 3
     framed = torch.ones(len(order), 3, th + 2 * frame, tw + 2 * frame)
     colors = code_colors(k)
     for i, code in enumerate(order):
-        hexc = DEAD if dead[i] else (ARGMIN if code == selected else colors[code])
+        hexc = ARGMIN if code == selected else DEAD if dead[i] else colors[code]
         framed[i] = torch.tensor([int(hexc[j:j + 2], 16) / 255 for j in (1, 3, 5)])[:, None, None]
     framed[:, :, frame:-frame, frame:-frame] = imgs
+    others = torch.as_tensor(order != selected) if selected is not None else torch.zeros(len(order), dtype=torch.bool)
+    framed[others] = (1 - charts.DIM) * framed[others] + charts.DIM   # (K, 3, H, W): the rest fade to white
     grid = image_grid(framed, nrow=ncol, pad=1, fill=1.0)                  # (3, H', W')
     pic = to_uint8(grid)
     pic = np.ascontiguousarray(pic if pic.ndim == 3 else np.repeat(pic[..., None], 3, -1))
@@ -215,41 +222,69 @@ def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int,
 @shared
 def map_2d(points: np.ndarray, codebook: np.ndarray, point_codes: np.ndarray, point_labels: np.ndarray,
            counts: np.ndarray, by: str, class_names: Sequence[str] | None, height: int = 460,
-           method: str = "PCA") -> go.Figure:
+           method: str = "PCA", selected: int | None = None) -> go.Figure:
     """Encoder outputs (dots) around the codebook vectors (diamonds, dead ones red crosses) in 2-D.
 
     by="code": dots take their code's colour (each dot should sit by its diamond); by="label": the
-    digit or class of the image the dot came from.
+    digit or class of the image the dot came from. `selected`: the highlighted code, its diamond large and
+    ringed, its outputs in front and outlined, everything else faded. customdata of every point starts with
+    the code id it shows, so a click tells the page which code it was.
     """
     k = len(codebook)
+    colors = np.array(code_colors(k))
+    faded = selected is not None and 0 <= selected < k
+    dot_opacity = 0.15 if faded else 0.5
+
+    def dots(sel: np.ndarray, name: str, color, opacity: float, **marker) -> go.Scattergl:
+        return go.Scattergl(x=points[sel, 0], y=points[sel, 1], mode="markers", name=name,
+                            marker=dict(size=marker.pop("size", 4), opacity=opacity, color=color, **marker),
+                            customdata=point_codes[sel], hovertemplate="encoder output → code #%{customdata}"
+                                                                       f"<extra>{name}</extra>",
+                            selected=dict(marker=dict(opacity=opacity)), unselected=dict(marker=dict(opacity=opacity)))
+
     fig = go.Figure()
-    if by == "label" and (point_labels >= 0).any():
+    by_label = by == "label" and (point_labels >= 0).any()
+    label_colors = np.array(LABEL_COLORS)[point_labels % 10]
+    if by_label:
         for lab in np.unique(point_labels):
-            sel = point_labels == lab
             name = class_names[lab] if class_names and 0 <= lab < len(class_names) else str(lab)
-            fig.add_trace(go.Scattergl(x=points[sel, 0], y=points[sel, 1], mode="markers", name=name,
-                                       marker=dict(size=4, opacity=0.55, color=LABEL_COLORS[int(lab) % 10]),
-                                       customdata=point_codes[sel],
-                                       hovertemplate=f"{name}<br>code #%{{customdata}}<extra></extra>"))
+            sel = point_labels == lab
+            fig.add_trace(dots(sel, name, LABEL_COLORS[int(lab) % 10], dot_opacity))
     else:
-        fig.add_trace(go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name="encoder outputs",
-                                   marker=dict(size=4, opacity=0.5, color=np.array(code_colors(k))[point_codes]),
-                                   customdata=point_codes,
-                                   hovertemplate="encoder output → code #%{customdata}<extra></extra>"))
+        fig.add_trace(dots(np.ones(len(points), bool), "encoder outputs", colors[point_codes], dot_opacity))
     alive = counts > 0
     ids = np.arange(k)
+    diamond_colors = [c if not faded else charts.dimmed(c) for c in colors[alive]]
     fig.add_trace(go.Scatter(x=codebook[alive, 0], y=codebook[alive, 1], mode="markers", name="codebook vectors",
-                             marker=dict(symbol="diamond", size=11, color=np.array(code_colors(k))[alive],
-                                         line=dict(color="black", width=1.2)),
+                             marker=dict(symbol="diamond", size=11, color=diamond_colors,
+                                         line=dict(color=NEUTRAL if faded else "black", width=1.2)),
                              customdata=np.stack([ids[alive], counts[alive]], 1),
-                             hovertemplate="code #%{customdata[0]}<br>%{customdata[1]} uses<extra></extra>"))
+                             hovertemplate="code #%{customdata[0]}<br>%{customdata[1]} uses<extra></extra>",
+                             selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1))))
     if (~alive).any():
         fig.add_trace(go.Scatter(x=codebook[~alive, 0], y=codebook[~alive, 1], mode="markers", name="dead codes",
-                                 marker=dict(symbol="x", size=10, color=DEAD, line=dict(color="white", width=0.5)),
-                                 customdata=ids[~alive], hovertemplate="code #%{customdata}: dead<extra></extra>"))
+                                 marker=dict(symbol="x", size=10, color=charts.dimmed(DEAD) if faded else DEAD,
+                                             line=dict(color="white", width=0.5)),
+                                 customdata=ids[~alive], hovertemplate="code #%{customdata}: dead<extra></extra>",
+                                 selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1))))
+    if faded:
+        mine = point_codes == selected
+        if mine.any():
+            fig.add_trace(dots(mine, f"outputs that picked #{selected}",
+                               (label_colors if by_label else colors[point_codes])[mine], 1.0, size=7,
+                               line=dict(color=charts.SELECTED, width=1)))
+        fig.add_trace(go.Scatter(
+            x=codebook[[selected], 0], y=codebook[[selected], 1], mode="markers+text", name=f"code #{selected}",
+            text=[f"#{selected}"], textposition="top center", textfont=dict(color=charts.SELECTED),
+            marker=dict(symbol="diamond" if alive[selected] else "x", size=20,
+                        color=colors[selected] if alive[selected] else DEAD, line=dict(color=charts.SELECTED, width=3)),
+            customdata=[[selected, counts[selected]]], hovertemplate="code #%{customdata[0]}<br>%{customdata[1]} uses"
+                                                                     "<extra></extra>",
+            selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1))))
     fig.update_xaxes(title=f"{method} 1", showticklabels=False, zeroline=False)
     fig.update_yaxes(title=f"{method} 2", showticklabels=False, zeroline=False)
-    return _layout(fig, height=height, showlegend=True, legend=dict(orientation="h", y=-0.08, x=0))
+    return _layout(fig, height=height, showlegend=True, legend=dict(orientation="h", y=-0.08, x=0),
+                   clickmode="event+select")
 
 
 @shared

@@ -81,8 +81,8 @@ _CSS = """
 .gp-mode[aria-pressed="true"] { border-color: var(--gp-accent); color: var(--gp-accent);
   background: color-mix(in srgb, var(--gp-accent) 10%, transparent); }
 .gp-hint { opacity: 0.65; font-size: 0.8rem; }
-.gp-palette { position: relative; display: flex; flex-wrap: wrap; gap: 4px; max-height: 112px;
-  overflow-y: auto; padding: 6px; border: 1px solid var(--gp-line);
+.gp-palette { position: relative; display: flex; flex-wrap: wrap; gap: 4px; max-height: 140px;
+  overflow-y: auto; padding: 6px; border: 1px solid var(--gp-line);   /* 140 px: four whole rows of swatches */
   border-radius: var(--st-base-radius, 8px); background: var(--gp-panel); }
 .gp-swatch { position: relative; width: 28px; height: 28px; padding: 0; cursor: pointer;
   border: 1px solid var(--gp-line); border-radius: 5px; background-size: cover;

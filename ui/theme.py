@@ -95,8 +95,17 @@ def wrap(title: str, big: bool | None = None, limit: int | None = None) -> str:
     return "<br>".join(lines)
 
 
+def title(text: str, big: bool | None = None) -> dict:
+    """A chart title at the top of its figure, inside it: Plotly lifts a title of two or more lines by about 0.7
+    of a line when it is anchored at its top (its first line then sticks out above the chart and is cut), so the
+    pad moves it back down. Pair with `top_margin`."""
+    lift = 0.7 * fonts(big).title if "<br>" in text else 0
+    return dict(text=text, y=1.0, yanchor="top", yref="container", pad=dict(t=int(6 + lift)))
+
+
 def top_margin(title: str | None, legend: bool, big: bool | None = None) -> int:
     """Room above the plot for a (wrapped) title and a one-row legend between it and the plot."""
     f = fonts(big)
     lines = title.count("<br>") + 1 if title else 0
-    return int(8 + lines * f.title * 1.35 + (f.small * 2.2 if legend else 0))
+    lift = 0.7 * f.title if lines > 1 else 0   # see `title`
+    return int(8 + lift + lines * f.title * 1.35 + (f.small * 2.2 if legend else 0))

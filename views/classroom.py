@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import state, text
+from ui import state, text, theme
 from ui.jobs import job_queue, owner_id, tick_seconds
 from vqdemo import classroom
 from vqdemo.jobs import ACTIVE
@@ -42,12 +42,14 @@ def scatter(points: list[classroom.RunPoint], colour: str, me: str) -> go.Figure
               + (f"PSNR {p.psnr:.1f} dB" if p.psnr is not None else "no score yet")
               + (f" · uses {p.use:.0%} of its codes" if p.use is not None else "") for p in points],
         hovertemplate="%{text}<extra></extra>"))
-    fig.update_layout(height=460, margin=dict(l=10, r=10, t=40, b=10), title="Every run on this server",
+    title = "Every run on this server"
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=theme.top_margin(title, False), b=10),
+                      title=theme.title(title),
                       xaxis=dict(title="codebook size K (log scale)", type="log", tickvals=KS,
                                  ticktext=[str(k) for k in KS],
                                  range=[np.log10(KS[0] / 1.5), np.log10(KS[-1] * 1.5)]),   # the whole K range, always
                       yaxis=dict(title="commitment weight beta", range=[-0.05, max(1.05, max(y) + 0.1)]))
-    return fig
+    return theme.style(fig)   # projector-sized text in presenter mode, as on every chart
 
 
 def live_points() -> dict[str, classroom.RunPoint]:
@@ -97,7 +99,7 @@ def sweep_maker() -> None:
         query = urlencode({"sweep": name.strip(), "ks": ",".join(map(str, sorted(ks))),
                            "betas": ",".join(f"{b:g}" for b in sorted(betas)), "budget": "seconds", "secs": "30"})
         base = (st.context.url or "").rsplit("/", 1)[0]
-        st.code(f"{base}/train?{query}", language=None)
+        st.code(f"{base}/train?{query}", language=None, wrap_lines=True)
         st.caption(f"{len(ks) * len(betas)} cells: students who open this link get them in turn (the same cell on "
                    "every visit), with a 30 s budget. Their runs appear on the chart above as they train.")
 

@@ -3,6 +3,7 @@ map of the codebook among the encoder's outputs (PCA at once, UMAP from a backgr
 validation images that use a chosen code most."""
 
 import math
+from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -91,35 +92,77 @@ else:
         f"codebook; {K - used} of its {K} codes are unused on the validation set.")
 
 # ----------------------------------------------------------------------------- tiles and usage
+# One code can be highlighted on every chart of the page: a click on a tile, a usage bar or a point of the map picks
+# it (as does the code picker further down); the pick and whether it is highlighted live in the URL (?code=, ?hl=).
 CODE = state.Param("code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K),
                    lo=0, hi=K - 1, cast=int)
+HIGHLIGHT = state.Param("hl", False, cast=bool)
+entering = "cb_code" not in st.session_state   # Streamlit drops a widget's state when its page is left
 state.url_value("cb_code", CODE)
+if entering:   # the highlight is no widget: it follows the URL (a link from Learn, a shared one) on entering too
+    st.session_state["cb_hl"] = HIGHLIGHT.read()
 
 
-def on_tile_click() -> None:
-    points = st.session_state["cb_tiles"].selection.points
-    if points:
-        st.session_state["cb_code"] = int(order[points[0]["point_index"]])
+def clicked_code(chart_key: str) -> int | None:
+    """The code id of the point clicked in a chart (each chart puts the code id first in its customdata, which
+    arrives as a number, a list, or a {"0": ..., "1": ...} dict when the figure held it as a numpy array)."""
+    event = st.session_state.get(chart_key)
+    points = event.selection.points if event is not None and event.selection else []
+    data = points[0].get("customdata") if points else None
+    if isinstance(data, dict):
+        data = data.get("0")
+    elif isinstance(data, (list, tuple)):
+        data = data[0] if data else None
+    return int(data) if isinstance(data, (int, float)) and 0 <= data < K else None
 
+
+def on_click(chart_key: str) -> None:
+    code = clicked_code(chart_key)
+    if code is not None:
+        st.session_state["cb_code"], st.session_state["cb_hl"] = code, True
+
+
+def clear_highlight() -> None:
+    st.session_state["cb_hl"] = False
+
+
+def highlight() -> None:
+    st.session_state["cb_hl"] = True
+
+
+hl = st.session_state["cb_hl"]
+marked = st.session_state["cb_code"] if hl else None
+st.session_state["cb_drawn"] = marked   # what this full run drew; the map's fragment reruns the page when it differs
+note, clear = st.columns([5, 1], vertical_alignment="center")
+if marked is None:
+    note.caption("Click a tile, a usage bar or a point of the 2-D map to highlight that code on every chart.")
+else:
+    note.markdown(f"**Code #{marked}** ({f'{counts[marked]} uses' if counts[marked] else 'dead'}) is highlighted "
+                  "on every chart: framed amber among the tiles, outlined among the bars, ringed on the map, the "
+                  "others faded. Click another code to move it, or clear it.")
+    clear.button("Clear", icon=":material/close:", key="cb_clear", on_click=clear_highlight,
+                 help="Show every code again at full strength.")
 
 tiles_col, usage_col = st.columns([1, 1.15])
 with tiles_col:
     st.subheader("Every code decoded alone")
     ncol = math.ceil(math.sqrt(K))
     tile_px = max(16, min(56, (560 if big else 420) // ncol))
-    st.plotly_chart(fg.tile_mosaic(view["tiles"], order, counts, ncol, tile_px, st.session_state["cb_code"]),
-                    key="cb_tiles", on_select=on_tile_click, selection_mode="points", width="stretch",
+    st.plotly_chart(fg.tile_mosaic(view["tiles"], order, counts, ncol, tile_px, marked),
+                    key="cb_tiles", on_select=partial(on_click, "cb_tiles"), selection_mode="points", width="stretch",
                     config={"displayModeBar": False})
     st.caption("Most used first, left to right: each code's vector tiled over the whole latent grid and decoded "
                "to see what it learned. Red tiles are dead codes. Click a tile to see where it is used.")
 with usage_col:
     st.subheader("How often each code is picked")
-    st.plotly_chart(charts.usage_histogram(counts, 0, None, "vectors that picked it", sort=True,
+    st.plotly_chart(charts.usage_histogram(counts, 0, "vectors that picked it", sort=True,
                                            height=440 if big else 360, color=fg.code_colors(K),
-                                           perplexity=view["perplexity"]), config={"displayModeBar": False})
+                                           perplexity=view["perplexity"], selected=marked),
+                    key="cb_usage", on_select=partial(on_click, "cb_usage"), selection_mode="points",
+                    config={"displayModeBar": False})
     st.caption(f"Codes ranked by use over the validation set, each in its code colour. The dashed line is the "
                f"perplexity ({view['perplexity']:.1f}): how many codes are effectively in use, against K = {K}. "
-               "Dead codes are the short red bars at the end.")
+               "Dead codes are the short red bars at the end. Click a bar to highlight its code.")
 
 # --------------------------------------------------------------------------------- the 2-D map
 st.subheader("The codebook among the encoder's outputs")
@@ -157,11 +200,16 @@ def map_panel() -> None:
         st.warning(f"UMAP did not finish ({status.reason}); showing PCA.")
     k = len(pts["codebook"])
     fig = fg.map_2d(xy[k:], xy[:k], pts["codes"], pts["labels"], counts, by,
-                    [text.plotly(n) for n in data.class_names or []] or None, 560 if big else 470, method)
-    st.plotly_chart(fig, config={"displayModeBar": False}, key="cb_map")
+                    [text.plotly(n) for n in data.class_names or []] or None, 560 if big else 470, method,
+                    st.session_state["cb_code"] if st.session_state["cb_hl"] else None)
+    st.plotly_chart(fig, config={"displayModeBar": False}, key="cb_map", on_select=partial(on_click, "cb_map"),
+                    selection_mode="points")
+    if st.session_state["cb_drawn"] != (st.session_state["cb_code"] if st.session_state["cb_hl"] else None):
+        st.rerun()   # a click on the map (this fragment's rerun) moved the highlight: redraw the other charts too
     st.caption(f"{method} of the {k} codebook vectors (diamonds; dead ones red crosses) and {len(pts['points'])} "
                "encoder outputs (dots). Coloured by code, each dot should sit by its diamond; coloured by label, "
-               "see whether codes belong to one class or are pieces shared by all.")
+               "see whether codes belong to one class or are pieces shared by all. Click a diamond or a dot to "
+               "highlight its code.")
 
 
 map_panel()
@@ -170,9 +218,9 @@ map_panel()
 st.subheader("Where one code is used")
 pick_col, imgs_col = st.columns([1, 3])
 with pick_col:
-    code = st.selectbox("Code", [int(c) for c in order], key="cb_code",
+    code = st.selectbox("Code", [int(c) for c in order], key="cb_code", on_change=highlight,
                         format_func=lambda c: f"#{c} · {counts[c]} uses" if counts[c] else f"#{c} · dead")
-    state.to_url((CODE, code))
+    state.to_url((CODE, code), (HIGHLIGHT, st.session_state["cb_hl"]))
     st.image(state.crisp(view["tiles"][code], 150), caption=f"code #{code} decoded alone")
 with imgs_col:
     top = analysis.images_using(view["codes"], code, top=8)

@@ -76,19 +76,30 @@ def describe(c: state.ModelChoice) -> dict:
     sizes = "none" if c.kind == "vae" else (
         f"{vq.get('k')} shared x {rq.get('depth')}" if rq.get("shared")
         else ",".join(map(str, rq.get("codebook_sizes", []))))
+    # the outcome first (a narrow screen scrolls the table's right side away), then what differs; blank: not this kind
     return {
-        "model": c.label, "kind": c.kind.upper(), "data": info.meta.get("data", {}).get("name", "?"),
+        "model": c.label, "best val PSNR": round(best["psnr"], 2) if "psnr" in best else "",
+        "bits per image": rate_of(c, best) or "", "kind": c.kind.upper(),
+        "data": info.meta.get("data", {}).get("name", "?"),
         "K": str(vq.get("k")) if c.kind == "vq" else sizes, "D": vq.get("dim"),
-        "beta": vq.get("beta") if c.kind != "vae" else None,
-        "codebook": None if c.kind == "vae" else f"{vq.get('codebook')}, {vq.get('init')} init"
+        "beta": vq.get("beta") if c.kind != "vae" else "",
+        "codebook": "" if c.kind == "vae" else f"{vq.get('codebook')}, {vq.get('init')} init"
         + (", restarts" if vq.get("restart_dead") else ""),
-        "KL weight": m.get("kl_weight") if c.kind == "vae" else None,
-        "steps": info.status.get("step"), "best val PSNR": round(best["psnr"], 2) if "psnr" in best else None,
-        "bits per image": rate_of(c, best),
+        "KL weight": m.get("kl_weight") if c.kind == "vae" else "",
+        "steps": info.status.get("step"),
     }
 
 
 X_AXES = {"fraction": "fraction of each run", "time": "seconds", "step": "steps"}
+
+
+def colour_key(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
+    """One legend for every chart of the page (each run keeps its colour on all of them). Run names are user text:
+    markdown-escaped (`text.md` also escapes < and >), so only the coloured squares are HTML."""
+    square = '<span style="color: {}; font-size: 1.4em">&#9632;</span>'
+    keys = [f'<span style="white-space: nowrap">{square.format(color)} {text.md(label)}</span>'
+            for label, color in ((c.label, colors[text.plotly(c.label)]) for c in chosen)]
+    st.markdown("&emsp; ".join(keys), unsafe_allow_html=True)
 
 
 def curves(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
@@ -98,22 +109,24 @@ def curves(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
     x = st.radio("x axis", X.options, format_func=X_AXES.get, key="cmp_x", horizontal=True,
                  help="Runs of different lengths (200 steps against 3,000) share one axis as a fraction of each run.")
     state.to_url((X, x))
+    colour_key(chosen, colors)
+    style = dict(x=x, colors=colors, legend=False)   # one colour per run on every chart, keyed once above
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB", x=x, colors=colors), key="cmp_psnr")
+        st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB", **style), key="cmp_psnr")
         st.caption("Higher is better: which model rebuilds held-out images best, and how fast it got there.")
     with b:
-        st.plotly_chart(charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity", x=x, colors=colors),
+        st.plotly_chart(charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity", **style),
                         key="cmp_ppl")
         st.caption("The effective number of codes in use: a collapsed codebook stays flat near the bottom.")
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.overlay(rows, "used", "Codes used (validation)", "codes", x=x, colors=colors),
+        st.plotly_chart(charts.overlay(rows, "used", "Codes used (validation)", "codes", **style),
                         key="cmp_used")
         st.caption("Distinct codes picked on the validation set (depth 1 for RQ); compare it with each model's K.")
     with b:
-        st.plotly_chart(charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True, x=x,
-                                       colors=colors), key="cmp_loss")
+        st.plotly_chart(charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True,
+                                       **style), key="cmp_loss")
         st.caption("Training loss on a log scale; lower is better, but only compare models trained on the same data.")
 
 
@@ -138,15 +151,16 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
 
 def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
     for start in range(0, len(chosen), PER_ROW):
-        cols = st.columns(PER_ROW)
+        cols = st.columns(PER_ROW, vertical_alignment="bottom")   # labels of 1 to 3 lines: the charts stay level
         for col, c in zip(cols, chosen[start:start + PER_ROW]):
             with col:
                 counts = code_usage(c, *state.model_key(c))
                 if counts is None:
                     st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue
-                st.plotly_chart(charts.usage_histogram(counts, 0, text.plotly(c.label), "uses", sort=True, height=240,
-                                                       color=colors[text.plotly(c.label)], title_chars=26),
+                st.markdown(f"**{text.md(c.label)}**: {charts.alive_codes(counts)} of {len(counts)} codes alive")
+                st.plotly_chart(charts.usage_histogram(counts, 0, "uses", sort=True, height=240,
+                                                       color=colors[text.plotly(c.label)]),
                                 key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
                            + (" (depth 1)" if c.kind == "rq" else "") + ".")

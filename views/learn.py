@@ -209,7 +209,10 @@ with left:
     st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)), key="learn_cellmap",
                     on_select=on_cell_click, selection_mode="points",
                     config={"displayModeBar": False})
-    st.caption("The code map: click a cell (or type its row and column) to follow its vector.")
+    same = int((codes_np == codes_np[row, col]).sum()) - 1
+    st.caption("The code map: click a cell (or type its row and column) to follow its vector. "
+               + (f"Dotted: the {same} other cell{'s' if same > 1 else ''} that picked the same code."
+                  if same else "No other cell picked its code."))
 
 cell = row * w + col
 dist = first.dist[cell].numpy()
@@ -228,6 +231,9 @@ with right:
     st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
                     config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
+st.page_link("views/codebook.py", label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",
+             icon=":material/grid_view:", query_params={"model": loaded.choice.id, "code": str(code), "hl": "1"}
+             | ({"depth": "1"} if is_rq else {}))
 
 parts = explain.distance_parts(first.compared[cell], e)
 st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den Oord et al. 2017): expanding "
@@ -235,7 +241,7 @@ st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den 
             f"{N}x{K} distances into one matrix multiply. For this cell and code #{code}:")
 st.code(f"{explain.DISTANCE_CODE}\n"
         f"{parts.x_sq:.4f} - {-parts.cross:.4f} + {parts.e_sq:.4f} = {parts.expanded:.4f}"
-        f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python")
+        f"   # the direct sum((x - e)**2) gives {parts.direct:.4f}", language="python", wrap_lines=True)
 oc = mv["offset"]
 negative = f" and gives {oc.naive_negative:.0%} negative distances" if oc.naive_negative else ""
 st.caption(f"The catch: the three terms can be huge and nearly cancel. In float32, with 512 vectors and "
@@ -280,12 +286,14 @@ if is_rq:
         f"depth lowers an image's PSNR at {worse} of the images.")
     psnrs = [float(psnr_per_image(tr.x, c)[0]) for c in view["coarse"]]
     cols = st.columns(len(view["coarse"]) + 1)
-    cols[0].image(state.crisp(tr.x[0], 110), caption="original")
-    for d, (c, im) in enumerate(zip(cols[1:], view["coarse"])):
-        c.image(state.crisp(im[0], 110), caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB")
+    pics = [state.crisp(tr.x[0], 110)] + [state.crisp(im[0], 110) for im in view["coarse"]]
+    side = pics[0].shape[1]   # one width for all: a wider caption would stretch its image past the others
+    cols[0].image(pics[0], caption="original", width=side)
+    for d, (c, pic) in enumerate(zip(cols[1:], pics[1:])):
+        c.image(pic, caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB", width=side)
     st.caption("The whole image decoded from the first d depths only: coarse shapes first, details later.")
     st.code(f"{explain.RQ_LOSS_CODE}\n# r: what depth d must explain, q: the codes it picked (Lee et al. 2022)",
-            language="python")
+            language="python", wrap_lines=True)
 
 # -------------------------------------------------------------------------- 3. losses and STE
 st.header("3 · What training minimises, and how the gradient skips the argmin")
@@ -310,7 +318,7 @@ lines = [
 ]
 for line, what in lines:
     code_part, text_part = st.columns([1, 1.2])
-    code_part.code(line, language="python")
+    code_part.code(line, language="python", wrap_lines=True)   # a narrow column on a projector: never cut
     text_part.markdown(what)
 st.caption("sg[...] is stop-gradient, .detach() in PyTorch. " + explain.ste_summary(cfg.vq))
 ste_table, ste_text = st.columns([1, 1.2])
@@ -329,7 +337,8 @@ with ste_text:
 
 # ------------------------------------------------------------------- 4. AE / VAE / VQ-VAE, prior
 st.header("4 · A VQ-VAE is an autoencoder plus a prior over a small image of codes")
-tab_col, prior_col = st.columns([1.25, 1])
+# one above the other: beside the prior, the tables' longest words need more than their column at 1024 px
+tab_col, prior_col = st.container(), st.container()
 with tab_col:
     st.markdown(COMPARE_TABLE)
     st.caption("Read across a row: only the VQ-VAE's latent is a small image of integers, which is what makes "

@@ -43,7 +43,8 @@ STEPS = [
          {"init": "normal", "cb": "grad", "restart": "0", "k": "64", "data": "rings"}),
     Step("views/codebook.py", "Codebook: what every code learned", 5,
          "Every code decoded alone, sorted by use; the usage bars and the perplexity against K; the 2-D map of "
-         "codes among the encoder's outputs.", "Perplexity 41 of K = 64: what does that number mean in codes?",
+         "codes among the encoder's outputs. Click a tile, a bar or a point of the map: that code is highlighted "
+         "on every chart.", "Perplexity 41 of K = 64: what does that number mean in codes?",
          {"model": "shipped:mnist-vq"}),
     Step("views/sample.py", "Sample: why VQ-VAE needs a prior", 6,
          "Samples from the PixelCNN prior over codes beside uniformly random codes and Gaussian noise through the "

@@ -111,10 +111,13 @@ if is_rq:
     st.subheader("Coarse to fine: decoding with the first d depths only")
     show = idx[: min(len(idx), 6)]
     cols = st.columns(len(K) + 1)
-    cols[0].image(state.crisp(analysis.image_grid(data.val_x[show], 1), 80), caption="original")
-    for d, c in enumerate(cols[1:]):
+    strips = [state.crisp(analysis.image_grid(data.val_x[show], 1), 80)]
+    strips += [state.crisp(analysis.image_grid(val["coarse"][d][show], 1), 80) for d in range(len(K))]
+    side = strips[0].shape[1]   # one width for every strip, so their rows stay level
+    cols[0].image(strips[0], caption="original", width=side)   # (a wider caption would stretch its image)
+    for d, (c, pic) in enumerate(zip(cols[1:], strips[1:])):
         strip = val["coarse"][d][show]
-        c.image(state.crisp(analysis.image_grid(strip, 1), 80),
+        c.image(pic, width=side,
                 caption=f"depths 1..{d + 1}: {float(psnr_per_image(data.val_x[show], strip).mean()):.1f} dB")
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
                "the coarse image at depth 1, its details after.")

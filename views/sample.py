@@ -180,7 +180,7 @@ if the_prior is None:
         st.button(f"Train a prior ({PRIOR_SECONDS} s)", type="primary", on_click=start_training,
                   help="Fits a PixelCNN to this model's code maps in a background worker; everyone sees the result.")
     st.caption("Or from a terminal, for longer:")
-    st.code(f"python -m vqdemo prior train {run_dir} --seconds 300", language="bash")
+    st.code(f"python -m vqdemo prior train {run_dir} --seconds 300", language="bash", wrap_lines=True)
 if "prior_start_error" in st.session_state:
     st.error(st.session_state.pop("prior_start_error"))
 if view is not None and view.state == "failed":
@@ -217,9 +217,11 @@ if the_prior is not None:
         st.error(f"Sampling failed: {e}")
 
 vae = vae_for(loaded.data.name)
+HEADS = ("From the prior", "Uniformly random codes", "Noise through this decoder", "Noise through a VAE")
+for head, c in zip(HEADS, st.columns(4)):   # a row of their own: a heading over two lines never lowers its picture
+    c.markdown(f"**{head}**")
 cols = st.columns(4)
 with cols[0]:
-    st.markdown("**From the prior**")
     if sampled is not None:
         st.image(grid_image(torch.from_numpy(sampled[1])), output_format="PNG", alt="Samples from the prior")
         what = "any class" if label < 0 else f"class {label}"
@@ -230,18 +232,15 @@ with cols[0]:
     else:
         st.info("No prior to sample from yet.")
 with cols[1]:
-    st.markdown("**Uniformly random codes**")
     st.image(grid_image(analysis.random_code_images(ae, n, seed)), output_format="PNG", alt="Uniformly random codes")
     st.caption("Every cell a uniformly random code: each code is a real piece of an image, "
                "but nothing makes them agree.")
 with cols[2]:
-    st.markdown("**Noise through this decoder**")
     st.image(grid_image(analysis.gaussian_latent_images(ae, n, seed)), output_format="PNG",
              alt="Gaussian noise through the VQ decoder")
     st.caption("N(0, I) latents straight into the VQ decoder (the 'random' images some tutorials show): "
                "noise is far from every code.")
 with cols[3]:
-    st.markdown("**Noise through a VAE**")
     if vae is not None:
         st.image(grid_image(analysis.gaussian_latent_images(vae.model, n, seed)), output_format="PNG",
                  alt="Gaussian noise through a VAE")

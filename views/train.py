@@ -355,9 +355,11 @@ def figures(v: JobView) -> None:
             st.caption("How many different codes one batch picked" + (" (depth 1)" if v.kind == "rq" else "") + ".")
         usage = v.snapshot.get("usage") if v.snapshot else None
         if usage is not None:
+            dead_below = v.model_cfg.vq.dead_threshold
+            st.markdown(f"**Running usage per code**: {charts.alive_codes(usage, dead_below)} of {len(usage)} "
+                        "codes alive")
             st.plotly_chart(shared_figure(v, "usage", lambda: charts.usage_histogram(
-                usage, v.model_cfg.vq.dead_threshold, "Running usage per code", "vectors per step")),
-                key="tr_fig_usage")
+                usage, dead_below, "vectors per step")), key="tr_fig_usage")
             st.caption("Each bar is one code's recent use; red bars are dead codes"
                        + (" (restarts move them onto data)." if v.model_cfg.vq.restart_dead else
                           " (without restarts they never come back)."))

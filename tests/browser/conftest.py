@@ -300,6 +300,20 @@ LAYOUT_JS = """(minFont) => {
     if (visible(r) && r.right > box.right + 1)
       out.clipped.push(name(img) + ' image ' + Math.round(r.width) + ' > ' + Math.round(box.width));
   }
+  // A table wider than its column runs under the next column's content.
+  for (const t of main.querySelectorAll('[data-testid=stColumn] [data-testid=stMarkdownContainer] table')) {
+    const r = t.getBoundingClientRect(), col = t.closest('[data-testid=stColumn]').getBoundingClientRect();
+    if (visible(r) && r.right > col.right + 2)
+      out.clipped.push(name(t) + ' table ' + Math.round(r.width) + ' > column ' + Math.round(col.width));
+  }
+  // Text in a box that cuts or scrolls what does not fit (a code block, a page link): its right side unseen.
+  for (const el of main.querySelectorAll('[data-testid=stCode] pre, [data-testid=stPageLink] span, '
+                                         + '[data-testid=stMarkdownContainer]')) {
+    if (el.closest('details:not([open])') || !el.textContent.trim() || !visible(el.getBoundingClientRect())) continue;
+    if (el.scrollWidth > el.clientWidth + 2)
+      out.clipped.push(name(el) + ' text cut: ' + el.scrollWidth + ' > ' + el.clientWidth + ' "'
+                       + el.textContent.slice(0, 40) + '"');
+  }
   // A word split over two lines ("Architec ture") has two client rects.
   const labels = '[data-testid=stWidgetLabel] p, [data-testid=stMetricLabel] p, h1, h2, h3, [role=radiogroup] label p';
   for (const el of main.querySelectorAll(labels)) {
@@ -330,7 +344,8 @@ LAYOUT_JS = """(minFont) => {
 def layout_report(page, min_font: float = 0) -> dict:
     """Boxes measured against the viewport: {"scrollWidth", "viewport", "outside": [...], "clipped": [...],
     "small": [...], "broken": [...]}. outside: elements past the viewport's edges; clipped: charts wider than
-    their box, chart text past its chart, images wider than their box; small: chart and page text under
+    their box, chart text past its chart, images wider than their box, text cut by its box (code blocks, page
+    links); small: chart and page text under
     min_font px; broken: words of labels and headings split over two lines."""
     return page.evaluate(LAYOUT_JS, min_font)
 

@@ -1,7 +1,8 @@
 """Every page fits a projector: 1280x720 and 1024x768, normal and presenter mode, in real Chromium.
 
 Boxes are measured against the viewport (conftest.layout_report): no horizontal scrolling, no element past
-the viewport's edge, no chart wider than its box or with text cut off, no image wider than its column. In
+the viewport's edge, no chart wider than its box or with text cut off, no image wider than its column, no code
+block or page link cutting its text. In
 presenter mode the page links stay on screen (the top bar), the model picker stays one click away, a
 "Leave presenter mode" button is visible, and no chart or page text is smaller than 16 px.
 
@@ -31,6 +32,7 @@ PAGES = {  # url path -> the page title's first word
     "compare": "Compare",
     "playground": "Playground",
     "lesson": "Lesson",
+    "classroom": "Class",
 }
 NAV_LINKS = ["Learn", "Train", "Reconstruct"]   # the first links, always in the top bar even at 1024 px
 MIN_PRESENTER_FONT = 16

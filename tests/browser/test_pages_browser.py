@@ -62,3 +62,45 @@ def test_codebook_page(page: Page, app_server, assert_no_errors, first_paint, fu
     assert_no_errors(page)
     path = full_screenshot(page, "codebook")
     print(f"screenshot: {path}")
+
+
+def _highlighted_code(page: Page, before: str | None = None) -> str:
+    """The code id the page says is highlighted (waits until it differs from `before`)."""
+    note = page.get_by_text(re.compile(r"is highlighted on every chart")).first
+    expect(note).to_be_visible(timeout=30_000)
+    if before is not None:
+        expect(note).not_to_contain_text(f"Code #{before} ", timeout=30_000)
+    page.wait_for_selector(APP_IDLE)
+    return re.match(r"Code #(\d+)", note.inner_text()).group(1)
+
+
+def test_a_click_on_a_usage_bar_or_a_tile_highlights_that_code(page: Page, app_server, assert_no_errors,
+                                                                first_paint, screenshot) -> None:
+    """Linked highlighting: a click on any chart picks a code, and every chart then marks that code."""
+    page.set_viewport_size({"width": 1280, "height": 900})
+    first_paint(page, f"{app_server.url}/codebook?proj=PCA&hl=0", "Codebook")
+    expect(page.get_by_text(re.compile("to highlight that code on every chart"))).to_be_visible()
+
+    bar = page.locator(".st-key-cb_usage g.point").first     # the most used code's bar
+    bar.scroll_into_view_if_needed()
+    box = bar.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.7)
+    first = _highlighted_code(page)
+    assert f"code={first}" in page.url and "hl=1" in page.url
+    expect(page.locator(".st-key-cb_map .legendtext", has_text=f"code #{first}")).to_have_count(1)   # the map follows
+    screenshot(page, "codebook-highlight-bar")
+
+    tiles = page.locator(".st-key-cb_tiles .nsewdrag").first   # 8 x 8 tiles, most used first: click the last one
+    tiles.scroll_into_view_if_needed()
+    box = tiles.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 15 / 16, box["y"] + box["height"] * 15 / 16)
+    last = _highlighted_code(page, before=first)
+    assert last != first and f"code={last}" in page.url
+    expect(page.locator(".st-key-cb_map .legendtext", has_text=f"code #{last}")).to_have_count(1)
+
+    page.get_by_role("button", name="Clear").click()
+    expect(page.get_by_text(re.compile("to highlight that code on every chart"))).to_be_visible(timeout=30_000)
+    page.wait_for_selector(APP_IDLE)
+    assert "hl=0" in page.url
+    expect(page.locator(".st-key-cb_map .legendtext", has_text="code #")).to_have_count(0)
+    assert_no_errors(page)

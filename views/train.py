@@ -505,7 +505,7 @@ with settings_box:
         start(settings, me)
     shared = {k: v for k, v in st.query_params.to_dict().items() if k != OWNER_PARAM}
     with st.expander("Share this setup"):
-        st.code(f"{st.context.url or ''}?{urlencode(shared)}", language=None)
+        st.code(f"{st.context.url or ''}?{urlencode(shared)}", language=None, wrap_lines=True)
         st.caption("The link carries these settings, not your runs.")
 
 with live_box:

@@ -21,9 +21,9 @@ from streamlit.testing.v1 import AppTest
 from helpers import tiny_config
 from vqdemo import runs
 from vqdemo.fit import APP_MAX_K, check_app_limits, check_trainable
-from vqdemo.models import ModelConfig
+from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.trainer import TrainConfig, run_training
+from vqdemo.trainer import TrainConfig, estimate_step_s, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,6 +160,58 @@ def test_a_time_budget_holds_with_validation_and_checkpoints(tmp_path, step_s, v
     assert result.steps >= 1 and result.state == "done"
     assert took <= 1.0 + 1.0, took   # fsyncs of the checkpoint files on a loaded machine
     assert (tmp_path / "run" / runs.WEIGHTS).is_file()   # the run still ends with a checkpoint
+
+
+class PerImage(Slow):
+    """A step that costs `step_s` per image of its batch, as a real model's does (Slow's costs the same for any)."""
+
+    def training_loss(self, batch):
+        time.sleep(self.step_s * len(batch[0]))
+        return (self.w - 1).pow(2).sum(), {"loss": 0.0}
+
+
+def run_first_step(tmp_path, model, budget: float, batch: int):
+    data = (torch.zeros(400, 1), None)
+    run_training(Slow(0, 0), data, data, TrainConfig(steps=1))   # pays the one-time costs (Adam's first import)
+    t0 = time.monotonic()
+    result = run_training(model, data, data, TrainConfig(seconds=budget, batch_size=batch), out_dir=tmp_path / "run")
+    return result, time.monotonic() - t0
+
+
+def test_a_first_step_that_would_overrun_the_budget_is_never_taken(tmp_path):
+    """A step of 16 x 0.5 s = 8 s in a 2 s budget: nothing measured it before, so the loop used to take it."""
+    result, took = run_first_step(tmp_path, PerImage(0.5, 0.0), budget=2.0, batch=16)
+    assert took <= 2.0 + 0.5, took
+    assert (result.state, result.steps) == ("failed", 0)
+    assert "one training step of this model would take about 8.0 s" in result.reason, result.reason
+    assert runs.read_json(tmp_path / "run" / runs.STATUS)["state"] == "failed"
+
+
+def test_a_first_step_that_fits_is_taken(tmp_path):
+    result, took = run_first_step(tmp_path, PerImage(0.02, 0.0), budget=2.0, batch=16)   # 0.32 s steps
+    assert result.state == "done" and result.steps >= 2 and took <= 2.0 + 1.0
+
+
+def test_a_real_model_with_an_enormous_first_step_keeps_its_budget(tmp_path):
+    """A colour 64x64 model, hidden width 128, batch 128: its first step takes seconds even on a quiet machine."""
+    cfg = ModelConfig(channels=3, image_size=64, hidden=128, res_hidden=64)
+    x = torch.rand(256, 3, 64, 64)
+    torch.manual_seed(0)
+    t0 = time.monotonic()
+    result = run_training(build_model(cfg), (x, None), (x[:32], None), TrainConfig(seconds=1.0, batch_size=128))
+    took = time.monotonic() - t0
+    assert result.state == "failed" and result.steps == 0 and "one training step" in result.reason
+    assert took <= 1.0 + 2.0, took
+
+
+def test_the_estimate_leaves_the_model_and_the_random_state_as_they_were():
+    model = build_model(tiny_config())          # a k-means codebook not yet started: the estimate's probes start theirs
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(64, 1, 28, 28)
+    rng = torch.get_rng_state()
+    assert estimate_step_s(model, x, None, 16) > 0
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_a_final_validation_that_fits_uses_every_image(tmp_path):

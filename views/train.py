@@ -395,7 +395,7 @@ def status_panel(job_id: str, settings: dict) -> None:
         st.session_state["tr_live_state"] = v.state
         st.rerun()   # a run started or ended: redraw the whole page (its lists and refresh rate change)
     if msg := st.session_state.pop("tr_msg", None):
-        st.warning(msg)
+        st.warning(text.md(msg, 400))
     st.markdown(f"**{text.md(v.title)}** · {v.state.upper()}" + (f" (place {v.place})" if v.place else "")
                 + f" · {text.md(v.reason)}")
     if v.state == "queued":

@@ -70,9 +70,10 @@ class TrainConfig(Checked):
     batch_size: int = setting(32, lo=1, hi=4096, label="batch size", help="images per training step")
     lr: float = setting(2e-3, lo=0, hi=1, lo_open=True, label="learning rate", help="Adam's learning rate")
     seed: int = setting(0, lo=0, hi=2**63 - 1, help="seeds the weights' init and the batches")
-    val_every: int = setting(250, lo=1, help="validate (and checkpoint) every N steps, and at the end")
-    log_every: int = setting(10, lo=1, flag="", help="metrics.jsonl gets one train row every N steps")
-    snapshot_every: int = setting(50, lo=1, flag="", help="live reconstructions for the app every N steps")
+    val_every: int = setting(250, lo=1, hi=10_000_000, help="validate (and checkpoint) every N steps, and at the end")
+    log_every: int = setting(10, lo=1, hi=10_000_000, flag="", help="metrics.jsonl gets one train row every N steps")
+    snapshot_every: int = setting(50, lo=1, hi=10_000_000, flag="",
+                                  help="live reconstructions for the app every N steps")
     device: str = setting("auto", choices=DEVICES, help="auto: a GPU when there is one, else the CPU")
     threads: int | None = setting(None, lo=1, hi=MAX_THREADS, help="torch CPU threads (default: leave as is)")
     schedule: str = setting("constant", choices=SCHEDULES,

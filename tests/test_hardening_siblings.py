@@ -262,3 +262,30 @@ def test_planted_prior_files_never_hang_the_sample_page(tmp_path, monkeypatch, v
     at = box["at"]
     assert not at.exception, [e.message for e in at.exception]
     assert kind != "hostile" or any("prior" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# ---- a loadable run whose config.json or status.json was edited: the pages that describe it --------------------
+
+HOSTILE_CONFIG_MODEL = [{"vq": [1]}, {"vq": {"k": [1]}, "rq": "x"}, {"rq": {"codebook_sizes": 5, "shared": "yes"}},
+                        {"kind": "vq", "vq": {"k": 10 ** 400, "beta": "x", "codebook": ["ema"]}}, "model"]
+HOSTILE_STATUS_FILES = ['[1, 2]', '"done"', '{"best": {"kl": "x", "psnr": "y"}}', '{"best": [1]}', "{" * 100]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", range(len(HOSTILE_CONFIG_MODEL) + len(HOSTILE_STATUS_FILES)))
+def test_compare_and_the_sidebar_describe_an_edited_run_without_failing(tmp_path, monkeypatch, vq_run, case):
+    import shutil
+
+    root = tmp_path / "runs"
+    monkeypatch.setenv("VQDEMO_RUNS_DIR", str(root))
+    run = root / vq_run.name
+    shutil.copytree(vq_run, run)
+    if case < len(HOSTILE_CONFIG_MODEL):
+        meta = runs.read_json(run / runs.CONFIG)
+        meta["model"] = HOSTILE_CONFIG_MODEL[case]
+        runs.write_json(run / runs.CONFIG, meta)
+    else:
+        files.atomic_write_text(run / runs.STATUS, HOSTILE_STATUS_FILES[case - len(HOSTILE_CONFIG_MODEL)])
+    for page in ("compare", "classroom", "train"):
+        at = open_page(page, {"runs": f"run:{run.name},shipped:mnist-vq", "model": f"run:{run.name}"}, check=False)
+        assert not at.exception, (page, [e.message for e in at.exception])

@@ -70,19 +70,22 @@ def rate_of(c: state.ModelChoice, best: dict) -> float | None:
 
 
 def describe(c: state.ModelChoice) -> dict:
-    info = runs.run_info(c.path)
-    m, best = info.meta.get("model", {}), info.status.get("best") or {}
-    vq, rq = m.get("vq", {}), m.get("rq", {})
+    """One row of the table: the model as its loaded weights describe it (validated when they loaded, while
+    config.json is only a file in the runs folder), the dataset and scores from the cleaned config and status."""
+    info, cfg = runs.run_info(c.path), state.load_choice(c).model.config
+    best = info.status.get("best") or {}
+    vq, rq = cfg.vq, cfg.rq
     sizes = "none" if c.kind == "vae" else (
-        f"{vq.get('k')} shared x {rq.get('depth')}" if rq.get("shared")
-        else ",".join(map(str, rq.get("codebook_sizes", []))))
+        f"{vq.k} shared x {rq.depth}" if c.kind == "rq" and rq.shared
+        else ",".join(map(str, rq.codebook_sizes)) if c.kind == "rq" else str(vq.k))
+    data = info.meta.get("data", {}).get("name", "?")
     return {
-        "model": c.label, "kind": c.kind.upper(), "data": info.meta.get("data", {}).get("name", "?"),
-        "K": str(vq.get("k")) if c.kind == "vq" else sizes, "D": vq.get("dim"),
-        "beta": vq.get("beta") if c.kind != "vae" else None,
-        "codebook": None if c.kind == "vae" else f"{vq.get('codebook')}, {vq.get('init')} init"
-        + (", restarts" if vq.get("restart_dead") else ""),
-        "KL weight": m.get("kl_weight") if c.kind == "vae" else None,
+        "model": c.label, "kind": c.kind.upper(), "data": text.plain(data, 40),
+        "K": sizes if c.kind != "fsq" else "x".join(map(str, cfg.fsq.levels)), "D": vq.dim,
+        "beta": vq.beta if c.kind in ("vq", "rq") else None,
+        "codebook": None if c.kind not in ("vq", "rq") else f"{vq.codebook}, {vq.init} init"
+        + (", restarts" if vq.restart_dead else ""),
+        "KL weight": cfg.kl_weight if c.kind == "vae" else None,
         "steps": info.status.get("step"), "best val PSNR": round(best["psnr"], 2) if "psnr" in best else None,
         "bits per image": rate_of(c, best),
     }
@@ -126,8 +129,7 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
         st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
         for c in members:
             _, x_hat, psnr = reconstructions(c, *state.model_key(c))
-            status = c.path / runs.STATUS
-            rate = rate_of(c, (runs.read_json(status).get("best") or {}) if status.is_file() else {})
+            rate = rate_of(c, runs.run_info(c.path).status.get("best") or {})   # cleaned: a planted status is a dict
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
                      caption=f"{text.md(c.label)}: mean PSNR {psnr.mean():.1f} dB"
                      + (f" at {rate} bits per image" if rate is not None else ""))

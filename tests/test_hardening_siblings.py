@@ -289,3 +289,31 @@ def test_compare_and_the_sidebar_describe_an_edited_run_without_failing(tmp_path
     for page in ("compare", "classroom", "train"):
         at = open_page(page, {"runs": f"run:{run.name},shipped:mnist-vq", "model": f"run:{run.name}"}, check=False)
         assert not at.exception, (page, [e.message for e in at.exception])
+
+
+# ---- nothing is written through a planted link -----------------------------------------------------------------
+
+def test_a_linked_run_folder_is_not_listed_nor_written_by_a_restarting_server(tmp_path):
+    from vqdemo.jobs import JobQueue
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    runs.write_json(elsewhere / runs.CONFIG, {"kind": "vq", "title": "linked"})
+    runs.write_json(elsewhere / runs.STATUS, {"state": "running", "reason": "x", "step": 3})
+    before = (elsewhere / runs.STATUS).read_bytes()
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / "20260101-000000-link00").symlink_to(elsewhere)
+    assert runs.list_runs(root) == []
+    JobQueue(runs_dir=root).close()   # a new server marks the runs it finds "running" as interrupted, on disk
+    assert (elsewhere / runs.STATUS).read_bytes() == before
+
+
+def test_a_prior_for_a_run_whose_prior_folder_is_a_link_goes_to_the_mirror(tmp_path):
+    from vqdemo.prior import PRIOR_DIR, prior_mirror, prior_write_dir
+
+    run = tmp_path / "runs" / "20260101-000000-run000"
+    run.mkdir(parents=True)
+    assert prior_write_dir(run, tmp_path / "runs") == run / PRIOR_DIR
+    (run / PRIOR_DIR).symlink_to(tmp_path / "anywhere")
+    assert prior_write_dir(run, tmp_path / "runs") == prior_mirror(run, tmp_path / "runs")

@@ -317,3 +317,23 @@ def test_a_prior_for_a_run_whose_prior_folder_is_a_link_goes_to_the_mirror(tmp_p
     assert prior_write_dir(run, tmp_path / "runs") == run / PRIOR_DIR
     (run / PRIOR_DIR).symlink_to(tmp_path / "anywhere")
     assert prior_write_dir(run, tmp_path / "runs") == prior_mirror(run, tmp_path / "runs")
+
+
+@pytest.mark.integration
+def test_compare_loads_at_most_max_compare_models_whatever_the_link_names(tmp_path, monkeypatch, vq_run):
+    """?runs= naming every run of the class would load each model on every rerun: one student's link, the
+    server's CPU."""
+    import shutil
+
+    root = tmp_path / "runs"
+    monkeypatch.setenv("VQDEMO_RUNS_DIR", str(root))
+    ids = []
+    for i in range(12):
+        shutil.copytree(vq_run, root / f"20260101-0000{i:02d}-cmp{i:03d}")
+        ids.append(f"run:20260101-0000{i:02d}-cmp{i:03d}")
+    limit = int(re.search(r"^MAX_COMPARE = (\d+)", (REPO / "views" / "compare.py").read_text(), re.M).group(1))
+    assert limit < len(ids)
+    at = open_page("compare", {"runs": ",".join(ids)})
+    assert at.multiselect(key="cmp_runs").value == ids[:limit]
+    assert any(f"the first {limit} are compared" in i.value for i in at.info)
+    assert len(at.get("plotly_chart")) and not at.error

@@ -20,6 +20,9 @@ from vqdemo.quantize import perplexity_of
 N_USAGE = 500   # validation images encoded for each usage histogram
 N_SHOW = 8      # validation images reconstructed side by side
 PER_ROW = 3
+# Each compared model is loaded, run on validation images and drawn: one student's link or picks must not make the
+# server load every run of the class (the model cache holds 16, so more would reload on every rerun).
+MAX_COMPARE = 8
 
 
 def mtime(path) -> float:
@@ -164,9 +167,12 @@ by_id = {c.id: c for c in choices}
 default = default_selection(choices)
 if "cmp_runs" not in st.session_state:
     wanted = list(dict.fromkeys(i for i in st.query_params.get("runs", "").split(",") if i in by_id))  # ?runs=a,a: once
-    st.session_state["cmp_runs"] = wanted or default
+    if len(wanted) > MAX_COMPARE:
+        st.info(f"The link names {len(wanted)} models; the first {MAX_COMPARE} are compared.")
+    st.session_state["cmp_runs"] = wanted[:MAX_COMPARE] or default
 picked = st.multiselect("Models to compare", list(by_id), key="cmp_runs", format_func=lambda i: by_id[i].label,
-                        help="Two or more; runs appear here once they have saved weights.")
+                        max_selections=MAX_COMPARE,
+                        help=f"Two to {MAX_COMPARE}; runs appear here once they have saved weights.")
 if picked == default:
     st.query_params.pop("runs", None)
 else:

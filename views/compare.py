@@ -82,15 +82,16 @@ def describe(c: state.ModelChoice) -> dict:
         f"{vq.k} shared x {rq.depth}" if c.kind == "rq" and rq.shared
         else ",".join(map(str, rq.codebook_sizes)) if c.kind == "rq" else str(vq.k))
     data = info.meta.get("data", {}).get("name", "?")
+    # the outcome first (a narrow screen scrolls the table's right side away), then what differs; blank: not this kind
     return {
-        "model": c.label, "kind": c.kind.upper(), "data": text.plain(data, 40),
+        "model": c.label, "best val PSNR": round(best["psnr"], 2) if "psnr" in best else "",
+        "bits per image": rate_of(c, best) or "", "kind": c.kind.upper(), "data": text.plain(data, 40),
         "K": sizes if c.kind != "fsq" else "x".join(map(str, cfg.fsq.levels)), "D": vq.dim,
-        "beta": vq.beta if c.kind in ("vq", "rq") else None,
-        "codebook": None if c.kind not in ("vq", "rq") else f"{vq.codebook}, {vq.init} init"
+        "beta": vq.beta if c.kind in ("vq", "rq") else "",
+        "codebook": "" if c.kind not in ("vq", "rq") else f"{vq.codebook}, {vq.init} init"
         + (", restarts" if vq.restart_dead else ""),
-        "KL weight": cfg.kl_weight if c.kind == "vae" else None,
-        "steps": info.status.get("step"), "best val PSNR": round(best["psnr"], 2) if "psnr" in best else None,
-        "bits per image": rate_of(c, best),
+        "KL weight": cfg.kl_weight if c.kind == "vae" else "",
+        "steps": info.status.get("step"),
     }
 
 

@@ -178,12 +178,16 @@ def run_first_step(tmp_path, model, budget: float, batch: int):
     return result, time.monotonic() - t0
 
 
-def test_a_first_step_that_would_overrun_the_budget_is_never_taken(tmp_path):
-    """A step of 16 x 0.5 s = 8 s in a 2 s budget: nothing measured it before, so the loop used to take it."""
-    result, took = run_first_step(tmp_path, PerImage(0.5, 0.0), budget=2.0, batch=16)
-    assert took <= 2.0 + 0.5, took
+@pytest.mark.parametrize("budget, said", [
+    (3.0, "would take about 8.0 s"),                   # the probes of 1 and 4 images fit: extrapolated to 16
+    (2.0, "would take longer than its whole budget"),  # the 4-image probe alone would not fit: not even taken
+])
+def test_a_first_step_that_would_overrun_the_budget_is_never_taken(tmp_path, budget, said):
+    """A step of 16 x 0.5 s = 8 s: nothing measured it before it was taken, so the loop used to overrun by it."""
+    result, took = run_first_step(tmp_path, PerImage(0.5, 0.0), budget=budget, batch=16)
+    assert took <= budget + 0.5, took
     assert (result.state, result.steps) == ("failed", 0)
-    assert "one training step of this model would take about 8.0 s" in result.reason, result.reason
+    assert f"one training step of this model {said}" in result.reason, result.reason
     assert runs.read_json(tmp_path / "run" / runs.STATUS)["state"] == "failed"
 
 
@@ -193,15 +197,16 @@ def test_a_first_step_that_fits_is_taken(tmp_path):
 
 
 def test_a_real_model_with_an_enormous_first_step_keeps_its_budget(tmp_path):
-    """A colour 64x64 model, hidden width 128, batch 128: its first step takes seconds even on a quiet machine."""
+    """A colour 64x64 model, hidden width 128, batch 128: its first step takes seconds on a small machine. A fast one
+    may fit a step in the budget; either way the run ends within it (the synthetic tests above hold the logic)."""
     cfg = ModelConfig(channels=3, image_size=64, hidden=128, res_hidden=64)
     x = torch.rand(256, 3, 64, 64)
     torch.manual_seed(0)
     t0 = time.monotonic()
     result = run_training(build_model(cfg), (x, None), (x[:32], None), TrainConfig(seconds=1.0, batch_size=128))
     took = time.monotonic() - t0
-    assert result.state == "failed" and result.steps == 0 and "one training step" in result.reason
-    assert took <= 1.0 + 2.0, took
+    assert took <= 1.0 + 2.0, took   # without the estimate: 3-8 s on the 2-core machine this was written on
+    assert result.steps > 0 or (result.state == "failed" and "one training step" in result.reason), result.reason
 
 
 def test_the_estimate_leaves_the_model_and_the_random_state_as_they_were():

@@ -287,9 +287,10 @@ def run_training(
         if (cfg.steps is not None and step >= cfg.steps) or out_of_time:
             if out_of_time and step == 0:
                 state = "failed"
-                reason = (f"one training step of this model would take about {clock.step_s:.1f} s (timed on a few "
-                          f"images first), too long for a {cfg.seconds:g} s budget; use a smaller batch, K, image "
-                          "size or hidden width, or a longer budget")
+                took = "longer than its whole budget" if math.isinf(clock.step_s) else f"about {clock.step_s:.1f} s"
+                reason = (f"one training step of this model would take {took} (timed on a few images first), too "
+                          f"long for a {cfg.seconds:g} s budget; use a smaller batch, K, image size or hidden width, "
+                          "or a longer budget")
             break   # the next step would leave too little time for the final validation and checkpoint
         if control.paused:
             t0 = time.monotonic()
@@ -410,8 +411,8 @@ def estimate_step_s(model: Trainable, x: Tensor, y: Tensor | None, batch_size: i
     includes what only a first step does (the k-means start of a codebook: 7 of the 8 s of a first step at
     K = 16,384); a one-image validation first pays the process's one-time costs (kernels, allocator).
 
-    A probe that would itself take past `limit_s` is not run: the estimate is then the last probe's time scaled to
-    the whole batch, at least the time left. The copies and a forked random state leave the run exactly as it would
+    A probe that would itself take past `limit_s` (judged by the last one, scaled) is not run: the estimate is then
+    inf, longer than any budget. The copies and a forked random state leave the run exactly as it would
     be without the estimate; the probes cost about a third of one step."""
     few = max(2, min(-(-batch_size // 4), len(x)))
     device = x.device
@@ -433,7 +434,7 @@ def estimate_step_s(model: Trainable, x: Tensor, y: Tensor | None, batch_size: i
         one = 3 * timed(lambda: warm.evaluate(x[:1], None if y is None else y[:1], 1))   # a step: ~3 forwards
         for n in (1, few):
             if time.monotonic() - t_start + one * n >= limit_s:
-                return max(one * batch_size, limit_s)
+                return math.inf   # this probe alone would use up the budget: so would the whole batch
             took = step(n)
             if n == 1:
                 one = took

@@ -24,9 +24,9 @@ from vqdemo.data import DataConfig
 from vqdemo.fit import APP_MAX_K, check_app_limits, check_trainable
 from vqdemo.jobs import JobError, JobQueue
 from vqdemo.jobs.local import ThreadBackend
-from vqdemo.models import ModelConfig
+from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
-from vqdemo.trainer import TrainConfig, run_training
+from vqdemo.trainer import TrainConfig, estimate_step_s, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,6 +163,63 @@ def test_a_time_budget_holds_with_validation_and_checkpoints(tmp_path, step_s, v
     assert result.steps >= 1 and result.state == "done"
     assert took <= 1.0 + 1.0, took   # fsyncs of the checkpoint files on a loaded machine
     assert (tmp_path / "run" / runs.WEIGHTS).is_file()   # the run still ends with a checkpoint
+
+
+class PerImage(Slow):
+    """A step that costs `step_s` per image of its batch, as a real model's does (Slow's costs the same for any)."""
+
+    def training_loss(self, batch):
+        time.sleep(self.step_s * len(batch[0]))
+        return (self.w - 1).pow(2).sum(), {"loss": 0.0}
+
+
+def run_first_step(tmp_path, model, budget: float, batch: int):
+    data = (torch.zeros(400, 1), None)
+    run_training(Slow(0, 0), data, data, TrainConfig(steps=1))   # pays the one-time costs (Adam's first import)
+    t0 = time.monotonic()
+    result = run_training(model, data, data, TrainConfig(seconds=budget, batch_size=batch), out_dir=tmp_path / "run")
+    return result, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("budget, said", [
+    (3.0, "would take about 8.0 s"),                   # the probes of 1 and 4 images fit: extrapolated to 16
+    (2.0, "would take longer than its whole budget"),  # the 4-image probe alone would not fit: not even taken
+])
+def test_a_first_step_that_would_overrun_the_budget_is_never_taken(tmp_path, budget, said):
+    """A step of 16 x 0.5 s = 8 s: nothing measured it before it was taken, so the loop used to overrun by it."""
+    result, took = run_first_step(tmp_path, PerImage(0.5, 0.0), budget=budget, batch=16)
+    assert took <= budget + 0.5, took
+    assert (result.state, result.steps) == ("failed", 0)
+    assert f"one training step of this model {said}" in result.reason, result.reason
+    assert runs.read_json(tmp_path / "run" / runs.STATUS)["state"] == "failed"
+
+
+def test_a_first_step_that_fits_is_taken(tmp_path):
+    result, took = run_first_step(tmp_path, PerImage(0.02, 0.0), budget=2.0, batch=16)   # 0.32 s steps
+    assert result.state == "done" and result.steps >= 2 and took <= 2.0 + 1.0
+
+
+def test_a_real_model_with_an_enormous_first_step_keeps_its_budget(tmp_path):
+    """A colour 64x64 model, hidden width 128, batch 128: its first step takes seconds on a small machine. A fast one
+    may fit a step in the budget; either way the run ends within it (the synthetic tests above hold the logic)."""
+    cfg = ModelConfig(channels=3, image_size=64, hidden=128, res_hidden=64)
+    x = torch.rand(256, 3, 64, 64)
+    torch.manual_seed(0)
+    t0 = time.monotonic()
+    result = run_training(build_model(cfg), (x, None), (x[:32], None), TrainConfig(seconds=1.0, batch_size=128))
+    took = time.monotonic() - t0
+    assert took <= 1.0 + 2.0, took   # without the estimate: 3-8 s on the 2-core machine this was written on
+    assert result.steps > 0 or (result.state == "failed" and "one training step" in result.reason), result.reason
+
+
+def test_the_estimate_leaves_the_model_and_the_random_state_as_they_were():
+    model = build_model(tiny_config())          # a k-means codebook not yet started: the estimate's probes start theirs
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(64, 1, 28, 28)
+    rng = torch.get_rng_state()
+    assert estimate_step_s(model, x, None, 16) > 0
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_a_final_validation_that_fits_uses_every_image(tmp_path):

@@ -267,7 +267,7 @@ LIVE = [re.compile(p) for p in (r"(?<!\\)\]\((?!\))", r"(?<!\\)!\[", r"(?<!\\)<(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("page", PAGES + ["train"])
+@pytest.mark.parametrize("page", PAGES + ["train", "classroom", "lesson", "playground"])
 def test_titles_and_class_names_are_shown_as_text_on_every_page(hostile_runs, monkeypatch, page):
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(hostile_runs))
     at = open_model_page(page, "run:20260101-000000-evil00", runs="run:20260101-000000-evil00,shipped:mnist-vq",
@@ -275,6 +275,7 @@ def test_titles_and_class_names_are_shown_as_text_on_every_page(hostile_runs, mo
     assert not at.exception, at.exception
     texts = [t for t in shown(at) if "evil" in t]
     assert page not in ("learn", "sample", "paint") or texts, "the hostile strings should be on this page, escaped"
+    assert page != "classroom" or any("evil" in s for s in (el.proto.spec for el in at.get("plotly_chart")))
     for t in texts:
         assert not any(p.search(t) for p in LIVE), t
     specs = [el.proto.spec for el in at.get("plotly_chart")]   # legends, titles, hover text: HTML-escaped

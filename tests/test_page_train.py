@@ -157,7 +157,7 @@ def test_an_uploaded_zip_trains_as_the_folder_dataset(runs_dir, tmp_path):
     at.button(key="tr_start").click().run()
     assert not at.exception and not at.error
     [job] = job_queue().list_jobs(at.query_params["me"])
-    assert job.view().data_cfg.name == "folder" and Path(job.view().data_cfg.path).parent == runs_dir / "uploads"
+    assert job.view().data_cfg.name == "folder" and Path(job.view().data_cfg.path) == job.run_dir / "data.zip"
     wait_for(lambda: job.state in FINISHED, "the run to finish", TIMEOUT_S)
     assert job.state == "done", job.view().reason
 

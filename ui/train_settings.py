@@ -61,9 +61,9 @@ def model_settings(v: dict) -> dict:
     return given
 
 
-def model_config(v: dict, data) -> ModelConfig:
+def model_config(v: dict, channels: int, image_size: int) -> ModelConfig:
     """The page's settings through the library's one builder, within the widgets' limits (typed K per depth and
-    ?sizes= get the K slider's bounds)."""
+    ?sizes= get the K slider's bounds), for data of this shape (`data.data_shape`: nothing is decoded to know it)."""
     given = model_settings(v)
     fit.check_app_settings(v["kind"], v["batch"], **given)
-    return fit.model_config(v["kind"], data.channels, data.image_size, **given)
+    return fit.model_config(v["kind"], channels, image_size, **given)

@@ -67,8 +67,8 @@ def board(colour: str, me: str) -> None:
     event = st.plotly_chart(scatter(points, colour, me), key="cl_board", on_select="rerun", selection_mode="points")
     st.caption("Each point is one run (yours is a star; open rings are still training). Look along a row: does a "
                "bigger K always help? Look down a column: what does a larger beta do to codebook use?")
-    if text := classroom.summary(points):
-        st.markdown(text)
+    if summary := classroom.summary(points):
+        st.markdown(summary)   # numbers only, computed from the points
     picked = [p["customdata"] for p in (event.selection.points if event and event.selection else [])
               if p.get("customdata")]
     if picked:

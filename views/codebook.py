@@ -197,7 +197,7 @@ def map_panel() -> None:
                 "everyone on this server. PCA is shown until it is ready, and the map swaps by itself.",
                 icon=":material/hourglass_top:")
     elif status is not None and status.state in ("failed", "stopped"):
-        st.warning(f"UMAP did not finish ({status.reason}); showing PCA.")
+        st.warning(f"UMAP did not finish ({text.md(status.reason, 400)}); showing PCA.")
     k = len(pts["codebook"])
     fig = fg.map_2d(xy[k:], xy[:k], pts["codes"], pts["labels"], counts, by,
                     [text.plotly(n) for n in data.class_names or []] or None, 560 if big else 470, method,

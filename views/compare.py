@@ -20,6 +20,9 @@ from vqdemo.quantize import perplexity_of
 N_USAGE = 500   # validation images encoded for each usage histogram
 N_SHOW = 8      # validation images reconstructed side by side
 PER_ROW = 3
+# Each compared model is loaded, run on validation images and drawn: one student's link or picks must not make the
+# server load every run of the class (the model cache holds 16, so more would reload on every rerun).
+MAX_COMPARE = 8
 
 
 def mtime(path) -> float:
@@ -70,22 +73,24 @@ def rate_of(c: state.ModelChoice, best: dict) -> float | None:
 
 
 def describe(c: state.ModelChoice) -> dict:
-    info = runs.run_info(c.path)
-    m, best = info.meta.get("model", {}), info.status.get("best") or {}
-    vq, rq = m.get("vq", {}), m.get("rq", {})
+    """One row of the table: the model as its loaded weights describe it (validated when they loaded, while
+    config.json is only a file in the runs folder), the dataset and scores from the cleaned config and status."""
+    info, cfg = runs.run_info(c.path), state.load_choice(c).model.config
+    best = info.status.get("best") or {}
+    vq, rq = cfg.vq, cfg.rq
     sizes = "none" if c.kind == "vae" else (
-        f"{vq.get('k')} shared x {rq.get('depth')}" if rq.get("shared")
-        else ",".join(map(str, rq.get("codebook_sizes", []))))
+        f"{vq.k} shared x {rq.depth}" if c.kind == "rq" and rq.shared
+        else ",".join(map(str, rq.codebook_sizes)) if c.kind == "rq" else str(vq.k))
+    data = info.meta.get("data", {}).get("name", "?")
     # the outcome first (a narrow screen scrolls the table's right side away), then what differs; blank: not this kind
     return {
         "model": c.label, "best val PSNR": round(best["psnr"], 2) if "psnr" in best else "",
-        "bits per image": rate_of(c, best) or "", "kind": c.kind.upper(),
-        "data": info.meta.get("data", {}).get("name", "?"),
-        "K": str(vq.get("k")) if c.kind == "vq" else sizes, "D": vq.get("dim"),
-        "beta": vq.get("beta") if c.kind != "vae" else "",
-        "codebook": "" if c.kind == "vae" else f"{vq.get('codebook')}, {vq.get('init')} init"
-        + (", restarts" if vq.get("restart_dead") else ""),
-        "KL weight": m.get("kl_weight") if c.kind == "vae" else "",
+        "bits per image": rate_of(c, best) or "", "kind": c.kind.upper(), "data": text.plain(data, 40),
+        "K": sizes if c.kind != "fsq" else "x".join(map(str, cfg.fsq.levels)), "D": vq.dim,
+        "beta": vq.beta if c.kind in ("vq", "rq") else "",
+        "codebook": "" if c.kind not in ("vq", "rq") else f"{vq.codebook}, {vq.init} init"
+        + (", restarts" if vq.restart_dead else ""),
+        "KL weight": cfg.kl_weight if c.kind == "vae" else "",
         "steps": info.status.get("step"),
     }
 
@@ -139,8 +144,7 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
         st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
         for c in members:
             _, x_hat, psnr = reconstructions(c, *state.model_key(c))
-            status = c.path / runs.STATUS
-            rate = rate_of(c, (runs.read_json(status).get("best") or {}) if status.is_file() else {})
+            rate = rate_of(c, runs.run_info(c.path).status.get("best") or {})   # cleaned: a planted status is a dict
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
                      caption=f"{text.md(c.label)}: mean PSNR {psnr.mean():.1f} dB"
                      + (f" at {rate} bits per image" if rate is not None else ""))
@@ -176,9 +180,12 @@ by_id = {c.id: c for c in choices}
 default = default_selection(choices)
 if "cmp_runs" not in st.session_state:
     wanted = list(dict.fromkeys(i for i in st.query_params.get("runs", "").split(",") if i in by_id))  # ?runs=a,a: once
-    st.session_state["cmp_runs"] = wanted or default
+    if len(wanted) > MAX_COMPARE:
+        st.info(f"The link names {len(wanted)} models; the first {MAX_COMPARE} are compared.")
+    st.session_state["cmp_runs"] = wanted[:MAX_COMPARE] or default
 picked = st.multiselect("Models to compare", list(by_id), key="cmp_runs", format_func=lambda i: by_id[i].label,
-                        help="Two or more; runs appear here once they have saved weights.")
+                        max_selections=MAX_COMPARE,
+                        help=f"Two to {MAX_COMPARE}; runs appear here once they have saved weights.")
 if picked == default:
     st.query_params.pop("runs", None)
 else:

@@ -8,7 +8,7 @@ every student through the cache) and played in the browser, so the server does n
 import streamlit as st
 
 from ui import figures as fg
-from ui import state
+from ui import state, text
 from ui.playground_player import player
 from vqdemo import playground as pg
 
@@ -73,7 +73,7 @@ state.to_url(*((PARAMS[key], st.session_state[key]) for key in PARAMS))
 try:
     run, facts = recorded(data, k, float(beta), init, codebook, bool(restart), quantizer, steps)
 except ValueError as e:
-    st.error(f"These settings cannot be trained: {e}")
+    st.error(f"These settings cannot be trained: {text.md(e, 400)}")
     st.stop()
 
 with picture:

@@ -182,9 +182,9 @@ if the_prior is None:
     st.caption("Or from a terminal, for longer:")
     st.code(f"python -m vqdemo prior train {run_dir} --seconds 300", language="bash", wrap_lines=True)
 if "prior_start_error" in st.session_state:
-    st.error(st.session_state.pop("prior_start_error"))
+    st.error(text.md(st.session_state.pop("prior_start_error"), 400))
 if view is not None and view.state == "failed":
-    st.error(f"Training the prior failed: {view.reason}")
+    st.error(f"Training the prior failed: {text.md(view.reason, 400)}")
 if view is not None and (view.active or st.session_state.get("prior_job_seen") != view.id):
     st.fragment(training_progress, run_every=tick_seconds(1.0))()
 
@@ -214,7 +214,7 @@ if the_prior is not None:
     try:
         sampled = draw(str(run_dir), mtime, n, temperature, top_k, seed, label, guidance, ae, the_prior)
     except (prior.PriorError, ValueError) as e:
-        st.error(f"Sampling failed: {e}")
+        st.error(f"Sampling failed: {text.md(e, 400)}")
 
 vae = vae_for(loaded.data.name)
 HEADS = ("From the prior", "Uniformly random codes", "Noise through this decoder", "Noise through a VAE")

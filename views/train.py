@@ -21,7 +21,7 @@ from ui.jobs import OWNER_PARAM, browser_id, job_queue, owner_id, shared_figure,
 from ui.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
 from vqdemo import files, runs
 from vqdemo.analysis import image_grid
-from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig
+from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
 from vqdemo.fit import far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import KINDS, ModelConfig
@@ -95,6 +95,17 @@ def save_upload(data: bytes) -> str:
     return str(path)
 
 
+@st.cache_data(max_entries=64, show_spinner="Checking the zip...")
+def zip_problem(path: str) -> str:
+    """Why a stored upload cannot train ("" when it may), from its file list and two image headers
+    (`data.check_source`), never a decode. Cached by path, which names the upload's content (`save_upload`)."""
+    try:
+        check_source(DataConfig(name="folder", path=path))
+    except DataError as e:
+        return str(e)
+    return ""
+
+
 def settings_form() -> dict:
     """The new-run controls; returns the settings (also kept in the URL)."""
     init_settings()
@@ -118,7 +129,11 @@ def settings_form() -> dict:
                 try:
                     st.session_state["tr_upload_path"] = save_upload(up.getvalue())
                 except OSError as e:
-                    st.error(f"Could not store the upload under {state.runs_dir()} ({e}); the disk may be full.")
+                    st.error(f"Could not store the upload under {state.runs_dir()} ({text.md(e, 400)}); the disk may "
+                             "be full.")
+                else:
+                    if problem := zip_problem(st.session_state["tr_upload_path"]):
+                        st.error(text.md(problem, 400))
     kind = st.radio("Model", SETTINGS["kind"].options, format_func=KINDS.get, key="tr_kind", horizontal=True)
     a, b = st.columns(2)
     arch = a.radio("Architecture", SETTINGS["arch"].options, key="tr_arch", horizontal=True,
@@ -204,15 +219,16 @@ def title_of(v: dict) -> str:
 def start(v: dict, me: str) -> None:
     """Queue a run with these settings; any bad value becomes a message, never a traceback."""
     try:
-        job_queue().check_limits(me, browser_id())   # before the dataset is decoded: a refused zip costs nothing
+        job_queue().check_limits(me, browser_id())   # before the zip is even scanned: a refused run costs nothing
         if v["data"] == "folder":
             if not st.session_state.get("tr_upload_path"):
                 raise ValueError("upload a .zip of images first (or pick a built-in dataset)")
             data_cfg = DataConfig(name="folder", path=st.session_state["tr_upload_path"])
         else:
             data_cfg = DataConfig(name=v["data"])
-        data = state.load_dataset(data_cfg)
-        cfg = model_config(v, data)
+        if data_cfg.name == "folder" and (problem := zip_problem(data_cfg.path)):
+            raise ValueError(problem)
+        cfg = model_config(v, *data_shape(data_cfg))   # the web server never decodes the data: the job's worker does
         train_cfg = TrainConfig(steps=v["steps"] if v["budget"] == "steps" else None,
                                 seconds=float(v["secs"]) if v["budget"] == "seconds" else None, batch_size=v["batch"],
                                 lr=v["lr"], seed=int(v["seed"]), **LIVE_CADENCE)
@@ -381,7 +397,7 @@ def status_panel(job_id: str, settings: dict) -> None:
         st.session_state["tr_live_state"] = v.state
         st.rerun()   # a run started or ended: redraw the whole page (its lists and refresh rate change)
     if msg := st.session_state.pop("tr_msg", None):
-        st.warning(msg)
+        st.warning(text.md(msg, 400))
     st.markdown(f"**{text.md(v.title)}** · {v.state.upper()}" + (f" (place {v.place})" if v.place else "")
                 + f" · {text.md(v.reason)}")
     if v.state == "queued":

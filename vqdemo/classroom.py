@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runs
+from .quantize import QuantizerConfig
+from .settings import accepts
 
 
 @dataclass
@@ -50,12 +52,13 @@ def _from_folder(info: runs.RunInfo) -> RunPoint | None:
     sizes = rq.get("codebook_sizes") if isinstance(rq.get("codebook_sizes"), list) else []
     k = _int(sizes[0]) if kind == "rq" and sizes else _int(vq.get("k"))
     beta = _finite(vq.get("beta"))
-    if kind not in ("vq", "rq") or k is None or k < 1 or beta is None:
-        return None
+    if kind not in ("vq", "rq") or not accepts(QuantizerConfig, "k", k) or not accepts(QuantizerConfig, "beta", beta):
+        return None   # a planted K of 10^400 would overflow the chart's log axis: the library's bounds hold here too
     best = info.status.get("best") if isinstance(info.status.get("best"), dict) else {}
+    ppl = _finite(best.get("perplexity"))
     return RunPoint(info.id, str(info.meta.get("title") or info.id)[:80], str(info.meta.get("owner") or "")[:64], kind,
                     str(info.state), _int(info.status.get("step")) or 0, k, beta, _finite(best.get("psnr")),
-                    _finite(best.get("perplexity")))
+                    ppl if ppl is not None and 0 <= ppl <= k else None)   # perplexity lies in [1, K]
 
 
 def live_point(view) -> RunPoint | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .analysis import rate_bits
-from .data import NATIVE_CHANNELS, NATIVE_SIZE, DataConfig, DataError, data_config, load_data
+from .data import DataConfig, DataError, data_config, data_shape, load_data
 from .fit import USER_SETTINGS, model_config
 from .fsq import FSQConfig
 from .images import ImageError
@@ -151,8 +151,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         a.seconds = DEFAULT_SECONDS
     data_cfg = DataConfig(name=a.name, path=a.path, image_size=a.image_size, download=a.download)
     settings = model_settings(a)
-    size, channels = a.image_size or NATIVE_SIZE[a.name], NATIVE_CHANNELS[a.name]
-    model_config(a.kind, channels, size, hidden=a.hidden, **settings)   # every setting, before the data loads
+    model_config(a.kind, *data_shape(data_cfg), hidden=a.hidden, **settings)   # every setting, before the data loads
     train_cfg = TrainConfig(**{name: getattr(a, name) for name in specs(TrainConfig) if hasattr(a, name)})
     data = load_data(data_cfg)
     model_cfg = model_config(a.kind, data.channels, data.image_size, hidden=a.hidden, **settings)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .files import atomic_write_bytes
-from .images import ImageError, load_images_from_folder, load_images_from_zip
+from .images import ImageError, load_images_from_folder, load_images_from_zip, scan_zip
 from .settings import Checked, setting
 
 DATASETS: dict[str, str] = {
@@ -111,6 +111,30 @@ class ImageData:
     @property
     def num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names else None
+
+
+def data_shape(cfg: DataConfig) -> tuple[int, int]:
+    """(channels, image size) that `load_data(cfg)` gives, without loading anything: every dataset is fitted to its
+    config's size and channels (else the native ones), so a model can be sized before its data is decoded."""
+    return cfg.channels or NATIVE_CHANNELS[cfg.name], cfg.image_size or NATIVE_SIZE[cfg.name]
+
+
+def check_source(cfg: DataConfig) -> None:
+    """What can be checked of a dataset's files without decoding them (cheap enough for a web server's request):
+    the folder is there; a zip passes `images.scan_zip` (its file list within the limits, two image headers).
+    Raises DataError. The full decode, and what only it can find, is `load_data`'s (in the app, a job worker's)."""
+    _check(cfg)
+    if cfg.name != "folder":
+        return
+    p = Path(cfg.path)
+    if p.is_dir():
+        return
+    if not p.is_file():
+        raise DataError(f"'{p}' does not exist; give a folder of images or a .zip of images.")
+    try:
+        scan_zip(p, data_shape(cfg)[1])
+    except ImageError as e:
+        raise DataError(str(e)) from None
 
 
 def data_config(meta: dict, source: str) -> DataConfig:

@@ -29,6 +29,7 @@ MAX_RATIO = 100  # a larger uncompressed/compressed ratio on a big member is tre
 BIG_PIXELS = 4_000_000
 DECODE_SLOTS = 2
 MAX_ZIP_PIXELS = 1_000_000_000
+HEADER_BYTES = 64 * 2**10   # enough of a member to read its image header (a JPEG's sits after its EXIF)
 _big_decodes = threading.BoundedSemaphore(DECODE_SLOTS)
 # Decoders tried on untrusted bytes: the common formats only. Exotic plugins are attack surface
 # (EPS runs Ghostscript, WMF/FITS/GRIB/... are rarely fuzzed) and no user needs them for a demo.
@@ -230,6 +231,67 @@ def _no_images(where: str, bad: list[tuple[str, str]]) -> ImageError:
                       "Add PNG or JPEG images.")
 
 
+def _open_zip(src, what: str) -> zipfile.ZipFile:
+    try:
+        fp = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else src
+        return zipfile.ZipFile(fp)
+    except (zipfile.BadZipFile, OSError, ValueError, TypeError, EOFError):
+        raise ImageError(f"{what} is not a readable zip file; create it with your system's 'compress' tool.") from None
+
+
+def _zip_members(zf: zipfile.ZipFile, what: str, max_files: int, max_total_bytes: int) -> list[zipfile.ZipInfo]:
+    """The members worth opening, after the checks its central directory alone allows (no member is inflated):
+    too many files, too many bytes unpacked, a big member compressed more than MAX_RATIO times (a zip bomb)."""
+    members = [i for i in zf.infolist() if not i.is_dir() and not _bad_name(i.filename)]
+    if len(members) > max_files:
+        raise ImageError(f"{what} holds {len(members)} files, more than the {max_files} allowed; "
+                         "use a smaller subset.")
+    total = sum(i.file_size for i in members)
+    if total > max_total_bytes:
+        raise ImageError(f"{what} would unpack to {total / 2**20:.1f} MiB, more than the "
+                         f"{max_total_bytes / 2**20:.0f} MiB allowed; use fewer or smaller images.")
+    for i in members:
+        if i.file_size > RATIO_CHECK_BYTES and i.file_size > MAX_RATIO * max(i.compress_size, 1):
+            raise ImageError(f"{what}: member '{i.filename}' is compressed "
+                             f"{i.file_size / max(i.compress_size, 1):.0f}x, which looks like a zip bomb; "
+                             "refusing the zip.")
+    return members
+
+
+def scan_zip(src: bytes | str | os.PathLike, size: int, max_files: int = 5000, max_total_bytes: int = 200 * 2**20,
+             need: int = 2, tries: int = 64) -> int:
+    """What the web server checks of a training zip before a run is queued, without decoding a pixel: the same
+    limits as `load_images_from_zip` on its file list, and the headers (at most HEADER_BYTES inflated each) of
+    members until `need` of them open as images within MAX_PIXELS. Returns how many members may be images.
+
+    Decoding every image costs seconds of CPU for a big zip, so that is the job worker's (a member that only
+    looks like an image fails the run there, with the same message)."""
+    what = _describe(src)
+    with _open_zip(src, what) as zf:
+        members = _zip_members(zf, what, max_files, max_total_bytes)
+        found, bad = 0, []
+        for i in members[:tries]:
+            try:
+                with zf.open(i) as f:
+                    head = f.read(min(i.file_size, HEADER_BYTES))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(io.BytesIO(head), formats=[f for f in FORMATS if f in Image.OPEN]) as im:
+                        if _pixels(im, size) > MAX_PIXELS:
+                            raise _fail(i.filename, f"declares {im.size[0]}x{im.size[1]} pixels, more than the "
+                                        f"{MAX_PIXELS:,} allowed", "shrink it or leave it out.")
+                found += 1
+            except ImageError as e:   # skipped, as load_images_from_zip skips it
+                bad.append((i.filename, e.reason))
+            except Exception:  # noqa: BLE001 - not an image, encrypted, unsupported compression
+                bad.append((i.filename, "is not an image"))
+            if found >= need:
+                return len(members)
+    if not found:
+        raise _no_images(what, bad)
+    raise ImageError(f"{what} holds only {found} readable image; add at least {need} (ideally hundreds).")
+
+
 def load_images_from_zip(src: bytes | str | os.PathLike, size: int, channels: int, max_files: int = 5000,
                          max_total_bytes: int = 200 * 2**20) -> tuple[torch.Tensor, list[str]]:
     """Decode every image in a zip, in memory -> ((N, C, size, size), member names).
@@ -241,25 +303,8 @@ def load_images_from_zip(src: bytes | str | os.PathLike, size: int, channels: in
     a header that lies about the size cannot make us inflate more.
     """
     what = _describe(src)
-    try:
-        fp = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else src
-        zf = zipfile.ZipFile(fp)
-    except (zipfile.BadZipFile, OSError, ValueError, TypeError, EOFError):
-        raise ImageError(f"{what} is not a readable zip file; create it with your system's 'compress' tool.") from None
-    with zf:
-        members = [i for i in zf.infolist() if not i.is_dir() and not _bad_name(i.filename)]
-        if len(members) > max_files:
-            raise ImageError(f"{what} holds {len(members)} files, more than the {max_files} allowed; "
-                             "use a smaller subset.")
-        total = sum(i.file_size for i in members)
-        if total > max_total_bytes:
-            raise ImageError(f"{what} would unpack to {total / 2**20:.1f} MiB, more than the "
-                             f"{max_total_bytes / 2**20:.0f} MiB allowed; use fewer or smaller images.")
-        for i in members:
-            if i.file_size > RATIO_CHECK_BYTES and i.file_size > MAX_RATIO * max(i.compress_size, 1):
-                raise ImageError(f"{what}: member '{i.filename}' is compressed "
-                                 f"{i.file_size / max(i.compress_size, 1):.0f}x, which looks like a zip bomb; "
-                                 "refusing the zip.")
+    with _open_zip(src, what) as zf:
+        members = _zip_members(zf, what, max_files, max_total_bytes)
         xs, names, bad = [], [], []
         pixels = 0
         for i in members:

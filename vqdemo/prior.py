@@ -633,9 +633,12 @@ def prior_mirror(ae_dir: Path | str, runs_root: Path | str | None = None) -> Pat
 def prior_write_dir(ae_dir: Path | str, runs_root: Path | str | None = None) -> Path:
     """Where a new prior for the autoencoder in ae_dir is written: <ae_dir>/prior/, except for the shipped
     checkpoints/ (read-only to the app, a student's prior must not change the repository), whose priors go to
-    the runs-folder mirror. The command line writes where it is told instead (`prior train` passes out_dir)."""
+    the runs-folder mirror, as do those of a run whose prior/ is a link (it could point anywhere). The command
+    line writes where it is told instead (`prior train` passes out_dir)."""
     ae_dir = Path(ae_dir)
-    return prior_mirror(ae_dir, runs_root) if ae_dir.resolve().is_relative_to(SHIPPED) else ae_dir / PRIOR_DIR
+    own = ae_dir / PRIOR_DIR
+    elsewhere = ae_dir.resolve().is_relative_to(SHIPPED) or own.is_symlink()   # a planted link would lead the write
+    return prior_mirror(ae_dir, runs_root) if elsewhere else own
 
 
 def prior_dir(ae_dir: Path | str, runs_root: Path | str | None = None) -> Path:

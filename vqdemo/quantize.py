@@ -314,7 +314,8 @@ class ResidualConfig(Checked):
                            help="one codebook used at every depth instead of one per depth")
     norm_residual: bool = setting(False, help="divide each depth's residual by its running RMS so every codebook "
                                               "works at unit scale")
-    progressive_steps: int = setting(0, lo=0, help="> 0: switch depth d on after d * progressive_steps training steps")
+    progressive_steps: int = setting(0, lo=0, hi=10_000_000,
+                                     help="> 0: switch depth d on after d * progressive_steps training steps")
 
     def rules(self) -> None:
         if not self.shared and len(self.codebook_sizes) != self.depth:

@@ -340,7 +340,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
     """Every run folder with a readable config, newest first. A folder that is broken, unreadable, or holds a pipe
-    or device where a file should be is skipped: one planted run never breaks the list for the class."""
+    or device where a file should be is skipped: one planted run never breaks the list for the class. A link to a
+    folder is skipped too: the app writes into listed runs (a restart marks them interrupted, a prior goes inside)."""
     root = Path(root or default_runs_dir())
     out = []
     try:
@@ -349,8 +350,8 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
         return out
     for p in entries:
         try:
-            if p.name.startswith(".") or not p.is_dir():
-                continue
+            if p.name.startswith(".") or p.is_symlink() or not p.is_dir():
+                continue   # a run folder is always a real folder: a link would point the app's writes elsewhere
             out.append(run_info(p))
         except (CheckpointError, OSError):
             continue

@@ -8,6 +8,7 @@ resume, single step, stop, and new beta / learning rate / K without a restart.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import threading
@@ -69,9 +70,10 @@ class TrainConfig(Checked):
     batch_size: int = setting(32, lo=1, hi=4096, label="batch size", help="images per training step")
     lr: float = setting(2e-3, lo=0, hi=1, lo_open=True, label="learning rate", help="Adam's learning rate")
     seed: int = setting(0, lo=0, hi=2**63 - 1, help="seeds the weights' init and the batches")
-    val_every: int = setting(250, lo=1, help="validate (and checkpoint) every N steps, and at the end")
-    log_every: int = setting(10, lo=1, flag="", help="metrics.jsonl gets one train row every N steps")
-    snapshot_every: int = setting(50, lo=1, flag="", help="live reconstructions for the app every N steps")
+    val_every: int = setting(250, lo=1, hi=10_000_000, help="validate (and checkpoint) every N steps, and at the end")
+    log_every: int = setting(10, lo=1, hi=10_000_000, flag="", help="metrics.jsonl gets one train row every N steps")
+    snapshot_every: int = setting(50, lo=1, hi=10_000_000, flag="",
+                                  help="live reconstructions for the app every N steps")
     device: str = setting("auto", choices=DEVICES, help="auto: a GPU when there is one, else the CPU")
     threads: int | None = setting(None, lo=1, hi=MAX_THREADS, help="torch CPU threads (default: leave as is)")
     schedule: str = setting("constant", choices=SCHEDULES,
@@ -229,6 +231,8 @@ def run_training(
     clock = _BudgetClock(cfg, len(x_val))
     if store:
         store.status("running", "training", step)
+    if cfg.seconds is not None:   # the first step is the one no earlier step can predict, and often the slowest
+        clock.step_s = estimate_step_s(model, x_train, y_train, cfg.batch_size, limit_s=cfg.seconds)
 
     def left() -> float:
         return math.inf if cfg.seconds is None else cfg.seconds - (time.monotonic() - start - paused_for)
@@ -277,8 +281,16 @@ def run_training(
     model.train()
     while True:
         elapsed = time.monotonic() - start - paused_for
-        if (cfg.steps is not None and step >= cfg.steps) or (
-                cfg.seconds is not None and elapsed + clock.step_s + clock.reserve(cfg.seconds) >= cfg.seconds):
+        # the first step's estimate is noisier than a measured step: it alone must not fit for the run to be refused
+        keep = clock.reserve(cfg.seconds) if cfg.seconds is not None and step > 0 else 0.0
+        out_of_time = cfg.seconds is not None and elapsed + clock.step_s + keep >= cfg.seconds
+        if (cfg.steps is not None and step >= cfg.steps) or out_of_time:
+            if out_of_time and step == 0:
+                state = "failed"
+                took = "longer than its whole budget" if math.isinf(clock.step_s) else f"about {clock.step_s:.1f} s"
+                reason = (f"one training step of this model would take {took} (timed on a few images first), too "
+                          f"long for a {cfg.seconds:g} s budget; use a smaller batch, K, image size or hidden width, "
+                          "or a longer budget")
             break   # the next step would leave too little time for the final validation and checkpoint
         if control.paused:
             t0 = time.monotonic()
@@ -353,11 +365,13 @@ class _BudgetClock:
         self.batch_size = cfg.batch_size
         self.val_images = val_images
         self.step_s = 0.0              # the slowest recent step, decaying: one slow step is not forgotten at once
+        self.steps = 0                 # steps timed; before the first, step_s is estimate_step_s's
         self.val_per_image: float | None = None
         self.save_s = 0.0
 
     def took_step(self, seconds: float) -> None:
-        self.step_s = max(seconds, 0.9 * self.step_s)
+        self.step_s = seconds if self.steps == 0 else max(seconds, 0.9 * self.step_s)   # measured beats estimated
+        self.steps += 1
 
     def val_per_image_s(self) -> float:
         """Measured, or before the first validation: a forward pass costs about a third of a training step."""
@@ -388,6 +402,44 @@ class _BudgetClock:
         t0 = time.monotonic()
         run()
         self.save_s = time.monotonic() - t0
+
+
+def estimate_step_s(model: Trainable, x: Tensor, y: Tensor | None, batch_size: int,
+                    limit_s: float = math.inf) -> float:
+    """Seconds the first training step of `batch_size` images will take, before it is taken: steps of 1 image and of
+    a quarter batch on fresh copies of the model, extrapolated linearly to the whole batch. A fresh copy's step
+    includes what only a first step does (the k-means start of a codebook: 7 of the 8 s of a first step at
+    K = 16,384); a one-image validation first pays the process's one-time costs (kernels, allocator).
+
+    A probe that would itself take past `limit_s` (judged by the last one, scaled) is not run: the estimate is then
+    inf, longer than any budget. The copies and a forked random state leave the run exactly as it would
+    be without the estimate; the probes cost about a third of one step."""
+    few = max(2, min(-(-batch_size // 4), len(x)))
+    device = x.device
+    t_start = time.monotonic()
+
+    def timed(run: Callable[[], object]) -> float:
+        t0 = time.monotonic()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.monotonic() - t0
+
+    def step(n: int) -> float:
+        probe = copy.deepcopy(model).train()
+        return timed(lambda: probe.training_loss((x[:n], None if y is None else y[:n]))[0].backward())
+
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if device.type == "cuda" else []):
+        warm = copy.deepcopy(model).eval()
+        one = 3 * timed(lambda: warm.evaluate(x[:1], None if y is None else y[:1], 1))   # a step: ~3 forwards
+        for n in (1, few):
+            if time.monotonic() - t_start + one * n >= limit_s:
+                return math.inf   # this probe alone would use up the budget: so would the whole batch
+            took = step(n)
+            if n == 1:
+                one = took
+    per_image = max(0.0, (took - one) / (few - 1))
+    return one + per_image * (batch_size - 1)
 
 
 def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:

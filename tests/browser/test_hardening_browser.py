@@ -20,8 +20,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from test_hardening_pages import EVIL_TITLE, evil_zip  # noqa: E402  (the same strings as the AppTest checks)
 
 RUN = "20260101-000000-evil00"
-PAGES = {"learn": "Learn", "train": "Train", "reconstruct": "Reconstruct", "codebook": "Codebook", "paint": "Paint",
-         "sample": "Sample", "compare": "Compare"}
+# the last page shows the planted title (the test checks it is on screen, as text)
+PAGES = {"classroom": "Class", "playground": "Playground", "lesson": "Lesson", "learn": "Learn", "train": "Train",
+         "reconstruct": "Reconstruct", "codebook": "Codebook", "paint": "Paint", "sample": "Sample",
+         "compare": "Compare"}
 APP_IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 # Every element (documents of same-origin frames included) whose href / src / xlink:href names the planted host.
 FIND_EVIL = r"""() => {

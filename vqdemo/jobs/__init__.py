@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import fit, runs
 from ..data import DataConfig
+from ..fit import keep_data
 from ..models import ModelConfig
 from ..quantize import QuantizerConfig
 from ..trainer import TrainConfig, check_lr
@@ -509,6 +510,9 @@ class JobQueue:
                     run_dir.mkdir(parents=True, exist_ok=True)
                 else:
                     run_dir = runs.new_run_dir(self.runs_dir)
+                if data_cfg.name == "folder" and data_cfg.path and Path(data_cfg.path).is_file():
+                    # the run keeps its own link to an uploaded zip: clearing <runs>/uploads/ leaves it loadable
+                    data_cfg = dataclasses.replace(data_cfg, path=str(keep_data(Path(data_cfg.path), run_dir)))
             except OSError as e:   # read-only or full runs folder: a message for the page, not a crash
                 raise JobError(f"could not create a run folder in {self.runs_dir} ({e.strerror or e}); the disk may "
                                "be full or read-only") from None

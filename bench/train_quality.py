@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from vqdemo import runtime  # noqa: E402
 
-# Before torch loads, as the CLI and the app's job workers do: without it OpenMP's threads spin between ops, which
-# measured about 2x the steps per second of the CLI on a quiet 2-core machine (53 against 23): not what a student gets.
+# Before torch loads, as the CLI and the app's job workers do. Without it OpenMP's threads spin between ops: on 2 cores
+# that ran 53 steps/s against the CLI's 23 when the machine was nearly idle, and 6 against 16 with other work running
+# (load 3-5). Either way not what a student gets, so the figures here are the CLI's and the Train page's.
 runtime.configure()
 
 import torch  # noqa: E402

@@ -352,3 +352,21 @@ def test_a_second_server_on_the_same_runs_folder_is_refused(tmp_path):
     with pytest.raises(runs.RunsDirBusy, match="another vqdemo server"):
         JobQueue(1, tmp_path / "runs", backend=ThreadBackend(), lock=True)
     assert first.counts()["running"] == 0
+
+
+def test_a_small_model_trains_on_one_thread_and_a_large_one_on_every_core(tmp_path):
+    mnist = vqdemo.fit.model_config("vq", 1, 28)
+    colour = vqdemo.fit.model_config("vq", 3, 32)
+    assert vqdemo.fit.train_threads(mnist, 32, 2) == 1        # MNIST's default step: one thread is faster
+    assert vqdemo.fit.train_threads(mnist, 128, 2) == 2
+    assert vqdemo.fit.train_threads(colour, 32, 4) == 4
+    auto = JobQueue(1, tmp_path / "auto", threads=None, backend=ThreadBackend())
+    fixed = JobQueue(1, tmp_path / "fixed", threads=2, backend=ThreadBackend())
+    try:
+        for queue, want in ((auto, 1), (fixed, 2)):
+            job = queue.submit("s", "t", mnist, DataConfig(name="digits"), TrainConfig(steps=100_000))
+            assert job.view().train_cfg.threads == want
+            job.stop()
+    finally:
+        auto.close()
+        fixed.close()

@@ -145,7 +145,11 @@ def model_settings(a: argparse.Namespace) -> dict:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .fit import check_trainable, fit
+    import dataclasses
+
+    import torch
+
+    from .fit import check_trainable, fit, train_threads
 
     if a.seconds is None and a.steps is None:
         a.seconds = DEFAULT_SECONDS
@@ -157,6 +161,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     model_cfg = model_config(a.kind, data.channels, data.image_size, hidden=a.hidden, **settings)
     # every bound, and the size, before a run folder or a progress bar exists
     check_trainable(model_cfg, train_cfg.batch_size)
+    if train_cfg.threads is None:   # as the app's queue chooses: one thread for a small model's steps
+        train_cfg = dataclasses.replace(train_cfg, threads=train_threads(model_cfg, train_cfg.batch_size,
+                                                                          torch.get_num_threads()))
     out = a.out or new_run_dir()
     command = "python -m vqdemo " + " ".join(shlex.quote(s) for s in sys.argv[1:])
     if a.backend == "ray":

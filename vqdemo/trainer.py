@@ -75,7 +75,9 @@ class TrainConfig(Checked):
     snapshot_every: int = setting(50, lo=1, hi=10_000_000, flag="",
                                   help="live reconstructions for the app every N steps")
     device: str = setting("auto", choices=DEVICES, help="auto: a GPU when there is one, else the CPU")
-    threads: int | None = setting(None, lo=1, hi=MAX_THREADS, help="torch CPU threads (default: leave as is)")
+    threads: int | None = setting(None, lo=1, hi=MAX_THREADS,
+                                  help="torch CPU threads (default: one for a small model's steps, else every core; "
+                                       "fit.train_threads)")
     schedule: str = setting("constant", choices=SCHEDULES,
                             help="learning rate over the run: constant, or cosine (from lr down to 0 along a half "
                                  "cosine by the end of the budget, steps or seconds; Loshchilov & Hutter 2017 "

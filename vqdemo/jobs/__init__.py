@@ -452,6 +452,7 @@ class JobQueue:
         self.max_queued = max_queued
         self.max_seconds = max_seconds
         self.threads = threads or max(1, cpu_count() // self.max_running)
+        self.auto_threads = threads is None   # then a small model trains on one thread (fit.train_threads)
         self.history = history
         self.keep_finished = keep_finished
         self.pause_limit_s = pause_limit_s
@@ -500,7 +501,9 @@ class JobQueue:
         if self.app_limits:   # a restart, a sweep cell or a typed K per depth: the same bounds as the widgets
             fit.check_app_limits(model_cfg, train_cfg.batch_size)
         seconds = min(train_cfg.seconds or self.max_seconds, self.max_seconds)
-        train_cfg = dataclasses.replace(train_cfg, seconds=seconds, threads=self.threads)
+        threads = (fit.train_threads(model_cfg, train_cfg.batch_size, self.threads) if self.auto_threads
+                   else self.threads)
+        train_cfg = dataclasses.replace(train_cfg, seconds=seconds, threads=threads)
         train_cfg.validate()
         self._reap()
         with self._lock:
@@ -516,7 +519,7 @@ class JobQueue:
             except OSError as e:   # read-only or full runs folder: a message for the page, not a crash
                 raise JobError(f"could not create a run folder in {self.runs_dir} ({e.strerror or e}); the disk may "
                                "be full or read-only") from None
-            spec = JobSpec("train", self.threads, {
+            spec = JobSpec("train", threads, {
                 "model": model_cfg, "data": data_cfg, "train": train_cfg, "normalize_recon": normalize_recon,
                 "command": f"app job for {owner}", "meta": {"title": title, "owner": owner, "job": run_dir.name}})
             job = Job(self, spec, owner=owner, client=client, title=title, run_dir=run_dir, store_dir=run_dir,

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui.jobs import thin
-from vqdemo import classroom, runs
+from vqdemo import classroom, jobs, runs
 from vqdemo.jobs import JobQueue, retitle_k
 from vqdemo.jobs.local import ThreadBackend
 
@@ -77,3 +77,15 @@ def test_class_page_plots_the_runs_and_offers_a_sweep_link(tmp_path, monkeypatch
     assert len(charts) == 1
     assert any("best so far is 24.0 dB at K = 256" in m.value for m in at.markdown)
     assert any("sweep=k-vs-beta" in c.value and "ks=16%2C64%2C256" in c.value for c in at.code)
+
+
+def test_sweeps_from_links_cannot_grow_the_queue_without_bound(tmp_path):
+    q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend())
+    for i in range(jobs.MAX_SWEEPS + 50):
+        q.sweep_cell(f"sweep-{i}", "student", 4)
+    assert len(q._sweeps) == jobs.MAX_SWEEPS
+    for i in range(jobs.MAX_SWEEP_OWNERS + 10):
+        q.sweep_cell("big", f"s{i}", 4)
+    assert len(q._sweeps["big"]) == jobs.MAX_SWEEP_OWNERS
+    late = q.sweep_cell("big", "latecomer", 4)
+    assert 0 <= late < 4 and q.sweep_cell("big", "latecomer", 4) == late   # still the same cell on every visit

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -31,7 +32,6 @@ from typing import Any
 
 from .. import fit, runs
 from ..data import DataConfig
-from ..fit import keep_data
 from ..models import ModelConfig
 from ..quantize import QuantizerConfig
 from ..trainer import TrainConfig, check_lr
@@ -40,6 +40,8 @@ from .worker import JobSpec
 ACTIVE = ("queued", "running", "paused", "stopping")
 FINISHED = ("done", "stopped", "failed")
 LIVE_STATES_ON_DISK = ("queued", "running", "paused")
+MAX_SWEEPS = 64         # sweeps remembered (a ?sweep= link names one; the oldest are forgotten)
+MAX_SWEEP_OWNERS = 2000  # students remembered per sweep; later ones get a cell from their id's hash
 POLL_S = 0.1            # how often a pump thread looks for a worker's messages
 PAUSED_REASON = "paused: press play to go on, or step one batch at a time"
 
@@ -467,7 +469,7 @@ class JobQueue:
         self._pending: deque[Job] = deque()
         self._running: set[str] = set()
         self._keyed: OrderedDict[Any, Job] = OrderedDict()   # prior and call jobs by what they compute
-        self._sweeps: dict[str, dict[str, int]] = {}
+        self._sweeps: OrderedDict[str, dict[str, int]] = OrderedDict()
         self._interrupted = self._mark_interrupted()
 
     # ---- submit and schedule -------------------------------------------------------------------------
@@ -515,7 +517,7 @@ class JobQueue:
                     run_dir = runs.new_run_dir(self.runs_dir)
                 if data_cfg.name == "folder" and data_cfg.path and Path(data_cfg.path).is_file():
                     # the run keeps its own link to an uploaded zip: clearing <runs>/uploads/ leaves it loadable
-                    data_cfg = dataclasses.replace(data_cfg, path=str(keep_data(Path(data_cfg.path), run_dir)))
+                    data_cfg = dataclasses.replace(data_cfg, path=str(fit.keep_data(Path(data_cfg.path), run_dir)))
             except OSError as e:   # read-only or full runs folder: a message for the page, not a crash
                 raise JobError(f"could not create a run folder in {self.runs_dir} ({e.strerror or e}); the disk may "
                                "be full or read-only") from None
@@ -679,10 +681,17 @@ class JobQueue:
 
     def sweep_cell(self, sweep: str, owner: str, cells: int) -> int:
         """The cell of a teacher's sweep that this student gets: handed out in order, the same one on every visit."""
+        cells = max(1, cells)
         with self._lock:
             given = self._sweeps.setdefault(sweep, {})
-            if owner not in given:
-                given[owner] = len(given) % max(1, cells)
+            self._sweeps.move_to_end(sweep)
+            while len(self._sweeps) > MAX_SWEEPS:   # a link can name any sweep: memory stays bounded
+                self._sweeps.popitem(last=False)
+            if owner in given:
+                return given[owner] % cells
+            if len(given) >= MAX_SWEEP_OWNERS:
+                return int(hashlib.blake2b(owner.encode(), digest_size=4).hexdigest(), 16) % cells
+            given[owner] = len(given) % cells
             return given[owner]
 
     # ---- housekeeping --------------------------------------------------------------------------------

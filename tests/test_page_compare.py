@@ -98,6 +98,14 @@ def test_every_compared_model_shows_its_rate_beside_its_psnr(runs_dir):
     assert any("bits per image" in c.value for c in at.caption)
 
 
+def test_each_kind_is_described_by_its_own_quantiser(runs_dir):
+    at = open_compare({"runs": "shipped:mnist-fsq,shipped:mnist-rq,shipped:mnist-vq"})
+    rows = at.dataframe[0].value.set_index("kind")
+    assert (rows.loc["FSQ", "K"], rows.loc["FSQ", "D"], rows.loc["FSQ", "codebook"]) == ("8x6x5", 3, "")
+    assert rows.loc["RQ", "K"] == "64,64,64,64" and rows.loc["VQ", "K"] == "64"
+    assert rows.loc["VQ", "D"] == 16 and "ema" in rows.loc["VQ", "codebook"]
+
+
 def test_one_colour_key_names_every_run_in_its_chart_colour_and_the_outcome_leads_the_table(runs_dir):
     import json
 

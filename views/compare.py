@@ -86,7 +86,7 @@ def describe(c: state.ModelChoice) -> dict:
     return {
         "model": c.label, "best val PSNR": round(best["psnr"], 2) if "psnr" in best else "",
         "bits per image": rate_of(c, best) or "", "kind": c.kind.upper(), "data": text.plain(data, 40),
-        "K": sizes if c.kind != "fsq" else "x".join(map(str, cfg.fsq.levels)), "D": vq.dim,
+        "K": sizes if c.kind != "fsq" else "x".join(map(str, cfg.fsq.levels)), "D": cfg.code_dim,
         "beta": vq.beta if c.kind in ("vq", "rq") else "",
         "codebook": "" if c.kind not in ("vq", "rq") else f"{vq.codebook}, {vq.init} init"
         + (", restarts" if vq.restart_dead else ""),

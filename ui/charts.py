@@ -222,7 +222,8 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
     if picked.any():
         i = int(np.flatnonzero(picked)[0])
         fig.add_annotation(x=int(x[i]), y=float(max(u[i], stub)), text=f"#{selected}", showarrow=True, arrowhead=2,
-                           ay=-30, font=dict(color=SELECTED), bgcolor="rgba(255,255,255,0.85)")
+                           ax=24 if i < len(u) / 2 else -24, ay=-30,   # leaning inwards, clear of the y axis
+                           font=dict(color=SELECTED), bgcolor="rgba(255,255,255,0.85)")
     _layout(fig, "", y_title, height=height)
     fig.update_xaxes(title="codes, most used first" if sort else "code id", showticklabels=not sort,
                      range=[-0.5, len(u) - 0.5])

@@ -34,8 +34,8 @@ pages = [
 nav = st.navigation(pages, position="top" if present else "sidebar")
 me = jobs.student()  # before anything is drawn: a ?me= or ?teacher= link leaves the address bar at once
 st.session_state["loaded"] = state.sidebar()
-with st.sidebar:
+with st.sidebar:   # the sidebar is mounted even when folded away (presenter mode), and the page never shifts
     identity.sidebar(me)
-identity.keep(me)  # this browser's cookies, so every tab and every visit is this one student
+    identity.keep(me)  # this browser's cookies, so every tab and every visit is this one student
 jobs.job_queue()  # made on the first visit to any page, so its warm worker is ready before anyone presses Start
 nav.run()

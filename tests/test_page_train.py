@@ -258,3 +258,14 @@ def test_fsq_is_a_model_kind_with_its_levels_and_no_codebook_options(runs_dir):
 def test_the_both_estimator_with_an_ema_codebook_is_warned_about(runs_dir):
     at = open_train({"ste": "both"})
     assert any("EMA codebook takes no gradient" in w.value for w in at.warning)
+
+
+def test_an_early_perplexity_dip_is_named_for_what_it_turns_out_to_be():
+    from vqdemo.analysis import perplexity_dip_note as dip_note
+
+    def rows(values):
+        return [{"type": "train", "step": s, "perplexity": p} for s, p in values]
+    assert "healthy runs often do" in dip_note(rows([(1, 20.0), (10, 1.5), (40, 2.0)]), 64)
+    assert "recovered to 40.0" in dip_note(rows([(1, 20.0), (10, 1.5), (300, 40.0)]), 64)
+    assert "that is collapse" in dip_note(rows([(1, 20.0), (10, 1.5), (300, 2.5)]), 64)
+    assert dip_note(rows([(1, 20.0), (10, 12.0), (300, 40.0)]), 64) == ""

@@ -21,7 +21,7 @@ from ui import shared as shared_figures
 from ui.identity import Student
 from ui.jobs import job_queue, shared_figure, student, thin, tick_seconds
 from ui.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
-from vqdemo import files, fit, runs
+from vqdemo import analysis, files, fit, runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
 from vqdemo.fit import far_init_quantizer, near_init_quantizer
@@ -369,6 +369,9 @@ def metrics(v: JobView) -> None:
                        help="the effective number of codes in use: K when all are used evenly, 1 when one takes all")
         cols[3].metric("Codes used", f"{src['used']:.0f} / {k:.0f}" if "used" in src else "—",
                        help="codes picked at least once " + ("on the validation set" if v.val else "in the last batch"))
+        where = (f"on the validation images at step {src.get('step', v.step):,}" if v.val
+                 else f"in the last training batch (step {v.step:,}); validation starts at step 1")
+        st.caption(f"Perplexity and codes used: {where}. The usage chart below counts a running average instead.")
 
 
 def figures(v: JobView) -> None:
@@ -389,7 +392,8 @@ def figures(v: JobView) -> None:
         with a:
             st.plotly_chart(shared_figure(v, "ppl", lambda: charts.codebook_curve(
                 thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
-            st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse.")
+            st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse."
+                       + analysis.perplexity_dip_note(v.train, v.knobs.get("k") or v.model_cfg.vq.k))
         with b:
             st.plotly_chart(shared_figure(v, "used", lambda: charts.codebook_curve(
                 thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
@@ -418,9 +422,10 @@ def status_panel(job_id: str, settings: dict) -> None:
         st.info("This run is no longer held by the server; find it in the list of runs below.")
         return
     v = job.view(light=True)
-    if "tr_goto" in st.session_state or (st.session_state.get("tr_live_state") in ACTIVE) != v.active:
+    retitled = st.session_state.get("tr_titles", {}).get(job_id, v.title) != v.title
+    if "tr_goto" in st.session_state or retitled or (st.session_state.get("tr_live_state") in ACTIVE) != v.active:
         st.session_state["tr_live_state"] = v.state
-        st.rerun()   # a run started or ended: redraw the whole page (its lists and refresh rate change)
+        st.rerun()   # a run started, ended or was retitled live: redraw the whole page (its picker and lists)
     if msg := st.session_state.pop("tr_msg", None):
         st.warning(text.md(msg, 400))
     st.markdown(f"**{text.md(v.title)}** · {v.state.upper()}" + (f" (place {v.place})" if v.place else "")
@@ -640,6 +645,7 @@ with live_box:
         if st.session_state.get("tr_job") not in ids:
             st.session_state["tr_job"] = ids[0]
         titles = {j.id: text.plain(j.title, 80) for j in mine}   # the state is on the live panel below
+        st.session_state["tr_titles"] = {j.id: j.title for j in mine}
         job_id = st.selectbox("Your run", ids, key="tr_job", format_func=titles.get)
         view = queue.get(job_id).view(light=True)
         st.session_state["tr_live_state"] = view.state

@@ -269,3 +269,23 @@ def test_an_early_perplexity_dip_is_named_for_what_it_turns_out_to_be():
     assert "recovered to 40.0" in dip_note(rows([(1, 20.0), (10, 1.5), (300, 40.0)]), 64)
     assert "that is collapse" in dip_note(rows([(1, 20.0), (10, 1.5), (300, 2.5)]), 64)
     assert dip_note(rows([(1, 20.0), (10, 12.0), (300, 40.0)]), 64) == ""
+
+
+def test_the_teacher_key_makes_the_teacher_and_leaves_the_url(runs_dir, monkeypatch):
+    monkeypatch.setenv("VQDEMO_TEACHER_KEY", "a-key-for-this-test")
+    student = open_train()
+    assert not any("Start the collapse pair" in (b.label or "") for b in student.button)
+    wrong = open_train({"teacher": "not-it"})
+    assert "teacher" not in wrong.query_params
+    assert [e.value for e in wrong.error if "not this server's teacher key" in e.value]
+    teacher = open_train({"teacher": "a-key-for-this-test"})
+    assert "teacher" not in teacher.query_params and not teacher.error
+    teacher.button(key="tr_pair_start").click().run()
+    pair = job_queue().demo()
+    assert [j.teacher for j in pair] == [True, True] and {j.view().model_cfg.vq.init for j in pair} == {
+        "normal", "kmeans"}
+    assert {j.view().budget_steps for j in pair} == {500}
+    for job in pair:
+        with pytest.raises(JobError, match="not yours"):
+            job.check_control(student_of(student))
+        job.stop()

@@ -296,3 +296,24 @@ def guidance_note(guidance: float) -> str:
         return f"{paper} At guidance {guidance:g} each code is drawn from {mix}: a weaker pull towards the class."
     return (f"{paper} At guidance {guidance:g} each code is drawn from {mix}: codes that the class makes likelier "
             "than no class does are favoured further, trading variety for samples typical of the class.")
+
+
+def perplexity_dip_note(rows: list[dict], k: float | None) -> str:
+    """What an early perplexity dip means for this run, read off its batches: a healthy run often drops to 1-3
+    codes in its first 10-50 steps while the encoder's outputs spread out; collapse is a dip that stays."""
+    ppl = [(r["step"], r["perplexity"]) for r in rows
+           if r.get("type") == "train" and isinstance(r.get("perplexity"), (int, float))]
+    early = [(s, p) for s, p in ppl if s <= 50]
+    if not early or not k or k < 8:
+        return ""
+    step, low = min(early, key=lambda sp: sp[1])
+    if low >= 4:
+        return ""
+    last_step, last = ppl[-1]
+    if last_step <= 100:
+        return (f" It dipped to {low:.1f} at step {step}: healthy runs often do in their first 10-50 steps, while the "
+                "encoder's outputs spread out. Collapse is a dip that stays; watch the next hundred steps.")
+    if last >= 3 * low and last >= 4:
+        return (f" It dipped to {low:.1f} at step {step} and recovered to {last:.1f}: the first steps' dip, "
+                "not collapse.")
+    return f" It fell to {low:.1f} at step {step} and is still {last:.1f} at step {last_step:,}: that is collapse."

@@ -107,6 +107,22 @@ def near_init_quantizer(k: int = 64, dim: int = 16, beta: float = 0.25) -> Quant
     return QuantizerConfig(k=k, dim=dim, beta=beta, codebook="grad", init="uniform", restart_dead=False)
 
 
+PAIR_STEPS = 500   # the lesson's collapse pair: long enough for N(0, 1) to collapse and the default to pass 20 dB
+
+
+def collapse_pair(steps: int = PAIR_STEPS, seed: int = 0) -> dict[str, tuple[ModelConfig, DataConfig, TrainConfig]]:
+    """The lesson's central contrast as two runs that differ only in the codebook recipe: codes started far from the
+    encoder's outputs (N(0, 1), gradient codebook, no restarts) against the healthy default, on MNIST.
+
+    Both have a budget of steps, not seconds, so what the class sees at the end does not depend on how busy the
+    server is: a loaded server only makes the same curves arrive later. {title: (model, data, train) configs}."""
+    data = DataConfig(name="mnist")
+    train = TrainConfig(steps=steps, seed=seed, val_every=max(10, steps // 10), log_every=5, snapshot_every=25)
+    base = model_config("vq", 1, 28)
+    return {title: (dataclasses.replace(base, vq=q), data, train) for title, q in (
+        ("Codes start far: N(0, 1)", far_init_quantizer()), ("Healthy default", QuantizerConfig()))}
+
+
 # one training step (or validation pass) may use this much memory; the server is shared by a class
 MAX_STEP_BYTES = 4 << 30
 SLACK_BYTES = 64 << 20    # allocator slack and the k-means init's transients, measured on small models

@@ -314,7 +314,9 @@ def run_training(
         if changes:
             optimizer = _apply_changes(model, optimizer, changes)
             base_lr = float(changes.get("lr", base_lr))  # a live lr is the new top of the schedule
-            emit({"type": "changed", "step": step, **changes})
+            event = {"type": "changed", "step": step, **changes}
+            rows.append(event)   # the run's folder keeps every live change beside its curves
+            emit(event)
         if cfg.schedule != "constant":
             for group in optimizer.param_groups:
                 group["lr"] = base_lr * cfg.lr_factor(step, time.monotonic() - start - paused_for)

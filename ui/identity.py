@@ -29,7 +29,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state
+from ui import state, text
 from vqdemo import files
 
 COOKIE = "vqdemo_student"
@@ -228,7 +228,7 @@ def sidebar(student: Student) -> None:
             if st.form_submit_button("Become the teacher"):
                 prove(st.session_state.get("id_teacher_key", ""))
         if msg := refused():
-            st.error(msg)
+            st.error(text.md(msg))
     if not state.presenter():   # a secret never goes on a projector
         with st.expander("Your runs in another browser"):
             url = (st.context.url or "").split("?")[0]

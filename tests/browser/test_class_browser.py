@@ -167,7 +167,7 @@ def test_the_teachers_pair_starts_while_ten_student_runs_wait(browser, lesson_se
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     teacher = open_page(context.new_page(), f"{lesson_server.url}/train?present=1&teacher={KEY}")
     clicked = time.monotonic()
-    teacher.get_by_role("button", name=re.compile("Start the collapse pair")).click()
+    click(teacher, "tr_pair_start", timeout_s=LONG_S)
     line = teacher.get_by_text(re.compile(r"Codes start far: N\(0, 1\): \w+, step [1-9][\d,]* of 500.*"
                                           r"Healthy default: \w+, step [1-9][\d,]* of 500"))
     expect(line.first).to_be_visible(timeout=LONG_S * 1000)

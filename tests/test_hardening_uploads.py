@@ -116,13 +116,13 @@ def test_big_decodes_wait_for_a_slot(monkeypatch):
     live, peak, lock = [0], [0], threading.Lock()
     real = images._normalise_mode
 
-    def counting(im):
+    def counting(im, *rest):
         with lock:
             live[0] += 1
             peak[0] = max(peak[0], live[0])
         time.sleep(0.05)
         try:
-            return real(im)
+            return real(im, *rest)
         finally:
             with lock:
                 live[0] -= 1

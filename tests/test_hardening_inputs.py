@@ -1,0 +1,202 @@
+"""Costly inputs are decoded once, at a bounded size, and refused early: a zip's member count from its end record
+before its directory is parsed; a training zip's members chosen by name and content with every allowed format
+registered; a big high bit-depth image reduced before it is converted; an upload decoded once per content."""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import REPO, encode, open_page, shipped
+from vqdemo import images
+from vqdemo.images import ImageError, load_image, load_images_from_zip, scan_zip
+
+
+def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    return buf.getvalue()
+
+
+def png(i: int) -> bytes:
+    return encode(Image.new("RGB", (12, 12), (i % 256, 100, 200)))
+
+
+def no_directory_parse(monkeypatch) -> None:
+    """Parsing a zip's central directory fails the test."""
+    def parse(self):
+        raise AssertionError("the central directory was parsed")
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", parse)
+
+
+# ---- a zip's size from its end record, before its directory ------------------------------------------------
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_too_many_entries_are_refused_before_the_directory_is_parsed(monkeypatch, tmp_path, as_path):
+    blob = zip_bytes({str(i): b"" for i in range(40)}, zipfile.ZIP_STORED)
+    src = blob
+    if as_path:
+        src = tmp_path / "many.zip"
+        src.write_bytes(blob)
+    no_directory_parse(monkeypatch)
+    for fn in (lambda: scan_zip(src, 32, max_files=10), lambda: load_images_from_zip(src, 32, 3, max_files=10)):
+        with pytest.raises(ImageError, match="holds 40 entries, more than the 10 files allowed"):
+            fn()
+
+
+def test_a_record_that_understates_its_directory_is_refused_unparsed(monkeypatch):
+    """zipfile reads as many records as the directory's byte size holds, whatever the count says: a record that
+    claims 1 entry over a directory of 40 must not get the directory parsed."""
+    blob = bytearray(zip_bytes({str(i): b"" for i in range(40)}, zipfile.ZIP_STORED))
+    end = blob.rindex(b"PK\x05\x06")
+    struct.pack_into("<HH", blob, end + 8, 1, 1)   # entries on this disk, entries in all
+    no_directory_parse(monkeypatch)
+    with pytest.raises(ImageError, match="central directory of .* bytes for 1 entries"):
+        scan_zip(bytes(blob), 32)
+
+
+def test_a_zip_a_little_under_the_limit_still_opens():
+    """Folders and macOS's __MACOSX twins are records too: 12 images with their twins and folders pass."""
+    members = {}
+    for i in range(12):
+        members[f"set/{i}.png"] = png(i)
+        members[f"__MACOSX/set/._{i}.png"] = b"\0\5\26\7" + b"\0" * 60
+    assert scan_zip(zip_bytes(members), 16, max_files=12) == 12
+    x, names = load_images_from_zip(zip_bytes(members), 16, 3, max_files=12)
+    assert len(names) == 12
+
+
+@pytest.mark.slow
+def test_a_zip64_member_count_is_read_from_its_own_record(monkeypatch):
+    """Over 65,535 entries the count sits in the ZIP64 end record; it is read there, still before any parse."""
+    blob = zip_bytes({str(i): b"" for i in range(70_000)}, zipfile.ZIP_STORED)
+    no_directory_parse(monkeypatch)
+    with pytest.raises(ImageError, match="holds 70,000 entries"):
+        scan_zip(blob, 32)
+
+
+# ---- which members a training zip's scan tries ---------------------------------------------------------------
+
+def test_text_files_before_the_images_do_not_hide_them():
+    members = {f"a/{i:03d}.txt": b"notes, not a picture" for i in range(64)}
+    members |= {f"b/{i:03d}.png": png(i) for i in range(100)}
+    assert scan_zip(zip_bytes(members), 16) == 164
+
+
+def test_files_named_like_images_but_not_images_are_passed_over_by_content(monkeypatch):
+    """64 text files named .png before the real ones: passed over on their first bytes, without a header parse."""
+    members = {f"a/{i:03d}.png": b"notes, not a picture at all" for i in range(64)}
+    members |= {f"b/{i:03d}.png": png(i) for i in range(100)}
+    parsed = []
+    real = images._header_pixels
+    monkeypatch.setattr(images, "_header_pixels", lambda zf, i, size: parsed.append(i.filename) or real(zf, i, size))
+    assert scan_zip(zip_bytes(members), 16) == 164
+    assert parsed == ["b/000.png", "b/001.png"]
+
+
+def test_an_image_without_an_image_name_is_still_found():
+    assert scan_zip(zip_bytes({"readme.txt": b"hello", "scan_0001": png(1), "scan_0002.dat": png(2)}), 16) == 3
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA", "ICO"])
+def test_every_allowed_format_passes_the_content_check(fmt):
+    blob = encode(Image.new("RGB", (16, 16), (10, 200, 30)), fmt)
+    assert images._looks_like_image(blob[:images.PREFIX_BYTES])
+    assert scan_zip(zip_bytes({"x1": blob, "x2": blob}), 16) == 2
+
+
+def test_text_and_documents_fail_the_content_check():
+    for blob in (b"hello world, some notes", b"%PDF-1.4\n%\xe2\xe3", b"{\"a\": 1}", b"#!/bin/sh\necho", b"\0" * 32):
+        assert not images._looks_like_image(blob[:images.PREFIX_BYTES]), blob
+
+
+@pytest.mark.integration
+def test_webp_and_tiff_zips_pass_on_a_fresh_server(tmp_path):
+    """A new process has not initialised Pillow's plugins: the scan must not read the format list before that."""
+    for fmt in ("WEBP", "TIFF"):
+        (tmp_path / f"{fmt}.zip").write_bytes(zip_bytes({f"{i}.{fmt.lower()}": encode(
+            Image.new("RGB", (16, 16), (40 * i, 0, 0)), fmt) for i in range(3)}))
+    code = ("import sys\nfrom vqdemo.images import scan_zip\n"
+            "print([scan_zip(p, 16) for p in sys.argv[1:]])")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "WEBP.zip"), str(tmp_path / "TIFF.zip")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[3, 3]"
+
+
+def test_the_format_list_comes_after_pillow_registers_its_plugins():
+    assert {"TIFF", "WEBP", "PNG", "JPEG"} <= set(images.formats())
+    assert "EPS" not in images.formats()
+
+
+# ---- big high bit-depth images: reduced before they are converted -------------------------------------------
+
+def traced_peak(fn) -> tuple[object, int]:
+    """fn's result and the peak of memory Python and numpy allocated meanwhile (Pillow's own buffers excluded)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F"])
+def test_big_high_bit_depth_images_are_reduced_before_conversion(mode):
+    w = h = 3000
+    ramp = np.tile(np.linspace(0, 4095, w, dtype=np.float64), (h, 1))   # a 12-bit left-to-right ramp
+    if mode == "F":
+        im = Image.fromarray((ramp / 4095 * 3).astype(np.float32))        # floats past 1: stretched to [0, 1]
+    elif mode == "I":
+        im = Image.fromarray(ramp.astype(np.int32))
+    else:
+        im = Image.frombytes(mode, (w, h), ramp.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
+    blob = encode(im, "TIFF" if mode != "I;16" else "PNG")
+    x, peak = traced_peak(lambda: load_image(blob, size=28, channels=1))
+    assert x.shape == (1, 28, 28)
+    assert peak < w * h * 4, f"{peak / 2**20:.0f} MiB traced: a full-size float copy"   # float32 would be 34 MiB
+    row = x[0, 14].numpy()
+    assert np.all(np.diff(row) >= -1e-4) and row[0] < 0.05   # still a ramp from black ...
+    assert row[-1] > 0.9   # ... to white: 12 bits read as 12 bits (or floats stretched), as at full size
+
+
+def test_the_range_of_a_reduced_float_image_is_the_full_images():
+    """A single bright pixel sets a float image's range, even when averaging it away before the resize."""
+    a = np.zeros((2000, 2000), np.float32)
+    a[:, 1000:] = 3.0
+    a[5, 5] = 6.0
+    x = load_image(encode(Image.fromarray(a), "TIFF"), size=20, channels=1)
+    assert float(x[0, 10, 15]) == pytest.approx(0.5, abs=0.01)   # 3 of a 0..6 range, not stretched to 1
+
+
+# ---- an upload on Reconstruct: decoded once per content ------------------------------------------------------
+
+@pytest.mark.integration
+def test_an_upload_is_decoded_once_whatever_reruns(monkeypatch):
+    shipped("mnist-vq")
+    calls = []
+    real = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = open_page("reconstruct", {"model": "shipped:mnist-vq"}, land_first=True)
+    paper = np.full((60, 61), 240, np.uint8)
+    paper[10:50, 27:33] = 10
+    at.get("file_uploader")[0].upload("paper.png", encode(Image.fromarray(paper)), "image/png")
+    at.run()
+    toggle = next(t for t in at.toggle if t.label.startswith("Invert the upload"))
+    for value in (False, True, False):
+        toggle.set_value(value).run()
+        toggle = next(t for t in at.toggle if t.label.startswith("Invert the upload"))
+    assert not at.exception and not at.error
+    assert len(calls) == 1

@@ -200,3 +200,145 @@ def test_an_upload_is_decoded_once_whatever_reruns(monkeypatch):
         toggle = next(t for t in at.toggle if t.label.startswith("Invert the upload"))
     assert not at.exception and not at.error
     assert len(calls) == 1
+
+
+# ---- a run on the user's images: its pages read a small file, never the zip ----------------------------------
+
+def zip_run(root: Path, run_id: str = "20260101-000000-zip000", n: int = 12) -> Path:
+    """A run trained for one step, through `fit`, on a zip of two classes."""
+    from helpers import tiny_config
+    from vqdemo.data import DataConfig
+    from vqdemo.fit import fit
+    from vqdemo.trainer import TrainConfig
+
+    z = root / f"{run_id}.zip"
+    z.write_bytes(zip_bytes({f"{'warm' if i % 2 else 'cool'}/{i}.png": png(20 * i) for i in range(n)}))
+    out = root / "runs" / run_id
+    fit(tiny_config(), DataConfig(name="folder", path=str(z), val_fraction=0.5), TrainConfig(steps=1, batch_size=2),
+        out_dir=out)
+    return out
+
+
+def counted_decodes(monkeypatch) -> list[str]:
+    """Every decode of a zip of images from now on (the zips' paths)."""
+    from vqdemo import data as data_module
+
+    calls: list[str] = []
+    real = data_module.load_images_from_zip
+    monkeypatch.setattr(data_module, "load_images_from_zip", lambda *a, **k: calls.append(str(a[0])) or real(*a, **k))
+    return calls
+
+
+def test_a_zip_run_keeps_its_validation_images_in_its_folder(tmp_path):
+    from vqdemo import run_images, runs
+    from vqdemo.data import data_config, load_data
+
+    run = zip_run(tmp_path)
+    blob = (run / runs.IMAGES).read_bytes()
+    assert len(blob) <= run_images.MAX_BYTES + 4096
+    cfg = data_config(runs.read_json(run / runs.CONFIG), "run")
+    shown, full = run_images.from_bytes(blob, cfg, "run"), load_data(cfg)
+    assert len(shown.train_x) == 0 and shown.channels == full.channels and shown.image_size == full.image_size
+    assert (shown.val_x - full.val_x).abs().max() <= 0.5 / 255 + 1e-6   # 8-bit pixels: what the zip held
+    assert shown.val_y.tolist() == full.val_y.tolist() and shown.class_names == full.class_names == ["cool", "warm"]
+
+
+def test_ten_zip_runs_viewed_in_turn_are_never_decoded_again(tmp_path, monkeypatch):
+    """The review's ten zip runs cycled an 8-entry dataset cache: every view decoded a zip. Now each is a file."""
+    from vqdemo import run_images, runs
+    from vqdemo.data import data_config
+
+    first = zip_run(tmp_path)
+    folders = [first]
+    for i in range(1, 10):   # the same run under ten names (each with its own data.zip)
+        copy = first.parent / f"20260101-00000{i}-zip00{i}"
+        copy.mkdir()
+        for f in first.iterdir():
+            (copy / f.name).write_bytes(f.read_bytes())
+        meta = runs.read_json(copy / runs.CONFIG)
+        meta["data"]["path"] = str(copy / "data.zip")
+        runs.write_json(copy / runs.CONFIG, meta)
+        folders.append(copy)
+    decodes = counted_decodes(monkeypatch)
+    for _ in range(2):
+        for folder in folders:
+            cfg = data_config(runs.read_json(folder / runs.CONFIG), folder.name)
+            assert len(run_images.load(folder, cfg, save=True).val_x) == 6
+    assert decodes == []
+
+
+def test_a_run_without_the_file_is_decoded_once_and_then_has_it(tmp_path, monkeypatch):
+    from vqdemo import run_images, runs
+    from vqdemo.data import data_config
+
+    run = zip_run(tmp_path)
+    (run / runs.IMAGES).unlink()   # a run trained before the file existed
+    cfg = data_config(runs.read_json(run / runs.CONFIG), "run")
+    decodes = counted_decodes(monkeypatch)
+    for _ in range(3):
+        assert len(run_images.load(run, cfg, save=True).val_x) == 6
+    assert len(decodes) == 1 and (run / runs.IMAGES).is_file()
+
+
+@pytest.mark.parametrize("damage", ["junk", "shape", "dtype", "labels", "names"])
+def test_a_damaged_or_planted_images_file_is_refused_and_replaced(tmp_path, monkeypatch, damage):
+    import torch
+    from safetensors.torch import save
+
+    from vqdemo import run_images, runs
+    from vqdemo.data import DataError, data_config
+
+    run = zip_run(tmp_path)
+    cfg = data_config(runs.read_json(run / runs.CONFIG), "run")
+    good = run_images.from_bytes((run / runs.IMAGES).read_bytes(), cfg, "run")
+    x8, y = (good.val_x * 255).round().to(torch.uint8), good.val_y
+    names = {"vqdemo_images": '{"class_names": ["cool", "warm"]}'}
+    planted = {
+        "junk": b"\x10\0\0\0\0\0\0\0{not json at all",
+        "shape": save({"val_x": x8[:, :, :8, :8].contiguous(), "val_y": y}, metadata=names),
+        "dtype": save({"val_x": good.val_x, "val_y": y}, metadata=names),
+        "labels": save({"val_x": x8, "val_y": y + 5}, metadata=names),
+        "names": save({"val_x": x8, "val_y": y}, metadata={"vqdemo_images": '{"class_names": [1, 2]}'}),
+    }[damage]
+    with pytest.raises(DataError, match="does not hold this run's validation images"):
+        run_images.from_bytes(planted, cfg, "planted")
+    (run / runs.IMAGES).write_bytes(planted)
+    decodes = counted_decodes(monkeypatch)
+    assert run_images.load(run, cfg, save=True).class_names == ["cool", "warm"]
+    assert len(decodes) == 1   # decoded again, and the file replaced with a good one
+    run_images.from_bytes((run / runs.IMAGES).read_bytes(), cfg, "replaced")
+
+
+@pytest.mark.integration
+def test_a_page_shows_a_zip_run_from_its_file(tmp_path, monkeypatch):
+    run = zip_run(tmp_path)
+    decodes = counted_decodes(monkeypatch)
+    for page in ("learn", "reconstruct"):
+        at = open_page(page, {"model": f"run:{run.name}"}, land_first=True)
+        assert not at.error, [e.value for e in at.error]
+    assert decodes == []
+
+
+@pytest.mark.integration
+def test_a_queued_zip_run_gets_its_images_file_from_its_worker(tmp_path, monkeypatch):
+    """Through the job queue the worker decodes the zip and sends the small file back with the run's other files."""
+    from helpers import tiny_config, wait_for
+    from vqdemo import runs
+    from vqdemo.data import DataConfig
+    from vqdemo.jobs import FINISHED, JobQueue
+    from vqdemo.jobs.local import ThreadBackend
+    from vqdemo.trainer import TrainConfig
+
+    z = tmp_path / "mine.zip"
+    z.write_bytes(zip_bytes({f"{'warm' if i % 2 else 'cool'}/{i}.png": png(20 * i) for i in range(12)}))
+    decodes = counted_decodes(monkeypatch)
+    q = JobQueue(1, tmp_path / "runs", threads=1, backend=ThreadBackend())
+    try:
+        job = q.submit("s", "zip run", tiny_config(), DataConfig(name="folder", path=str(z), val_fraction=0.5),
+                       TrainConfig(steps=2, batch_size=2))
+        wait_for(lambda: job.state in FINISHED, "the run to finish", 120)
+    finally:
+        q.close()
+    assert job.state == "done", job.view().reason
+    assert len(decodes) == 1 and (job.run_dir / runs.IMAGES).is_file()
+

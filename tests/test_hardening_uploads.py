@@ -226,7 +226,7 @@ def test_reconstruct_page_limits_uploads_and_decodes_through_load_image():
     calls = _uploader_calls("reconstruct.py")
     assert calls and all("max_upload_size" in {k.arg for k in c.keywords} for c in calls)
     src = (REPO / "views" / "reconstruct.py").read_text()
-    assert "load_image(raw, size=" in src and "except ImageError" in src
+    assert "load_image(_raw, size=" in src and "except ImageError" in src
 
 
 def test_train_page_limits_zip_uploads_at_the_widget():

@@ -32,6 +32,7 @@ CONFIG = "config.json"          # model, data and train configs, title and owner
 STATUS = "status.json"          # state, step, best scores and reason: how the run is going, rewritten as it goes
 METRICS = "metrics.jsonl"       # one JSON row per logged step or validation: the curves
 JOB = "job.json"                # owner and title from the job queue, written once at submit
+IMAGES = "val_images.safetensors"  # a run on the user's images: the validation images its pages show (run_images)
 MAX_CONFIG_BYTES = 1 << 20
 MAX_PARAMS = 50_000_000         # refuse configs that would build absurdly large models
 MAX_WEIGHTS_BYTES = 8 * MAX_PARAMS  # float32 parameters plus as many buffers (EMA codebooks): nothing real is bigger
@@ -273,7 +274,7 @@ _INFO_CACHE: dict[Path, tuple[tuple, RunInfo]] = {}
 _INFO_CACHE_MAX = 4096
 
 
-def _stamp(path: Path) -> tuple | None:
+def file_stamp(path: Path) -> tuple | None:
     """What changes when a file is replaced or rewritten (the writers replace files atomically, so the inode moves)."""
     try:
         st = os.stat(path)
@@ -290,7 +291,7 @@ def run_info(run: Path) -> RunInfo:
     returned is shared: read it, never change it.
     """
     run = Path(run)
-    stamp = (_stamp(run / CONFIG), _stamp(run / STATUS))
+    stamp = (file_stamp(run / CONFIG), file_stamp(run / STATUS))
     hit = _INFO_CACHE.get(run)
     if hit is not None and hit[0] == stamp and stamp[0] is not None:
         return hit[1]
@@ -385,6 +386,10 @@ class RunStore:
         """New metric rows since the last call; the file is rewritten whole (atomic), never appended in place."""
         self.rows.extend(rows)
         atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def images(self, blob: bytes) -> None:
+        """The validation images the pages show (`run_images.to_bytes`), for a run on the user's own images."""
+        atomic_write_bytes(self.path / IMAGES, blob)
 
     def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None:
         """The latest weights (safetensors bytes), also as the best ones when `improved`. config.json follows the best

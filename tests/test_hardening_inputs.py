@@ -342,3 +342,84 @@ def test_a_queued_zip_run_gets_its_images_file_from_its_worker(tmp_path, monkeyp
     assert job.state == "done", job.view().reason
     assert len(decodes) == 1 and (job.run_dir / runs.IMAGES).is_file()
 
+
+# ---- a run that ends on a full disk: its end is recorded once space returns -----------------------------------
+
+@pytest.fixture
+def disk(monkeypatch, tmp_path):
+    """A runs folder whose disk can be filled and freed: while full, no file can be created under it."""
+    import errno
+    import os
+    import tempfile
+
+    from vqdemo import runs
+
+    monkeypatch.setattr(runs, "RETRY_S", 0.05)
+    state = {"full": False}
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **k):
+        if state["full"] and dir is not None and str(dir).startswith(str(tmp_path)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dir))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return state
+
+
+def test_a_refused_final_write_is_retried_until_the_disk_takes_it(tmp_path, disk):
+    from helpers import wait_for
+    from vqdemo import runs
+
+    status = tmp_path / "run" / runs.STATUS
+    runs.write_json(status, {"state": "running"})
+    disk["full"] = True
+    assert runs.write_final({status: {"state": "failed", "reason": "disk full"}}) is False
+    assert runs.read_json(status)["state"] == "running"
+    disk["full"] = False
+    wait_for(lambda: runs.read_json(status)["state"] == "failed", "the final state on disk", 30)
+    wait_for(lambda: not runs.LATE_WRITES.pending(), "nothing left waiting", 30)
+
+
+def test_a_newer_write_replaces_the_waiting_one_and_a_deleted_run_is_dropped(tmp_path, disk):
+    import shutil
+
+    from helpers import wait_for
+    from vqdemo import runs
+
+    a, b = tmp_path / "a" / runs.STATUS, tmp_path / "b" / runs.STATUS
+    runs.write_json(a, {"state": "running"})
+    runs.write_json(b, {"state": "running"})
+    disk["full"] = True
+    assert not runs.write_final({a: {"state": "failed"}}) and not runs.write_final({b: {"state": "failed"}})
+    shutil.rmtree(b.parent)
+    disk["full"] = False
+    assert runs.write_final({a: {"state": "interrupted"}}) is True   # newer: the waiting "failed" must not win
+    wait_for(lambda: not runs.LATE_WRITES.pending(), "nothing left waiting", 30)
+    assert runs.read_json(a)["state"] == "interrupted" and not b.parent.exists()
+
+
+@pytest.mark.integration
+def test_a_run_that_ends_on_a_full_disk_says_so_on_disk_once_space_returns(tmp_path, disk):
+    from helpers import tiny_config, wait_for
+    from vqdemo import runs
+    from vqdemo.data import DataConfig
+    from vqdemo.jobs import FINISHED, JobQueue
+    from vqdemo.jobs.local import ThreadBackend
+    from vqdemo.trainer import TrainConfig
+
+    q = JobQueue(1, tmp_path / "runs", threads=1, backend=ThreadBackend())
+    try:
+        job = q.submit("s", "fills the disk", tiny_config(), DataConfig(name="digits", max_images=200),
+                       TrainConfig(steps=100_000, batch_size=8, val_every=5))
+        wait_for(lambda: runs.read_status(job.run_dir)["state"] == "running" and job.step_count > 0,
+                 "the run to train", 120)
+        disk["full"] = True
+        wait_for(lambda: job.state in FINISHED, "the run to end on the full disk", 120)
+        assert job.state == "failed" and "disk may be full" in job.view().reason, job.view().reason
+        assert runs.read_status(job.run_dir)["state"] == "running"   # the disk refused the final state
+        disk["full"] = False
+        wait_for(lambda: runs.read_status(job.run_dir)["state"] == "failed", "the final state on disk", 60)
+        assert "disk may be full" in runs.read_status(job.run_dir)["reason"]
+    finally:
+        q.close()

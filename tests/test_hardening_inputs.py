@@ -423,3 +423,19 @@ def test_a_run_that_ends_on_a_full_disk_says_so_on_disk_once_space_returns(tmp_p
         assert "disk may be full" in runs.read_status(job.run_dir)["reason"]
     finally:
         q.close()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P"])
+def test_a_big_transparent_image_reduced_first_still_goes_over_white(mode):
+    """Opaque white beside transparent black: averaging before compositing must weight colours by their alpha,
+    or the black under the transparent half would grey the edge."""
+    white = np.zeros((3000, 3000), np.uint8)
+    white[:, :1501] = 1
+    if mode == "P":
+        im = Image.fromarray(white, "P")
+        im.putpalette([0, 0, 0, 255, 255, 255])
+        blob = encode(im, "PNG", transparency=0)
+    else:
+        blob = encode(Image.fromarray(np.repeat(white[..., None] * 255, 4, axis=2), "RGBA"))
+    x = load_image(blob, size=28, channels=1)
+    assert float(x.min()) > 0.99

@@ -126,26 +126,27 @@ def _to_float_gray(im: Image.Image, extrema: tuple[float, float] | None = None) 
     return Image.fromarray(a)  # float32 -> mode 'F'
 
 
-def _strips(im: Image.Image, rows: int, width: int | None = None):
-    """The image as numpy strips of `rows` rows (and its first `width` columns): never a full-size copy."""
-    width = width or im.size[0]
-    for top in range(0, im.size[1] - rows + 1, rows):
-        yield np.asarray(im.crop((0, top, width, top + rows)))   # (rows, width)
+def _strips(im: Image.Image, rows: int, width: int):
+    """The image's first `width` columns as numpy strips of `rows` rows (the last may be shorter): never a
+    full-size copy."""
+    for top in range(0, im.size[1], rows):
+        yield np.asarray(im.crop((0, top, width, min(top + rows, im.size[1]))))   # (rows, width)
 
 
 def _extrema(im: Image.Image) -> tuple[float, float] | None:
-    """(min, max) of a high bit-depth grey image, read before `_shrink` averages it (None for other modes)."""
+    """(min, max) of a high bit-depth grey image, read before `_shrink` averages it; None for other modes, or
+    when it cannot be read (the range then comes from the reduced image)."""
     if not (im.mode.startswith("I") or im.mode == "F"):
         return None
     try:
-        return im.getextrema()   # no copy
-    except ValueError:   # big-endian 16-bit, which Pillow cannot measure
-        ends = [(float(a.min()), float(a.max())) for a in _strips(im, 64)]
-        rest = im.size[1] % 64
-        if rest:
-            tail = np.asarray(im.crop((0, im.size[1] - rest, im.size[0], im.size[1])))
-            ends.append((float(tail.min()), float(tail.max())))
+        return im.getextrema()   # no copy; big-endian 16-bit is refused, and measured a strip at a time
+    except ValueError:
+        pass
+    try:
+        ends = [(float(a.min()), float(a.max())) for a in _strips(im, 64, im.size[0])]
         return min(e[0] for e in ends), max(e[1] for e in ends)
+    except Exception:  # noqa: BLE001 - PIL raises many types on hostile images
+        return None
 
 
 def _shrink(im: Image.Image, size: int | None) -> Image.Image:
@@ -153,21 +154,24 @@ def _shrink(im: Image.Image, size: int | None) -> Image.Image:
     before any mode conversion: converting first would copy the full image several times (a 16-bit 6300x6300
     PNG peaked at 1.3 GB). Lanczos then finishes from 3x, as `_square_resize`'s reducing gap does. 16-bit grey,
     which Pillow cannot reduce, is averaged in numpy a strip of rows at a time and kept integer, so its bit depth
-    still sets its range."""
+    still sets its range. Palette and 1-bit images take their first conversion (to RGB(A) or grey) first
+    (Pillow's reduce weights RGBA colours by their alpha, so transparent garbage does not bleed)."""
     factor = min(im.size) // (3 * size) if size else 0
     if factor < 2:
         return im
-    if im.mode.startswith("I;16"):
+    try:
+        if im.mode in ("P", "PA", "1"):   # no reduce for these: their first conversion, then the reduce
+            im = im.convert("RGBA" if _has_alpha(im) else "L" if im.mode == "1" else "RGB")
+        if not im.mode.startswith("I;16"):
+            return im.reduce(factor)
         w = im.size[0] // factor * factor
         rows = [a.reshape(factor, w // factor, factor).sum(axis=(0, 2), dtype=np.uint64)   # (W / factor,)
-                for a in _strips(im, factor, w)]
+                for a in _strips(im, factor, w) if len(a) == factor]
         small = np.stack(rows) / factor**2                                                  # (H / factor, W / factor)
         out = Image.fromarray(small.round().astype(np.int32))                               # mode 'I'
         out.info = dict(im.info)   # its EXIF orientation still applies
         return out
-    try:
-        return im.reduce(factor)
-    except ValueError:   # palette and 1-bit images: converted at full size (one byte or three per pixel)
+    except Exception:  # noqa: BLE001 - PIL raises many types on hostile images
         return im
 
 

@@ -37,8 +37,7 @@ def to_bytes(data: ImageData) -> bytes:
     tensors = {"val_x": data.val_x[:n].mul(255).round().clamp(0, 255).to(torch.uint8).contiguous()}  # (n, C, H, W)
     if data.val_y is not None:
         tensors["val_y"] = data.val_y[:n].to(torch.int64).contiguous()                                  # (n,)
-    meta = {"name": data.name, "class_names": data.class_names}
-    return save_tensors(tensors, metadata={META_KEY: json.dumps(meta)})
+    return save_tensors(tensors, metadata={META_KEY: json.dumps({"class_names": data.class_names})})
 
 
 def from_bytes(blob: bytes, cfg: DataConfig, source: str) -> ImageData:
@@ -49,7 +48,7 @@ def from_bytes(blob: bytes, cfg: DataConfig, source: str) -> ImageData:
     try:
         tensors = load_tensors(blob)
         meta = json.loads(_metadata(blob).get(META_KEY, "{}"))
-    except (SafetensorError, ValueError, RecursionError):
+    except (SafetensorError, ValueError, TypeError, RuntimeError, RecursionError):   # hostile bytes
         raise DataError(f"{bad} (not a readable safetensors file)") from None
     x, y = tensors.get("val_x"), tensors.get("val_y")
     names = meta.get("class_names") if isinstance(meta, dict) else None

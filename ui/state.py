@@ -17,7 +17,7 @@ import streamlit as st
 import torch
 
 from ui import text, theme
-from vqdemo import runs, settings
+from vqdemo import run_images, runs, settings
 from vqdemo.data import DataConfig, ImageData, data_config, load_data
 from vqdemo.images import to_uint8, upscale_nearest
 from vqdemo.models import KINDS
@@ -121,6 +121,21 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     return load_data(cfg)
 
 
+@st.cache_resource(show_spinner="Loading the run's images...", max_entries=64)
+def _run_images(folder: str, cfg: DataConfig, save: bool, stamp: tuple | None) -> ImageData:
+    """A run on the user's images: its validation images only, from its small file (`vqdemo.run_images`); `stamp`
+    (the file's inode, time and size, None while it is missing) keys a file written or replaced since."""
+    return run_images.load(Path(folder), cfg, save=save)
+
+
+def choice_data(choice: ModelChoice, cfg: DataConfig) -> ImageData:
+    """What a model's pages show of its data. A run on the user's own images never has its zip decoded on a view:
+    only its validation images are kept, once, in its folder (never in the shipped, read-only checkpoints/)."""
+    if not run_images.costly(cfg):
+        return load_dataset(cfg)
+    return _run_images(str(choice.path), cfg, choice.id.startswith("run:"), runs.file_stamp(choice.path / runs.IMAGES))
+
+
 def load_choice(choice: ModelChoice) -> Loaded:
     """The model and its dataset. The data config comes from the checkpoint, so it goes through data_config
     (downloads off, unknown keys and odd values refused); a model that does not fit its data is refused here."""
@@ -130,7 +145,7 @@ def load_choice(choice: ModelChoice) -> Loaded:
     if model.config.kind != choice.kind:
         raise runs.CheckpointError(f"its config.json says {choice.kind} but its weights are a {model.config.kind} "
                                    "model; the run folder was edited or mixed up")
-    data = load_dataset(data_config(meta, choice.label))
+    data = choice_data(choice, data_config(meta, choice.label))
     runs.check_fits(model, data, choice.label)
     return Loaded(choice, model, meta, data)
 

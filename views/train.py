@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -129,7 +130,10 @@ def settings_form() -> dict:
                 st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
             else:
                 try:
-                    st.session_state["tr_upload_path"] = save_upload(up.getvalue())
+                    stored = st.session_state.get("tr_upload_path")
+                    if st.session_state.get("tr_upload_id") != up.file_id or not (stored and Path(stored).is_file()):
+                        st.session_state["tr_upload_path"] = save_upload(up.getvalue())
+                        st.session_state["tr_upload_id"] = up.file_id
                 except OSError as e:
                     st.error(f"Could not store the upload under {state.runs_dir()} ({text.md(e, 400)}); the disk may "
                              "be full.")

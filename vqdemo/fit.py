@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
+from . import run_images
 from .data import DataConfig, ImageData, load_data
 from .files import atomic_write_bytes
 from .fsq import FSQConfig
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig, ResidualConfig
-from .runs import MAX_PARAMS
+from .runs import MAX_PARAMS, RunStore
 from .settings import int_list
 from .trainer import Control, Store, TrainConfig, TrainResult, run_training, validation_batch
 
@@ -235,6 +236,10 @@ def fit(
     data = load_data(data_cfg)
     if out_dir is not None and data_cfg.name == "folder" and Path(data_cfg.path).is_file():
         data_cfg = dataclasses.replace(data_cfg, path=str(keep_data(Path(data_cfg.path), Path(out_dir))))
+    if store is None and out_dir is not None:
+        store = RunStore(Path(out_dir))
+    if store is not None and run_images.costly(data_cfg):   # the pages never decode the user's images again
+        store.images(run_images.to_bytes(data))
     model_cfg = dataclasses.replace(model_cfg, channels=data.channels, image_size=data.image_size)
     if normalize_recon:
         model_cfg.data_variance = float(data.train_x.var())

@@ -421,11 +421,8 @@ class Job:
             status = {}
         status.update(state=state, reason=reason, updated=time.time())
         status.setdefault("step", self.step_count)
-        try:
-            runs.write_json(folder / runs.CONFIG, meta)
-            runs.write_json(folder / runs.STATUS, status)
-        except OSError as e:
-            return f"{reason} (and its files could not be updated: {e})"
+        if not runs.write_final({folder / runs.CONFIG: meta, folder / runs.STATUS: status}):
+            return f"{reason} (its files will say so once the disk has space again)"
         return reason
 
 
@@ -829,10 +826,7 @@ class JobQueue:
                 kept = "; its last saved checkpoint is kept" if info.has_weights else "; it had saved no weights"
                 status = dict(info.status, state="interrupted", was=was, updated=time.time(),
                               reason=f"the server stopped while this run was {was} at step {step}{kept}")
-                try:
-                    runs.write_json(info.path / runs.STATUS, status)
-                except OSError:
-                    pass
+                runs.write_final({info.path / runs.STATUS: status})
             found.append(Interrupted(info.path, str(job_meta.get("title") or info.meta.get("title") or info.id),
                                      str(job_meta.get("owner") or info.meta.get("owner") or ""),
                                      str(info.status.get("was", was)), step, info.has_weights))

@@ -55,6 +55,9 @@ class ForwardingStore:
     def metrics(self, rows: list[dict]) -> None:
         self._send(("store", "metrics", rows))
 
+    def images(self, blob: bytes) -> None:
+        self._send(("store", "images", blob))
+
     def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None:
         self._send(("store", "checkpoint", model_meta, blob, improved, step, best))
 

@@ -8,7 +8,14 @@ import torch
 from helpers import tiny_config
 from vqdemo import analysis, explain, prior, runs
 from vqdemo.models import ModelConfig, build_model
-from vqdemo.quantize import QuantizerConfig, ResidualConfig, ResidualQuantizer, VectorQuantizer, nearest_code
+from vqdemo.quantize import (
+    USAGE_DECAY,
+    QuantizerConfig,
+    ResidualConfig,
+    ResidualQuantizer,
+    VectorQuantizer,
+    nearest_code,
+)
 
 # ---- the expanded distance with a large shared offset ------------------------------------------------------
 
@@ -184,3 +191,96 @@ def test_cli_help_uses_plain_names(capsys):
     out = " ".join(capsys.readouterr().out.lower().split())  # argparse wraps lines
     assert not any(word in out for word in BANNED)
     assert "both" in out and "mentzer et al. 2023" in out
+
+
+# ---- dead codes: what the run on screen measured, by the quantizer's own test -------------------------------------
+
+def _feed(vq: VectorQuantizer, point: list[float], steps: int) -> None:
+    z = torch.tensor(point)[None, :, None, None].repeat(8, 1, 1, 1)   # (8, D, 1, 1) all at one point
+    for _ in range(steps):
+        vq(z, learn=True)
+
+
+def test_dead_codes_can_come_back_without_restarts_and_the_caption_counts_it():
+    vq = VectorQuantizer(QuantizerConfig(k=3, dim=2, init="uniform", codebook="grad", restart_dead=False))
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[5.0, 5.0], [0.0, 0.0], [-5.0, 5.0]]))
+    _feed(vq, [0.0, 0.0], 100)            # code 0 and 2 take nothing: their running usage falls below 0.5
+    assert vq.upkeep()["deaths"] == 2 and vq.upkeep()["comebacks"] == 0
+    _feed(vq, [5.0, 5.0], 100)            # the outputs move to code 0: it is picked again
+    facts = vq.upkeep()
+    assert facts["comebacks"] >= 1 and facts["restarts"] == 0
+    note = analysis.usage_note(facts)
+    assert "never come back" not in note and f"on their own {facts['comebacks']} times" in note
+    assert "below 0.5" in note
+
+
+def test_restarts_are_counted_and_said_only_when_the_run_has_them():
+    vq = VectorQuantizer(QuantizerConfig(k=3, dim=2, init="uniform", codebook="grad", restart_dead=True))
+    _feed(vq, [0.0, 0.0], 100)
+    facts = vq.upkeep()
+    assert facts["restarts"] >= 1 and facts["comebacks"] == 0
+    assert f"{facts['restarts']} times a dead code was moved" in analysis.usage_note(facts)
+
+
+def test_an_fsq_caption_never_comes_from_the_vq_settings_it_carries():
+    model = build_model(tiny_config("fsq"))
+    assert model.config.vq.restart_dead                       # FSQ configs still carry a VQ block ...
+    facts = model.snapshot(torch.rand(2, 1, 28, 28))["upkeep"]
+    assert facts["restart"] is None                           # ... but the caption reads the FSQ quantizer's facts
+    note = analysis.usage_note(facts)
+    assert "FSQ has no restarts" in note and "moved onto" not in note
+
+
+def test_dead_is_below_the_threshold_on_charts_as_in_the_quantizer():
+    from ui import charts
+    vq = VectorQuantizer(QuantizerConfig(k=3, dim=2, init="uniform", restart_dead=False, dead_threshold=0.5))
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[0.0, 0.0], [0.0, 1.0], [100.0, 100.0]]))
+    vq.usage.copy_(torch.tensor([0.52 / USAGE_DECAY, 0.48 / USAGE_DECAY, 1.0]))   # after an empty step: 0.52, 0.48
+    vq(torch.full((1, 2, 1, 1), 100.0), learn=True)            # code 2 takes the vector; 0 and 1 just decay
+    usage = vq.usage.numpy()
+    assert vq.was_dead.tolist() == [False, True, False]
+    on_chart = {t.name: len(t.x) for t in charts.usage_histogram(usage, 0.5).data if t.name in ("in use", "dead")}
+    assert on_chart.get("dead", 0) == 1 and on_chart.get("in use", 0) == 2
+    assert charts.alive_codes(usage, 0.5) == 2
+    assert charts.alive_codes([0.5, 0.49], 0.5) == 1          # at the threshold is alive, as `usage < threshold`
+    assert charts.alive_codes([0, 1, 2]) == 2                 # counts of uses: dead means never picked
+
+
+# ---- where U(-1/K, 1/K) codes start ------------------------------------------------------------------------------
+
+def test_uniform_codes_start_bunched_but_not_at_the_outputs_centre():
+    x = torch.rand(32, 1, 28, 28)
+    u = analysis.init_geometry(tiny_config(k=32, dim=16), x, "uniform")
+    n = analysis.init_geometry(tiny_config(k=32, dim=16), x, "normal")
+    assert u.gap > 2 * u.spread                 # outside the fresh cloud, not at its centre
+    assert u.bunch < u.gap / 2 and n.bunch > 10 * u.bunch   # but close together, unlike N(0, 1) codes
+
+
+def test_no_page_says_uniform_codes_start_at_the_centre_or_in_the_paper():
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    files = [*(repo / "views").glob("*.py"), *(repo / "ui").glob("*.py"), *(repo / "vqdemo").glob("*.py")]
+    for f in files:
+        text = " ".join(f.read_text().split()).lower()
+        for claim in ("start at their centre", "at the centre of the outputs", "sit at the centre of",
+                      "u(-1/k, 1/k) as in the"):
+            assert claim not in text, f"{f.name} says {claim!r}"
+    assert "reference implementation" in QuantizerConfig.__dataclass_fields__["init"].metadata["spec"].help
+
+
+# ---- FSQ levels ----------------------------------------------------------------------------------------------------
+
+def test_fsq_refuses_two_levels_with_its_reason_everywhere(capsys):
+    from ui.train_settings import FSQ_LEVELS
+    from vqdemo import cli
+    from vqdemo.fsq import FSQConfig
+    from vqdemo.playground import fsq_levels
+    with pytest.raises(ValueError, match="at least 3 levels"):
+        FSQConfig([8, 2])
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--model", "fsq", "--levels", "2,2,2,2,2,2,2,2", "--steps", "1"])
+    assert "at least 3 levels" in capsys.readouterr().err
+    assert all(min(int(n) for n in levels.split(",")) >= 3 for levels in FSQ_LEVELS)   # the Train page's choices
+    assert fsq_levels(4) == 3                                                         # the Playground's smallest grid

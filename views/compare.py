@@ -163,7 +163,7 @@ def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) ->
                     st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue
                 st.markdown(f"**{text.md(c.label)}**: {charts.alive_codes(counts)} of {len(counts)} codes alive")
-                st.plotly_chart(charts.usage_histogram(counts, 0, "uses", sort=True, height=240,
+                st.plotly_chart(charts.usage_histogram(counts, charts.NEVER_USED, "uses", sort=True, height=240,
                                                        color=colors[text.plotly(c.label)]),
                                 key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"

@@ -165,6 +165,7 @@ class InitGeometry:
     k: int
     spread: float             # RMS of output_dist: the radius of the fresh outputs' cloud
     gap: float                # median distance from a code to its nearest output
+    bunch: float              # RMS distance of the codes from their own mean: how close together they start
 
 
 def _centre_dist(flat: Tensor) -> Tensor:
@@ -177,10 +178,13 @@ def init_geometry(cfg: ModelConfig, x: Tensor, init: str, seed: int = 0) -> Init
     outputs on images x (N, C, H, W) at step 0.
 
     Why a gradient codebook without restarts collapses with N(0, 1) init: a code learns only from the vectors
-    that pick it. A fresh encoder's outputs fill a tiny cloud; even after training they fill a ball a few units
-    wide (`output_radius`). N(0, 1) codes start on a shell of radius about sqrt(D), outside both, so the few
-    nearest take every vector and the rest never move. U(-1/K, 1/K) codes start at the centre, inside the ball
-    the outputs grow into, and k-means codes on the outputs themselves, so codes keep being picked.
+    that pick it. A fresh encoder's outputs fill a tiny cloud (radius about 0.05 for the default MNIST model);
+    trained, they fill a ball a few units wide (`output_radius`). N(0, 1) codes start on a shell of radius about
+    sqrt(D), each alone in its own direction, outside both, so the few nearest take every vector and the rest
+    never move. U(-1/K, 1/K) codes do not start at the outputs' centre either (about 0.28 from it, six cloud radii
+    out, and only a few win at step 0), but they start bunched together (`bunch` about 0.04) well inside the ball
+    the outputs grow into: once the outputs spread past the bunch, its codes are the nearest of some of them.
+    k-means codes start on the outputs themselves.
     """
     torch.manual_seed(seed)
     cfg = ModelConfig.from_dict({**cfg.to_dict(), "kind": "vq"})
@@ -196,7 +200,8 @@ def init_geometry(cfg: ModelConfig, x: Tensor, init: str, seed: int = 0) -> Init
     out_dist = _centre_dist(flat)
     return InitGeometry(init, (codebook - flat.mean(0)).norm(dim=1).numpy(), out_dist.numpy(),
                         int((torch.bincount(codes, minlength=q.k) > 0).sum()), q.k,
-                        float(out_dist.pow(2).mean().sqrt()), float(dist.min(0).values.sqrt().median()))
+                        float(out_dist.pow(2).mean().sqrt()), float(dist.min(0).values.sqrt().median()),
+                        float(_centre_dist(codebook).pow(2).mean().sqrt()))
 
 
 @torch.no_grad()
@@ -254,6 +259,25 @@ def rate_bits(model: VQVAE | VAE, stats: dict[str, float]) -> float:
         return float(stats.get("kl", float("nan"))) * c * s * s / math.log(2)
     h, w = model.latent_shape
     return h * w * sum(math.log2(k) for k in model.codebook_sizes)
+
+
+def usage_note(upkeep: dict, depth_one: bool = False) -> str:
+    """The running-usage chart's caption, from what the run's own quantizer measured (`upkeep()` of the model):
+    its test of "dead" and what its dead codes did, never another quantizer's settings."""
+    where = " at depth 1" if depth_one else ""
+    below = f"{upkeep['dead_below']:g}"
+    if upkeep["restart"] is None:   # FSQ: a fixed grid
+        return (f"Each bar is one grid point's running usage{where} (vectors per step, over about the last 100 "
+                f"steps); red: unused, below {below}. FSQ has no restarts and needs none: its grid points are fixed, "
+                "so an unused one is picked again as soon as an encoder output rounds to it.")
+    head = (f"Each bar is one code's running usage{where} (vectors per step, over about the last 100 steps); red: "
+            f"dead, below {below}, the quantizer's own test. ")
+    if upkeep["restart"]:
+        return head + (f"Restarts are on: so far {upkeep['restarts']:,} times a dead code was moved onto an encoder "
+                       "output of the batch.")
+    return head + (f"No restarts in this run: so far codes fell below {below} {upkeep['deaths']:,} times and came "
+                   f"back above it on their own {upkeep['comebacks']:,} times (a dead code returns when the encoder's "
+                   "outputs move near it).")
 
 
 WEAK_PRIOR = 0.20  # a prior that saves less than this share of the uniform code length has learned little

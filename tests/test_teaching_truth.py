@@ -17,7 +17,7 @@ from vqdemo.quantize import (
     nearest_code,
 )
 
-# ---- the expanded distance with a large shared offset ------------------------------------------------------
+# ---- the expanded distance with a large shared offset -------------------------------------------------------------
 
 def test_nearest_code_is_exact_for_latents_sharing_an_offset_of_1000():
     g = torch.Generator().manual_seed(0)
@@ -54,7 +54,7 @@ def test_ste_summary_says_what_an_ema_model_does():
     assert "decoder's gradient" in explain.ste_summary(QuantizerConfig(codebook="grad", ste="both"))
 
 
-# ---- z_q is the code that was compared ------------------------------------------------------------------------
+# ---- z_q is the code that was compared ----------------------------------------------------------------------------
 
 def test_z_q_uses_the_codes_as_compared_before_the_ema_step_and_restarts():
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def test_z_q_uses_the_codes_as_compared_before_the_ema_step_and_restarts():
     assert torch.allclose(got, expected, atol=1e-6)
 
 
-# ---- progressive RQ stopped early -----------------------------------------------------------------------------
+# ---- progressive RQ stopped early ---------------------------------------------------------------------------------
 
 def test_a_progressive_rq_stopped_early_uses_only_its_trained_depths(tmp_path):
     cfg = tiny_config("rq")
@@ -100,7 +100,7 @@ def test_a_finished_progressive_rq_uses_every_depth():
     assert q.trained_depth == 1
 
 
-# ---- where the codes start ------------------------------------------------------------------------------------
+# ---- where the codes start ----------------------------------------------------------------------------------------
 
 def test_normal_codes_start_far_from_a_fresh_encoders_outputs_and_uniform_ones_near():
     x = torch.rand(32, 1, 28, 28)
@@ -113,7 +113,7 @@ def test_normal_codes_start_far_from_a_fresh_encoders_outputs_and_uniform_ones_n
     assert data.winners > far.winners and data.gap < near.gap
 
 
-# ---- residuals do not always shrink -----------------------------------------------------------------------------
+# ---- residuals do not always shrink -------------------------------------------------------------------------------
 
 def test_residual_change_counts_vectors_whose_residual_grows():
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_residual_change_counts_vectors_whose_residual_grows():
     assert all(0 <= w <= 1 for w in change.worse_images) and all(v >= 0 for v in change.worst_drop_db)
 
 
-# ---- rates ------------------------------------------------------------------------------------------------------
+# ---- rates --------------------------------------------------------------------------------------------------------
 
 def test_rate_bits_of_vq_and_vae():
     vq = build_model(tiny_config(k=64))
@@ -151,7 +151,7 @@ def test_the_vae_kl_term_is_the_kl_per_pixel():
     assert float(vae(x).terms["kl"]) == pytest.approx(float(kl_nats) / x.numel(), rel=1e-5)
 
 
-# ---- captions computed from what is shown ---------------------------------------------------------------------
+# ---- captions computed from what is shown -------------------------------------------------------------------------
 
 def test_sample_note_claims_nothing_for_a_prior_that_learned_little():
     weak = analysis.sample_note({"bits_per_image": 290.0}, 294.0, 1.0)
@@ -169,7 +169,7 @@ def test_guidance_note_follows_the_setting_and_names_the_paper():
     assert "favoured further" in notes[2.5] and "favoured further" not in notes[0.5]
 
 
-# ---- plain names ---------------------------------------------------------------------------------------------
+# ---- plain names --------------------------------------------------------------------------------------------------
 
 BANNED = ("seed 00", "seed-style", "seeds'", "seed004", "the seeds")
 
@@ -270,7 +270,7 @@ def test_no_page_says_uniform_codes_start_at_the_centre_or_in_the_paper():
     assert "reference implementation" in QuantizerConfig.__dataclass_fields__["init"].metadata["spec"].help
 
 
-# ---- FSQ levels ----------------------------------------------------------------------------------------------------
+# ---- FSQ levels ---------------------------------------------------------------------------------------------------
 
 def test_fsq_refuses_two_levels_with_its_reason_everywhere(capsys):
     from ui.train_settings import FSQ_LEVELS
@@ -284,3 +284,68 @@ def test_fsq_refuses_two_levels_with_its_reason_everywhere(capsys):
     assert "at least 3 levels" in capsys.readouterr().err
     assert all(min(int(n) for n in levels.split(",")) >= 3 for levels in FSQ_LEVELS)   # the Train page's choices
     assert fsq_levels(4) == 3                                                         # the Playground's smallest grid
+
+
+# ---- RQ's residual normalisation ----------------------------------------------------------------------------------
+
+def test_residual_normalisation_is_told_as_one_scalar_per_depth_with_the_models_values():
+    cfg = tiny_config("rq")
+    cfg.rq = ResidualConfig(depth=3, codebook_sizes=[8, 8, 8], norm_residual=True)
+    model = build_model(cfg)
+    model.quantizer.scales.copy_(torch.tensor([0.121, 0.02, 0.012]))
+    note = explain.residual_norm_note(model)
+    assert "0.121 / 0.020 / 0.012" in note and "one scalar per depth" in note
+    assert "LayerNorm without the mean" not in note
+    cfg.rq = ResidualConfig(depth=3, codebook_sizes=[8, 8, 8])
+    assert "off" in explain.residual_norm_note(build_model(cfg))
+
+
+# ---- one PSNR -----------------------------------------------------------------------------------------------------
+
+def test_the_one_psnr_is_of_the_sets_mse_as_training_reports_it():
+    from vqdemo.metrics import psnr_of, psnr_per_image
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    x = torch.rand(12, 1, 28, 28)
+    x_hat, _ = analysis.reconstruct(model, x)
+    assert psnr_of(x, x_hat) == pytest.approx(model.evaluate(x, None, 5)["psnr"], abs=1e-3)
+    easy = torch.stack([x[0], x[1]])
+    near = torch.stack([x[0] + 0.001, x[1] + 0.3]).clamp(0, 1)
+    assert psnr_of(easy, near) < float(psnr_per_image(easy, near).mean())   # the other figure flatters
+
+
+def test_no_page_averages_per_image_psnrs():
+    import re
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    for f in [*(repo / "views").glob("*.py"), *(repo / "ui").glob("*.py")]:
+        text = f.read_text()
+        averaged = re.search(r"psnr[\w\[\]'\"]*(\([^()]*\))?\)?\.mean\(\)", text)
+        assert not averaged, f"{f.name} averages per-image PSNRs"
+        assert "mean PSNR" not in text, f"{f.name} shows a mean of PSNRs"
+
+
+# ---- rates: what each model pays ----------------------------------------------------------------------------------
+
+def test_a_code_model_pays_its_priors_bits_with_the_uniform_bound_beside():
+    vq = build_model(tiny_config(k=64))
+    with_prior = analysis.paid_rate(vq, {}, {"bits_per_image": 127.8})
+    assert (with_prior.bits, with_prior.how, with_prior.bound) == (127.8, "prior", 294)
+    without = analysis.paid_rate(vq, {}, None)
+    assert (without.bits, without.how) == (294, "uniform bound")
+    line = analysis.rate_line("mnist-vq", 25.02, with_prior)
+    assert "128 bits (its prior's code length; uniform bound 294)" in line
+
+
+def test_a_vae_is_scored_at_the_posterior_sample_its_kl_pays_for():
+    torch.manual_seed(0)
+    vae = build_model(tiny_config("vae"))
+    x = torch.rand(6, 1, 28, 28)
+    sampled = analysis.posterior_sample_psnr(vae, x, seed=0)
+    assert sampled == analysis.posterior_sample_psnr(vae, x, seed=0)             # seeded
+    mean_psnr = vae.evaluate(x, None, 6)["psnr"]
+    assert sampled != pytest.approx(mean_psnr, abs=1e-4)
+    rate = analysis.paid_rate(vae, {"kl": 0.01}, None)
+    assert rate.how == "KL" and rate.bound is None
+    assert f"{sampled:.2f} dB from a posterior sample ({mean_psnr:.2f} at the mean)" in \
+        analysis.rate_line("vae", mean_psnr, rate, sampled)

@@ -260,8 +260,7 @@ if is_rq:
     st.markdown(
         f"Depth 1 picks the nearest code to z_e; depth 2 quantises what is left, r₁ = z_e − q₁; and so on. "
         f"The decoder sees q₁ + q₂ + … . This model: {depths} depths, codebooks {model.codebook_sizes}"
-        f"{' (one shared)' if rq.shared else ''}, residual normalisation {'on' if rq.norm_residual else 'off'}"
-        f" (each residual divided by its running RMS before it is compared, like a LayerNorm without the mean), "
+        f"{' (one shared)' if rq.shared else ''}, {explain.residual_norm_note(model)}, "
         f"progressive training {f'every {rq.progressive_steps} steps' if rq.progressive_steps else 'off'}."
         f"{trained_note}")
     scales = [float(s_) for s_ in model.quantizer.scales[:depths]]

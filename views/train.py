@@ -197,7 +197,7 @@ def settings_form() -> dict:
             st.slider("Depth", SETTINGS["depth"].lo, SETTINGS["depth"].hi, key="tr_depth")
             st.text_input("K per depth", key="tr_sizes", placeholder="empty: K at every depth; e.g. 512,256,128,64")
             st.toggle("One codebook shared by every depth", key="tr_shared", help=SETTINGS["shared"].help)
-            st.toggle("Normalise each residual (LayerNorm-style scale)", key="tr_norm", help=SETTINGS["norm"].help)
+            st.toggle("Normalise each residual (one running RMS per depth)", key="tr_norm", help=SETTINGS["norm"].help)
             st.number_input("Progressive: switch a depth on every N steps (0: all at once)", SETTINGS["prog"].lo,
                             SETTINGS["prog"].hi, step=100, key="tr_prog")
     with st.expander("More", expanded=False):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .explain import quantize_steps
-from .metrics import psnr_per_image
+from .metrics import psnr_of, psnr_per_image
 from .models import VAE, VQVAE, ModelConfig, build_model
 from .quantize import QuantizerConfig, nearest_code
 
@@ -278,6 +278,54 @@ def usage_note(upkeep: dict, depth_one: bool = False) -> str:
     return head + (f"No restarts in this run: so far codes fell below {below} {upkeep['deaths']:,} times and came "
                    f"back above it on their own {upkeep['comebacks']:,} times (a dead code returns when the encoder's "
                    "outputs move near it).")
+
+
+@dataclass
+class PaidRate:
+    """The bits per image a model actually pays, and how they are counted, to put beside its PSNR."""
+
+    bits: float          # VQ / RQ / FSQ: its prior's code length when it has one, else the uniform bound; VAE: KL
+    how: str             # "prior", "uniform bound" or "KL"
+    bound: float | None  # codes: the uniform bound h x w x log2 K (None for a VAE)
+
+
+def paid_rate(model: VQVAE | VAE, stats: dict[str, float], prior_nll: dict | None) -> PaidRate:
+    """Rates measured the same way for every model: a code map costs what the model's own prior needs to code it
+    (its validation NLL in bits per image), with the uniform bound beside it; a VAE costs its KL (bits-back), which
+    pays for a posterior sample, so its PSNR belongs to a sample too (`posterior_sample_psnr`)."""
+    bound = rate_bits(model, stats)
+    if isinstance(model, VAE):
+        return PaidRate(bound, "KL", None)
+    if prior_nll and math.isfinite(prior_nll.get("bits_per_image", float("nan"))):
+        return PaidRate(float(prior_nll["bits_per_image"]), "prior", bound)
+    return PaidRate(bound, "uniform bound", bound)
+
+
+def rate_line(label: str, psnr: float, rate: PaidRate, sample_psnr: float | None = None) -> str:
+    """One model's quality at the rate it pays, for a comparison caption: a VAE's PSNR from a posterior sample
+    (what its KL pays for; the mean's beside it), a code model's at its prior's bits (the uniform bound beside)."""
+    if rate.how == "KL":
+        shown = f"{sample_psnr:.2f} dB from a posterior sample ({psnr:.2f} at the mean)" if sample_psnr else \
+            f"{psnr:.2f} dB at the posterior mean"
+        return f"{label}: {shown} at {rate.bits:.0f} bits (its KL)"
+    if rate.how == "prior":
+        return (f"{label}: {psnr:.2f} dB at {rate.bits:.0f} bits (its prior's code length; uniform bound "
+                f"{rate.bound:.0f})")
+    return f"{label}: {psnr:.2f} dB at most {rate.bits:.0f} bits (the uniform bound; no prior to measure it)"
+
+
+@torch.no_grad()
+def posterior_sample_psnr(model: VAE, x: Tensor, seed: int = 0, batch_size: int = 256) -> float:
+    """PSNR of a VAE's reconstructions from one posterior sample z ~ N(mu, sigma^2) per image, the latent its KL
+    pays for (the usual reported figure decodes the mean mu, which the rate does not pay for)."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        mu, logvar = model.encode(x[i:i + batch_size]).chunk(2, dim=1)   # (B, 2D, h, w) -> 2 x (B, D, h, w)
+        noise = torch.randn(mu.shape, generator=g).to(mu.device)
+        outs.append(model.decode(mu + noise * torch.exp(0.5 * logvar.clamp(-10, 10))))
+    return psnr_of(x, torch.cat(outs))
 
 
 WEAK_PRIOR = 0.20  # a prior that saves less than this share of the uniform code length has learned little

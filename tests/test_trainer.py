@@ -129,6 +129,19 @@ def test_cosine_schedule_falls_to_zero_over_the_budget_and_a_live_lr_resets_its_
     assert lrs[0] == pytest.approx(4e-3) and lrs[10] == pytest.approx(2e-3)
 
 
+def test_decay_schedule_holds_then_falls_linearly_to_zero_over_the_last_30_percent(digits):
+    cfg = TrainConfig(steps=100, lr=1e-3, schedule="decay", batch_size=16, val_every=1000)
+    assert [cfg.lr_factor(s, 0.0) for s in (0, 50, 70)] == [1.0, 1.0, 1.0]
+    assert cfg.lr_factor(85, 0.0) == pytest.approx(0.5) and cfg.lr_factor(100, 0.0) == pytest.approx(0.0)
+    timed = TrainConfig(seconds=10.0, schedule="decay")
+    assert timed.lr_factor(5, 7.0) == pytest.approx(1.0) and timed.lr_factor(5, 8.5) == pytest.approx(0.5)
+    seen = []
+    run_training(build_model(tiny_config()), *digits, cfg, on_event=seen.append)
+    lrs = [e["lr"] for e in seen if e["type"] == "train"]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < 1e-4
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(seconds=float("nan")), dict(lr=float("inf")), dict(lr=-1e-3),
                                  dict(batch_size=0), dict(steps=None, seconds=None), dict(device="tpu"),
                                  dict(schedule="linear")])

@@ -85,7 +85,8 @@ with picture:
 dead = facts["k"] - facts["used"]
 if is_vq:
     st.markdown(f"**What happened:** {facts['used0']} of {facts['k']} codes were picked at step 0 and "
-                f"{facts['used']} after {facts['steps']} steps; **{dead} dead** (red crosses), perplexity "
+                f"{facts['used']} after {facts['steps']} steps; **{dead} dead** (red crosses: on this page, codes no "
+                f"point picked at that step), perplexity "
                 f"{facts['ppl']:.1f}; loss {facts['loss0']:.3f} -> {facts['loss']:.4f}.")
     ask = {"normal": "Why do codes far from the dots never move? (No point picks them, so neither the codebook "
                      "loss nor the EMA ever reaches them.) Now switch dead-code restart on.",

@@ -27,7 +27,8 @@ COMPARE_TABLE = (
     "| **generate by** | cannot: nobody knows which latents are valid | decode z ~ N(0, I) (blurry) "
     "| sample a small image of codes from a prior (PixelCNN), then decode it |\n"
     "| **bits sent per image** | unlimited (real numbers) "
-    "| its KL to N(0, I), in nats / ln 2; the KL weight sets it | at most h·w·log2 K: one code id per cell |\n"
+    "| its KL to N(0, I), in nats / ln 2, which pays for a sampled z (not the mean); the KL weight sets it "
+    "| at most h·w·log2 K, one code id per cell; coded with its prior, that prior's code length (fewer) |\n"
 )
 
 QUANTIZER_TABLE = (

@@ -81,6 +81,8 @@ def test_start_queues_a_job_with_its_own_folder_and_shows_it(runs_dir):
     assert job.state == "done" and runs.read_json(job.run_dir / "config.json")["owner"] == me
     assert f"{20:,}" in [m.value for m in at.metric]
     assert any(r.id == job.id and r.has_weights for r in runs.list_runs(runs_dir))
+    usage = next(c.value for c in at.caption if "running usage" in c.value)   # from the run's own quantizer
+    assert "below 0.5, the quantizer's own test" in usage and "Restarts are on: so far" in usage
 
 
 def test_pause_and_stop_buttons_control_the_job(runs_dir):

@@ -117,9 +117,10 @@ def settings_form() -> dict:
         st.session_state["tr_preset"] = preset_of(v) or "healthy"
     st.radio("Codebook recipe", list(PRESETS), format_func=PRESETS.get, key="tr_preset", on_change=apply_preset,
              horizontal=True, help="Both 'start' recipes learn the codebook by gradient with no restarts; only "
-             "where the codes start differs. N(0, 1) codes start far from the encoder's outputs and most never get "
-             "picked; U(-1/K, 1/K) codes start at their centre and get used. Healthy: k-means init on encoder outputs, "
-             "EMA codebook (Razavi et al. 2019), dead-code restart.")
+             "where the codes start differs. N(0, 1) codes start about 4 from the encoder's outputs, each alone, and "
+             "most are never picked; U(-1/K, 1/K) codes start bunched together a few tenths from them (only a few "
+             "win at first) and get used as the outputs spread past the bunch. Healthy: k-means init on encoder "
+             "outputs, EMA codebook (Razavi et al. 2019), dead-code restart.")
     st.selectbox("Dataset", SETTINGS["data"].options, key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
@@ -202,7 +203,7 @@ def settings_form() -> dict:
             st.slider("Depth", SETTINGS["depth"].lo, SETTINGS["depth"].hi, key="tr_depth")
             st.text_input("K per depth", key="tr_sizes", placeholder="empty: K at every depth; e.g. 512,256,128,64")
             st.toggle("One codebook shared by every depth", key="tr_shared", help=SETTINGS["shared"].help)
-            st.toggle("Normalise each residual (LayerNorm-style scale)", key="tr_norm", help=SETTINGS["norm"].help)
+            st.toggle("Normalise each residual (one running RMS per depth)", key="tr_norm", help=SETTINGS["norm"].help)
             st.number_input("Progressive: switch a depth on every N steps (0: all at once)", SETTINGS["prog"].lo,
                             SETTINGS["prog"].hi, step=100, key="tr_prog")
     with st.expander("More", expanded=False):
@@ -403,15 +404,14 @@ def figures(v: JobView) -> None:
                 thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
             st.caption("How many different codes one batch picked" + (" (depth 1)" if v.kind == "rq" else "") + ".")
         usage = v.snapshot.get("usage") if v.snapshot else None
-        if usage is not None:
-            dead_below = v.model_cfg.vq.dead_threshold
+        upkeep = v.snapshot.get("upkeep") if v.snapshot else None
+        if usage is not None and upkeep:
+            dead_below = upkeep["dead_below"]   # the run's own quantizer's test, never another quantizer's setting
             st.markdown(f"**Running usage per code**: {charts.alive_codes(usage, dead_below)} of {len(usage)} "
                         "codes alive")
             st.plotly_chart(shared_figure(v, "usage", lambda: charts.usage_histogram(
                 usage, dead_below, "vectors per step")), key="tr_fig_usage")
-            st.caption("Each bar is one code's recent use; red bars are dead codes"
-                       + (" (restarts move them onto data)." if v.model_cfg.vq.restart_dead else
-                          " (without restarts they never come back)."))
+            st.caption(analysis.usage_note(upkeep, v.kind == "rq"))
     if v.snapshot and v.snapshot.get("x_hat") is not None:
         x, x_hat = v.snapshot["x"], v.snapshot["x_hat"]
         grid = image_grid(torch.cat([x, x_hat]), nrow=len(x))

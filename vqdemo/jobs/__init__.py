@@ -121,7 +121,7 @@ class JobView:
     train: list[dict]            # train rows every log_every steps, the last `history` of them
     val: list[dict]              # validation rows
     changes: list[dict]          # {"step", beta/lr/k} each time a live change was applied
-    snapshot: dict | None        # {"step", "x", "x_hat", "codes", "usage"} CPU tensors (read-only)
+    snapshot: dict | None        # {"step", "x", "x_hat", "codes", "usage"} CPU tensors, "upkeep" (read-only)
     latest: dict                 # the last train event (every step)
     model_cfg: ModelConfig | None
     data_cfg: DataConfig | None
@@ -379,7 +379,7 @@ class Job:
             elif kind == "val":
                 self._val.append(dict(event))
             elif kind == "snapshot":
-                self._snapshot = {k: event.get(k) for k in ("step", "x", "x_hat", "codes", "usage")}
+                self._snapshot = {k: event.get(k) for k in ("step", "x", "x_hat", "codes", "usage", "upkeep")}
             elif kind == "paused":
                 self._paused_at = step
                 if self._state == "running":

@@ -584,8 +584,7 @@ def pair_panel(ids: list[str]) -> None:
     key = ("pair", *((v.id, v.version) for v in views))
     a, b = st.columns(2)
     a.plotly_chart(shared_figures.figure((*key, "used"), lambda: charts.overlay(
-        {n: thin(r) for n, r in rows.items()}, "used", "Codes used per batch", "codes used", kind="train")),
-        key="tr_pair_used")
+        rows, "used", "Codes used on the validation images", "codes used")), key="tr_pair_used")
     b.plotly_chart(shared_figures.figure((*key, "psnr"), lambda: charts.overlay(
         rows, "psnr", "Validation PSNR", "dB")), key="tr_pair_psnr")
     st.caption(pair_caption(views))

@@ -87,7 +87,7 @@ def test_many_starts_in_a_row_train_exactly_what_was_submitted(browser, lesson_s
     for i in range(8):
         open_page(page, url)
         before = len(run_folders(lesson_server.runs_dir))
-        click(page, "tr_start")
+        click(page, "tr_start", timeout_s=LONG_S)
         run = wait_until(lambda b=before: run_folders(lesson_server.runs_dir)[b:], "the run's folder")[0]
         wait_until(lambda r=run: state_of(r) in ("done", "stopped", "failed"), f"start {i + 1} to finish")
         config = json.loads((run / "config.json").read_text())
@@ -101,7 +101,7 @@ def test_many_starts_in_a_row_train_exactly_what_was_submitted(browser, lesson_s
 def test_two_tabs_of_one_browser_are_one_student_with_one_run(browser, lesson_server):
     context = browser_context(browser)
     first = open_page(context.new_page(), f"{lesson_server.url}/train?{SMALL}&steps=100000")
-    click(first, "tr_start")
+    click(first, "tr_start", timeout_s=LONG_S)
     wait_for_step(first, 0, LONG_S * 1000)
     second = open_page(context.new_page(), f"{lesson_server.url}/train")
     expect(second.get_by_text("Nothing of yours is training")).to_have_count(0)
@@ -158,7 +158,7 @@ def test_the_teachers_pair_starts_while_ten_student_runs_wait(browser, lesson_se
         page = open_page(context.new_page(), f"{lesson_server.url}/train?{SMALL}&steps=100000")
         for _ in range(3):
             before = len(run_folders(lesson_server.runs_dir))
-            click(page, "tr_start")
+            click(page, "tr_start", timeout_s=LONG_S)
             wait_until(lambda b=before: len(run_folders(lesson_server.runs_dir)) > b, "a student's run")
             wait_for_app(page, timeout_ms=LONG_S * 1000)
     waiting = [r for r in run_folders(lesson_server.runs_dir) if state_of(r) == "queued"]
@@ -176,10 +176,11 @@ def test_the_teachers_pair_starts_while_ten_student_runs_wait(browser, lesson_se
     still = [r for r in waiting if state_of(r) == "queued"]
     assert len(still) >= 9, "the pair must not wait for the students' queue"   # at most one moved up meanwhile
     expect(teacher.get_by_text("Validation PSNR").first).to_be_visible(timeout=LONG_S * 1000)
-    if os.environ.get("VQDEMO_DOCS_SCREENSHOTS") == "1":
-        expect(teacher.get_by_text(re.compile(r"On the validation images: Codes start far"))).to_be_visible(
-            timeout=LONG_S * 1000)
-        teacher.wait_for_timeout(1500)
+    if os.environ.get("VQDEMO_DOCS_SCREENSHOTS") == "1":   # the pair at its end, its charts on the screen
+        done = re.compile(r"Codes start far: N\(0, 1\): done, step 500.*Healthy default: done, step 500")
+        expect(teacher.get_by_text(done).first).to_be_visible(timeout=4 * LONG_S * 1000)
+        teacher.get_by_text("The lesson's demo").first.scroll_into_view_if_needed()
+        teacher.wait_for_timeout(2500)
         teacher.screenshot(path=str(DOCS_IMG / "train-pair-presenter.png"))
     for c in [*students, context]:
         c.close()

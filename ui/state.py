@@ -17,6 +17,7 @@ import streamlit as st
 import torch
 
 from ui import text, theme
+from ui.notebook_button import notebook_button  # noqa: F401 - each page's one line: state.notebook_button(page)
 from vqdemo import runs, urlstate
 from vqdemo.data import DataConfig, ImageData, data_config, load_data
 from vqdemo.images import to_uint8, upscale_nearest

@@ -100,3 +100,5 @@ else:
 st.caption(f"The whole run ({facts['frames']} frames) is computed once for these settings and played in your "
            "browser: the dots are encoder outputs coloured by the code they snap to, the pale regions are each "
            "code's Voronoi cell.")
+
+state.notebook_button("playground")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -93,7 +93,8 @@ def _source(page: str, values: dict, run: str | Path | None) -> tuple[str | None
     folder = at_hand.locate(source)
     if folder is None:
         raise ValueError(f"no model with weights at {source}: give a run folder (or run:<id> of the runs folder) "
-                         "or a shipped checkpoint such as shipped:mnist-vq")
+                         "or a shipped checkpoint such as shipped:mnist-vq (looked for in checkpoints/ here, in the "
+                         f"repository and in ${at_hand.CHECKPOINTS_ENV})")
     try:
         recipe = at_hand.recipe(folder)
     except runs.CheckpointError as e:

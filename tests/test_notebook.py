@@ -111,7 +111,7 @@ def test_the_playground_page_and_its_notebook_take_the_same_settings():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("page", ["reconstruct", "codebook", "paint", "sample"])
+@pytest.mark.parametrize("page", ["train", "reconstruct", "codebook", "paint", "sample"])
 def test_the_pages_offer_their_setup_as_a_notebook(page):
     shipped("mnist-vq")
     at = open_page(page, {"model": "shipped:mnist-vq"}, land_first=True)

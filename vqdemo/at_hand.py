@@ -57,8 +57,13 @@ def checkpoint_folders() -> list[Path]:
 
 
 def find_checkpoint(name: str) -> Path | None:
-    """The folder of the shipped checkpoint `name` (e.g. "mnist-vq") with its weights, or None."""
-    return next((d / name for d in checkpoint_folders() if (d / name / runs.WEIGHTS).is_file()), None)
+    """The folder of the shipped checkpoint `name` (e.g. "mnist-vq") with its weights, or None; relative to the
+    working folder when it can be (a notebook's output then says ../../checkpoints/mnist-vq, not the owner's disk)."""
+    found = next((d / name for d in checkpoint_folders() if (d / name / runs.WEIGHTS).is_file()), None)
+    try:
+        return None if found is None else Path(os.path.relpath(found))
+    except ValueError:   # another drive (Windows)
+        return found
 
 
 def locate(source: str) -> Path | None:

@@ -26,14 +26,15 @@ from .train_settings import model_config
 from .urlstate import text_of
 
 REPO_ENV = "VQDEMO_GIT_URL"   # the git URL a notebook installs vqdemo from when it is not installed
-REPO_URL = "https://github.com/vqdemo/vqdemo.git"
+REPO_URL = "https://git.example.invalid/vqdemo.git"   # a placeholder that installs nothing: name your clone's URL
 RETRAIN_SECONDS = 60.0        # a notebook away from its model's folder trains the recipe this long (a GPU: plenty)
 NEEDS = {"codebook": ("vq", "rq", "fsq"), "paint": ("vq", "rq"), "sample": ("vq", "rq")}
 SETUP = '''\
 # Colab or a fresh environment: install the library from its repository (skipped when vqdemo is installed).
 import importlib.util
+VQDEMO_GIT = "git+{repo}"   # your course's copy of the vqdemo repository
 if importlib.util.find_spec("vqdemo") is None:
-    %pip install -q "git+{repo}"
+    %pip install -q {{VQDEMO_GIT}}
 import vqdemo
 vqdemo.runtime.configure()   # process set-up before torch loads (vqdemo/runtime.py says why)
 import plotly.express as px

@@ -116,7 +116,10 @@ def reconstruct(ctx: Context) -> Cells:
     cells = [_title(ctx, "Reconstruct: what comes back through the codes",
                     "Validation images beside what the decoder rebuilds from their codes alone, the PSNR of each, "
                     "and each image's code map: the small image of code ids the model stores.")]
-    cells += [("code", f"N, START, DEPTH = {v['n']}, {v['start']}, {v['depth']}   # how many images, the first one, "
+    cells += [("md", "**Originals and reconstructions.** The encoder turns each image into a grid of vectors, each "
+                     "vector is replaced by its nearest code, and the decoder rebuilds the image from those codes "
+                     "alone. PSNR (in dB) measures how close it comes: higher is closer."),
+              ("code", f"N, START, DEPTH = {v['n']}, {v['start']}, {v['depth']}   # how many images, the first one, "
                        "and (RQ) the depth whose code map is shown\n"
                        "START, DEPTH = max(0, min(START, len(data.val_x) - N)), min(DEPTH, len(model.codebook_sizes))\n"
                        "x = data.val_x[START:START + N]                    # (N, C, H, W)\n"

@@ -10,7 +10,7 @@ def test_the_reconstruct_page_downloads_its_setup_as_a_notebook(page: Page, app_
                                                                    tmp_path) -> None:
     first_paint(page, f"{app_server.url}/reconstruct?model=shipped:mnist-rq&n=4&start=20&depth=2", "Reconstruct")
     assert_no_errors(page)
-    button = page.locator("[data-testid=stDownloadButton] button", has_text="Open as a notebook")
+    button = page.get_by_role("button", name="Open as a notebook")
     expect(button).to_be_visible(timeout=30_000)
     with page.expect_download(timeout=30_000) as info:
         button.click()

@@ -288,3 +288,5 @@ def start_section() -> None:
 
 if loaded.kind != "fsq":  # FSQ learns no codebook, so nothing starts anywhere: its grid is fixed
     start_section()
+
+state.notebook_button("codebook")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -107,3 +107,5 @@ cells = ("code's Voronoi cell (the points nearer to it than to any other code)" 
 st.caption(f"The whole run ({facts['frames']} frames) is computed once for these settings and played in your "
            "browser: the dots are encoder outputs coloured by the code they snap to, the pale regions are each "
            f"{cells}.")
+
+state.notebook_button("playground")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -242,3 +242,5 @@ if up is not None:
                     c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {db:.1f} dB")
         st.caption(f"This model learned its codes on {data.name}: an image unlike those comes back drawn with "
                    "the strokes its codebook knows.")
+
+state.notebook_button("reconstruct")   # this setup as a Jupyter notebook (ui/notebook_button.py)

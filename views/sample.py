@@ -302,3 +302,5 @@ if sampled is not None:
         st.image(state.crisp(steps, 112 * len(sizes)), output_format="PNG")
         st.caption("The same sample decoded from depths 1, 1..2, ... all: the RQ prior draws depth by depth, "
                    "coarse to fine.")
+
+state.notebook_button("sample")   # this setup as a Jupyter notebook (ui/notebook_button.py)

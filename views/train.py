@@ -661,3 +661,5 @@ st.divider()
 st.subheader("Runs on this server")
 busy = any(j.state in ACTIVE for j in queue.list_jobs())
 st.fragment(finished_runs, run_every=tick_seconds(CHART_EVERY_S) if busy else None)(me.id)
+
+state.notebook_button("train")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -47,7 +47,7 @@ def test_every_kind_of_url_setting_reads_any_value_inside_its_bounds(value):
     import math
 
     from ui.state import Param
-    from ui.train_settings import SETTINGS
+    from vqdemo.train_settings import SETTINGS
 
     params = [*SETTINGS.values(), Param("i", 0, lo=0, hi=9, cast=int), Param("f", 1.0, lo=0.05, hi=3.0, cast=float),
               Param("b", False, cast=bool), Param("s", "", hi=80), Param("o", "PCA", options=("UMAP", "PCA"))]

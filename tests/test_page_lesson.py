@@ -47,7 +47,7 @@ def test_every_lesson_link_sets_settings_its_page_reads():
     page reads (a Param of that page, the Train page's settings, or the sidebar's model), with a value it accepts."""
     import re
 
-    from ui.train_settings import SETTINGS
+    from vqdemo.train_settings import SETTINGS
 
     links = _lesson_links()
     assert len(links) == 7

@@ -273,10 +273,10 @@ def test_no_page_says_uniform_codes_start_at_the_centre_or_in_the_paper():
 # ---- FSQ levels ---------------------------------------------------------------------------------------------------
 
 def test_fsq_refuses_two_levels_with_its_reason_everywhere(capsys):
-    from ui.train_settings import FSQ_LEVELS
     from vqdemo import cli
     from vqdemo.fsq import FSQConfig
     from vqdemo.playground import fsq_levels
+    from vqdemo.train_settings import FSQ_LEVELS
     with pytest.raises(ValueError, match="at least 3 levels"):
         FSQConfig([8, 2])
     with pytest.raises(SystemExit):

@@ -21,7 +21,6 @@ from ui import charts, state, text
 from ui import shared as shared_figures
 from ui.identity import Student
 from ui.jobs import job_queue, shared_figure, student, thin, tick_seconds
-from ui.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
 from vqdemo import analysis, files, fit, runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
@@ -29,6 +28,7 @@ from vqdemo.fit import far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.models import KINDS, ModelConfig
 from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig
+from vqdemo.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
 from vqdemo.trainer import TrainConfig
 
 HEALTHY, FAR_INIT, NEAR_INIT = QuantizerConfig(), far_init_quantizer(), near_init_quantizer()

@@ -12,7 +12,7 @@ runtime.configure()  # first, before anything imports torch (OpenMP wait policy,
 
 import streamlit as st  # noqa: E402
 
-from ui import jobs, state  # noqa: E402
+from ui import jobs, lesson, state  # noqa: E402
 
 FAVICON = str(Path(__file__).parent / "ui" / "favicon.png")   # local: nothing is fetched from the internet
 present = state.presenter_from_url()
@@ -31,8 +31,10 @@ pages = [
     st.Page("views/lesson.py", title="Lesson", icon=":material/format_list_numbered:"),
     st.Page("views/classroom.py", title="Class", icon=":material/groups:"),
 ]
-nav = st.navigation(pages, position="top" if present else "sidebar")
+nav = st.navigation(lesson.presenter_nav(pages) if present else pages, position="top" if present else "sidebar")
 st.session_state["loaded"] = state.sidebar()
 jobs.owner_id()  # ?me= on every page, so a reload anywhere keeps a student's runs theirs
 jobs.job_queue()  # made on the first visit to any page, so its warm worker is ready before anyone presses Start
+state.top_on_arrival(nav.url_path)
+lesson.step_bar(nav.url_path or "learn")   # the default page (Learn) is served at the root
 nav.run()

@@ -140,10 +140,18 @@ def _param(name: str, default: str) -> str:
 
 
 # Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
-# The Lesson's step titles are links, which Streamlit draws smaller than the text under them.
+# The Lesson's step titles are links, which Streamlit draws smaller than the text under them. A metric (st.metric)
+# cuts its label and value with "..." when its column is narrow ("Perplexity (K=1..." and "124 / ..." in four
+# columns at 1280 px): its label wraps instead, and its value shrinks with its column (cqi: percent of the
+# metric's width; the value is at most 6 characters wide at 1em... about 9 at 0.55em).
 PAGE_CSS = """<style>
 [data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
 [class*=st-key-lesson_step_] [data-testid=stPageLink] p { font-size: 1.2rem; font-weight: 600; }
+[data-testid=stMetric] { container-type: inline-size; }
+[data-testid=stMetricLabel] [data-testid=stMarkdownContainer], [data-testid=stMetricLabel] p {
+  white-space: normal !important; overflow: visible !important; }
+[data-testid=stMetricValue] { font-size: min(2.25rem, 19cqi) !important; }
+[data-testid=stMetricValue] [data-testid=stMarkdownContainer] { overflow: visible !important; }
 </style>"""
 # Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
 # fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text). The top bar's links lose their

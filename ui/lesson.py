@@ -106,15 +106,14 @@ def step_bar(url_path: str) -> None:
     number = current_step(url_path)
     if not number:
         return
-    with st.container(border=True, key="lesson_step_bar"):
-        where, prev, back, after = st.columns([5, 2, 2, 2], vertical_alignment="center")
+    # a row that wraps: the links, as one group, go under the title where the page is narrow, never cut
+    with st.container(border=True, key="lesson_step_bar", horizontal=True, vertical_alignment="center",
+                      horizontal_alignment="distribute"):
         step = STEPS[number - 1]
-        where.markdown(f"**Lesson step {number} of {len(STEPS)}:** {step.label}")
-        if number > 1:
-            with prev:
+        st.markdown(f"**Lesson step {number} of {len(STEPS)}:** {step.label}", width="content")
+        with st.container(horizontal=True, width="content", vertical_alignment="center", gap="medium"):
+            if number > 1:
                 step_link(number - 1, "Previous step", ":material/arrow_back:", help=STEPS[number - 2].label)
-        with back:
             st.page_link(LESSON_PAGE, label="Lesson", icon=":material/format_list_numbered:", query_params=carried())
-        if number < len(STEPS):
-            with after:
+            if number < len(STEPS):
                 step_link(number + 1, "Next step", ":material/arrow_forward:", help=STEPS[number].label)

@@ -195,11 +195,18 @@ def write_url(changes: dict[str, str | None]) -> None:
     Streamlit's frontend pushes a browser-history entry for every query string it is sent that differs from the
     address bar's, so each write that changes something is one more press of Back. The app writes the URL when a
     person changes a setting, never because a page was opened: a page opened from a link, the top bar or Back
-    finds what it needs in its URL or its session, and its visit stays one entry.
+    finds what it needs in its URL or its session, and its visit stays one entry. The sidebar's model and
+    presenter mode ride along with any write (the top bar's links drop the query), so a link copied after a change
+    reopens the same model and mode.
     """
     now = st.query_params.to_dict()
     sets = {k: v for k, v in changes.items() if v is not None and now.get(k) != v}
     drops = [k for k, v in changes.items() if v is None and k in now]
+    if not sets and not drops:
+        return
+    ride = {"model": st.session_state.get("_model_in_url"),
+            "present": "1" if st.session_state.get("presenter_toggle") else "0" if "present" in now else None}
+    sets |= {k: v for k, v in ride.items() if v is not None and k not in changes and now.get(k) != v}
     if drops:
         st.query_params.from_dict({**{k: v for k, v in now.items() if k not in drops}, **sets})
     elif sets:

@@ -12,7 +12,7 @@ runtime.configure()  # first, before anything imports torch (OpenMP wait policy,
 
 import streamlit as st  # noqa: E402
 
-from ui import identity, jobs, state  # noqa: E402
+from ui import identity, jobs, lesson, state  # noqa: E402
 
 FAVICON = str(Path(__file__).parent / "ui" / "favicon.png")   # local: nothing is fetched from the internet
 present = state.presenter_from_url()
@@ -31,11 +31,13 @@ pages = [
     st.Page("views/lesson.py", title="Lesson", icon=":material/format_list_numbered:"),
     st.Page("views/classroom.py", title="Class", icon=":material/groups:"),
 ]
-nav = st.navigation(pages, position="top" if present else "sidebar")
+nav = st.navigation(lesson.presenter_nav(pages) if present else pages, position="top" if present else "sidebar")
 me = jobs.student()  # before anything is drawn: a ?me= or ?teacher= link leaves the address bar at once
 st.session_state["loaded"] = state.sidebar()
 with st.sidebar:   # the sidebar is mounted even when folded away (presenter mode), and the page never shifts
     identity.sidebar(me)
     identity.keep(me)  # this browser's cookies, so every tab and every visit is this one student
 jobs.job_queue()  # made on the first visit to any page, so its warm worker is ready before anyone presses Start
+state.top_on_arrival(nav.url_path)
+lesson.step_bar(nav.url_path or "learn")   # the default page (Learn) is served at the root
 nav.run()

@@ -95,7 +95,8 @@ SINKS = {"error", "warning", "info", "success", "toast", "markdown", "caption", 
 RISKY = re.compile(r"^(e|err|exc|msg|problem|reason|title|label|name|owner|why|message|text|class_names)$")
 # looked at and safe: plain text, a fixed label, a dataset's name from a checked config
 SAFE = {("views/classroom.py", "chosen.title", "text"), ("views/classroom.py", "label", "page_link"),
-        ("views/lesson.py", "step.label", "page_link"), ("views/reconstruct.py", "label", "image"),
+        ("ui/lesson.py", "label", "page_link"),
+        ("ui/lesson.py", "step.label", "markdown"), ("views/reconstruct.py", "label", "image"),
         ("views/reconstruct.py", "data.name", "caption"), ("views/sample.py", "loaded.data.name", "info"),
         ("ui/jobs.py", "e", "error")}
 

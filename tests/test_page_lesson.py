@@ -34,10 +34,10 @@ def test_a_link_that_names_a_model_switches_the_picker():
 
 
 def _lesson_links() -> list[tuple[str, dict]]:
-    """(view file, query) of every step of views/lesson.py, read from its source (the page runs on import)."""
+    """(view file, query) of every step of ui/lesson.py, read from its source."""
     import ast
 
-    tree = ast.parse((Path(APP).parent / "views" / "lesson.py").read_text())
+    tree = ast.parse((Path(APP).parent / "ui" / "lesson.py").read_text())
     return [(node.args[0].value, ast.literal_eval(node.args[-1])) for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Step"]
 

@@ -57,6 +57,7 @@ _HTML = """
 _CSS = """
 .gp {
   --cell: 48px;
+  --swatch: calc(28px + (1rem - 16px) * 5);   /* 28 px; 48 px under presenter mode's 20 px root font */
   --gp-accent: var(--st-primary-color, #ff4b4b);
   --gp-fg: var(--st-text-color, #31333f);
   --gp-line: var(--st-border-color, rgba(128, 128, 128, 0.35));
@@ -81,17 +82,19 @@ _CSS = """
 .gp-mode[aria-pressed="true"] { border-color: var(--gp-accent); color: var(--gp-accent);
   background: color-mix(in srgb, var(--gp-accent) 10%, transparent); }
 .gp-hint { opacity: 0.65; font-size: 0.8rem; }
-.gp-palette { position: relative; display: flex; flex-wrap: wrap; gap: 4px; max-height: 140px;
-  overflow-y: auto; padding: 6px; border: 1px solid var(--gp-line);   /* 140 px: four whole rows of swatches */
+.gp-palette { position: relative; display: flex; flex-wrap: wrap; gap: 4px;
+  max-height: calc(4 * (var(--swatch) + 4px) + 12px);   /* four whole rows of swatches */
+  overflow-y: auto; padding: 6px; border: 1px solid var(--gp-line);
   border-radius: var(--st-base-radius, 8px); background: var(--gp-panel); }
-.gp-swatch { position: relative; width: 28px; height: 28px; padding: 0; cursor: pointer;
+.gp-swatch { position: relative; width: var(--swatch); height: var(--swatch); padding: 0; cursor: pointer;
   border: 1px solid var(--gp-line); border-radius: 5px; background-size: cover;
   image-rendering: pixelated; transition: transform 80ms; }
 .gp-swatch:hover, .gp-swatch.gp-hot { transform: scale(1.15); z-index: 1; }
 .gp-swatch.gp-hot { box-shadow: 0 0 0 2px var(--gp-fg); }
 .gp-swatch[aria-selected="true"] { outline: 2px solid var(--gp-accent); outline-offset: 1px; z-index: 2; }
 .gp-show-ids:not(.gp-many) .gp-swatch::after { content: attr(data-code); position: absolute;
-  right: 1px; bottom: 0; font-size: 9px; line-height: 1; color: #fff; text-shadow: 0 0 2px #000, 0 0 2px #000; }
+  right: 1px; bottom: 0; font-size: calc(10px + (1rem - 16px) * 1.5);   /* 10 px; 16 px when presenting */
+  line-height: 1; color: #fff; text-shadow: 0 0 2px #000, 0 0 2px #000; }
 .gp-grid-wrap { overflow-x: auto; padding: 2px; }
 .gp-grid { display: grid; grid-template-columns: repeat(var(--cols, 1), var(--cell));
   grid-auto-rows: var(--cell); gap: 1px; width: max-content; padding: 1px; border-radius: 6px;

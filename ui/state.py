@@ -156,13 +156,25 @@ def _param(name: str, default: str) -> str:
 
 
 # Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
+# The Lesson's step titles are links, which Streamlit draws smaller than the text under them. A metric (st.metric)
+# cuts its label and value with "..." when its column is narrow ("Perplexity (K=1..." and "124 / ..." in four
+# columns at 1280 px): its label wraps instead, and its value shrinks with its column (cqi: percent of the
+# metric's width; the value is at most 6 characters wide at 1em... about 9 at 0.55em).
 PAGE_CSS = """<style>
 [data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
+[class*=st-key-lesson_step_] [data-testid=stPageLink] p { font-size: 1.2rem; font-weight: 600; }
+[data-testid=stMetric] { container-type: inline-size; }
+[data-testid=stMetricLabel] [data-testid=stMarkdownContainer], [data-testid=stMetricLabel] p {
+  white-space: normal !important; overflow: visible !important; }
+[data-testid=stMetricValue] { font-size: min(2.25rem, 19cqi) !important; }
+[data-testid=stMetricValue] [data-testid=stMarkdownContainer] { overflow: visible !important; }
 </style>"""
 # Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
-# fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text).
+# fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text). The top bar's links lose their
+# icons: all ten fit at 1280 px and seven at 1024 (Streamlit folds the rest into "N more"; see lesson.presenter_nav).
 PRESENTER_CSS = """<style>
 html { font-size: 20px; }
+[data-testid=stTopNavLink] > span:has([data-testid=stIconMaterial]) { display: none; }
 [data-testid=stMainBlockContainer] { padding: 3.2rem 1.2rem 2rem 1.2rem !important; }
 [data-testid=stMain] h1 { font-size: 1.9rem !important; padding-top: 0.2rem !important; }
 [data-testid=stMain] h2 { font-size: 1.45rem !important; }
@@ -182,6 +194,57 @@ def presenter_from_url() -> bool:
 
 def _leave_presenter() -> None:
     st.session_state["presenter_toggle"] = False
+    _presenter_to_url()
+
+
+def _presenter_to_url() -> None:
+    write_url({"present": "1" if st.session_state["presenter_toggle"] else "0"})
+
+
+def _model_to_url() -> None:
+    write_url({"model": st.session_state["model_picker"]})
+
+
+def write_url(changes: dict[str, str | None]) -> None:
+    """Set (or, for None, remove) query parameters, in one message and only if that changes the URL.
+
+    Streamlit's frontend pushes a browser-history entry for every query string it is sent that differs from the
+    address bar's, so each write that changes something is one more press of Back. The app writes the URL when a
+    person changes a setting, never because a page was opened: a page opened from a link, the top bar or Back
+    finds what it needs in its URL or its session, and its visit stays one entry. The sidebar's model and
+    presenter mode ride along with any write (the top bar's links drop the query), so a link copied after a change
+    reopens the same model and mode.
+    """
+    now = st.query_params.to_dict()
+    sets = {k: v for k, v in changes.items() if v is not None and now.get(k) != v}
+    drops = [k for k, v in changes.items() if v is None and k in now]
+    if not sets and not drops:
+        return
+    ride = {"model": st.session_state.get("_model_in_url"),
+            "present": "1" if st.session_state.get("presenter_toggle") else "0" if "present" in now else None}
+    sets |= {k: v for k, v in ride.items() if v is not None and k not in changes and now.get(k) != v}
+    if drops:
+        st.query_params.from_dict({**{k: v for k, v in now.items() if k not in drops}, **sets})
+    elif sets:
+        st.query_params.update(sets)
+
+
+def top_on_arrival(url_path: str) -> None:
+    """Scroll to the top when this run opens another page than the last run showed: Streamlit keeps the main
+    area's scroll position across pages, so a page opened from far down the Lesson began half-way down."""
+    if st.session_state.get("_shown_page") != url_path:
+        st.session_state["_shown_page"] = url_path
+        scroll_to_top()
+
+
+def scroll_to_top() -> None:
+    """Scroll the main area to its top once, when this run's page reaches the browser (drawn in the sidebar, where
+    an element that comes and goes moves nothing)."""
+    st.session_state["_scrolls"] = st.session_state.get("_scrolls", 0) + 1
+    # the count makes each script differ from the last one, so the browser runs it again
+    st.sidebar.html(f"<script>/* {st.session_state['_scrolls']} */ "
+                    "document.querySelector('[data-testid=stMain]')?.scrollTo(0, 0);</script>",
+                    unsafe_allow_javascript=True)
 
 
 def sidebar() -> Loaded | None:
@@ -204,13 +267,14 @@ def sidebar() -> Loaded | None:
             st.session_state["model_picker"] = linked   # a link (the Lesson's, a shared one) names another model
         index = ids.index(wanted) if wanted in ids else (ids.index(DEFAULT_MODEL) if DEFAULT_MODEL in ids else 0)
         picked = st.selectbox("Model", ids, index=index, format_func=lambda i: choices[ids.index(i)].label,
-                              key="model_picker", help="Shipped checkpoints and the runs trained on this server: "
-                              "when each run started, who started it, its final K and validation PSNR.")
-        st.query_params["model"] = picked
+                              key="model_picker", on_change=_model_to_url, help="Shipped checkpoints and the runs "
+                              "trained on this server: when each run started, who started it, its final K and "
+                              "validation PSNR.")
+        if st.query_params.get("model", picked) != picked:
+            write_url({"model": picked})   # a model the URL named but that is gone: the URL says what is shown
         st.session_state["_model_in_url"] = picked
-        st.toggle("Presenter mode", key="presenter_toggle",
+        st.toggle("Presenter mode", key="presenter_toggle", on_change=_presenter_to_url,
                   help="Larger text, images and charts for a projector; the page links move to the top bar.")
-        st.query_params["present"] = "1" if present else "0"
     st.markdown(PAGE_CSS, unsafe_allow_html=True)
     if present:
         st.markdown(PRESENTER_CSS, unsafe_allow_html=True)
@@ -275,12 +339,16 @@ def url_value(key: str, param: urlstate.Param, fallback: Any = None) -> None:
 
 
 def to_url(*pairs: tuple[urlstate.Param, Any], drop_defaults: bool = False) -> None:
-    """Write settings into the URL; with `drop_defaults` a setting at its default leaves it (shorter links)."""
+    """Write settings into the URL where they differ from what it says (a missing setting says its default), in
+    one message: a page that shows what its URL asked for writes nothing (see `write_url`). With `drop_defaults`
+    a setting moved back to its default leaves the URL (shorter links)."""
+    changes = {}
     for param, value in pairs:
-        if drop_defaults and value == param.default:
-            st.query_params.pop(param.name, None)
-        else:
-            st.query_params[param.name] = text_of(value)
+        said = param.parse(st.query_params.get(param.name))
+        if value == (param.default if said is None else said):
+            continue
+        changes[param.name] = None if drop_defaults and value == param.default else text_of(value)
+    write_url(changes)
 
 
 def session_id() -> str:

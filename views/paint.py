@@ -137,7 +137,10 @@ with left:
                f"validation image {index}{image_label(index)}.")
 
 codes = canvas.codes(kind)
-st.query_params["grid"] = grid_url.encode([canvas.layer(i) for i in range(canvas.depth)], list(sizes))
+painted = grid_url.encode([canvas.layer(i) for i in range(canvas.depth)], list(sizes))
+blank = grid_url.encode([code_canvas.blank_grid(b, h, w) for b in background], list(sizes))
+if painted != st.query_params.get("grid", blank):   # a link without ?grid= says the blank canvas: nothing to write
+    state.write_url({"grid": painted})
 with right:
     if kind == "rq":
         partial, full = st.columns(2)

@@ -622,14 +622,21 @@ if cell := sweep_cell(me.id):
             "shows every student's result on one chart.")
 demo_section(me)
 presenter = state.presenter()
-settings_box, live_box = ((st.expander("New run settings"), st.container()) if presenter
-                           else st.columns([1, 1.5], gap="medium"))
+if st.session_state.pop("tr_fold_settings", False):
+    st.session_state["tr_settings_open"] = False
+    state.scroll_to_top()
+settings_box, live_box = ((st.expander("New run settings", key="tr_settings_open", on_change="rerun"), st.container())
+                          if presenter else st.columns([1, 1.5], gap="medium"))
 
 with settings_box:
     settings = settings_form()
     st.text_input("Title (optional)", key="tr_title", placeholder=title_of(settings), max_chars=80)
     if st.button("Start training", type="primary", key="tr_start", width="stretch"):
+        before = st.session_state.get("tr_job")
         start(settings, me)
+        if presenter and st.session_state.get("tr_job") != before:   # started: fold the settings so the run's
+            st.session_state["tr_fold_settings"] = True               # live panel is on the projector's first screen
+            st.rerun()
     with st.expander("Share this setup"):
         st.code(f"{st.context.url or ''}?{urlencode(st.query_params.to_dict())}", language=None, wrap_lines=True)
         st.caption("The link carries these settings, not your runs.")

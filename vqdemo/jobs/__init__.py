@@ -35,6 +35,7 @@ from ..data import DataConfig
 from ..models import ModelConfig
 from ..quantize import QuantizerConfig
 from ..trainer import TrainConfig, check_lr
+from . import limits
 from .worker import JobSpec
 
 ACTIVE = ("queued", "running", "paused", "stopping")
@@ -568,18 +569,22 @@ class JobQueue:
         return job
 
     def compute(self, key: Any, fn: str, *args: Any, **kwargs: Any) -> Job:
-        """Queue a named computation (see worker.CALLS) once per key, ahead of training runs (it is short and a
-        page is waiting for it); later calls with the same key return the same job, its result kept."""
+        """Queue a named computation (see worker.CALLS) once per key; later calls with the same key return the same
+        job, its result kept. It takes its place in the queue like any job and counts toward the class limit: pages
+        can ask for many (one UMAP per model and depth), and a waiting student's run must not fall behind them."""
         with self._lock:
             job = self._keyed.get(key)
             if job is not None:
                 self._keyed.move_to_end(key)
                 return job
+            if len(self._pending) >= self.max_queued:
+                raise JobError(f"the class queue is full ({len(self._pending)} jobs waiting); try again when some "
+                               "finish")
             spec = JobSpec("call", 1, {"fn": fn, "args": args, "kwargs": kwargs})
             job = Job(self, spec, owner="server", client="", title=fn, run_dir=None, store_dir=None,
-                      train_cfg=TrainConfig(seconds=self.max_seconds), key=key)
+                      train_cfg=TrainConfig(seconds=min(limits.CALL_SECONDS, self.max_seconds)), key=key)
             self._keep(key, job)
-            self._enqueue(job, front=True)
+            self._enqueue(job)
         return job
 
     def _keep(self, key: Any, job: Job) -> None:
@@ -594,13 +599,10 @@ class JobQueue:
         with self._lock:
             return self._keyed.get(key)
 
-    def _enqueue(self, job: Job, front: bool = False) -> None:
+    def _enqueue(self, job: Job) -> None:
         with self._lock:
             self._jobs[job.id] = job
-            if front:
-                self._pending.appendleft(job)
-            else:
-                self._pending.append(job)
+            self._pending.append(job)
             self._renumber()
             self._schedule()
             self._forget_old()
@@ -632,8 +634,14 @@ class JobQueue:
             return "failed", f"could not start a worker ({type(e).__name__}: {e})"
         job._started(handle)
         pump = _Pump(job)
+        clock = limits.WallClock(limits.wall_cap_s(job.train_cfg.seconds or self.max_seconds, self.pause_limit_s))
         try:
             while True:
+                due = clock.due()
+                if due == "stop":
+                    job.stop(clock.reason(job.task != "call"))
+                elif due == "kill":
+                    return "stopped", clock.reason(job.task != "call")
                 messages = handle.poll(POLL_S)
                 for msg in messages:
                     if msg[0] == "died":

@@ -630,6 +630,8 @@ class JobQueue:
         """Start the job's worker and apply its messages until it exits or dies."""
         try:
             handle = self.backend.start(job.spec)
+        except JobError as e:   # e.g. the Ray cluster cannot be reached or must not be used: its message says why
+            return "failed", str(e)
         except Exception as e:  # noqa: BLE001 - a backend that cannot start a worker fails the job, not the server
             return "failed", f"could not start a worker ({type(e).__name__}: {e})"
         job._started(handle)

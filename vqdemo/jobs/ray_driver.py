@@ -56,6 +56,8 @@ def resolve(address: str) -> str:
     """host:port of the cluster: RAY_ADDRESS as given, or ("auto" / empty) the head `ray start` made here."""
     from ray._private.services import canonicalize_bootstrap_address_or_die
 
+    if address and address != "auto":
+        return address   # as the teacher wrote it, so messages name it
     try:
         return canonicalize_bootstrap_address_or_die(address or "auto")
     except (ConnectionError, ValueError) as e:
@@ -95,6 +97,14 @@ def check_token_required(address: str) -> None:
                       "(RAY_AUTH_MODE=token)")
     if probe.returncode != 3:
         raise Refused(f"could not check the Ray cluster at {address} ({probe.stderr.strip()[-300:]})")
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=address)   # this process, with the token here: at once, where ray.init retries a while
+    except AuthenticationError:
+        raise Refused(f"the Ray cluster at {address} refused the token here: set RAY_AUTH_TOKEN to the output of "
+                      "`ray get-auth-token` on the head") from None
 
 
 def connect(address: str) -> str:

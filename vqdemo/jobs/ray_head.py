@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,9 +71,11 @@ class Head:
         self.proc.wait(30)
 
     def stop(self) -> None:
+        """Stop this head's processes and remove its temp folder (logs, sockets, session files)."""
         kill_session(self.proc.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(30)
+        shutil.rmtree(self.log.parent, ignore_errors=True)
 
 
 def start_head(num_cpus: int = 2, port: int | None = None, token: str | None = None, auth: bool = True,

@@ -75,7 +75,7 @@ def test_a_wrong_address_fails_a_run_with_a_message_and_pages_still_load(tmp_pat
     try:
         view = finished(q.submit("s", "wrong address", tiny(), DATA, budget(steps=5)))
         assert view.state == "failed" and f"nothing answers at RAY_ADDRESS={address}" in view.reason, view.reason
-        assert "RAY_ADDRESS" in q.backend.problem()
+        assert "RAY_ADDRESS" in wait_for(q.backend.problem, "the driver process to refuse too", timeout=DEADLINE_S)
     finally:
         q.close()
     for page in (None, "train", "codebook"):   # Learn (the default page) and two pages that use the queue

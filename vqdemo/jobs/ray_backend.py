@@ -24,7 +24,21 @@ from .local import PACKAGE_ROOT, Channel
 
 READY_TIMEOUT_S = 180.0   # the driver's checks and ray.init (each refusal it finds comes within seconds)
 RETRY_S = 10.0            # a refusal is repeated to jobs for this long before a new driver tries again
+REACH_TIMEOUT_S = 3.0     # a TCP connection to the head's address: the "nothing answers there" check
 LAUNCH = "import sys; from vqdemo.jobs.ray_driver import main; main(int(sys.argv[1]))"
+
+
+def unreachable(address: str, timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """None if something accepts a TCP connection at host:port, else a message that says so and what to do: seconds,
+    where Ray's own connection attempt waits about 40 s."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return (f"nothing answers at RAY_ADDRESS={address} ({why}): start the head there (see the README's Ray commands) "
+            "or correct RAY_ADDRESS")
 
 
 class _Driver:
@@ -195,6 +209,10 @@ class RayBackend:
             return self._driver
 
     def start(self, spec: worker.JobSpec) -> RayHandle:
+        if self.address not in ("", "auto"):
+            why = unreachable(self.address)   # here, at once: a driver would say the same after importing Ray
+            if why is not None:
+                raise JobError(why)
         driver = self.driver()
         driver.wait_ready(self.ready_timeout_s)
         return driver.start(spec)

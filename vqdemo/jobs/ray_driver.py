@@ -1,5 +1,5 @@
-"""The Ray driver: the one process of the app that imports Ray, started by `ray_backend.RayBackend` as
-`python -m vqdemo.jobs.ray_driver FD` and talking to the web server over the socket FD.
+"""The Ray driver: the one process of the app that imports Ray, started by `ray_backend.RayBackend` (a fresh
+interpreter that calls `main(FD)`) and talking to the web server over the socket FD.
 
 Why a process of its own: a Ray driver that loses its cluster's head ends its whole process ("Failed to connect to
 GCS within 60 seconds ... The program will terminate"), and `ray.init` to an address where nothing answers waits
@@ -22,8 +22,8 @@ head stops answering, ("lost", why) before this process exits.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,11 +38,11 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError  # noqa: E40
 
 from . import worker  # noqa: E402
 from .local import LocalBackend  # noqa: E402
+from .ray_backend import unreachable  # noqa: E402
 
 PACKAGE = Path(__file__).resolve().parents[1]    # vqdemo/, shipped to the cluster's workers with each job
 POLL_TIMEOUT_S = 30.0   # a Ray worker that does not answer a poll for this long has failed its job
 ACTOR_POLL_S = 0.2      # how long one poll of an actor waits for messages
-REACH_TIMEOUT_S = 3.0   # a TCP connection to the head's address: the "nothing answers there" check
 PROBE_TIMEOUT_S = 60.0
 HEALTH_EVERY_S = 2.0    # the head's address is checked this often while connected ...
 HEALTH_MISSES = 3       # ... and this many misses in a row mean the head has gone
@@ -63,16 +63,6 @@ def resolve(address: str) -> str:
     except (ConnectionError, ValueError) as e:
         raise Refused(f"no Ray cluster found ({str(e).splitlines()[0][:200]}): set RAY_ADDRESS to the head's "
                       "HOST:PORT, as the README's Ray commands do") from None
-
-
-def reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> str | None:
-    """None if something accepts a TCP connection at host:port, else why not."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return None
-    except (OSError, ValueError) as e:
-        return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
 def check_token_required(address: str) -> None:
@@ -110,10 +100,9 @@ def check_token_required(address: str) -> None:
 def connect(address: str) -> str:
     """Check the cluster, then connect this process to it as a driver; returns host:port."""
     address = resolve(address)
-    why = reachable(address)
+    why = unreachable(address)
     if why is not None:
-        raise Refused(f"nothing answers at RAY_ADDRESS={address} ({why}): start the head there (see the README's "
-                      "Ray commands) or correct RAY_ADDRESS")
+        raise Refused(why)
     check_token_required(address)
     try:
         ray.init(address=address, log_to_driver=False,
@@ -221,11 +210,11 @@ class Driver:
         misses = 0
         while True:
             time.sleep(HEALTH_EVERY_S)
-            why = reachable(self.address)
+            why = unreachable(self.address)
             misses = misses + 1 if why is not None else 0
             if misses >= HEALTH_MISSES:
                 try:
-                    self.send(("lost", f"the Ray head at {self.address} stopped answering ({why})"))
+                    self.send(("lost", f"the Ray head at {self.address} stopped answering"))
                 finally:
                     os._exit(0)
 
@@ -256,10 +245,14 @@ def main(fd: int) -> None:
     try:
         address = connect(os.environ.get("RAY_ADDRESS", ""))
     except Refused as e:
-        conn.send(("refused", str(e)))
+        with contextlib.suppress(OSError, EOFError):   # the web server may have gone meanwhile
+            conn.send(("refused", str(e)))
         return
     driver = Driver(conn, address)
-    conn.send(("ready", address))
+    try:
+        conn.send(("ready", address))
+    except (OSError, EOFError):
+        return
     driver.serve()
 
 

@@ -156,3 +156,5 @@ with right:
         col.image(state.crisp(pal.tiles[c], 48), output_format="PNG", caption=f"#{c} ×{count}")
     st.caption("The codes in your grid, each decoded on its own (tiled over the whole map), with how many cells "
                "use it, most used first.")
+
+state.notebook_button("paint")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -378,9 +378,9 @@ def main() -> None:
         sys.path.insert(0, str(ROOT))
         from vqdemo.jobs.ray_head import local_head
 
-        with local_head(num_cpus=len(os.sched_getaffinity(0))) as env:
+        with local_head(num_cpus=len(os.sched_getaffinity(0))) as head:
             f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs,
-                         extra_env={**env, "VQDEMO_BACKEND": "ray"})
+                         extra_env={**head.env, "VQDEMO_BACKEND": "ray"})
     else:
         f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs)
     print(f"sessions:          {f['sessions']} websocket clients on one `streamlit run` (127.0.0.1), "

@@ -1,6 +1,8 @@
 """The Ray backend against a real local head on 127.0.0.1 (token authentication on): a run trains and its files
-come back to this machine's runs folder; a live K change applies and stop works; a killed Ray worker fails the
-job with a clear reason and keeps the last checkpoint. The head is started here and only it is stopped.
+come back to this machine's runs folder (and the test process, the web side, never imports Ray); a live K change
+applies and stop works; a killed Ray worker fails the job with a clear reason and keeps the last checkpoint. The
+head is started here and only it is stopped. tests/test_ray_cluster.py covers a lost head, a wrong address, an
+open cluster and the README's commands.
 """
 
 from __future__ import annotations
@@ -8,34 +10,47 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.test_jobs import DATA, budget, tiny, wait_finished, wait_for
 from vqdemo import runs
 from vqdemo.jobs import JobQueue
+from vqdemo.jobs.ray_head import session_pids
 from vqdemo.models import VQVAE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def ray_queue(tmp_path_factory):
+def head():
     from vqdemo.jobs.ray_head import local_head
 
-    with local_head(num_cpus=2) as env:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)   # before ray is imported: it reads the token settings then
-        import ray
-
-        from vqdemo.jobs.ray_backend import RayBackend
-
+    with local_head(num_cpus=2) as h:
+        saved = {k: os.environ.get(k) for k in h.env}
+        os.environ.update(h.env)   # the driver process and the CLI read the address and token from here
         try:
-            yield JobQueue(1, tmp_path_factory.mktemp("ray") / "runs", threads=1, backend=RayBackend())
+            yield h
         finally:
-            ray.shutdown()
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def ray_queue(head, tmp_path_factory):
+    from vqdemo.jobs.ray_backend import RayBackend
+
+    q = JobQueue(1, tmp_path_factory.mktemp("ray") / "runs", threads=1, backend=RayBackend())
+    yield q
+    q.close()
+
+
+def actor_pids(head) -> list[int]:
+    """The processes of this head (its session) that hold a job's actor."""
+    return [pid for pid in session_pids(head.proc.pid)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::JobActor")]
 
 
 def test_a_run_trains_on_ray_and_its_files_come_back(ray_queue):
@@ -46,6 +61,7 @@ def test_a_run_trains_on_ray_and_its_files_come_back(ray_queue):
     assert isinstance(model, VQVAE) and meta["title"] == "on ray"
     assert runs.read_json(job.run_dir / "status.json")["state"] == "done"
     assert {r["step"] for r in runs.read_metrics(job.run_dir) if r["type"] == "val"} >= {1, 10, 30}
+    assert "ray" not in sys.modules   # the web side never is a Ray driver: a lost head cannot end its process
 
 
 def test_live_k_and_stop_reach_a_ray_worker(ray_queue):
@@ -61,13 +77,12 @@ def test_live_k_and_stop_reach_a_ray_worker(ray_queue):
     assert runs.read_json(job.run_dir / "config.json")["title"] == "knobs on ray K=16"
 
 
-def test_a_killed_ray_worker_fails_the_job_and_keeps_the_checkpoint(ray_queue):
-    import ray
-
+def test_a_killed_ray_worker_fails_the_job_and_keeps_the_checkpoint(ray_queue, head):
     job = ray_queue.submit("s", "killed on ray", tiny(), DATA, budget(steps=100_000))
     wait_for(lambda: job.step_count >= 12 and (job.run_dir / runs.LAST).is_file(), "a checkpoint")
-    pid = ray.get(job._handle.actor.pid.remote(), timeout=30)
-    os.kill(pid, signal.SIGKILL)
+    pids = actor_pids(head)
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
     wait_finished(job)
     view = job.view()
     assert view.state == "failed" and "Ray worker" in view.reason and "kept" in view.reason
@@ -75,9 +90,7 @@ def test_a_killed_ray_worker_fails_the_job_and_keeps_the_checkpoint(ray_queue):
     assert runs.read_json(job.run_dir / "status.json")["state"] == "failed"
 
 
-def test_the_cli_trains_on_ray_into_its_out_folder(ray_queue, tmp_path):
-    import sys
-
+def test_the_cli_trains_on_ray_into_its_out_folder(head, tmp_path):
     out = tmp_path / "cli-run"
     done = subprocess.run(
         [sys.executable, "-m", "vqdemo", "train", "--backend", "ray", "--dataset", "digits", "--hidden", "16",

@@ -13,7 +13,7 @@ from ui import charts, state, text
 from ui import figures as fg
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis, explain
-from vqdemo.jobs import FINISHED
+from vqdemo.jobs import FINISHED, JobError
 from vqdemo.quantize import perplexity_of
 
 MAP_POINTS = 2000  # encoder outputs on the 2-D map: UMAP of ~2k points takes seconds, not a minute
@@ -180,7 +180,12 @@ proj = c2.radio("Projection", PROJ.options, key="cb_proj", horizontal=True,
                      "once per model for the whole server; PCA is shown until it is ready.")
 state.to_url((BY, by), (PROJ, proj))
 
-umap = umap_job(key + (depth, MAP_POINTS), view["map"]) if proj == "UMAP" else None
+umap = None
+if proj == "UMAP":
+    try:
+        umap = umap_job(key + (depth, MAP_POINTS), view["map"])
+    except JobError as e:   # the class queue is full: UMAP waits its turn like a run, PCA shows meanwhile
+        st.info(f"UMAP cannot be queued now ({text.md(e, 300)}); showing PCA.")
 waiting = umap is not None and umap.state not in FINISHED
 
 

@@ -35,6 +35,7 @@ from ..data import DataConfig
 from ..models import ModelConfig
 from ..quantize import QuantizerConfig
 from ..trainer import TrainConfig, check_lr
+from . import limits
 from .worker import JobSpec
 
 ACTIVE = ("queued", "running", "paused", "stopping")
@@ -610,18 +611,22 @@ class JobQueue:
         return job
 
     def compute(self, key: Any, fn: str, *args: Any, **kwargs: Any) -> Job:
-        """Queue a named computation (see worker.CALLS) once per key, ahead of training runs (it is short and a
-        page is waiting for it); later calls with the same key return the same job, its result kept."""
+        """Queue a named computation (see worker.CALLS) once per key; later calls with the same key return the same
+        job, its result kept. It takes its place in the queue like any job and counts toward the class limit: pages
+        can ask for many (one UMAP per model and depth), and a waiting student's run must not fall behind them."""
         with self._lock:
             job = self._keyed.get(key)
             if job is not None:
                 self._keyed.move_to_end(key)
                 return job
+            if len(self._pending) >= self.max_queued:
+                raise JobError(f"the class queue is full ({len(self._pending)} jobs waiting); try again when some "
+                               "finish")
             spec = JobSpec("call", 1, {"fn": fn, "args": args, "kwargs": kwargs})
             job = Job(self, spec, owner="server", address=None, title=fn, run_dir=None, store_dir=None,
-                      train_cfg=TrainConfig(seconds=self.max_seconds), key=key)
+                      train_cfg=TrainConfig(seconds=min(limits.CALL_SECONDS, self.max_seconds)), key=key)
             self._keep(key, job)
-            self._enqueue(job, front=True)
+            self._enqueue(job)
         return job
 
     def _keep(self, key: Any, job: Job) -> None:
@@ -636,13 +641,11 @@ class JobQueue:
         with self._lock:
             return self._keyed.get(key)
 
-    def _enqueue(self, job: Job, front: bool = False) -> None:
+    def _enqueue(self, job: Job) -> None:
         with self._lock:
             self._jobs[job.id] = job
             if job.teacher:   # behind the teacher's earlier runs, ahead of every student's
                 self._pending.insert(sum(j.teacher for j in self._pending), job)
-            elif front:
-                self._pending.appendleft(job)
             else:
                 self._pending.append(job)
             self._renumber()
@@ -681,12 +684,20 @@ class JobQueue:
         """Start the job's worker and apply its messages until it exits or dies."""
         try:
             handle = self.backend.start(job.spec)
+        except JobError as e:   # e.g. the Ray cluster cannot be reached or must not be used: its message says why
+            return "failed", str(e)
         except Exception as e:  # noqa: BLE001 - a backend that cannot start a worker fails the job, not the server
             return "failed", f"could not start a worker ({type(e).__name__}: {e})"
         job._started(handle)
         pump = _Pump(job)
+        clock = limits.WallClock(limits.wall_cap_s(job.train_cfg.seconds or self.max_seconds, self.pause_limit_s))
         try:
             while True:
+                due = clock.due()
+                if due == "stop":
+                    job.stop(clock.reason(job.task != "call"))
+                elif due == "kill":
+                    return "stopped", clock.reason(job.task != "call")
                 messages = handle.poll(POLL_S)
                 for msg in messages:
                     if msg[0] == "died":

@@ -614,7 +614,7 @@ def demo_section(me: Student) -> None:
 state.current()  # draws the sidebar when a deep link on a fresh server runs this page without app.py
 st.title("Train")
 st.caption("Train a VQ-VAE, RQ-VAE or VAE in the background and watch its codebook learn. Runs keep going when you "
-           "switch pages or close the tab; come back with this page's URL.")
+           "switch pages or close the tab; come back from any tab of this browser.")
 me = student()
 queue = job_queue()
 if cell := sweep_cell(me.id):

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import charts, state, text
+from ui import charts, describe, state, text
 from ui import figures as fg
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis, explain
@@ -221,7 +221,8 @@ with pick_col:
     code = st.selectbox("Code", [int(c) for c in order], key="cb_code", on_change=highlight,
                         format_func=lambda c: f"#{c} · {counts[c]} uses" if counts[c] else f"#{c} · dead")
     state.to_url((CODE, code), (HIGHLIGHT, st.session_state["cb_hl"]))
-    st.image(state.crisp(view["tiles"][code], 150), caption=f"code #{code} decoded alone")
+    st.image(state.crisp(view["tiles"][code], 150), caption=f"code #{code} decoded alone",
+             alt=describe.tile(code, int(counts[code])))
 with imgs_col:
     top = analysis.images_using(view["codes"], code, top=8)
     if len(top) == 0:
@@ -237,7 +238,9 @@ with imgs_col:
         for c, i in zip(cols, top.tolist()):
             mask = view["codes"][i] == code
             c.image(state.crisp(fg.overlay_cells(data.val_x[i], mask, color), 96),
-                    caption=f"#{i}: {int(mask.sum())} cells")
+                    caption=f"#{i}: {int(mask.sum())} cells",
+                    alt=f"validation image {i}{describe.label(data.class_names, data.val_y, i)}, its "
+                        f"{int(mask.sum())} cells that picked code #{code} tinted")
         st.caption(f"The validation images that use code #{code} most; the cells that picked it are tinted in its "
                    "colour. A code is a piece of stroke or texture, reused wherever it fits.")
 

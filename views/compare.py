@@ -13,6 +13,7 @@ import streamlit as st
 import torch
 
 from ui import charts, state, text
+from ui.describe import grid as grid_alt
 from vqdemo import runs
 from vqdemo.analysis import encode_all, image_grid, rate_bits, reconstruct, usage
 from vqdemo.quantize import perplexity_of
@@ -141,13 +142,15 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
         groups.setdefault(repr(sorted(runs.run_info(c.path).meta.get("data", {}).items())), []).append(c)
     for members in groups.values():
         x, _, _ = reconstructions(members[0], *state.model_key(members[0]))
-        st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
+        st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images",
+                 alt=grid_alt(len(x), "validation images in a row"))
         for c in members:
             _, x_hat, psnr = reconstructions(c, *state.model_key(c))
             rate = rate_of(c, runs.run_info(c.path).status.get("best") or {})   # cleaned: a planted status is a dict
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
                      caption=f"{text.md(c.label)}: mean PSNR {psnr.mean():.1f} dB"
-                     + (f" at {rate} bits per image" if rate is not None else ""))
+                     + (f" at {rate} bits per image" if rate is not None else ""),
+                     alt=grid_alt(len(x_hat), f"reconstructions by {c.label}", float(psnr.mean())))
     st.caption("The same validation images through each model: look at thin strokes and edges, where a small "
                "or collapsed codebook blurs first." + (" Models trained on different data get their own originals."
                                                        if len(groups) > 1 else ""))

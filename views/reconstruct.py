@@ -5,8 +5,8 @@ import math
 
 import streamlit as st
 
+from ui import describe, state, text
 from ui import figures as fg
-from ui import state, text
 from vqdemo import analysis
 from vqdemo.images import ImageError, border_mean, load_image
 from vqdemo.metrics import psnr_per_image
@@ -97,8 +97,10 @@ for c, i, p in zip(cols, idx, psnr.tolist()):
     label = f"#{i}"
     if data.val_y is not None and data.class_names:
         label += f" ({text.md(data.class_names[int(data.val_y[i])])})"
-    c.image(state.crisp(data.val_x[i], size), caption=label)   # natural width, never wider than the column
-    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB")
+    name = f"validation image {i}{describe.label(data.class_names, data.val_y, i)}"
+    c.image(state.crisp(data.val_x[i], size), caption=label, alt=name)   # natural width, never wider than the column
+    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB",
+            alt=describe.image(f"reconstruction of {name}", p))
 if is_vq:   # one figure for all maps, as wide as the row of images: no column is too narrow for its chart
     st.plotly_chart(fg.code_maps([m.numpy() for m in codes_shown], K[depth],
                                  cell_px=max(8, min(24, 900 // (len(idx) * model.latent_shape[1])))),
@@ -114,11 +116,13 @@ if is_rq:
     strips = [state.crisp(analysis.image_grid(data.val_x[show], 1), 80)]
     strips += [state.crisp(analysis.image_grid(val["coarse"][d][show], 1), 80) for d in range(len(K))]
     side = strips[0].shape[1]   # one width for every strip, so their rows stay level
-    cols[0].image(strips[0], caption="original", width=side)   # (a wider caption would stretch its image)
+    cols[0].image(strips[0], caption="original", width=side,   # (a wider caption would stretch its image)
+                  alt=f"validation images {show[0]} to {show[-1]}, one above the other")
     for d, (c, pic) in enumerate(zip(cols[1:], strips[1:])):
-        strip = val["coarse"][d][show]
-        c.image(pic, width=side,
-                caption=f"depths 1..{d + 1}: {float(psnr_per_image(data.val_x[show], strip).mean()):.1f} dB")
+        db = float(psnr_per_image(data.val_x[show], val["coarse"][d][show]).mean())
+        c.image(pic, width=side, caption=f"depths 1..{d + 1}: {db:.1f} dB",
+                alt=describe.image(f"validation images {show[0]} to {show[-1]} decoded from depths 1 to {d + 1}",
+                                   db, mean=True))
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
                "the coarse image at depth 1, its details after.")
     st.plotly_chart(fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
@@ -158,8 +162,10 @@ if up is not None:
             x = 1 - x
         x_hat, p = analysis.reconstruct(model, x[None])
         cols = st.columns([1, 1, 2])
-        cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})")
-        cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB")
+        cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})",
+                      alt=f"your upload resized to {cfg.image_size}x{cfg.image_size}")
+        cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB",
+                      alt=describe.image("reconstruction of your upload", float(p[0])))
         if is_vq:
             codes = model.encode_codes(x[None])
             cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
@@ -169,6 +175,7 @@ if up is not None:
                 dcols = st.columns(len(coarse))
                 for d, (c, im) in enumerate(zip(dcols, coarse)):
                     db = float(psnr_per_image(x[None], im)[0])
-                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {db:.1f} dB")
+                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {db:.1f} dB",
+                            alt=describe.image(f"your upload decoded from depths 1 to {d + 1}", db))
         st.caption(f"This model learned its codes on {data.name}: an image unlike those comes back drawn with "
                    "the strokes its codebook knows.")

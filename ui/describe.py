@@ -1,0 +1,74 @@
+"""Text alternatives computed from the data a picture shows: what a screen reader says instead of the pixels.
+
+WCAG 2.1 (1.1.1) asks every image for a text alternative that serves the same purpose. Here the purpose is the
+numbers behind the picture: a reconstruction says which image it is and its PSNR, a code map its grid size and
+most used codes, a decoded code its id and how often it is used, a usage chart how many codes are used and the
+perplexity. Never a fixed string: the sentence changes when the picture does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from vqdemo.quantize import perplexity_of
+
+
+def label(class_names: Sequence[str] | None, y: torch.Tensor | None, index: int) -> str:
+    """The class of validation image `index` as a phrase (" (a 7)"), or "" when the dataset has no labels."""
+    if y is None or not class_names:
+        return ""
+    return f" ({class_names[int(y[index])]})"
+
+
+def image(what: str, psnr: float | None = None, mean: bool = False) -> str:
+    """One picture: 'reconstruction of validation image 3 (7), PSNR 24.1 dB' (mean: of several pictures)."""
+    if psnr is None or not np.isfinite(psnr):
+        return what
+    return f"{what}, {'mean ' if mean else ''}PSNR {psnr:.1f} dB"
+
+
+def tile(code: int, uses: int | None = None, where: str = "validation vectors") -> str:
+    """A code decoded alone: its id and how often it is used (`where` names what was counted)."""
+    if uses is None:
+        return f"code #{code} decoded on its own"
+    return f"code #{code} decoded on its own; " + (f"used by {uses} {where}" if uses else f"dead: no {where} use it")
+
+
+def most_used(counts: np.ndarray, top: int = 3) -> str:
+    """'#3 (10), #17 (6), #40 (5)': the most used codes and their counts."""
+    order = np.argsort(-counts, kind="stable")[:top]
+    return ", ".join(f"#{int(c)} ({int(counts[c])})" for c in order if counts[c] > 0)
+
+
+def code_map(codes: np.ndarray | torch.Tensor, k: int, top: int = 3) -> str:
+    """A grid of code ids: its size, how many of the K codes it uses, and the most used ones."""
+    codes = np.asarray(codes)
+    h, w = codes.shape[-2:]
+    maps = codes.reshape(-1, h, w)   # (n, h, w): several maps (images, RQ depths) are counted together
+    counts = np.bincount(maps.reshape(-1).astype(np.int64), minlength=k)
+    n = f"{len(maps)} " if len(maps) > 1 else ""
+    return (f"{n}{h}x{w} code map{'s' if n else ''} using {int((counts > 0).sum())} of {k} codes; "
+            f"most used: {most_used(counts, top)}")
+
+
+def usage(counts: np.ndarray | torch.Tensor, what: str = "codes") -> str:
+    """A usage histogram: how many codes are used and the perplexity (the effective number of codes)."""
+    counts_t = torch.as_tensor(np.asarray(counts)).flatten()
+    k, used = len(counts_t), int((counts_t > 0).sum())
+    return (f"{used} of {k} {what} used ({k - used} dead), perplexity {perplexity_of(counts_t):.1f}; "
+            f"most used: {most_used(counts_t.numpy())}")
+
+
+def channels(z: torch.Tensor, name: str) -> str:
+    """A (D, h, w) tensor shown as a mosaic of its channels: its shape and value range."""
+    d, h, w = z.shape
+    lo, hi = float(z.min()), float(z.max())
+    return f"{name}: {d} channels of {h}x{w} shown side by side, values from {lo:.2f} to {hi:.2f}"
+
+
+def grid(n: int, what: str, psnr: float | None = None) -> str:
+    """A grid of n pictures: 'grid of 16 samples from the prior' (psnr: their mean)."""
+    return image(f"grid of {n} {what}", psnr, mean=True)

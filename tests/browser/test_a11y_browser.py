@@ -32,6 +32,10 @@ PAGES = {  # url path -> the page title's first word (the navigation's order)
 RULES = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
          "resultTypes": ["violations"]}
 BLOCKING = {"serious", "critical"}
+# The focused element, looking inside shadow roots (Components v2 isolate their DOM in one).
+FOCUSED = """(what) => { let a = document.activeElement;
+  while (a && a.shadowRoot && a.shadowRoot.activeElement) a = a.shadowRoot.activeElement;
+  return what === 'outline' ? getComputedStyle(a).outlineStyle : a.getAttribute(what); }"""
 
 
 def serious_findings(page: Page) -> tuple[Counter, list[str]]:
@@ -63,3 +67,41 @@ def test_no_serious_axe_findings(page: Page, app_server, first_paint, assert_no_
     with COUNTS.open("a") as f:
         f.write(summary + "\n")
     assert not counts, f"axe: {summary}\n" + "\n".join(lines)
+
+
+def test_paint_a_stroke_by_keyboard_alone(page: Page, app_server, first_paint, assert_no_errors) -> None:
+    """Choose a code in the palette with the arrow keys, Tab into the grid, paint three cells with Shift+arrow:
+    the cells and the decoded image change; Ctrl+Z takes the last cell back."""
+    page.set_viewport_size({"width": 1280, "height": 900})
+    first_paint(page, f"{app_server.url}/paint", "Paint")
+    painter = page.get_by_test_id("gridPainter")
+    expect(painter).to_have_attribute("data-state", "ready", timeout=60_000)
+    decoded = page.locator("img[alt^='Decoded code map']").first
+    before_src, before_alt = decoded.get_attribute("src"), decoded.get_attribute("alt")
+    row = [page.locator(f".gp-cell[data-r='0'][data-c='{c}']") for c in range(4)]
+    old = [cell.get_attribute("data-code") for cell in row]
+
+    page.locator(".gp-swatch[aria-selected=true]").focus()   # where Tab would land in the palette
+    page.keyboard.press("ArrowRight")
+    while painter.get_attribute("data-selected") in old:      # a code none of the four cells has yet
+        page.keyboard.press("ArrowRight")
+    ink = painter.get_attribute("data-selected")
+    assert page.evaluate(FOCUSED, "data-code") == ink   # the focus follows the choice
+    page.keyboard.press("Tab")
+    assert page.evaluate(FOCUSED, "role") == "gridcell"
+    page.keyboard.press("Control+Home")
+    page.keyboard.press("Space")
+    for _ in range(3):
+        page.keyboard.press("Shift+ArrowRight")
+    for cell in row:
+        expect(cell).to_have_attribute("data-code", ink)
+    expect(page.get_by_test_id("gridPainterStatus")).to_have_text(f"painted row 0, column 3 with code {ink}")
+    expect(decoded).not_to_have_attribute("src", before_src, timeout=60_000)
+    expect(decoded).not_to_have_attribute("alt", before_alt)
+    outline = page.evaluate(FOCUSED, "outline")
+    assert outline == "solid", f"no visible focus ring on the cursor cell: outline-style {outline}"
+
+    page.keyboard.press("Control+z")
+    expect(row[3]).to_have_attribute("data-code", old[3])
+    expect(row[2]).to_have_attribute("data-code", ink)
+    assert_no_errors(page)

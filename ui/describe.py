@@ -8,9 +8,13 @@ perplexity. Never a fixed string: the sentence changes when the picture does.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
 
 from vqdemo.quantize import perplexity_of
@@ -72,3 +76,57 @@ def channels(z: torch.Tensor, name: str) -> str:
 def grid(n: int, what: str, psnr: float | None = None) -> str:
     """A grid of n pictures: 'grid of 16 samples from the prior' (psnr: their mean)."""
     return image(f"grid of {n} {what}", psnr, mean=True)
+
+
+def _short(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _numbers(data: Any) -> np.ndarray:
+    """The finite numbers of a trace's data column, flattened; empty for none or for text categories."""
+    if data is None:
+        return np.zeros(0)
+    try:
+        values = np.asarray(data, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return np.zeros(0)
+    return values[np.isfinite(values)]
+
+
+def figure(fig: go.Figure, limit: int = 6) -> str:
+    """Any Plotly figure read from its data: its title, axes, and per trace its size and range of values."""
+    title = " ".join(re.sub(r"<[^>]+>", " ", str(fig.layout.title.text or "")).split())
+    xt, yt = fig.layout.xaxis.title.text, fig.layout.yaxis.title.text
+    parts = [f"Chart{': ' + title if title else ''}" + (f" ({yt} against {xt})" if xt and yt else "")]
+    for trace in fig.data[:limit]:
+        z = getattr(trace, "z", None)
+        name = trace.name or trace.type
+        if z is not None and np.ndim(z) == 2:
+            values = _numbers(z)
+            rows, cols = np.shape(z)
+            parts.append(f"{name}: {rows}x{cols} grid" + (f", values {_short(values.min())} to {_short(values.max())}"
+                                                          if values.size else ""))
+            continue
+        # y, else x (a horizontal box or bar): the first numeric axis
+        values = next((v for v in (_numbers(getattr(trace, a, None)) for a in ("y", "x")) if v.size), np.zeros(0))
+        if not values.size:
+            continue
+        spread = f"{values.size} values from {_short(values.min())} to {_short(values.max())}"
+        parts.append(f"{name}: {spread}, median {_short(np.median(values))}" if trace.type in ("box", "histogram")
+                     else f"{name}: {spread}, last {_short(values[-1])}")
+    if len(fig.data) > limit:
+        parts.append(f"and {len(fig.data) - limit} more traces")
+    return "; ".join(parts) + "."
+
+
+def say(where: Any, sentence: str) -> None:
+    """Text for screen readers only, in `where` (st, a column): still in the accessibility tree, but its element's
+    box has no size and leaves the page's flow (ui/state.py's PAGE_CSS), so it takes no room on the page."""
+    where.markdown(f'<p class="vq-sr">{html.escape(sentence)}</p>', unsafe_allow_html=True)
+
+
+def chart(where: Any, fig: go.Figure, summary: str | None = None, **kwargs: Any) -> Any:
+    """`where.plotly_chart(fig, **kwargs)` preceded by a summary a screen reader reaches (WCAG 1.1.1): `summary`,
+    else one read from the figure's data. Returns what plotly_chart returns (the selection event)."""
+    say(where, summary or figure(fig))
+    return where.plotly_chart(fig, **kwargs)

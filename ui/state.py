@@ -141,11 +141,14 @@ def _param(name: str, default: str) -> str:
 
 # Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
 # Captions: Streamlit draws them light grey (3.9:1 on white); WCAG 2.1 AA asks 4.5:1, so they take the text colour
-# at 80% (about 6.5:1, and as readable on a dark theme). A keyboard focus ring on links and images' frames too.
+# at 80% (about 6.5:1, and as readable on a dark theme). A keyboard focus ring on links. .vq-sr: text for screen
+# readers only (ui/describe.py's chart summaries), its element box taken out of the page's flow.
 PAGE_CSS = """<style>
 [data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
 [data-testid=stCaptionContainer] { color: inherit !important; opacity: 0.8; }
 a:focus-visible { outline: 3px solid #1f77b4; outline-offset: 2px; }
+[data-testid=stElementContainer]:has(.vq-sr) { position: absolute !important; width: 0 !important; height: 0;
+  overflow: hidden; }
 </style>"""
 # Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
 # fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text).

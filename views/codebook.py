@@ -148,18 +148,19 @@ with tiles_col:
     st.subheader("Every code decoded alone")
     ncol = math.ceil(math.sqrt(K))
     tile_px = max(16, min(56, (560 if big else 420) // ncol))
-    st.plotly_chart(fg.tile_mosaic(view["tiles"], order, counts, ncol, tile_px, marked),
-                    key="cb_tiles", on_select=partial(on_click, "cb_tiles"), selection_mode="points", width="stretch",
-                    config={"displayModeBar": False})
+    describe.chart(st, fg.tile_mosaic(view["tiles"], order, counts, ncol, tile_px, marked),
+                   f"all {K} codes decoded on their own, most used first: " + describe.usage(counts),
+                   key="cb_tiles", on_select=partial(on_click, "cb_tiles"), selection_mode="points", width="stretch",
+                   config={"displayModeBar": False})
     st.caption("Most used first, left to right: each code's vector tiled over the whole latent grid and decoded "
                "to see what it learned. Red tiles are dead codes. Click a tile to see where it is used.")
 with usage_col:
     st.subheader("How often each code is picked")
-    st.plotly_chart(charts.usage_histogram(counts, 0, "vectors that picked it", sort=True,
-                                           height=440 if big else 360, color=fg.code_colors(K),
-                                           perplexity=view["perplexity"], selected=marked),
-                    key="cb_usage", on_select=partial(on_click, "cb_usage"), selection_mode="points",
-                    config={"displayModeBar": False})
+    describe.chart(st, charts.usage_histogram(counts, 0, "vectors that picked it", sort=True,
+                                              height=440 if big else 360, color=fg.code_colors(K),
+                                              perplexity=view["perplexity"], selected=marked),
+                   describe.usage(counts), key="cb_usage", on_select=partial(on_click, "cb_usage"),
+                   selection_mode="points", config={"displayModeBar": False})
     st.caption(f"Codes ranked by use over the validation set, each in its code colour. The dashed line is the "
                f"perplexity ({view['perplexity']:.1f}): how many codes are effectively in use, against K = {K}. "
                "Dead codes are the short red bars at the end. Click a bar to highlight its code.")
@@ -202,7 +203,7 @@ def map_panel() -> None:
     fig = fg.map_2d(xy[k:], xy[:k], pts["codes"], pts["labels"], counts, by,
                     [text.plotly(n) for n in data.class_names or []] or None, 560 if big else 470, method,
                     st.session_state["cb_code"] if st.session_state["cb_hl"] else None)
-    st.plotly_chart(fig, config={"displayModeBar": False}, key="cb_map", on_select=partial(on_click, "cb_map"),
+    describe.chart(st, fig, config={"displayModeBar": False}, key="cb_map", on_select=partial(on_click, "cb_map"),
                     selection_mode="points")
     if st.session_state["cb_drawn"] != (st.session_state["cb_code"] if st.session_state["cb_hl"] else None):
         st.rerun()   # a click on the map (this fragment's rerun) moved the highlight: redraw the other charts too
@@ -259,7 +260,7 @@ def start_section() -> None:
     g, trained = sv["inits"], sv["trained"]
     rows = [("fresh encoder's outputs", g["normal"].output_dist), ("this model's outputs, trained", trained)]
     rows += [(f"{INIT_NAMES[i]} codes", g[i].code_dist) for i in INIT_NAMES]
-    st.plotly_chart(fg.distance_strips(rows, 330 if big else 290), config={"displayModeBar": False})
+    describe.chart(st, fg.distance_strips(rows, 330 if big else 290), config={"displayModeBar": False})
     t50, t95 = np.percentile(trained, [50, 95])
     n, u = g["normal"], g["uniform"]
     st.caption(

@@ -13,7 +13,9 @@ import streamlit as st
 import torch
 
 from ui import charts, state, text
+from ui.describe import chart as chart_with_summary
 from ui.describe import grid as grid_alt
+from ui.describe import usage as usage_summary
 from vqdemo import runs
 from vqdemo.analysis import encode_all, image_grid, rate_bits, reconstruct, usage
 from vqdemo.quantize import perplexity_of
@@ -119,19 +121,19 @@ def curves(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
     style = dict(x=x, colors=colors, legend=False)   # one colour per run on every chart, keyed once above
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB", **style), key="cmp_psnr")
+        chart_with_summary(st, charts.overlay(rows, "psnr", "Validation PSNR", "dB", **style), key="cmp_psnr")
         st.caption("Higher is better: which model rebuilds held-out images best, and how fast it got there.")
     with b:
-        st.plotly_chart(charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity", **style),
+        chart_with_summary(st, charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity", **style),
                         key="cmp_ppl")
         st.caption("The effective number of codes in use: a collapsed codebook stays flat near the bottom.")
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.overlay(rows, "used", "Codes used (validation)", "codes", **style),
+        chart_with_summary(st, charts.overlay(rows, "used", "Codes used (validation)", "codes", **style),
                         key="cmp_used")
         st.caption("Distinct codes picked on the validation set (depth 1 for RQ); compare it with each model's K.")
     with b:
-        st.plotly_chart(charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True,
+        chart_with_summary(st, charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True,
                                        **style), key="cmp_loss")
         st.caption("Training loss on a log scale; lower is better, but only compare models trained on the same data.")
 
@@ -166,9 +168,9 @@ def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) ->
                     st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue
                 st.markdown(f"**{text.md(c.label)}**: {charts.alive_codes(counts)} of {len(counts)} codes alive")
-                st.plotly_chart(charts.usage_histogram(counts, 0, "uses", sort=True, height=240,
-                                                       color=colors[text.plotly(c.label)]),
-                                key=f"cmp_usage_{c.id}")
+                chart_with_summary(st, charts.usage_histogram(counts, 0, "uses", sort=True, height=240,
+                                                              color=colors[text.plotly(c.label)]),
+                                   usage_summary(counts), key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
                            + (" (depth 1)" if c.kind == "rq" else "") + ".")
     st.caption(f"Each model's codes sorted from most to least used over {N_USAGE} validation images; red codes were "

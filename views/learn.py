@@ -166,17 +166,18 @@ with stages[1]:
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
-    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"),
+    describe.chart(st, fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"),
                     config={"displayModeBar": False})
 with stages[3]:
     st.markdown(f"**→ distances to {K} codes**")
     st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
-    st.plotly_chart(fg.matrix(first.dist.numpy(), "code", "vector", theme.scaled(190), "Viridis",
+    describe.chart(st, fg.matrix(first.dist.numpy(), "code", "vector", theme.scaled(190), "Viridis",
                               marks=first.codes.flatten().numpy()), config={"displayModeBar": False})
 with stages[4]:
     st.markdown("**→ argmin: codes**")
     st.markdown(f"`{tuple(first.codes[0].shape)}`  \n(h, w) integers")
-    st.plotly_chart(fg.code_maps([codes_np], K, cell_px=theme.scaled(19)), config={"displayModeBar": False})
+    describe.chart(st, fg.code_maps([codes_np], K, cell_px=theme.scaled(19)), describe.code_map(codes_np, K),
+                   config={"displayModeBar": False})
 with stages[5]:
     st.markdown("**→ look up: z_q**")
     st.markdown(f"`{tuple(tr.z_q.shape)}`  \n(B, D, h, w)")
@@ -211,7 +212,8 @@ with left:
     row = rc1.number_input("Row", 0, h - 1, key="learn_row", step=1)
     col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
     state.to_url((ROW, row), (COL, col))
-    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)), key="learn_cellmap",
+    describe.chart(st, fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)),
+                   describe.code_map(codes_np, K) + f"; cell ({row}, {col}) followed", key="learn_cellmap",
                     on_select=on_cell_click, selection_mode="points",
                     config={"displayModeBar": False})
     same = int((codes_np == codes_np[row, col]).sum()) - 1
@@ -227,13 +229,13 @@ runner = int(order[1]) if K > 1 else code
 with mid:
     st.markdown(f"Cell ({row}, {col}) → **code #{code}** at squared distance **{dist[code]:.3f}**; "
                 f"runner-up #{runner} at {dist[runner]:.3f}.")
-    st.plotly_chart(fg.distance_bars(dist, code, theme.scaled(290)), config={"displayModeBar": False})
+    describe.chart(st, fg.distance_bars(dist, code, theme.scaled(290)), config={"displayModeBar": False})
     st.caption("Its squared distance to every code: the shortest bar (amber) wins, and only its id is kept.")
 with right:
     st.markdown(f"**Code #{code} decoded alone**")
     st.image(state.crisp(mv["tiles"][code], 150), alt=describe.tile(code, same + 1, "cells of this code map"))
     e = layer0.vectors()[code].detach()
-    st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
+    describe.chart(st, fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
                     config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
 st.page_link("views/codebook.py", label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",

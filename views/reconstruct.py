@@ -102,9 +102,10 @@ for c, i, p in zip(cols, idx, psnr.tolist()):
     c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB",
             alt=describe.image(f"reconstruction of {name}", p))
 if is_vq:   # one figure for all maps, as wide as the row of images: no column is too narrow for its chart
-    st.plotly_chart(fg.code_maps([m.numpy() for m in codes_shown], K[depth],
-                                 cell_px=max(8, min(24, 900 // (len(idx) * model.latent_shape[1])))),
-                    config={"displayModeBar": False}, key="rc_maps")
+    describe.chart(st, fg.code_maps([m.numpy() for m in codes_shown], K[depth],
+                                    cell_px=max(8, min(24, 900 // (len(idx) * model.latent_shape[1])))),
+                   describe.code_map([m.numpy() for m in codes_shown], K[depth]),
+                   config={"displayModeBar": False}, key="rc_maps")
 st.caption("Top: the original; middle: the reconstruction and its PSNR; bottom: its code map, one colour per "
            "code id (the same colours on every page; hover a cell for its id). Thin strokes and corners are "
            "where detail goes first, and similar strokes reuse the same codes across images.")
@@ -125,7 +126,7 @@ if is_rq:
                                    db, mean=True))
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
                "the coarse image at depth 1, its details after.")
-    st.plotly_chart(fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
+    describe.chart(st, fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
     gains = [b - a for a, b in zip(val["psnr_depth"], val["psnr_depth"][1:])]
     st.caption(f"PSNR over the {n_val} validation images as depths are added: "
                + ", ".join(f"depth {d + 2} {g:+.2f} dB" for d, g in enumerate(gains)) + ".")
@@ -168,7 +169,7 @@ if up is not None:
                       alt=describe.image("reconstruction of your upload", float(p[0])))
         if is_vq:
             codes = model.encode_codes(x[None])
-            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
+            describe.chart(cols[2], code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
                                  config={"displayModeBar": False})
             if is_rq:
                 coarse = analysis.coarse_to_fine(model, x[None])

@@ -267,8 +267,8 @@ if sampled is not None:
     stack = code_canvas.as_stack(codes[None])[0]  # (D, h, w)
     maps = [stack[d].numpy() for d in range(len(sizes))]
     titles = [f"depth {d + 1}" for d in range(len(sizes))] if len(sizes) > 1 else None
-    left.plotly_chart(figures.code_maps(maps, max(sizes), titles, cell_px=40 if len(sizes) == 1 else 26),
-                      key="sample_codes")
+    describe.chart(left, figures.code_maps(maps, max(sizes), titles, cell_px=40 if len(sizes) == 1 else 26),
+                   describe.code_map(stack.numpy(), max(sizes)), key="sample_codes")
     left.caption(f"Sample {int(pick)}'s {h}x{w} code map{'s, one per depth' if len(sizes) > 1 else ''}: the "
                  "'small image' the prior drew, one code id (and colour) per cell, in raster order.")
     right.image(state.crisp(torch.from_numpy(sampled[1][int(pick)]), 280), output_format="PNG",

@@ -8,6 +8,7 @@ Each run prints its page's counts, and appends them to test-output/a11y/axe-coun
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -105,3 +106,41 @@ def test_paint_a_stroke_by_keyboard_alone(page: Page, app_server, first_paint, a
     expect(row[3]).to_have_attribute("data-code", old[3])
     expect(row[2]).to_have_attribute("data-code", ink)
     assert_no_errors(page)
+
+
+def test_charts_carry_summaries_a_screen_reader_reaches(page: Page, app_server, first_paint) -> None:
+    """The Codebook page's usage chart is read out as its numbers: codes used, dead, perplexity, most used."""
+    page.set_viewport_size({"width": 1280, "height": 900})
+    first_paint(page, f"{app_server.url}/codebook", "Codebook")
+    tree = page.locator("[data-testid=stMain]").aria_snapshot()
+    assert re.search(r"\d+ of \d+ codes used \(\d+ dead\), perplexity [\d.]+; most used: #\d+", tree), tree[:2000]
+    assert re.search(r"all \d+ codes decoded on their own, most used first", tree), "the tile mosaic has no summary"
+    assert re.search(r"Chart\b.+ \d+ values from [\d.e+-]+ to [\d.e+-]+, median", tree), "no distance summary"
+
+
+def test_playground_waits_under_reduced_motion_and_plays_by_keyboard(browser, app_server, first_paint) -> None:
+    """prefers-reduced-motion: the run does not start by itself; on the canvas the arrows step, End and Home jump,
+    Space plays and pauses, and each still frame's status is announced."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, reduced_motion="reduce")
+    try:
+        page = context.new_page()
+        first_paint(page, f"{app_server.url}/playground?k=16&steps=200", "Playground")
+        player = page.get_by_test_id("playground")
+        expect(player).to_have_attribute("data-state", "paused", timeout=60_000)
+        page.wait_for_timeout(1000)
+        expect(player).to_have_attribute("data-frame", "0")          # no autoplay
+        page.get_by_test_id("playgroundCanvas").focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        expect(player).to_have_attribute("data-frame", "3")
+        expect(page.get_by_test_id("playgroundAnnounce")).to_contain_text("of 16 codes used")
+        page.keyboard.press("End")
+        expect(player).to_have_attribute("data-state", "done")
+        page.keyboard.press("Home")
+        expect(player).to_have_attribute("data-frame", "0")
+        page.keyboard.press("Space")
+        expect(player).to_have_attribute("data-state", "playing")
+        page.keyboard.press("Space")
+        expect(player).not_to_have_attribute("data-state", "playing")
+    finally:
+        context.close()

@@ -2,7 +2,8 @@
 
 axe-core (bundled by axe-playwright-python) runs the WCAG 2.0 / 2.1 A and AA rules on each page of the
 navigation at 1280x900, shipped models and default settings; a serious or critical finding fails the test.
-Each run prints its page's counts, and appends them to test-output/a11y/axe-counts.txt (the README's table).
+Each run prints its page's counts, appends them to test-output/a11y/axe-counts.txt (the README's table) and saves
+the first screen as test-output/screenshots/a11y-PAGE-MODE.png.
 """
 
 from __future__ import annotations
@@ -55,12 +56,14 @@ def serious_findings(page: Page) -> tuple[Counter, list[str]]:
 
 @pytest.mark.parametrize("mode", ["normal", "presenter"])
 @pytest.mark.parametrize("path", list(PAGES), ids=lambda p: p or "learn")
-def test_no_serious_axe_findings(page: Page, app_server, first_paint, assert_no_errors, path: str, mode: str) -> None:
+def test_no_serious_axe_findings(page: Page, app_server, first_paint, assert_no_errors, screenshot, path: str,
+                                 mode: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
     present = mode == "presenter"
     first_paint(page, f"{app_server.url}/{path}?present={int(present)}", PAGES[path])
     page.wait_for_timeout(2000)   # charts and components draw after the script has finished
     assert_no_errors(page)
+    screenshot(page, f"a11y-{PAGES[path].lower()}-{mode}")
     counts, lines = serious_findings(page)
     summary = f"{PAGES[path]} {mode}: {sum(counts.values())} serious/critical {json.dumps(dict(counts))}"
     print(f"\naxe {summary}")
@@ -144,3 +147,22 @@ def test_playground_waits_under_reduced_motion_and_plays_by_keyboard(browser, ap
         expect(player).not_to_have_attribute("data-state", "playing")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("path", list(PAGES), ids=lambda p: p or "learn")
+def test_usable_at_200_percent_zoom(page: Page, app_server, first_paint, assert_no_errors, layout_report,
+                                    path: str) -> None:
+    """Browser zoom 200% on a 1280x720 screen lays the page out in 640x360 CSS pixels (WCAG 1.4.4, 1.4.10): nothing
+    scrolls sideways or sticks out of the viewport, and the page list and model picker stay one click away."""
+    page.set_viewport_size({"width": 640, "height": 360})
+    first_paint(page, f"{app_server.url}/{path}", PAGES[path])
+    page.wait_for_timeout(1500)
+    assert_no_errors(page)
+    report = layout_report(page)
+    assert report["scrollWidth"] <= report["viewport"], f"the page scrolls sideways at 200%: {report}"
+    assert not report["outside"], f"past the viewport's edge at 200%: {report['outside']}"
+    opener = page.locator("[data-testid=stExpandSidebarButton]")
+    expect(opener).to_be_visible()
+    opener.click()
+    expect(page.locator("[data-testid=stSidebar]").get_by_text("Model", exact=True)).to_be_visible()
+    expect(page.locator("[data-testid=stSidebarNav]").get_by_text(PAGES[path], exact=True)).to_be_visible()

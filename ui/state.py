@@ -141,7 +141,7 @@ def _param(name: str, default: str) -> str:
 
 # Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
 # Captions: Streamlit draws them light grey (3.9:1 on white); WCAG 2.1 AA asks 4.5:1, so they take the text colour
-# at 80% (about 6.5:1, and as readable on a dark theme). A keyboard focus ring on links. .vq-sr: text for screen
+# at 80% (6.7:1 on white, and as readable on a dark theme). A keyboard focus ring on links. .vq-sr: text for screen
 # readers only (ui/describe.py's chart summaries), its element box taken out of the page's flow.
 PAGE_CSS = """<style>
 [data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }

@@ -17,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from ui import text
 from vqdemo.quantize import perplexity_of
 
 
@@ -24,7 +25,7 @@ def label(class_names: Sequence[str] | None, y: torch.Tensor | None, index: int)
     """The class of validation image `index` as a phrase (" (a 7)"), or "" when the dataset has no labels."""
     if y is None or not class_names:
         return ""
-    return f" ({class_names[int(y[index])]})"
+    return f" ({text.plain(class_names[int(y[index])], 60)})"
 
 
 def image(what: str, psnr: float | None = None, mean: bool = False) -> str:
@@ -95,12 +96,12 @@ def _numbers(data: Any) -> np.ndarray:
 
 def figure(fig: go.Figure, limit: int = 6) -> str:
     """Any Plotly figure read from its data: its title, axes, and per trace its size and range of values."""
-    title = " ".join(re.sub(r"<[^>]+>", " ", str(fig.layout.title.text or "")).split())
+    title = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", str(fig.layout.title.text or "")).split()))
     xt, yt = fig.layout.xaxis.title.text, fig.layout.yaxis.title.text
     parts = [f"Chart{': ' + title if title else ''}" + (f" ({yt} against {xt})" if xt and yt else "")]
     for trace in fig.data[:limit]:
         z = getattr(trace, "z", None)
-        name = trace.name or trace.type
+        name = html.unescape(trace.name or trace.type)   # Plotly's names are HTML-escaped (ui/text.plotly)
         if z is not None and np.ndim(z) == 2:
             values = _numbers(z)
             rows, cols = np.shape(z)
@@ -121,8 +122,10 @@ def figure(fig: go.Figure, limit: int = 6) -> str:
 
 def say(where: Any, sentence: str) -> None:
     """Text for screen readers only, in `where` (st, a column): still in the accessibility tree, but its element's
-    box has no size and leaves the page's flow (ui/state.py's PAGE_CSS), so it takes no room on the page."""
-    where.markdown(f'<p class="vq-sr">{html.escape(sentence)}</p>', unsafe_allow_html=True)
+    box has no size and leaves the page's flow (ui/state.py's PAGE_CSS hides what holds a `.vq-sr` span)."""
+    # The sentence holds user text (class names, run titles in trace names): escaped as markdown like any user
+    # string; the empty span only marks the element for the CSS.
+    where.markdown(text.md(sentence, 2000) + ' <span class="vq-sr"></span>', unsafe_allow_html=True)
 
 
 def chart(where: Any, fig: go.Figure, summary: str | None = None, **kwargs: Any) -> Any:

@@ -102,7 +102,8 @@ _CSS = """
 .gp-swatch:hover, .gp-swatch.gp-hot { transform: scale(1.15); z-index: 1; }
 .gp-swatch.gp-hot { box-shadow: 0 0 0 2px var(--gp-fg); }
 .gp-swatch[aria-selected="true"] { outline: 2px solid var(--gp-accent); outline-offset: 1px; z-index: 2; }
-.gp-swatch:focus-visible { outline: 3px solid var(--gp-fg); outline-offset: 2px; box-shadow: 0 0 0 2px #fff; z-index: 3; }
+.gp-swatch:focus-visible { outline: 3px solid var(--gp-fg); outline-offset: 2px; box-shadow: 0 0 0 2px #fff;
+  z-index: 3; }
 @media (prefers-reduced-motion: reduce) { .gp-swatch { transition: none; } }
 .gp-show-ids:not(.gp-many) .gp-swatch::after { content: attr(data-code); position: absolute;
   right: 1px; bottom: 0; font-size: 9px; line-height: 1; color: #fff; text-shadow: 0 0 2px #000, 0 0 2px #000; }

@@ -204,7 +204,7 @@ def map_panel() -> None:
                     [text.plotly(n) for n in data.class_names or []] or None, 560 if big else 470, method,
                     st.session_state["cb_code"] if st.session_state["cb_hl"] else None)
     describe.chart(st, fig, config={"displayModeBar": False}, key="cb_map", on_select=partial(on_click, "cb_map"),
-                    selection_mode="points")
+                   selection_mode="points")
     if st.session_state["cb_drawn"] != (st.session_state["cb_code"] if st.session_state["cb_hl"] else None):
         st.rerun()   # a click on the map (this fragment's rerun) moved the highlight: redraw the other charts too
     st.caption(f"{method} of the {k} codebook vectors (diamonds; dead ones red crosses) and {len(pts['points'])} "

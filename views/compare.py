@@ -125,16 +125,16 @@ def curves(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
         st.caption("Higher is better: which model rebuilds held-out images best, and how fast it got there.")
     with b:
         chart_with_summary(st, charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity", **style),
-                        key="cmp_ppl")
+                           key="cmp_ppl")
         st.caption("The effective number of codes in use: a collapsed codebook stays flat near the bottom.")
     a, b = st.columns(2)
     with a:
         chart_with_summary(st, charts.overlay(rows, "used", "Codes used (validation)", "codes", **style),
-                        key="cmp_used")
+                           key="cmp_used")
         st.caption("Distinct codes picked on the validation set (depth 1 for RQ); compare it with each model's K.")
     with b:
         chart_with_summary(st, charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True,
-                                       **style), key="cmp_loss")
+                                          **style), key="cmp_loss")
         st.caption("Training loss on a log scale; lower is better, but only compare models trained on the same data.")
 
 

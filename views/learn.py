@@ -167,12 +167,12 @@ with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
     describe.chart(st, fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"),
-                    config={"displayModeBar": False})
+                   config={"displayModeBar": False})
 with stages[3]:
     st.markdown(f"**→ distances to {K} codes**")
     st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
     describe.chart(st, fg.matrix(first.dist.numpy(), "code", "vector", theme.scaled(190), "Viridis",
-                              marks=first.codes.flatten().numpy()), config={"displayModeBar": False})
+                                 marks=first.codes.flatten().numpy()), config={"displayModeBar": False})
 with stages[4]:
     st.markdown("**→ argmin: codes**")
     st.markdown(f"`{tuple(first.codes[0].shape)}`  \n(h, w) integers")
@@ -214,8 +214,8 @@ with left:
     state.to_url((ROW, row), (COL, col))
     describe.chart(st, fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)),
                    describe.code_map(codes_np, K) + f"; cell ({row}, {col}) followed", key="learn_cellmap",
-                    on_select=on_cell_click, selection_mode="points",
-                    config={"displayModeBar": False})
+                   on_select=on_cell_click, selection_mode="points",
+                   config={"displayModeBar": False})
     same = int((codes_np == codes_np[row, col]).sum()) - 1
     st.caption("The code map: click a cell (or type its row and column) to follow its vector. "
                + (f"Dotted: the {same} other cell{'s' if same > 1 else ''} that picked the same code."
@@ -236,7 +236,7 @@ with right:
     st.image(state.crisp(mv["tiles"][code], 150), alt=describe.tile(code, same + 1, "cells of this code map"))
     e = layer0.vectors()[code].detach()
     describe.chart(st, fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
-                    config={"displayModeBar": False})
+                   config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
 st.page_link("views/codebook.py", label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",
              icon=":material/grid_view:", query_params={"model": loaded.choice.id, "code": str(code), "hl": "1"}

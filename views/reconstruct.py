@@ -170,7 +170,7 @@ if up is not None:
         if is_vq:
             codes = model.encode_codes(x[None])
             describe.chart(cols[2], code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
-                                 config={"displayModeBar": False})
+                           config={"displayModeBar": False})
             if is_rq:
                 coarse = analysis.coarse_to_fine(model, x[None])
                 dcols = st.columns(len(coarse))

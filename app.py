@@ -12,7 +12,7 @@ runtime.configure()  # first, before anything imports torch (OpenMP wait policy,
 
 import streamlit as st  # noqa: E402
 
-from ui import jobs, state  # noqa: E402
+from ui import identity, jobs, state  # noqa: E402
 
 FAVICON = str(Path(__file__).parent / "ui" / "favicon.png")   # local: nothing is fetched from the internet
 present = state.presenter_from_url()
@@ -32,7 +32,10 @@ pages = [
     st.Page("views/classroom.py", title="Class", icon=":material/groups:"),
 ]
 nav = st.navigation(pages, position="top" if present else "sidebar")
+me = jobs.student()  # before anything is drawn: a ?me= or ?teacher= link leaves the address bar at once
 st.session_state["loaded"] = state.sidebar()
-jobs.owner_id()  # ?me= on every page, so a reload anywhere keeps a student's runs theirs
+with st.sidebar:   # the sidebar is mounted even when folded away (presenter mode), and the page never shifts
+    identity.sidebar(me)
+    identity.keep(me)  # this browser's cookies, so every tab and every visit is this one student
 jobs.job_queue()  # made on the first visit to any page, so its warm worker is ready before anyone presses Start
 nav.run()

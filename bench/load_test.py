@@ -35,6 +35,8 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.sync.client import connect
 
+from ui import identity
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["learn", "reconstruct", "codebook", "train"]
 MAX_SESSIONS = 40
@@ -126,10 +128,16 @@ class Tab:
     alerts: list[str] = field(default_factory=list)
     turnaround: float | None = None                           # Start pressed -> its run ended (queue + training)
     unfinished: str = ""
+    secret: str = field(default_factory=identity.new_secret)  # this browser's cookie: one student per session
+
+    @property
+    def me(self) -> str:
+        return identity.public_id(self.secret)
 
     def __post_init__(self):
         self._conn = connect(f"ws://127.0.0.1:{self.port}/_stcore/stream", subprotocols=["streamlit"],
-                             max_size=None, open_timeout=60, ping_interval=None)   # browsers send no pings
+                             max_size=None, open_timeout=60, ping_interval=None,   # browsers send no pings
+                             additional_headers={"Cookie": f"{identity.COOKIE}={self.secret}"})
         self.ws = self._conn.__enter__()
 
     def close(self) -> None:
@@ -234,7 +242,7 @@ def student(tab: Tab, runs_dir: Path, seconds: int, deadline: float, gate: threa
         if tab.alerts:
             tab.errors += [f"start: {a}" for a in tab.alerts]
             return
-        me = tab.query.get("me", "")
+        me = tab.me
         clicked = time.monotonic()
         due = {f: clicked + every for f, every in tab.fragments.items()}
         while True:   # as the browser does: each live fragment, its interval after its last answer
@@ -263,7 +271,7 @@ def check_files(tabs: list[Tab], runs_dir: Path) -> list[str]:
     the Train page listed that run and no other."""
     problems = []
     for tab in tabs:
-        me = tab.query.get("me", "")
+        me = tab.me
         mine = my_runs(runs_dir, me)
         if len(mine) != 1:
             problems.append(f"session {tab.index} ({me}): {len(mine)} run folders")

@@ -79,3 +79,13 @@ def open_page(page: str | None, query: dict | None = None, *, land_first: bool =
     if check:
         assert not at.exception, [e.message for e in at.exception]
     return at
+
+
+def student_of(at) -> str:
+    """The public id of the student an AppTest session is (what its runs' folders name as owner)."""
+    return at.session_state["jobs_owner"]
+
+
+def secret_of(at) -> str:
+    """The secret an AppTest session holds (what its browser's cookie would carry)."""
+    return at.session_state["_identity"]["secret"]

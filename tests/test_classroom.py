@@ -1,5 +1,6 @@
 """The Class page and what it plots: one point per VQ / RQ run (live values win over the folder's), a summary
-computed from the points, sweep cells handed out in turn, and the page under AppTest. Also the small helpers of
+computed from the points, sweep cells (in turn for a teacher's pinned sweep, by hash otherwise, and never
+moved by other visitors), and the page under AppTest. Also the small helpers of
 ui/jobs.py that keep live panels cheap (thinned rows, titles that follow a live K)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from ui.jobs import thin
 from vqdemo import classroom, jobs, runs
-from vqdemo.jobs import JobQueue, retitle_k
+from vqdemo.jobs import JobQueue, retitle
 from vqdemo.jobs.local import ThreadBackend
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -42,12 +43,48 @@ def test_points_come_from_folders_and_live_views_win(tmp_path):
     assert classroom.summary([classroom.RunPoint("x", "x", "o", "vq", "queued", 0, 8, 0.25, None, None)]) is None
 
 
-def test_sweep_cells_are_handed_out_in_turn_and_kept(tmp_path):
+def test_a_pinned_sweep_hands_cells_out_in_turn_and_keeps_them_across_a_restart(tmp_path):
     q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend())
+    q.pin_sweep("s")
     cells = [q.sweep_cell("s", f"student{i}", 4) for i in range(6)]
     assert cells == [0, 1, 2, 3, 0, 1]
     assert q.sweep_cell("s", "student2", 4) == 2          # the same cell on every visit
-    assert q.sweep_cell("other", "student2", 4) == 0      # each sweep counts on its own
+    again = JobQueue(1, tmp_path / "runs", backend=ThreadBackend())   # a restarted server
+    assert again.pinned("s") and again.sweep_cell("s", "student2", 4) == 2 and again.sweep_cell("s", "new", 4) == 2
+
+
+def test_an_unpinned_sweep_cell_is_a_function_of_the_sweep_and_the_student_alone(tmp_path):
+    q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend())
+    first = [q.sweep_cell("k-vs-beta", f"student{i}", 9) for i in range(9)]
+    for i in range(2000):   # a flood of made-up students and other sweep names
+        q.sweep_cell("k-vs-beta", f"fake{i}", 9)
+        q.sweep_cell(f"other-{i}", "student0", 9)
+    assert [q.sweep_cell("k-vs-beta", f"student{i}", 9) for i in range(9)] == first
+    fresh = JobQueue(1, tmp_path / "other-runs", backend=ThreadBackend())
+    assert [fresh.sweep_cell("k-vs-beta", f"student{i}", 9) for i in range(9)] == first
+
+
+def test_no_visitor_moves_a_cell_of_a_pinned_sweep(tmp_path):
+    """Hardening round 3, item 13: 64 other sweep names or 2,000 made-up ids moved 8 of 9 students' cells."""
+    q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend())
+    q.pin_sweep("lesson")
+    given = {f"student{i}": q.sweep_cell("lesson", f"student{i}", 9) for i in range(9)}
+    assert sorted(given.values()) == list(range(9))   # nine students, nine different cells
+    for i in range(jobs.MAX_SWEEP_OWNERS + 10):
+        q.sweep_cell("lesson", f"fake{i}", 9)
+    for i in range(100):
+        q.sweep_cell(f"sweep-{i}", "student0", 9)
+    assert {s: q.sweep_cell("lesson", s, 9) for s in given} == given
+    assert len(q._sweeps["lesson"]) == jobs.MAX_SWEEP_OWNERS
+    late = q.sweep_cell("lesson", "latecomer", 9)
+    assert q.sweep_cell("lesson", "latecomer", 9) == late   # past the bound: by hash, still the same every visit
+
+
+def test_pinned_sweeps_stay_bounded(tmp_path):
+    q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend())
+    for i in range(jobs.MAX_PINNED_SWEEPS + 5):
+        q.pin_sweep(f"sweep-{i}")
+    assert len(q._sweeps) == jobs.MAX_PINNED_SWEEPS and not q.pinned("sweep-0")
 
 
 def test_thin_keeps_the_ends_and_bounds_the_rows():
@@ -57,9 +94,10 @@ def test_thin_keeps_the_ends_and_bounds_the_rows():
     assert thin(rows[:10], 400) == rows[:10]
 
 
-def test_a_live_k_change_retitles_the_run():
-    assert retitle_k("VQ-VAE K=64 beta=0.25 on mnist", 128) == "VQ-VAE K=128 beta=0.25 on mnist"
-    assert retitle_k("my run", 16) == "my run (K=16)"
+def test_a_live_change_retitles_the_run():
+    assert retitle("VQ-VAE K=64 beta=0.25 on mnist", {"k": 128}) == "VQ-VAE K=128 beta=0.25 on mnist"
+    assert retitle("VQ-VAE K=64 beta=0.25 on mnist", {"beta": 0.5, "lr": 1e-3}) == "VQ-VAE K=64 beta=0.5 on mnist"
+    assert retitle("my run", {"k": 16}) == "my run (K=16)"
 
 
 @pytest.mark.integration
@@ -79,13 +117,3 @@ def test_class_page_plots_the_runs_and_offers_a_sweep_link(tmp_path, monkeypatch
     assert any("sweep=k-vs-beta" in c.value and "ks=16%2C64%2C256" in c.value for c in at.code)
 
 
-def test_sweeps_from_links_cannot_grow_the_queue_without_bound(tmp_path):
-    q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend())
-    for i in range(jobs.MAX_SWEEPS + 50):
-        q.sweep_cell(f"sweep-{i}", "student", 4)
-    assert len(q._sweeps) == jobs.MAX_SWEEPS
-    for i in range(jobs.MAX_SWEEP_OWNERS + 10):
-        q.sweep_cell("big", f"s{i}", 4)
-    assert len(q._sweeps["big"]) == jobs.MAX_SWEEP_OWNERS
-    late = q.sweep_cell("big", "latecomer", 4)
-    assert 0 <= late < 4 and q.sweep_cell("big", "latecomer", 4) == late   # still the same cell on every visit

@@ -20,8 +20,8 @@ PAGES = sorted(p.stem for p in (REPO / "views").glob("*.py"))
 
 def url_names() -> set[str]:
     """Every ?name= any page reads: Param("name", ...), field_param("name", ...), SETTINGS' keys, query_params.get."""
-    names = {"model", "present", "me", "runs", "grid", "sweep", "ks", "betas"}
-    for f in list((REPO / "views").glob("*.py")) + list((REPO / "ui").glob("*.py")):
+    names = {"model", "present", "me", "teacher", "runs", "grid", "sweep", "ks", "betas"}
+    for f in [*(REPO / "views").glob("*.py"), *(REPO / "ui").glob("*.py"), REPO / "vqdemo" / "train_settings.py"]:
         for call in ast.walk(ast.parse(f.read_text())):
             if (isinstance(call, ast.Call) and getattr(call.func, "attr", getattr(call.func, "id", "")) in
                     ("Param", "field_param", "F") and call.args and isinstance(call.args[0], ast.Constant)):

@@ -116,13 +116,13 @@ def test_big_decodes_wait_for_a_slot(monkeypatch):
     live, peak, lock = [0], [0], threading.Lock()
     real = images._normalise_mode
 
-    def counting(im):
+    def counting(im, *rest):
         with lock:
             live[0] += 1
             peak[0] = max(peak[0], live[0])
         time.sleep(0.05)
         try:
-            return real(im)
+            return real(im, *rest)
         finally:
             with lock:
                 live[0] -= 1
@@ -226,7 +226,7 @@ def test_reconstruct_page_limits_uploads_and_decodes_through_load_image():
     calls = _uploader_calls("reconstruct.py")
     assert calls and all("max_upload_size" in {k.arg for k in c.keywords} for c in calls)
     src = (REPO / "views" / "reconstruct.py").read_text()
-    assert "load_image(raw, size=" in src and "except ImageError" in src
+    assert "load_image(_raw, size=" in src and "except ImageError" in src
 
 
 def test_train_page_limits_zip_uploads_at_the_widget():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import encode, open_page, png_declaring, wait_for
+from helpers import encode, open_page, png_declaring, student_of, wait_for
 from vqdemo import data as data_module
 from vqdemo import files, images
 from vqdemo.data import DataConfig, DataError, check_source, data_shape, load_data
@@ -139,7 +139,7 @@ def test_the_page_queues_a_zip_run_without_decoding_it(decodes, tmp_path):
 
     at = start_on_zip(GOOD, tmp_path / "runs")
     assert not at.exception and not at.error, [e.value for e in at.error]
-    [job] = job_queue().list_jobs(at.query_params["me"])
+    [job] = job_queue().list_jobs(student_of(at))
     wait_for(lambda: job.state in FINISHED, "the run to finish", TIMEOUT_S)
     assert job.state == "done", job.view().reason
     assert decodes and set(decodes) == {"vqdemo-worker-thread"}, decodes   # decoded once, by the worker only
@@ -166,7 +166,7 @@ def test_a_zip_that_fails_only_when_decoded_fails_its_run_with_the_reason(decode
     truncated = {f"c{i % 2}/{i}.png": encode(Image.effect_noise((64, 64), 50))[:120] for i in range(6)}
     at = start_on_zip(truncated, tmp_path / "runs")
     assert not at.exception and not at.error
-    [job] = job_queue().list_jobs(at.query_params["me"])
+    [job] = job_queue().list_jobs(student_of(at))
     wait_for(lambda: job.state in FINISHED, "the run to end", TIMEOUT_S)
     assert job.state == "failed" and "truncated or corrupt" in job.view().reason, job.view().reason
     assert set(decodes) == {"vqdemo-worker-thread"}

@@ -333,18 +333,37 @@ def test_a_prior_needs_trained_weights_and_a_broken_model_fails_with_a_reason(tm
 
 
 @pytest.mark.integration
-def test_the_per_student_limit_follows_the_browser_not_the_url_id(tmp_path, gate):
-    q = queue(tmp_path, per_owner=2)
-    q.submit("tab-one", "a", tiny(), DATA, budget(), client="browser-1")
-    q.submit("tab-two", "b", tiny(), DATA, budget(), client="browser-1")   # a new tab: a new ?me=, same cookie
-    with pytest.raises(JobError, match="limit is 2 per student"):
-        q.submit("dropped-me", "c", tiny(), DATA, budget(), client="browser-1")
-    other = q.submit("tab-three", "d", tiny(), DATA, budget(), client="browser-2")
+def test_made_up_students_from_one_address_are_bounded(tmp_path, gate):
+    """Hardening round 3, item 5: 45 sessions with made-up ids queued 41 runs; one address now has a bound."""
+    q = queue(tmp_path, per_owner=2, per_address=3)
+    for i in range(3):
+        q.submit(f"made-up-{i}", "a", tiny(), DATA, budget(), address="10.0.0.9")
+    with pytest.raises(JobError, match="from your network address"):
+        q.submit("made-up-4", "b", tiny(), DATA, budget(), address="10.0.0.9")
+    other = q.submit("a-real-student", "c", tiny(), DATA, budget(), address="10.0.0.7")
+    local = [q.submit(f"on-this-machine-{i}", "d", tiny(), DATA, budget(), address=None) for i in range(4)]
     gate.open.set()
     for j in q.list_jobs():
         j.stop()
     wait_finished(*q.list_jobs())
-    assert other.state in jobs.FINISHED
+    assert other.state in jobs.FINISHED and all(j.state in jobs.FINISHED for j in local)
+
+
+@pytest.mark.integration
+def test_the_teachers_runs_never_wait_behind_students(tmp_path, gate):
+    q = queue(tmp_path, per_owner=20, max_running=1)
+    students = [q.submit(f"s{i}", "s", tiny(), DATA, budget(), address=None) for i in range(5)]
+    first, second = (q.submit("teacher", "t", tiny(), DATA, budget(), teacher=True) for _ in range(2))
+    wait_for(lambda: first.step_count >= 1 or first.state != "queued", "the teacher's first run to start", 120)
+    wait_for(lambda: second.state != "queued", "the teacher's second run to start", 120)
+    assert [s.state for s in students[1:]] == ["queued"] * 4   # the students' one worker is still taken
+    with pytest.raises(JobError, match="not yours"):
+        first.check_control("s1")
+    first.check_control("s1", teacher=True)
+    gate.open.set()
+    for j in q.list_jobs():
+        j.stop()
+    wait_finished(*q.list_jobs())
 
 
 def test_a_second_server_on_the_same_runs_folder_is_refused(tmp_path):

@@ -93,9 +93,19 @@ def test_every_compared_model_shows_its_rate_beside_its_psnr(runs_dir):
     at = open_compare({"runs": "shipped:mnist-vq,shipped:mnist-vae"})
     table = at.dataframe[0].value.set_index("model")
     rates = dict(zip(table["kind"], table["bits per image"]))
-    assert rates["VQ"] == 294                    # 7 x 7 cells x log2(64) bits
+    assert rates["VQ"] == 128                    # what its shipped prior needs to code a code map
+    assert int(dict(zip(table["kind"], table["uniform bound"]))["VQ"]) == 294   # 7 x 7 x log2(64) bits beside it
     assert 0 < rates["VAE"] < 294                # its KL to N(0, I), in bits
     assert any("bits per image" in c.value for c in at.caption)
+
+
+def test_the_vae_is_compared_at_a_posterior_sample_and_the_vq_at_its_priors_bits(runs_dir):
+    at = open_compare({"runs": "shipped:mnist-vq,shipped:mnist-vae-kl0.01"})
+    table = at.dataframe[0].value.set_index("kind")
+    sample, mean = (float(table.loc["VAE", name]) for name in ("PSNR, posterior sample", "best val PSNR"))
+    assert 0 < sample < mean                     # the sample the KL pays for decodes worse than the mean
+    summary = next(m.value for m in at.markdown if "At the rates each pays" in m.value)
+    assert f"{sample:.2f} dB from a posterior sample" in summary and "its prior's code length" in summary
 
 
 def test_each_kind_is_described_by_its_own_quantiser(runs_dir):

@@ -122,3 +122,22 @@ def test_white_ink_on_black_is_left_alone():
     at.run()
     assert not at.exception and not at.info
     assert next(t for t in at.toggle if t.label.startswith("Invert the upload")).value is False
+
+
+def test_the_best_codes_search_runs_in_the_queue_and_shows_both_psnrs():
+    import re
+    import time
+
+    at = open_reconstruct()
+    assert not any("Greedy coordinate descent" in c.value for c in at.caption)   # nothing runs before the click
+    at.button(key="rc_best_go").click().run()
+    deadline = time.monotonic() + 240
+    while not any("Greedy coordinate descent" in c.value for c in at.caption):
+        assert time.monotonic() < deadline, "the best-codes search did not finish"
+        assert not at.warning, [w.value for w in at.warning]
+        time.sleep(1.0)
+        at.run()
+    caption = next(c.value for c in at.caption if "Greedy coordinate descent" in c.value)
+    encoder_db, searched_db = map(float, re.search(r"PSNR from ([\d.]+) to ([\d.]+) dB", caption).groups())
+    assert searched_db >= encoder_db
+    assert any(f"encoder's codes: {encoder_db:.2f} dB" in im.proto.imgs[0].caption for im in at.image)

@@ -12,6 +12,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from helpers import open_page, shipped
+from ui import identity
 from vqdemo import prior, runs
 from vqdemo.data import DataConfig
 from vqdemo.models import ModelConfig, build_model
@@ -109,17 +110,24 @@ def test_rq_samples_depth_by_depth():
     assert metric(at, "Uniform baseline") == f"{depth * 6 * 49} bits"
 
 
-def test_a_run_without_a_prior_says_so_and_offers_training(tmp_path):
+OWNER_SECRET = "0123456789abcdef" * 2   # the cookie of the student who trained the run
+
+
+def test_a_run_without_a_prior_says_so_and_offers_training_to_its_owner(tmp_path):
     root = tmp_path / "runs"  # conftest points VQDEMO_RUNS_DIR here
     run = root / "tiny"
     cfg = ModelConfig(kind="vq", hidden=16, res_blocks=0, res_hidden=4, vq=QuantizerConfig(k=16, dim=8))
-    meta = {"model": cfg.to_dict(), "data": asdict(DataConfig(name="digits", max_images=200)), "kind": "vq"}
+    meta = {"model": cfg.to_dict(), "data": asdict(DataConfig(name="digits", max_images=200)), "kind": "vq",
+            "owner": identity.public_id(OWNER_SECRET)}
     torch.manual_seed(0)
     runs.write_json(run / "config.json", meta)
     runs.save_weights(run / runs.WEIGHTS, build_model(cfg), meta)
     runs.write_json(run / "status.json", {"state": "done"})
 
-    at = open_sample("run:tiny")
+    other = open_sample("run:tiny")   # another student: no way to start (and later stop) this run's prior
+    assert not any(b.label.startswith("Train a prior") for b in other.button)
+    assert any("Only the student who trained this run" in c.value for c in other.caption)
+    at = open_sample("run:tiny", me=OWNER_SECRET)
     assert any("has no prior yet" in w.value for w in at.warning)
     assert any(b.label.startswith("Train a prior") for b in at.button)
     assert any("vqdemo prior train" in c.value for c in at.code)

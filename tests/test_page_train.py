@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from helpers import open_page, wait_for
+from helpers import open_page, secret_of, student_of, wait_for
 from ui.jobs import job_queue
+from ui.train_settings import KS, LRS
 from vqdemo import files, runs
-from vqdemo.jobs import FINISHED
+from vqdemo.jobs import FINISHED, JobError
 from vqdemo.trainer import TrainConfig
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process
@@ -60,14 +61,14 @@ def test_renders_its_controls_and_a_default_view(runs_dir):
     assert {"tr_preset", "tr_data", "tr_kind", "tr_arch", "tr_down", "tr_k", "tr_d", "tr_beta", "tr_lr", "tr_batch",
             "tr_budget", "tr_secs", "tr_cb", "tr_init", "tr_restart", "tr_cosine", "tr_ste", "tr_start"} <= keys(at)
     assert any("Nothing of yours is training" in i.value for i in at.info)
-    assert len(at.query_params["me"]) == 12
+    assert len(student_of(at)) == 12
     assert "7×7 grid of 16-vectors" in " ".join(c.value for c in at.caption)
 
 
 def test_start_queues_a_job_with_its_own_folder_and_shows_it(runs_dir):
     at = start_small(open_train(), steps=20)
     assert not at.exception and not at.error
-    me = at.query_params["me"]
+    me = student_of(at)
     [job] = job_queue().list_jobs(me)
     view = job.view()
     assert (view.data_cfg.name, view.train_cfg.steps, view.train_cfg.batch_size, view.kind) == ("digits", 20, 16, "vq")
@@ -80,11 +81,13 @@ def test_start_queues_a_job_with_its_own_folder_and_shows_it(runs_dir):
     assert job.state == "done" and runs.read_json(job.run_dir / "config.json")["owner"] == me
     assert f"{20:,}" in [m.value for m in at.metric]
     assert any(r.id == job.id and r.has_weights for r in runs.list_runs(runs_dir))
+    usage = next(c.value for c in at.caption if "running usage" in c.value)   # from the run's own quantizer
+    assert "below 0.5, the quantizer's own test" in usage and "Restarts are on: so far" in usage
 
 
 def test_pause_and_stop_buttons_control_the_job(runs_dir):
     at = start_small(open_train(), steps=100_000)
-    [job] = job_queue().list_jobs(at.query_params["me"])
+    [job] = job_queue().list_jobs(student_of(at))
     wait_for(lambda: job.step_count >= 1, "training to start", TIMEOUT_S)
     at.run()
     at.button(key="tr_pause").click().run()
@@ -94,14 +97,73 @@ def test_pause_and_stop_buttons_control_the_job(runs_dir):
     wait_for(lambda: job.state == "stopped", "the stop", TIMEOUT_S)
 
 
-def test_a_reload_with_the_url_id_finds_the_same_runs(runs_dir):
+def test_a_link_with_the_students_secret_finds_the_same_runs_and_leaves_the_url(runs_dir):
     first = start_small(open_train(), steps=5)
-    me = first.query_params["me"]
+    me = student_of(first)
     [job] = job_queue().list_jobs(me)
-    again = open_train({"me": me, "data": "digits"})
-    assert again.selectbox(key="tr_job").value == job.id
+    assert "me" not in first.query_params   # nothing about the student in the address bar (or on a projector)
+    again = open_train({"me": secret_of(first), "data": "digits"})
+    assert student_of(again) == me and again.selectbox(key="tr_job").value == job.id
+    assert "me" not in again.query_params
     stranger = open_train()
-    assert stranger.query_params["me"] != me and "tr_job" not in keys(stranger)
+    assert student_of(stranger) != me and "tr_job" not in keys(stranger)
+
+
+def test_an_id_seen_on_a_screen_controls_nothing(runs_dir):
+    """The public id (shown in tables, stored in run folders) in a link is not the student: no runs, no control."""
+    first = start_small(open_train(), steps=100_000)
+    me = student_of(first)
+    [job] = job_queue().list_jobs(me)
+    spy = open_train({"me": me})
+    assert student_of(spy) != me and "tr_job" not in keys(spy)
+    with pytest.raises(JobError, match="not yours"):
+        job.check_control(student_of(spy))
+    job.check_control(me)
+    job.stop()
+
+
+@pytest.mark.parametrize("recipe", ["far", "healthy"])
+def test_live_sliders_send_nothing_unless_a_person_moves_them(runs_dir, recipe):
+    """Issue 17, item 1: a run started with K = 64, beta = 0.25 trained with K = 2, beta = 0, lr = 1e-4 (each live
+    slider's lowest value) although nobody touched them. A slider the browser draws anew reports the value it was
+    created with; the sliders used to be created at their lowest stop and only moved to the run's value by session
+    state, so a re-created slider sent its lowest value as a change. Here each live slider reports the value its
+    element was created with, as a re-created one does, over many reruns: no change may reach the run."""
+    at = open_train({"preset": recipe} if recipe != "healthy" else None)
+    if recipe == "far":
+        at.radio(key="tr_preset").set_value("far").run()
+    at = start_small(at, steps=100_000)
+    [job] = job_queue().list_jobs(student_of(at))
+    submitted = job.view().knobs
+    for _ in range(6):
+        at.run()
+        live = [w for kind in ("slider", "select_slider") for w in getattr(at, kind) if "tr_live_" in (w.key or "")]
+        assert {w.label for w in live} >= {"beta (live)", "learning rate (live)", "K (live)"}
+        for w in live:   # the value each element was created with: a stop's index for a select slider
+            stops = {"learning rate (live)": LRS, "K (live)": KS}.get(w.label)
+            w.set_value(stops[int(w.proto.default[0])] if stops else w.proto.default[0])
+        at.run()
+        assert not at.exception
+    view = job.view()
+    assert view.knobs == submitted and not view.pending and not view.changes
+    wait_for(lambda: (job.run_dir / "config.json").is_file(), "the run's config", TIMEOUT_S)
+    assert runs.read_json(job.run_dir / "config.json")["model"]["vq"]["k"] == submitted["k"]
+    job.stop()
+
+
+def test_a_person_moving_a_live_slider_changes_the_run_once(runs_dir):
+    at = start_small(open_train(), steps=100_000)
+    [job] = job_queue().list_jobs(student_of(at))
+    beta = next(w for w in at.slider if (w.key or "").startswith("tr_live_beta_"))
+    beta.set_value(0.5).run()
+    view = job.view()
+    assert {**view.knobs, **view.pending}["beta"] == 0.5
+    wait_for(lambda: job.view().changes, "the change to be applied", TIMEOUT_S)
+    assert [c.get("beta") for c in job.view().changes] == [0.5]
+    at.run()
+    moved = next(w for w in at.slider if (w.key or "").startswith("tr_live_beta_"))
+    assert moved.value == 0.5 and moved.key != beta.key   # drawn anew at the run's new value
+    job.stop()
 
 
 def test_the_far_init_preset_sets_the_collapsing_recipe(runs_dir):
@@ -156,7 +218,7 @@ def test_an_uploaded_zip_trains_as_the_folder_dataset(runs_dir, tmp_path):
     at.session_state["tr_upload_path"] = str(stored)
     at.button(key="tr_start").click().run()
     assert not at.exception and not at.error
-    [job] = job_queue().list_jobs(at.query_params["me"])
+    [job] = job_queue().list_jobs(student_of(at))
     assert job.view().data_cfg.name == "folder" and Path(job.view().data_cfg.path) == job.run_dir / "data.zip"
     wait_for(lambda: job.state in FINISHED, "the run to finish", TIMEOUT_S)
     assert job.state == "done", job.view().reason
@@ -198,3 +260,34 @@ def test_fsq_is_a_model_kind_with_its_levels_and_no_codebook_options(runs_dir):
 def test_the_both_estimator_with_an_ema_codebook_is_warned_about(runs_dir):
     at = open_train({"ste": "both"})
     assert any("EMA codebook takes no gradient" in w.value for w in at.warning)
+
+
+def test_an_early_perplexity_dip_is_named_for_what_it_turns_out_to_be():
+    from vqdemo.analysis import perplexity_dip_note as dip_note
+
+    def rows(values):
+        return [{"type": "train", "step": s, "perplexity": p} for s, p in values]
+    assert "healthy runs often do" in dip_note(rows([(1, 20.0), (10, 1.5), (40, 2.0)]), 64)
+    assert "recovered to 40.0" in dip_note(rows([(1, 20.0), (10, 1.5), (300, 40.0)]), 64)
+    assert "that is collapse" in dip_note(rows([(1, 20.0), (10, 1.5), (300, 2.5)]), 64)
+    assert dip_note(rows([(1, 20.0), (10, 12.0), (300, 40.0)]), 64) == ""
+
+
+def test_the_teacher_key_makes_the_teacher_and_leaves_the_url(runs_dir, monkeypatch):
+    monkeypatch.setenv("VQDEMO_TEACHER_KEY", "a-key-for-this-test")
+    student = open_train()
+    assert not any("Start the collapse pair" in (b.label or "") for b in student.button)
+    wrong = open_train({"teacher": "not-it"})
+    assert "teacher" not in wrong.query_params
+    assert [e.value for e in wrong.error if "not this server's teacher key" in e.value]
+    teacher = open_train({"teacher": "a-key-for-this-test"})
+    assert "teacher" not in teacher.query_params and not teacher.error
+    teacher.button(key="tr_pair_start").click().run()
+    pair = job_queue().demo()
+    assert [j.teacher for j in pair] == [True, True] and {j.view().model_cfg.vq.init for j in pair} == {
+        "normal", "kmeans"}
+    assert {j.view().budget_steps for j in pair} == {500}
+    for job in pair:
+        with pytest.raises(JobError, match="not yours"):
+            job.check_control(student_of(student))
+        job.stop()

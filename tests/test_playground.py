@@ -10,6 +10,7 @@ import torch
 
 from helpers import open_page
 from vqdemo import playground as pg
+from vqdemo.fsq import FiniteScalarQuantizer
 
 
 @pytest.mark.parametrize("name", pg.DATASETS)
@@ -20,14 +21,25 @@ def test_toy_data_is_2d_and_in_view(name):
     assert torch.equal(x, pg.toy_data(name, 500, seed=1))
 
 
-def test_fsq_rounds_to_the_grid_and_passes_gradients():
-    z = torch.tensor([[0.0, 5.0], [-5.0, 0.3]], requires_grad=True)
-    q, ids = pg.fsq_quantize(z, 3)
-    grid = pg.fsq_grid(3)
-    assert torch.allclose(q.detach(), grid[ids])                    # every output is a grid point
-    assert q.detach().tolist() == [[0.0, 1.0], [-1.0, 0.0]]
-    q.sum().backward()
-    assert z.grad is not None and (z.grad != 0).any()               # straight-through
+def test_the_playground_fsq_is_the_librarys_and_its_cells_are_its_rounding_cells():
+    """The picture must be the real FSQ: the toy rounds with vqdemo.fsq's quantiser, each point's code is the one
+    it rounded to, and the boxes drawn from the cell edges give exactly those codes (not the nearest grid point)."""
+    cfg = pg.PlaygroundConfig(n=400, k=16, steps=10, every=5, quantizer="fsq")
+    model = pg.ToyAutoencoder(cfg)
+    assert isinstance(model.fsq, FiniteScalarQuantizer) and model.fsq.cfg.levels == [4, 4]
+    f = pg.run(cfg)
+    z = torch.from_numpy(f.points[-1])
+    real = model.fsq(z[:, :, None, None]).codes.flatten().numpy()
+    assert (f.ids[-1] == real).all()
+    boxes = sum(np.searchsorted(e, f.points[-1][:, c]) * (1 if c == 0 else len(f.edges[0]) + 1)
+                for c, e in enumerate(f.edges))
+    assert (boxes == real).all()
+    nearest = ((f.points[-1][:, None] - f.codes[-1][None]) ** 2).sum(-1).argmin(1)
+    assert (nearest != real).any() or len(set(real)) == 1   # the nearest grid point is not what FSQ picks
+
+
+def test_the_smallest_playground_grid_has_three_levels_per_axis():
+    assert pg.fsq_levels(4) == 3
 
 
 def test_run_records_frames_of_the_latent_plane():
@@ -66,6 +78,14 @@ def test_pack_is_compact_and_decodes_to_the_frames():
     assert np.abs(back - f.points[..., 0])[inside].max() <= (x1 - x0) / 255 / 2 + 1e-6
     counts = np.frombuffer(base64.b64decode(p["counts"]), "<u2").reshape(p["frames"], p["k"])
     assert (counts == f.counts).all()
+
+
+def test_fsq_pack_carries_each_points_code_and_the_cell_edges():
+    f = pg.run(pg.PlaygroundConfig(n=300, k=16, steps=10, every=5, quantizer="fsq"))
+    p = pg.pack(f)
+    ids = np.frombuffer(base64.b64decode(p["ids"]), "<u2").reshape(p["frames"], p["n"])
+    assert (ids == f.ids).all() and [len(e) for e in p["edges"]] == [3, 3]
+    assert "ids" not in pg.pack(pg.run(pg.PlaygroundConfig(n=300, k=16, steps=10, every=5)))
 
 
 @pytest.mark.parametrize("bad", [dict(data="moons"), dict(init="kaiming"), dict(k=1), dict(quantizer="lfq"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ui import state
-from ui import train_settings as page
 from vqdemo import cli, fit, runs, settings
+from vqdemo import train_settings as page
 from vqdemo.data import DataConfig, DataError, data_config
 from vqdemo.fsq import FSQConfig
 from vqdemo.models import ModelConfig

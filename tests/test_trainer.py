@@ -1,5 +1,6 @@
 """The one training loop: budgets, checkpoints, metrics, seeds, controls, divergence."""
 
+import inspect
 import json
 import math
 import threading
@@ -80,8 +81,8 @@ def test_live_changes_apply_between_steps(digits):
     control.set(beta=2.0, lr=5e-4, k=24)
     model = build_model(tiny_config())
     seen = []
-    run_training(model, *digits, TrainConfig(steps=5, batch_size=16, val_every=100), control=control,
-                 on_event=seen.append)
+    cfg = TrainConfig(steps=5, batch_size=16, val_every=100, schedule="constant")   # the live lr stays as set
+    run_training(model, *digits, cfg, control=control, on_event=seen.append)
     assert model.config.vq.beta == 2.0 and model.codebook_sizes == [24]
     last = [e for e in seen if e["type"] == "train"][-1]
     assert last["lr"] == 5e-4 and last["beta"] == 2.0 and last["k"] == 24
@@ -127,6 +128,25 @@ def test_cosine_schedule_falls_to_zero_over_the_budget_and_a_live_lr_resets_its_
     run_training(build_model(tiny_config()), *digits, cfg, control=control, on_event=seen.append)
     lrs = [e["lr"] for e in seen if e["type"] == "train"]
     assert lrs[0] == pytest.approx(4e-3) and lrs[10] == pytest.approx(2e-3)
+
+
+def test_decay_is_the_default_schedule_of_autoencoders_not_of_priors():
+    from vqdemo import prior
+    assert TrainConfig().schedule == "decay"   # it won on seeds 0, 1 and 2 at the 45-s step count (README)
+    assert 'schedule="constant"' in inspect.getsource(prior.train_prior)
+
+
+def test_decay_schedule_holds_then_falls_linearly_to_zero_over_the_last_30_percent(digits):
+    cfg = TrainConfig(steps=100, lr=1e-3, schedule="decay", batch_size=16, val_every=1000)
+    assert [cfg.lr_factor(s, 0.0) for s in (0, 50, 70)] == [1.0, 1.0, 1.0]
+    assert cfg.lr_factor(85, 0.0) == pytest.approx(0.5) and cfg.lr_factor(100, 0.0) == pytest.approx(0.0)
+    timed = TrainConfig(seconds=10.0, schedule="decay")
+    assert timed.lr_factor(5, 7.0) == pytest.approx(1.0) and timed.lr_factor(5, 8.5) == pytest.approx(0.5)
+    seen = []
+    run_training(build_model(tiny_config()), *digits, cfg, on_event=seen.append)
+    lrs = [e["lr"] for e in seen if e["type"] == "train"]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < 1e-4
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(seconds=float("nan")), dict(lr=float("inf")), dict(lr=-1e-3),

@@ -164,9 +164,14 @@ def overlay(runs: Mapping[str, Sequence[dict]], key: str, title: str, y_title: s
     return fig
 
 
-def alive_codes(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0) -> int:
-    """How many codes are above the dead threshold: what a usage chart's heading says above it."""
-    return int((np.asarray(usage, dtype=float).reshape(-1) > dead_below).sum())
+# "Dead" is usage below `dead_below`, never at it: the quantizer's own test (VectorQuantizer._update). Counts of
+# uses are dead below NEVER_USED, i.e. never picked; running usage (Train) below the quantizer's dead_threshold.
+NEVER_USED = 1
+
+
+def alive_codes(usage: Sequence[float] | np.ndarray, dead_below: float = NEVER_USED) -> int:
+    """How many codes are at or above the dead threshold: what a usage chart's heading says above it."""
+    return int((np.asarray(usage, dtype=float).reshape(-1) >= dead_below).sum())
 
 
 def dimmed(color: str, amount: float = DIM) -> str:
@@ -176,10 +181,10 @@ def dimmed(color: str, amount: float = DIM) -> str:
 
 
 @shared
-def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0, y_title: str = "uses",
+def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = NEVER_USED, y_title: str = "uses",
                     sort: bool = False, height: int = HEIGHT, color: str | Sequence[str] = USED,
                     perplexity: float | None = None, selected: int | None = None) -> go.Figure:
-    """One bar per code; codes at or below `dead_below` are dead, drawn as short red stubs so a collapsed
+    """One bar per code; codes below `dead_below` are dead, drawn as short red stubs so a collapsed
     codebook shows its long dead tail. `sort`: most used first (bars then show the shape of the distribution).
     `color`: the live bars' colour (Compare gives each run its own), or one colour per code id (the Codebook
     page's code colours). `perplexity` (with sort): a dashed line after that many codes, and a dotted even-use
@@ -191,7 +196,7 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = 0.0
     if sort:
         order = np.argsort(-u, kind="stable")
         u, codes = u[order], codes[order]
-    dead = u <= dead_below
+    dead = u < dead_below
     stub = max(float(u.max(initial=0.0)), 1e-9) * 0.03
     x = np.arange(len(u))
     fills = np.array(color if not isinstance(color, str) else [color] * len(u))[codes]

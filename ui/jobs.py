@@ -4,28 +4,20 @@ The queue lives in `st.cache_resource`, so every session of the class shares it 
 runs folder so tests with their own folders get their own queue. Its jobs run in worker processes (or on Ray),
 never in this server's interpreter.
 
-Who a student is: `?me=` in the URL names whose runs a page shows; every page keeps it in its URL, so a reload or a
-page switch keeps a student's runs theirs. Without one, it comes from the browser's cookie (Streamlit's XSRF cookie,
-the same in every tab of one browser), else from the session. The per-student limit counts runs by that cookie as
-well, so a new tab or a dropped `?me=` does not reset it; a private window or another browser does.
+Who a student is: `ui.identity` (one per browser, by a secret cookie the app sets); `student()` here is what pages
+ask. Every control of a job checks that this session's student started it (or is the teacher).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import threading
 import time
 
 import streamlit as st
 
-from ui import shared, state
+from ui import identity, shared, state
 from vqdemo import runs
 from vqdemo.jobs import JobQueue
-
-OWNER_PARAM = "me"
-_OWNER_KEY = "jobs_owner"
-_BROWSER_COOKIE = "_streamlit_xsrf"
 
 
 @st.cache_resource(show_spinner=False)
@@ -43,23 +35,11 @@ def job_queue() -> JobQueue:
         st.stop()
 
 
-def browser_id() -> str:
-    """A stable id for this browser (all its tabs), or "" when it sent no cookie."""
-    try:
-        cookie = st.context.cookies.get(_BROWSER_COOKIE, "")
-    except Exception:  # noqa: BLE001 - no request context (a test harness): no browser to name
-        cookie = ""
-    return hashlib.sha256(cookie.encode()).hexdigest()[:12] if isinstance(cookie, str) and cookie else ""
-
-
-def owner_id() -> str:
-    """This student's id: from the URL if it carries a valid one, else this browser's, else this session's; written
-    back to the URL so it survives reloads and page switches."""
-    me = st.query_params.get(OWNER_PARAM, "")
-    if not re.fullmatch(r"[0-9a-f]{12}", me):
-        me = st.session_state.get(_OWNER_KEY) or browser_id() or state.session_id()
-    st.session_state[_OWNER_KEY] = me
-    st.query_params[OWNER_PARAM] = me
+def student() -> identity.Student:
+    """This session's student (see ui.identity); its public id is also kept as "jobs_owner" for the model picker's
+    "yours"."""
+    me = identity.current()
+    st.session_state["jobs_owner"] = me.id
     return me
 
 

@@ -1,4 +1,4 @@
-"""Play a recorded 2-D codebook run in the browser: encoder outputs, codes and their Voronoi cells on a canvas.
+"""Play a recorded 2-D codebook run in the browser: encoder outputs, codes and their cells on a canvas.
 
 A Streamlit Components v2 element with inline HTML/CSS/JS, like ui/painter.py. The server records the whole
 run once (vqdemo.playground.run, cached per setting and shared by every student) and sends it packed
@@ -23,7 +23,8 @@ import streamlit as st
 _HTML = """
 <div class="pg" data-testid="playground" data-state="loading" data-frame="0" data-drawn="0">
   <canvas class="pg-canvas" role="img" tabindex="0" data-testid="playgroundCanvas"
-          aria-label="Encoder outputs, codes and their Voronoi cells: Space plays or pauses, arrows step"></canvas>
+          aria-label="Encoder outputs, codes and the region each code owns: Space plays or pauses, arrows step">
+  </canvas>
   <div class="pg-bar">
     <button type="button" class="pg-play" data-testid="playgroundPlay">Pause</button>
     <button type="button" class="pg-step" title="One frame forward">Step</button>
@@ -67,7 +68,7 @@ export default function (component) {
   return player.destroy;
 }
 
-const GRID = 150;   // Voronoi cells are found on a GRID x GRID raster (150 * 150 * K distances per frame)
+const GRID = 150;   // cells are found on a GRID x GRID raster (VQ: 150 * 150 * K distances per frame)
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 
 function bytes(b64) {
@@ -95,9 +96,27 @@ function readRun(d) {
   const counts = new Uint16Array(countBytes.buffer);
   const colors = Array.isArray(d.colors) && d.colors.length === k ? d.colors.map(String) : Array(k).fill("#1f77b4");
   const list = (a) => (Array.isArray(a) && a.length === f && a.every(isNum) ? a : Array(f).fill(NaN));
+  // FSQ: the rounding cells are boxes between per-axis edges; each point's code comes from the server
+  let edges = null, ids = null;
+  if (d.grid) {
+    const ok = (e) => Array.isArray(e) && e.every(isNum);
+    const idBytes = bytes(d.ids);
+    if (!Array.isArray(d.edges) || d.edges.length !== 2 || !d.edges.every(ok)) return null;
+    if ((d.edges[0].length + 1) * (d.edges[1].length + 1) !== k) return null;
+    if (!idBytes || idBytes.length !== f * n * 2) return null;
+    edges = d.edges; ids = new Uint16Array(idBytes.buffer);
+  }
   return { f, n, k, points, codes, counts, rgb: colors.map(hexRgb), colors, dead: String(d.dead || "#dc2626"),
            step: list(d.step), loss: list(d.loss), perplexity: list(d.perplexity), rev: String(d.rev || ""),
-           fps: [5, 10, 20, 30].includes(d.fps) ? d.fps : 20, grid: !!d.grid };
+           fps: [5, 10, 20, 30].includes(d.fps) ? d.fps : 20, grid: !!d.grid, edges, ids };
+}
+
+// FSQ: the code of a point (byte units) is the mixed-radix number of the edges below it on each axis
+function cellOf(px, py, edges) {
+  let ix = 0, iy = 0;
+  while (ix < edges[0].length && px >= edges[0][ix]) ix++;
+  while (iy < edges[1].length && py >= edges[1][iy]) iy++;
+  return ix + (edges[0].length + 1) * iy;
 }
 
 function createPlayer(root) {
@@ -138,10 +157,14 @@ function createPlayer(root) {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const f = s.frame, k = r.k, n = r.n, cOff = f * k * 2, pOff = f * n * 2, kOff = f * k;
     const X = (b) => (b / 255) * size, Y = (b) => size - (b / 255) * size;
-    // Voronoi cells: each raster cell takes the colour of its nearest code, pale; borders darker.
+    // Cells: each raster cell takes the colour of the code it belongs to, pale; borders darker. VQ: the nearest
+    // code (Voronoi cells); FSQ: the box between the rounding edges (not the nearest grid point).
     for (let gy = 0; gy < GRID; gy++) {
       const by = 255 * (1 - (gy + 0.5) / GRID);
-      for (let gx = 0; gx < GRID; gx++) label[gy * GRID + gx] = nearest(255 * (gx + 0.5) / GRID, by, r.codes, cOff, k);
+      for (let gx = 0; gx < GRID; gx++) {
+        const bx = 255 * (gx + 0.5) / GRID;
+        label[gy * GRID + gx] = r.grid ? cellOf(bx, by, r.edges) : nearest(bx, by, r.codes, cOff, k);
+      }
     }
     const px = cellImg.data;
     for (let i = 0; i < GRID * GRID; i++) {
@@ -157,10 +180,10 @@ function createPlayer(root) {
     cellCtx.putImageData(cellImg, 0, 0);
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(cells, 0, 0, size, size);
-    // Encoder outputs: small dots in the colour of the code they snap to.
+    // Encoder outputs: small dots in the colour of the code they snap to (FSQ: the code it rounded to).
     for (let i = 0; i < n; i++) {
       const bx = r.points[pOff + 2 * i], by = r.points[pOff + 2 * i + 1];
-      ctx.fillStyle = r.colors[nearest(bx, by, r.codes, cOff, k)];
+      ctx.fillStyle = r.colors[r.grid ? r.ids[f * n + i] : nearest(bx, by, r.codes, cOff, k)];
       ctx.fillRect(X(bx) - 1.5, Y(by) - 1.5, 3, 3);
     }
     // Codes: live ones as outlined discs in their colour, dead ones (no point picked them) as red crosses.
@@ -181,7 +204,7 @@ function createPlayer(root) {
     for (let j = 0; j < k; j++) if (r.counts[kOff + j] > 0) used++;
     const fmt = (v, d) => (isNum(v) ? v.toFixed(d) : "?");
     status.textContent = `step ${r.step[f]} of ${r.step[r.f - 1]}: ${used} of ${k} codes used` +
-      (r.grid ? " (a fixed grid: no code can die)" : `, ${dead} dead`) +
+      (r.grid ? " (a fixed grid: nothing to restart)" : `, ${dead} dead`) +
       `, perplexity ${fmt(r.perplexity[f], 1)}, loss ${fmt(r.loss[f], 4)}`;
     scrub.value = String(f);
     s.drawn++;
@@ -263,6 +286,7 @@ _component = st.components.v2.component("vqdemo_playground", html=_HTML, css=_CS
 def player(run: dict, colors: list[str], dead: str, rev: str, grid: bool = False, fps: int = 20,
            key: str = "playground") -> None:
     """Show a packed run (vqdemo.playground.pack) and play it at `fps`; `rev` names the run, so a rerun with
-    the same rev keeps the animation where it is. grid: the codes are a fixed FSQ grid (none can die)."""
+    the same rev keeps the animation where it is. grid: the codes are a fixed FSQ grid (none can die), drawn with
+    its rounding cells (the run's `edges`) and each point coloured by the code it rounded to (`ids`)."""
     _component(key=key, data={**run, "colors": list(colors), "dead": dead, "rev": rev, "grid": bool(grid),
                               "fps": int(fps)})

@@ -6,9 +6,9 @@ whole class): they are only used for inference (eval mode, no_grad), which never
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import streamlit as st
 import torch
 
 from ui import text, theme
-from vqdemo import runs, settings
+from ui.notebook_button import notebook_button  # noqa: F401 - each page's one line: state.notebook_button(page)
+from vqdemo import run_images, runs, urlstate
 from vqdemo.data import DataConfig, ImageData, data_config, load_data
 from vqdemo.images import to_uint8, upscale_nearest
 from vqdemo.models import KINDS
@@ -121,6 +122,21 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     return load_data(cfg)
 
 
+@st.cache_resource(show_spinner="Loading the run's images...", max_entries=64)
+def _run_images(folder: str, cfg: DataConfig, save: bool, stamp: tuple | None) -> ImageData:
+    """A run on the user's images: its validation images only, from its small file (`vqdemo.run_images`); `stamp`
+    (the file's inode, time and size, None while it is missing) keys a file written or replaced since."""
+    return run_images.load(Path(folder), cfg, save=save)
+
+
+def choice_data(choice: ModelChoice, cfg: DataConfig) -> ImageData:
+    """What a model's pages show of its data. A run on the user's own images never has its zip decoded on a view:
+    only its validation images are kept, once, in its folder (never in the shipped, read-only checkpoints/)."""
+    if not run_images.costly(cfg):
+        return load_dataset(cfg)
+    return _run_images(str(choice.path), cfg, choice.id.startswith("run:"), runs.file_stamp(choice.path / runs.IMAGES))
+
+
 def load_choice(choice: ModelChoice) -> Loaded:
     """The model and its dataset. The data config comes from the checkpoint, so it goes through data_config
     (downloads off, unknown keys and odd values refused); a model that does not fit its data is refused here."""
@@ -130,7 +146,7 @@ def load_choice(choice: ModelChoice) -> Loaded:
     if model.config.kind != choice.kind:
         raise runs.CheckpointError(f"its config.json says {choice.kind} but its weights are a {model.config.kind} "
                                    "model; the run folder was edited or mixed up")
-    data = load_dataset(data_config(meta, choice.label))
+    data = choice_data(choice, data_config(meta, choice.label))
     runs.check_fits(model, data, choice.label)
     return Loaded(choice, model, meta, data)
 
@@ -243,100 +259,29 @@ def crisp(images: torch.Tensor, width: int = 112) -> np.ndarray | list[np.ndarra
     return upscale_nearest(to_uint8(images), scale)
 
 
-@dataclass(frozen=True)
-class Param:
-    """One setting kept in the URL as ?name=value: the one mechanism every page uses to read and write its settings.
-
-    Its text is read by `parse`: one of `options`, or a number clamped to [lo, hi]; junk (and NaN, inf) reads
-    as None, so the default applies. `field` names the config field it sets, when it is one (see `field_param`).
-    """
-
-    name: str
-    default: Any
-    options: tuple = ()
-    lo: float | None = None
-    hi: float | None = None
-    cast: type = str             # int, float, bool or str
-    field: str | None = None     # the config field this setting is (the Train page hands these to fit.model_config)
-    help: str | None = None      # the field's help, for the widget
-
-    def parse(self, raw: str | None) -> Any:
-        if raw is None:
-            return None
-        if self.options:
-            return next((o for o in self.options if raw in (str(o), text_of(o))), None)
-        if self.cast is bool:
-            return {"1": True, "0": False}.get(raw)
-        try:
-            value = self.cast(raw)
-        except ValueError:
-            return None
-        if self.cast is str:
-            return value[: int(self.hi)] if self.hi else value
-        return self._within(value) if math.isfinite(value) else None
+class Param(urlstate.Param):
+    """A URL setting (vqdemo.urlstate.Param) read from this page's URL (`read`)."""
 
     def read(self, fallback: Any = None) -> Any:
         """This setting as the URL says, else the fallback (what the session had), else its default."""
-        value = self.parse(st.query_params.get(self.name))
-        return value if value is not None else fallback if fallback is not None else self.default
-
-    def clamp(self, value: Any) -> Any:
-        """A value already held (in a widget) kept inside the bounds or options, which may have changed with the
-        model (a label colouring for a model without labels)."""
-        if self.options:
-            return value if value in self.options else self.default
-        return self._within(self.cast(value)) if self.cast in (int, float) else value
-
-    def _within(self, value: float) -> float:
-        if self.lo is not None:
-            value = max(self.lo, value)
-        return value if self.hi is None else min(self.hi, value)
+        return self.lookup(st.query_params, fallback)
 
 
-def text_of(value: Any) -> str:
-    """How a URL spells a value: 1/0 for a switch, 0.25 not 0.250000."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+text_of = urlstate.text_of
+field_param = partial(urlstate.field_param, kind=Param)
 
 
-def field_param(name: str, cls: type, field: str, *, options: tuple | list = (), lo: float | None = None,
-                hi: float | None = None, default: Any = None) -> Param:
-    """A config field's URL setting: default, help, choices and bounds from the field's metadata (settings.py).
-
-    A page may offer fewer values (`options`, e.g. K in powers of two up to the slider's end) or a narrower range
-    (`lo`, `hi`), never a value the field refuses, and may start elsewhere (`default`, e.g. 500 steps where the
-    field's default is no step budget)."""
-    s, (base, _) = settings.spec(cls, field), settings.kind_of(cls, field)
-    options = tuple(options) or s.choices
-    refused = [o for o in options if not settings.accepts(cls, field, o)]
-    if refused:
-        raise ValueError(f"{cls.__name__}.{field} refuses the page's options {refused}")
-    if options and (settings.default(cls, field) if default is None else default) not in options:
-        raise ValueError(f"{cls.__name__}.{field}'s default is not among the page's options {options}")
-    cast = {"int": int, "float": float, "bool": bool}.get(base, str)
-
-    def bound(given: float | None, field_bound: float | None) -> float | None:
-        # in the field's own type: st.slider refuses mixed types (a Spec's lo=0 beside a float field's hi=2.0)
-        b = field_bound if given is None else given
-        return cast(b) if b is not None and cast in (int, float) else b
-
-    lo, hi = bound(lo, s.lo), bound(hi, s.hi)
-    value = settings.default(cls, field) if default is None else default
-    return Param(name, value, options, lo, hi, cast, field, s.help or None)
-
-
-def url_value(key: str, param: Param, fallback: Any = None) -> None:
+def url_value(key: str, param: urlstate.Param, fallback: Any = None) -> None:
     """Seed the widget `key` from the URL (else `fallback`, else the default) once, then keep it inside the param's
     bounds on every run (bounds that follow the loaded model, e.g. the image index up to its validation set's size,
     may have changed)."""
     if key not in st.session_state:
-        st.session_state[key] = param.read(fallback)
+        st.session_state[key] = param.lookup(st.query_params, fallback)
     else:
         st.session_state[key] = param.clamp(st.session_state[key])
 
 
-def to_url(*pairs: tuple[Param, Any], drop_defaults: bool = False) -> None:
+def to_url(*pairs: tuple[urlstate.Param, Any], drop_defaults: bool = False) -> None:
     """Write settings into the URL; with `drop_defaults` a setting at its default leaves it (shorter links)."""
     for param, value in pairs:
         if drop_defaults and value == param.default:

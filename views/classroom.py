@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ui import describe, state, text, theme
-from ui.jobs import job_queue, owner_id, tick_seconds
+from ui.identity import Student
+from ui.jobs import job_queue, student, tick_seconds
 from vqdemo import classroom
 from vqdemo.jobs import ACTIVE
 
@@ -86,8 +87,9 @@ def board(colour: str, me: str) -> None:
                 st.caption("This run is still training: the other pages can open it once it has saved a checkpoint.")
 
 
-def sweep_maker() -> None:
-    """The teacher's sweep link: each student who opens it gets the next (K, beta) cell, on the Train page."""
+def sweep_maker(me: Student) -> None:
+    """A sweep link: each student who opens it gets a (K, beta) cell on the Train page. The teacher's sweeps are
+    pinned on the server: cells handed out in turn, every cell used before any repeats, each kept for good."""
     with st.expander("Hand out a sweep", expanded=False):
         a, b = st.columns(2)
         ks = a.multiselect("K values", KS, default=[16, 64, 256], key="cl_ks")
@@ -100,15 +102,24 @@ def sweep_maker() -> None:
                            "betas": ",".join(f"{b:g}" for b in sorted(betas)), "budget": "seconds", "secs": "30"})
         base = (st.context.url or "").rsplit("/", 1)[0]
         st.code(f"{base}/train?{query}", language=None, wrap_lines=True)
-        st.caption(f"{len(ks) * len(betas)} cells: students who open this link get them in turn (the same cell on "
-                   "every visit), with a 30 s budget. Their runs appear on the chart above as they train.")
+        cells = len(ks) * len(betas)
+        if me.teacher:
+            job_queue().pin_sweep(name.strip())
+            how = "students who open this link get them in turn, every cell before any repeats"
+        elif job_queue().pinned(name.strip()):
+            how = "your teacher pinned this sweep: students get its cells in turn"
+        else:
+            how = ("each student gets one by a hash of their id (only the teacher's sweeps hand out every cell in "
+                   "turn: sign in as the teacher in the sidebar)")
+        st.caption(f"{cells} cells: {how}; the same cell on every visit, with a 30 s budget. Their runs appear on the "
+                   "chart above as they train.")
 
 
 state.current()  # draws the sidebar when a deep link on a fresh server runs this page without app.py
 st.title("Class")
 st.caption("Every run trained on this server, live: what K and beta did, for everyone at once.")
-me = owner_id()
+me = student()
 colour = st.radio("Colour by", list(COLOURS), format_func=lambda c: COLOURS[c][0], horizontal=True, key="cl_colour")
 training = any(j.state in ACTIVE for j in job_queue().list_jobs())
-st.fragment(board, run_every=tick_seconds(3.0) if training else None)(colour, me)
-sweep_maker()
+st.fragment(board, run_every=tick_seconds(3.0) if training else None)(colour, me.id)
+sweep_maker(me)

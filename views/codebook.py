@@ -153,17 +153,18 @@ with tiles_col:
                    key="cb_tiles", on_select=partial(on_click, "cb_tiles"), selection_mode="points", width="stretch",
                    config={"displayModeBar": False})
     st.caption("Most used first, left to right: each code's vector tiled over the whole latent grid and decoded "
-               "to see what it learned. Red tiles are dead codes. Click a tile to see where it is used.")
+               "to see what it learned. Red tiles are dead codes: on this page, dead means no vector of the "
+               f"{len(data.val_x)} validation images picked it. Click a tile to see where it is used.")
 with usage_col:
     st.subheader("How often each code is picked")
-    describe.chart(st, charts.usage_histogram(counts, 0, "vectors that picked it", sort=True,
+    describe.chart(st, charts.usage_histogram(counts, charts.NEVER_USED, "vectors that picked it", sort=True,
                                               height=440 if big else 360, color=fg.code_colors(K),
                                               perplexity=view["perplexity"], selected=marked),
                    describe.usage(counts), key="cb_usage", on_select=partial(on_click, "cb_usage"),
                    selection_mode="points", config={"displayModeBar": False})
     st.caption(f"Codes ranked by use over the validation set, each in its code colour. The dashed line is the "
                f"perplexity ({view['perplexity']:.1f}): how many codes are effectively in use, against K = {K}. "
-               "Dead codes are the short red bars at the end. Click a bar to highlight its code.")
+               "Dead codes (never picked) are the short red bars at the end. Click a bar to highlight its code.")
 
 # --------------------------------------------------------------------------------- the 2-D map
 st.subheader("The codebook among the encoder's outputs")
@@ -263,19 +264,26 @@ def start_section() -> None:
     describe.chart(st, fg.distance_strips(rows, 330 if big else 290), config={"displayModeBar": False})
     t50, t95 = np.percentile(trained, [50, 95])
     n, u = g["normal"], g["uniform"]
+    u_from_centre = float(np.median(u.code_dist))
+    u_where = (f"{u_from_centre:.2f} from the fresh outputs' centre ({u_from_centre / max(n.spread, 1e-9):.0f} cloud "
+               "radii out, so only a few win at first), " + ("inside" if u_from_centre < t50 else "at the edge of")
+               + f" the ball this model's trained outputs fill (median {t50:.2f})")
     st.caption(
         f"A freshly built model of this shape, before any training step: its encoder's outputs fill a cloud of radius "
         f"{n.spread:.3f}; trained, this model's outputs lie a median {t50:.2f} from their centre "
         f"(95% within {t95:.2f}). "
         f"N(0, 1) codes start a median {n.gap:.2f} from the nearest output, each alone in its own direction; "
-        f"U(-1/K, 1/K) codes start {u.gap:.2f} away, all bunched at the centre; k-means codes start on the outputs "
+        f"U(-1/K, 1/K) codes start {u.gap:.2f} away, bunched within {u.bunch:.2f} of each other; k-means codes start "
+        f"on the outputs "
         f"({g['kmeans'].gap:.3f}). Codes the nearest of some output at step 0: N(0, 1) {n.winners}, U(-1/K, 1/K) "
         f"{u.winners}, k-means {g['kmeans'].winners} of {K}.")
     st.markdown(
         "A code learned by gradient moves only when some vector picks it. With N(0, 1) codes far out, the few nearest "
         "win, the encoder is pulled towards them by the commitment loss, and the others are never picked again. "
-        "U(-1/K, 1/K) codes sit at the centre of where the outputs will spread, so as the first winners move out, "
-        "the bunched ones left behind can become the nearest of the vectors near the centre. Measured on MNIST "
+        f"U(-1/K, 1/K) codes do not start at the outputs' centre either: they start {u_where}. What saves them is "
+        "that they start bunched together: as training spreads the outputs past the bunch, "
+        "its codes become the nearest of some outputs and start to learn. N(0, 1) codes start beyond any output, "
+        "each in its own direction, so no output ever comes nearer to them than to a winner. Measured on MNIST "
         "(`python bench/train_quality.py`: gradient codebook, no restarts, 60 s, seed 0, K = 64): 2 to 3 codes in "
         "use with N(0, 1) init, 49 to 64 with U(-1/K, 1/K) init (the fewer on a busier machine, with fewer steps). "
         "The default here, k-means init with an EMA codebook and "
@@ -284,3 +292,5 @@ def start_section() -> None:
 
 if loaded.kind != "fsq":  # FSQ learns no codebook, so nothing starts anywhere: its grid is fixed
     start_section()
+
+state.notebook_button("codebook")   # this setup as a Jupyter notebook (ui/notebook_button.py)

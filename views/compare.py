@@ -17,7 +17,18 @@ from ui.describe import chart as chart_with_summary
 from ui.describe import grid as grid_alt
 from ui.describe import usage as usage_summary
 from vqdemo import runs
-from vqdemo.analysis import encode_all, image_grid, rate_bits, reconstruct, usage
+from vqdemo.analysis import (
+    PaidRate,
+    encode_all,
+    image_grid,
+    paid_rate,
+    posterior_sample_psnr,
+    rate_line,
+    reconstruct,
+    usage,
+)
+from vqdemo.metrics import PSNR_MEANING, psnr_of
+from vqdemo.prior import prior_figures
 from vqdemo.quantize import perplexity_of
 
 N_USAGE = 500   # validation images encoded for each usage histogram
@@ -42,12 +53,19 @@ def metrics(path: str, stamp: float) -> list[dict]:
 
 
 @st.cache_data(max_entries=32, show_spinner="Reconstructing validation images...")
-def reconstructions(_choice: state.ModelChoice, path: str, stamp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The first N_SHOW validation images, the model's reconstructions and their PSNR."""
+def reconstructions(_choice: state.ModelChoice, path: str, stamp: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The first N_SHOW validation images, the model's reconstructions and their PSNR (of the set)."""
     loaded = state.load_choice(_choice)
     x = loaded.data.val_x[:N_SHOW]
-    x_hat, psnr = reconstruct(loaded.model, x)
-    return x.numpy(), x_hat.numpy(), psnr.numpy()
+    x_hat, _ = reconstruct(loaded.model, x)
+    return x.numpy(), x_hat.numpy(), psnr_of(x, x_hat)
+
+
+@st.cache_data(max_entries=32, show_spinner="Decoding posterior samples...")
+def sample_psnr(_choice: state.ModelChoice, path: str, stamp: float) -> float | None:
+    """A VAE's validation PSNR from one posterior sample per image (seed 0): the latent its KL pays for."""
+    loaded = state.load_choice(_choice)
+    return posterior_sample_psnr(loaded.model, loaded.data.val_x, seed=0) if loaded.choice.kind == "vae" else None
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding validation images...")
@@ -69,10 +87,24 @@ def default_selection(choices: list[state.ModelChoice]) -> list[str]:
     return shipped + [c.id for c in choices if not c.id.startswith("shipped:")][: max(0, 2 - len(shipped))]
 
 
-def rate_of(c: state.ModelChoice, best: dict) -> float | None:
-    """Bits per image the model's bottleneck carries (VQ / RQ: code ids; VAE: its KL), or None if unknown."""
-    value = rate_bits(state.load_choice(c).model, best)
-    return round(value) if np.isfinite(value) else None
+def rate_of(c: state.ModelChoice, best: dict) -> PaidRate | None:
+    """Bits per image the model pays (codes: its prior's code length, else the uniform bound; VAE: its KL), or None
+    if unknown."""
+    loaded = state.load_choice(c)
+    rate = paid_rate(loaded.model, best, prior_figures(c.path) if loaded.has_prior else None)
+    return rate if np.isfinite(rate.bits) else None
+
+
+def rate_summary(chosen: list[state.ModelChoice]) -> str:
+    """Each model's PSNR at the rate it pays, computed from the table's numbers."""
+    lines = []
+    for c in chosen:
+        best = runs.run_info(c.path).status.get("best") or {}
+        rate = rate_of(c, best)
+        if rate is None or "psnr" not in best:
+            continue
+        lines.append(rate_line(text.md(c.label), best["psnr"], rate, sample_psnr(c, *state.model_key(c))))
+    return "; ".join(lines)
 
 
 def describe(c: state.ModelChoice) -> dict:
@@ -85,10 +117,15 @@ def describe(c: state.ModelChoice) -> dict:
         f"{vq.k} shared x {rq.depth}" if c.kind == "rq" and rq.shared
         else ",".join(map(str, rq.codebook_sizes)) if c.kind == "rq" else str(vq.k))
     data = info.meta.get("data", {}).get("name", "?")
+    rate = rate_of(c, best)
+    sampled = sample_psnr(c, *state.model_key(c))
     # the outcome first (a narrow screen scrolls the table's right side away), then what differs; blank: not this kind
     return {
         "model": c.label, "best val PSNR": round(best["psnr"], 2) if "psnr" in best else "",
-        "bits per image": rate_of(c, best) or "", "kind": c.kind.upper(), "data": text.plain(data, 40),
+        "bits per image": round(rate.bits) if rate else "", "counted as": rate.how if rate else "",
+        "uniform bound": round(rate.bound) if rate and rate.bound else "",
+        "PSNR, posterior sample": round(sampled, 2) if sampled is not None else "",
+        "kind": c.kind.upper(), "data": text.plain(data, 40),
         "K": sizes if c.kind != "fsq" else "x".join(map(str, cfg.fsq.levels)), "D": cfg.code_dim,
         "beta": vq.beta if c.kind in ("vq", "rq") else "",
         "codebook": "" if c.kind not in ("vq", "rq") else f"{vq.codebook}, {vq.init} init"
@@ -150,9 +187,9 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
             _, x_hat, psnr = reconstructions(c, *state.model_key(c))
             rate = rate_of(c, runs.run_info(c.path).status.get("best") or {})   # cleaned: a planted status is a dict
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
-                     caption=f"{text.md(c.label)}: mean PSNR {psnr.mean():.1f} dB"
-                     + (f" at {rate} bits per image" if rate is not None else ""),
-                     alt=grid_alt(len(x_hat), f"reconstructions by {c.label}", float(psnr.mean())))
+                     caption=f"{text.md(c.label)}: PSNR {psnr:.1f} dB"
+                     + (f" at {rate.bits:.0f} bits per image ({rate.how})" if rate is not None else ""),
+                     alt=grid_alt(len(x_hat), f"reconstructions by {c.label}") + f", PSNR {psnr:.1f} dB")
     st.caption("The same validation images through each model: look at thin strokes and edges, where a small "
                "or collapsed codebook blurs first." + (" Models trained on different data get their own originals."
                                                        if len(groups) > 1 else ""))
@@ -168,7 +205,7 @@ def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) ->
                     st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue
                 st.markdown(f"**{text.md(c.label)}**: {charts.alive_codes(counts)} of {len(counts)} codes alive")
-                chart_with_summary(st, charts.usage_histogram(counts, 0, "uses", sort=True, height=240,
+                chart_with_summary(st, charts.usage_histogram(counts, charts.NEVER_USED, "uses", sort=True, height=240,
                                                               color=colors[text.plotly(c.label)]),
                                    usage_summary(counts), key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
@@ -205,8 +242,13 @@ chosen = [by_id[i] for i in picked]
 try:
     st.dataframe(pd.DataFrame([describe(c) for c in chosen]), hide_index=True, width="stretch")
     st.caption("What differs between them: read this row by row before reading the curves. Compare PSNR only "
-               "beside the bits per image each model sends: a VQ-VAE sends at most h·w·log2 K bits (one code id per "
-               "cell), a VAE its KL to N(0, I) (set by its KL weight); more bits buy sharper reconstructions.")
+               "beside the bits per image each model pays, counted the same way: a code model pays what its own "
+               "prior needs to code its code map (the uniform bound h·w·log2 K beside it; without a prior only the "
+               "bound is known); a VAE pays its KL to N(0, I), which buys a posterior sample, so its PSNR from a "
+               f"sample is the one to compare (decoding the mean is free quality the rate does not pay for). "
+               f"{PSNR_MEANING}.")
+    if summary := rate_summary(chosen):
+        st.markdown(f"**At the rates each pays:** {summary}.")
     colors = charts.run_colors([text.plotly(c.label) for c in chosen])   # one colour per run on every chart of the page
     st.subheader("Training curves")
     curves(chosen, colors)

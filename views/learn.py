@@ -27,7 +27,8 @@ COMPARE_TABLE = (
     "| **generate by** | cannot: nobody knows which latents are valid | decode z ~ N(0, I) (blurry) "
     "| sample a small image of codes from a prior (PixelCNN), then decode it |\n"
     "| **bits sent per image** | unlimited (real numbers) "
-    "| its KL to N(0, I), in nats / ln 2; the KL weight sets it | at most h·w·log2 K: one code id per cell |\n"
+    "| its KL to N(0, I), in nats / ln 2, which pays for a sampled z (not the mean); the KL weight sets it "
+    "| at most h·w·log2 K, one code id per cell; coded with its prior, that prior's code length (fewer) |\n"
 )
 
 QUANTIZER_TABLE = (
@@ -267,8 +268,7 @@ if is_rq:
     st.markdown(
         f"Depth 1 picks the nearest code to z_e; depth 2 quantises what is left, r₁ = z_e − q₁; and so on. "
         f"The decoder sees q₁ + q₂ + … . This model: {depths} depths, codebooks {model.codebook_sizes}"
-        f"{' (one shared)' if rq.shared else ''}, residual normalisation {'on' if rq.norm_residual else 'off'}"
-        f" (each residual divided by its running RMS before it is compared, like a LayerNorm without the mean), "
+        f"{' (one shared)' if rq.shared else ''}, {explain.residual_norm_note(model)}, "
         f"progressive training {f'every {rq.progressive_steps} steps' if rq.progressive_steps else 'off'}."
         f"{trained_note}")
     scales = [float(s_) for s_ in model.quantizer.scales[:depths]]

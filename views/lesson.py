@@ -32,9 +32,9 @@ STEPS = [
          "stroke.", "What does one code mean on its own, and why does the same code look different next to "
          "different neighbours?", {"model": "shipped:mnist-vq"}),
     Step("views/train.py", "Train: watch a codebook collapse", 8,
-         "Start this run: N(0, 1) init, codebook learned by gradient, no dead-code restart. Watch codes used and "
-         "perplexity in the live panel, then start the healthy default beside it.",
-         "Before pressing Start: how many of the 64 codes will still be in use after 30 seconds?",
+         "As the teacher, press Start the collapse pair: N(0, 1) init, codebook learned by gradient, no dead-code "
+         "restart, beside the healthy default, 500 steps each on the teacher's own workers, on one live chart.",
+         "Before pressing Start: how many of the 64 codes will still be in use after 500 steps?",
          {"init": "normal", "cb": "grad", "restart": "0", "secs": "30"}),
     Step("views/playground.py", "Playground: why codes die", 6,
          "The same collapse in two dimensions: codes far from the data are never picked, so nothing ever moves "

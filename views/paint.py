@@ -161,3 +161,5 @@ with right:
                   alt=describe.tile(c, count, "cells of your grid"))
     st.caption("The codes in your grid, each decoded on its own (tiled over the whole map), with how many cells "
                "use it, most used first.")
+
+state.notebook_button("paint")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -1,8 +1,9 @@
 """Playground: vector quantisation in a latent space of D = 2, where every vector can be drawn.
 
 A toy autoencoder on 2-D points; its encoder outputs (dots), the codebook (discs, dead ones as red crosses)
-and each code's Voronoi cell, moving as training runs. The run is computed once per setting (shared by
-every student through the cache) and played in the browser, so the server does no work per frame.
+and each code's cell (Voronoi for VQ, FSQ's rounding boxes), moving as training runs. The run is computed
+once per setting (shared by every student through the cache) and played in the browser, so the server does no
+work per frame.
 """
 
 import streamlit as st
@@ -12,7 +13,7 @@ from ui import state, text
 from ui.playground_player import player
 from vqdemo import playground as pg
 
-INITS = {"normal": "N(0, 1): far from the data", "uniform": "U(-1/K, 1/K): tiny, at the centre",
+INITS = {"normal": "N(0, 1): far from the data", "uniform": "U(-1/K, 1/K): tiny, around 0",
          "data": "on the data (k-means)"}
 CODEBOOKS = {"grad": "gradient (codebook loss)", "ema": "EMA (running k-means)"}
 QUANTIZERS = {"vq": "VQ: a learned codebook", "fsq": "FSQ: a fixed rounding grid"}
@@ -39,13 +40,14 @@ def recorded(data: str, k: int, beta: float, init: str, codebook: str, restart: 
     used, ppl = frames.used, frames.perplexity
     return pg.pack(frames), {"k": frames.codes.shape[1], "used0": int(used[0]), "used": int(used[-1]),
                              "ppl": float(ppl[-1]), "steps": int(frames.step[-1]), "frames": len(frames.step),
+                             "levels": None if frames.edges is None else len(frames.edges[0]) + 1,
                              "loss0": float(frames.loss[0]), "loss": float(frames.loss[-1])}
 
 
 state.current()   # the sidebar (model picker, presenter mode) on every page
 st.title("Playground: a codebook you can see")
 st.markdown("A toy autoencoder squeezes 2-D points through a latent space of **D = 2**, so every encoder output "
-            "(dot), every code (disc) and the region each code owns (its Voronoi cell) fit on one picture. "
+            "(dot), every code (disc) and the region each code owns (its cell) fit on one picture. "
             "Press Restart, change one thing, and watch the codes move.")
 
 for key, param in PARAMS.items():
@@ -83,20 +85,27 @@ with picture:
 dead = facts["k"] - facts["used"]
 if is_vq:
     st.markdown(f"**What happened:** {facts['used0']} of {facts['k']} codes were picked at step 0 and "
-                f"{facts['used']} after {facts['steps']} steps; **{dead} dead** (red crosses), perplexity "
+                f"{facts['used']} after {facts['steps']} steps; **{dead} dead** (red crosses: on this page, codes no "
+                f"point picked at that step), perplexity "
                 f"{facts['ppl']:.1f}; loss {facts['loss0']:.3f} -> {facts['loss']:.4f}.")
     ask = {"normal": "Why do codes far from the dots never move? (No point picks them, so neither the codebook "
                      "loss nor the EMA ever reaches them.) Now switch dead-code restart on.",
-           "uniform": "All codes start in a tiny square at the centre: which ones win the dots, and what happens "
+           "uniform": "All codes start in a tiny square around 0: which ones win the dots, and what happens "
                       "to the ones inside?",
            "data": "Codes start on the data: does every code keep its dots? Compare gradient and EMA updates."}
     st.caption(f"Ask the class: {ask[init]}")
 else:
     st.markdown(f"**What happened:** the grid has {facts['k']} fixed codes; {facts['used']} hold dots after "
                 f"{facts['steps']} steps (perplexity {facts['ppl']:.1f}); loss {facts['loss0']:.3f} -> "
-                f"{facts['loss']:.4f}. Finite scalar quantisation (Mentzer et al., 2023) rounds each latent number "
-                "to a few levels: no codebook to learn, so no code can die, but the encoder must bring its "
-                "outputs to the grid.")
+                f"{facts['loss']:.4f}. Finite scalar quantisation (Mentzer et al., 2023) squashes each latent number "
+                f"with tanh and rounds it to one of {facts['levels']} levels, exactly as the app's FSQ models do: no "
+                "codebook to learn, so no code drifts away, but the encoder must bring its outputs to the grid.")
+cells = ("code's Voronoi cell (the points nearer to it than to any other code)" if is_vq else
+         "code's rounding cell: a box between the values where rounding switches level on each axis. The boxes are "
+         "narrow near 0 and wide outside, because tanh squashes the outside; the outer codes sit far out, where tanh "
+         "reaches their level, and are drawn on the border")
 st.caption(f"The whole run ({facts['frames']} frames) is computed once for these settings and played in your "
            "browser: the dots are encoder outputs coloured by the code they snap to, the pale regions are each "
-           "code's Voronoi cell.")
+           f"{cells}.")
+
+state.notebook_button("playground")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -1,15 +1,19 @@
 """Reconstruct: originals beside what comes back through the codes, PSNR per image, each image's code
 map; RQ models coarse to fine, depth by depth; and the user's own image through the same model."""
 
+import hashlib
 import math
 
 import streamlit as st
+import torch
 
 from ui import describe, state, text
 from ui import figures as fg
+from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis
 from vqdemo.images import ImageError, border_mean, load_image
-from vqdemo.metrics import psnr_per_image
+from vqdemo.jobs import FINISHED
+from vqdemo.metrics import PSNR_MEANING, psnr_of, psnr_per_image
 
 MAX_UPLOAD_MB = 10
 
@@ -34,8 +38,22 @@ def validation(key: tuple, _model, _x) -> dict:
     if _model.config.kind == "rq":
         coarse = analysis.coarse_to_fine(_model, _x)                           # depth x (N, C, H, W)
         out["coarse"] = coarse
-        out["psnr_depth"] = [float(psnr_per_image(_x, c).mean()) for c in coarse]
+        out["psnr_depth"] = [psnr_of(_x, c) for c in coarse]
     return out
+
+
+@st.cache_resource(max_entries=32, show_spinner="Decoding your image...")
+def decoded_upload(digest: str, size: int, channels: int, _raw: bytes) -> torch.Tensor | str:
+    """An upload as this model's input (C, size, size), or why it cannot be used: decoded once per content (its
+    sha256) and input shape for the whole server, so a flip of Invert or any other rerun, in any session, reuses it
+    (a 6300x6300 16-bit PNG cost 1.45 s of CPU per rerun). Shared and read-only."""
+    try:
+        if len(_raw) > MAX_UPLOAD_MB * 2**20:
+            raise ImageError(f"the file is {len(_raw) / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit; "
+                             "downscale or compress it and try again.")
+        return load_image(_raw, size=size, channels=channels)  # (C, H, W) in [0, 1]
+    except ImageError as e:
+        return str(e)
 
 
 def code_map_figure(codes, titles: list[str], depth: int):
@@ -83,8 +101,9 @@ state.to_url((START, start), (N, n))
 idx = list(range(start, min(n_val, start + n)))
 psnr = val["psnr"][idx]
 m1, m2, m3 = st.columns(3)
-m1.metric("PSNR of these images", f"{float(psnr.mean()):.2f} dB")
-m2.metric("PSNR over the validation set", f"{float(val['psnr'].mean()):.2f} dB", help=f"{n_val} held-out images")
+m1.metric("PSNR of these images", f"{psnr_of(data.val_x[idx], val['x_hat'][idx]):.2f} dB", help=PSNR_MEANING)
+m2.metric("PSNR over the validation set", f"{psnr_of(data.val_x, val['x_hat']):.2f} dB",
+          help=f"{n_val} held-out images; {PSNR_MEANING}")
 if is_vq:
     used = int((analysis.usage(val["codes"][:, depth] if is_rq else val["codes"], K[depth]) > 0).sum())
     m3.metric(f"Codes used{f' at depth {depth + 1}' if is_rq else ''}", f"{used} of {K[depth]}")
@@ -120,16 +139,70 @@ if is_rq:
     cols[0].image(strips[0], caption="original", width=side,   # (a wider caption would stretch its image)
                   alt=f"validation images {show[0]} to {show[-1]}, one above the other")
     for d, (c, pic) in enumerate(zip(cols[1:], strips[1:])):
-        db = float(psnr_per_image(data.val_x[show], val["coarse"][d][show]).mean())
+        db = psnr_of(data.val_x[show], val["coarse"][d][show])
         c.image(pic, width=side, caption=f"depths 1..{d + 1}: {db:.1f} dB",
-                alt=describe.image(f"validation images {show[0]} to {show[-1]} decoded from depths 1 to {d + 1}",
-                                   db, mean=True))
+                alt=describe.image(f"validation images {show[0]} to {show[-1]} decoded from depths 1 to {d + 1}", db))
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
                "the coarse image at depth 1, its details after.")
     describe.chart(st, fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
     gains = [b - a for a, b in zip(val["psnr_depth"], val["psnr_depth"][1:])]
     st.caption(f"PSNR over the {n_val} validation images as depths are added: "
                + ", ".join(f"depth {d + 2} {g:+.2f} dB" for d, g in enumerate(gains)) + ".")
+
+def best_codes_section() -> None:
+    """The encoder's code map against the best one a greedy search finds for one image, searched in a worker of the
+    class queue (seconds of decoding: never in the web server's process), shared by everyone who asks."""
+    st.subheader("Is the encoder's code map the best one?")
+    st.markdown("The encoder picks, cell by cell, the code **nearest in latent space**. The decoder mixes "
+                "neighbouring cells, so another code can give a sharper image. A greedy search tries, cell after "
+                "cell, every code of the codebook (one decoder batch per cell) and keeps any that lowers the pixel "
+                "error: the same number of code ids, so the same bits.")
+    a, b = st.columns([2, 1], vertical_alignment="bottom")
+    i = a.selectbox("Image", idx, key="rc_best_img", format_func=lambda j: f"validation image #{j}")
+    job_key = ("best_codes",) + tuple(key) + (int(i),)
+    if b.button("Search for better codes", key="rc_best_go", width="stretch"):
+        job_queue().compute(job_key, "best_codes", str(loaded.choice.path), data.val_x[i].numpy(), seed=0)
+    job = job_queue().keyed(job_key)
+    if job is None:
+        return
+    waiting = job.state not in FINISHED
+
+    @st.fragment(run_every=tick_seconds(1.0) if waiting else None)
+    def result_panel() -> None:
+        status = job.view()
+        if waiting and status.state in FINISHED:
+            st.rerun()   # the search just finished: one full rerun draws it and stops the polling
+        if status.active:
+            where = f" (place {status.place} in the class queue)" if status.place else ""
+            st.info(f"Searching in a background worker{where}: a few seconds.", icon=":material/hourglass_top:")
+            return
+        if status.state != "done" or job.result is None:
+            st.warning(f"The search did not finish ({text.md(status.reason, 400)}). Press the button to try again.")
+            return
+        r = job.result
+        changed = torch.as_tensor(r["codes"] != r["encoder_codes"]).any(0)          # (h, w)
+        cols = st.columns(3)
+        cols[0].image(state.crisp(data.val_x[i], 150), caption=f"#{i}: original")
+        cols[1].image(state.crisp(torch.as_tensor(r["encoder_image"]), 150),
+                      caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB")
+        tinted = fg.overlay_cells(torch.as_tensor(r["image"]), changed, fg.ARGMIN)
+        cols[2].image(state.crisp(tinted, 150), caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)")
+        d = min(depth, r["codes"].shape[0] - 1)
+        st.plotly_chart(fg.code_maps([r["encoder_codes"][d], r["codes"][d]], K[d],
+                                     ["encoder's codes", "searched codes"]),
+                        config={"displayModeBar": False}, key="rc_best_maps")
+        n_cells = changed.numel()
+        st.caption(f"Greedy coordinate descent over the {n_cells} cells ({r['sweeps']} sweeps, {r['seconds']:.1f} s "
+                   f"in a worker) changed the code of {int(changed.sum())} cells and moved this image's PSNR from "
+                   f"{r['encoder_psnr']:.2f} to {r['psnr']:.2f} dB at the same bits. The nearest code in latent "
+                   "space is not always the best code for the decoded image: the encoder is trained to be close to "
+                   "its codes, not to pick the codes that decode best.")
+
+    result_panel()
+
+
+if is_vq:
+    best_codes_section()
 
 st.subheader("Your own image")
 up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at most {MAX_UPLOAD_MB} MB)",
@@ -139,13 +212,9 @@ up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at m
                            f"{'greyscale' if cfg.channels == 1 else 'RGB'}, as this model expects.")
 if up is not None:
     raw = up.getvalue()
-    try:
-        if len(raw) > MAX_UPLOAD_MB * 2**20:
-            raise ImageError(f"the file is {len(raw) / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit; "
-                             "downscale or compress it and try again.")
-        x = load_image(raw, size=cfg.image_size, channels=cfg.channels)  # (C, H, W) in [0, 1]
-    except ImageError as e:
-        st.error(f"Could not use {text.md(up.name)}: {text.md(e, 400)}")
+    x = decoded_upload(hashlib.sha256(raw).hexdigest(), cfg.image_size, cfg.channels, raw)
+    if isinstance(x, str):
+        st.error(f"Could not use {text.md(up.name)}: {text.md(x, 400)}")
     else:
         # A photo of dark ink on white paper is the negative of what an MNIST model learned: detect it from the
         # background (the image's border) and offer the inverted image, on by default when they disagree.
@@ -180,3 +249,5 @@ if up is not None:
                             alt=describe.image(f"your upload decoded from depths 1 to {d + 1}", db))
         st.caption(f"This model learned its codes on {data.name}: an image unlike those comes back drawn with "
                    "the strokes its codebook knows.")
+
+state.notebook_button("reconstruct")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -10,7 +10,7 @@ import streamlit as st
 import torch
 
 from ui import describe, figures, state, text
-from ui.jobs import browser_id, job_queue, owner_id, tick_seconds
+from ui.jobs import job_queue, student, tick_seconds
 from vqdemo import analysis, code_canvas, prior, runs
 from vqdemo.jobs import JobError
 
@@ -145,6 +145,22 @@ def prior_job():
     return job_queue().keyed(("prior", str(prior.prior_write_dir(run_dir).resolve())))
 
 
+def may_train_prior() -> bool:
+    """A run's prior is its owner's to train (or the teacher's): a student who stops someone else's prior after three
+    steps would leave them a weak one. A shipped model's is the teacher's."""
+    me = student()
+    return me.teacher or (loaded.choice.id.startswith("run:") and loaded.meta.get("owner") == me.id)
+
+
+def stop_prior(job) -> None:
+    me = student()
+    try:
+        job.check_control(me.id, me.teacher)
+        job.stop()
+    except JobError as e:
+        st.session_state.prior_start_error = str(e)
+
+
 def training_progress() -> None:
     """Polls the prior's job in the class queue; the worker process never touches the page."""
     job = prior_job()
@@ -158,16 +174,21 @@ def training_progress() -> None:
         text = f"Training the prior: step {v.step}, {v.elapsed:.0f} of {v.budget_s:.0f} s"
         st.progress(min(1.0, v.elapsed / max(v.budget_s, 1e-9)),
                     text=text + (f", {bits[-1]:.2f} bits per code" if bits else ""))
-        st.button("Stop training", on_click=job.stop, disabled=v.state == "stopping")
+        me = student()
+        if v.owner == me.id or me.teacher:   # only its owner (or the teacher) sees the control
+            st.button("Stop training", on_click=stop_prior, args=(job,), disabled=v.state == "stopping")
     else:
         st.session_state.prior_job_seen = job.id
         st.rerun(scope="app")  # load and show the new prior
 
 
 def start_training() -> None:
+    me = student()
     try:
-        job_queue().submit_prior(owner_id(), run_dir, prior.prior_write_dir(run_dir), seconds=PRIOR_SECONDS, seed=seed,
-                                 client=browser_id())
+        if not may_train_prior():
+            raise JobError("only the student who trained this run, or the teacher, can train its prior")
+        job_queue().submit_prior(me.id, run_dir, prior.prior_write_dir(run_dir), seconds=PRIOR_SECONDS, seed=seed,
+                                 address=me.address, teacher=me.teacher)
     except (JobError, prior.PriorError, runs.CheckpointError, OSError) as e:
         st.session_state.prior_start_error = str(e)
 
@@ -177,9 +198,11 @@ view = job.view() if job is not None else None
 if the_prior is None:
     st.warning(f"**{text.md(loaded.choice.label)} has no prior yet.** Without one the only ways to 'generate' are the "
                "random codes and the noise below: see how badly they work, then train a prior.")
-    if view is None or not view.active:
+    if (view is None or not view.active) and may_train_prior():
         st.button(f"Train a prior ({PRIOR_SECONDS} s)", type="primary", on_click=start_training,
                   help="Fits a PixelCNN to this model's code maps in a background worker; everyone sees the result.")
+    elif view is None or not view.active:
+        st.caption("Only the student who trained this run, or the teacher, can train its prior here.")
     st.caption("Or from a terminal, for longer:")
     st.code(f"python -m vqdemo prior train {run_dir} --seconds 300", language="bash", wrap_lines=True)
 if "prior_start_error" in st.session_state:
@@ -208,6 +231,10 @@ if the_prior is not None:
                        "its samples will look much like the random codes beside them.")
     else:
         st.caption("This prior records no validation NLL yet.")
+    if loaded.choice.id.startswith("run:") and may_train_prior() and (view is None or not view.active):
+        st.button(f"Train the prior again ({PRIOR_SECONDS} s)", on_click=start_training, key="sample_retrain_prior",
+                  help="Replaces this run's prior with a newly trained one (for instance after a training that was "
+                       "stopped early).")
 
 # --- the comparison ------------------------------------------------------------------------------
 sampled = None
@@ -282,3 +309,5 @@ if sampled is not None:
                  alt=f"sample {int(pick)} decoded from depth 1, then depths 1 to 2, up to all {len(sizes)} depths")
         st.caption("The same sample decoded from depths 1, 1..2, ... all: the RQ prior draws depth by depth, "
                    "coarse to fine.")
+
+state.notebook_button("sample")   # this setup as a Jupyter notebook (ui/notebook_button.py)

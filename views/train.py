@@ -1,15 +1,16 @@
 """Train: start a run in the background, watch the codebook learn, turn the knobs while it trains.
 
 Runs live in the server's shared queue (`vqdemo.jobs`), not in this page: they keep training through page
-switches, reloads and closed tabs, and a student finds their own again by the `?me=` id in the URL. The
-live panel is a fragment that redraws every second from a copy of the job's state; worker threads never
-touch the page. New-run settings live in the URL so a teacher can share a setup.
+switches, reloads and closed tabs, and a student finds their own again in any tab of the same browser
+(`ui.identity`). The live panel is a fragment that redraws every second from a copy of the job's state;
+worker threads never touch the page. New-run settings live in the URL so a teacher can share a setup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -17,9 +18,11 @@ import streamlit as st
 import torch
 
 from ui import charts, describe, state, text
-from ui.jobs import OWNER_PARAM, browser_id, job_queue, owner_id, shared_figure, thin, tick_seconds
+from ui import shared as shared_figures
+from ui.identity import Student
+from ui.jobs import job_queue, shared_figure, student, thin, tick_seconds
 from ui.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
-from vqdemo import files, runs
+from vqdemo import analysis, files, fit, runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
 from vqdemo.fit import far_init_quantizer, near_init_quantizer
@@ -115,9 +118,10 @@ def settings_form() -> dict:
         st.session_state["tr_preset"] = preset_of(v) or "healthy"
     st.radio("Codebook recipe", list(PRESETS), format_func=PRESETS.get, key="tr_preset", on_change=apply_preset,
              horizontal=True, help="Both 'start' recipes learn the codebook by gradient with no restarts; only "
-             "where the codes start differs. N(0, 1) codes start far from the encoder's outputs and most never get "
-             "picked; U(-1/K, 1/K) codes start at their centre and get used. Healthy: k-means init on encoder outputs, "
-             "EMA codebook (Razavi et al. 2019), dead-code restart.")
+             "where the codes start differs. N(0, 1) codes start about 4 from the encoder's outputs, each alone, and "
+             "most are never picked; U(-1/K, 1/K) codes start bunched together a few tenths from them (only a few "
+             "win at first) and get used as the outputs spread past the bunch. Healthy: k-means init on encoder "
+             "outputs, EMA codebook (Razavi et al. 2019), dead-code restart.")
     st.selectbox("Dataset", SETTINGS["data"].options, key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
@@ -128,7 +132,10 @@ def settings_form() -> dict:
                 st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
             else:
                 try:
-                    st.session_state["tr_upload_path"] = save_upload(up.getvalue())
+                    stored = st.session_state.get("tr_upload_path")
+                    if st.session_state.get("tr_upload_id") != up.file_id or not (stored and Path(stored).is_file()):
+                        st.session_state["tr_upload_path"] = save_upload(up.getvalue())
+                        st.session_state["tr_upload_id"] = up.file_id
                 except OSError as e:
                     st.error(f"Could not store the upload under {state.runs_dir()} ({text.md(e, 400)}); the disk may "
                              "be full.")
@@ -197,7 +204,7 @@ def settings_form() -> dict:
             st.slider("Depth", SETTINGS["depth"].lo, SETTINGS["depth"].hi, key="tr_depth")
             st.text_input("K per depth", key="tr_sizes", placeholder="empty: K at every depth; e.g. 512,256,128,64")
             st.toggle("One codebook shared by every depth", key="tr_shared", help=SETTINGS["shared"].help)
-            st.toggle("Normalise each residual (LayerNorm-style scale)", key="tr_norm", help=SETTINGS["norm"].help)
+            st.toggle("Normalise each residual (one running RMS per depth)", key="tr_norm", help=SETTINGS["norm"].help)
             st.number_input("Progressive: switch a depth on every N steps (0: all at once)", SETTINGS["prog"].lo,
                             SETTINGS["prog"].hi, step=100, key="tr_prog")
     with st.expander("More", expanded=False):
@@ -217,10 +224,10 @@ def title_of(v: dict) -> str:
     return f"{what} on {v['data']}{recipe}"
 
 
-def start(v: dict, me: str) -> None:
+def start(v: dict, me: Student) -> None:
     """Queue a run with these settings; any bad value becomes a message, never a traceback."""
-    try:
-        job_queue().check_limits(me, browser_id())   # before the zip is even scanned: a refused run costs nothing
+    try:   # limits first, before the zip is even scanned: a refused run costs nothing
+        job_queue().check_limits(me.id, me.address, me.teacher)
         if v["data"] == "folder":
             if not st.session_state.get("tr_upload_path"):
                 raise ValueError("upload a .zip of images first (or pick a built-in dataset)")
@@ -234,7 +241,8 @@ def start(v: dict, me: str) -> None:
                                 seconds=float(v["secs"]) if v["budget"] == "seconds" else None, batch_size=v["batch"],
                                 lr=v["lr"], seed=int(v["seed"]), **LIVE_CADENCE)
         title = st.session_state.get("tr_title") or title_of(v)
-        job = job_queue().submit(me, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"], client=browser_id())
+        job = job_queue().submit(me.id, title, cfg, data_cfg, train_cfg, normalize_recon=v["var"],
+                                 address=me.address, teacher=me.teacher)
     except ValueError as e:
         st.error(f"Could not start: {text.md(e, 400)}")
         return
@@ -247,23 +255,34 @@ def start(v: dict, me: str) -> None:
 # ---- the live panel -------------------------------------------------------------------------------------------
 
 def act(job_id: str, action: str, **kwargs) -> None:
-    """Button and slider callbacks: control a job; a refusal becomes a message on the panel."""
-    job = job_queue().get(job_id)
+    """Button callbacks: control a job this session's student started; a refusal becomes a message on the panel."""
+    job, me = job_queue().get(job_id), student()
     try:
         if job is None:
             raise JobError("this run is no longer known to the server")
+        job.check_control(me.id, me.teacher)
         if action == "restart":
             v = job.view()
             job.stop()
             new = job_queue().submit(v.owner, v.title, v.model_cfg, v.data_cfg, v.train_cfg, v.normalize_recon,
-                                     client=browser_id())
+                                     address=me.address, teacher=v.teacher)
             st.session_state["tr_goto"] = new.id
-        elif action == "set":
-            job.set(**{name: st.session_state[key] for name, key in kwargs.items()})
         else:
             getattr(job, action)(**kwargs)
     except ValueError as e:
         st.session_state["tr_msg"] = str(e)
+
+
+def turn_knob(job_id: str, name: str, key: str, shown: float) -> None:
+    """A live slider moved: send its value only if it differs from the value the slider was drawn at (the run's).
+
+    A slider is always drawn at the run's current value (its default, under a key that names that value), so a
+    slider the browser re-creates, a second tab or a stale one reports that same value and sends nothing. Only a
+    person moving it sends a change."""
+    value = st.session_state.get(key)
+    if value is None or value == shown:
+        return
+    act(job_id, "set", **{name: value})
 
 
 def last(rows: list[dict], key: str, kind: str | None = None):
@@ -292,24 +311,35 @@ def controls(v: JobView) -> None:
                    help="Stop this run and queue a fresh one with the same settings.")
 
 
-def live_knobs(v: JobView) -> None:
-    """Beta, learning rate and K apply to the running model at its next step."""
-    keys = {}
-    cols = st.columns(3 if v.kind == "vq" else 2)
-    if "beta" in v.knobs:
-        keys["beta"] = f"tr_live_beta_{v.id}"
-        st.session_state.setdefault(keys["beta"], float(v.knobs["beta"]))
-        cols[0].slider("beta (live)", 0.0, BETA_MAX, step=0.05, key=keys["beta"], on_change=act,
-                       args=(v.id, "set"), kwargs={"beta": keys["beta"]})
-    keys["lr"] = f"tr_live_lr_{v.id}"
-    st.session_state.setdefault(keys["lr"], min(LRS, key=lambda x: abs(x - v.knobs["lr"])))
-    cols[-1 if v.kind == "vae" else 1].select_slider("learning rate (live)", LRS, key=keys["lr"], on_change=act,
-                                                     format_func=lambda x: f"{x:g}", args=(v.id, "set"),
-                                                     kwargs={"lr": keys["lr"]})
+def live_values(v: JobView) -> dict[str, float]:
+    """Where each live slider stands: the run's value, or the change it has been asked for and not applied yet,
+    snapped to the slider's stops."""
+    now = {**v.knobs, **v.pending}
+    out = {"lr": min(LRS, key=lambda x: abs(x - now["lr"]))}
+    if "beta" in now:
+        out["beta"] = min(BETA_MAX, max(0.0, round(round(float(now["beta"]) / 0.05) * 0.05, 2)))
     if v.kind == "vq":
-        keys["k"] = f"tr_live_k_{v.id}"
-        st.session_state.setdefault(keys["k"], int(v.knobs["k"]) if int(v.knobs["k"]) in KS else 64)
-        cols[2].select_slider("K (live)", KS, key=keys["k"], on_change=act, args=(v.id, "set"), kwargs={"k": keys["k"]})
+        out["k"] = min(KS, key=lambda x: abs(math.log2(x) - math.log2(max(1, int(now["k"])))))
+    return out
+
+
+def live_knobs(v: JobView) -> None:
+    """Beta, learning rate and K apply to the running model at its next step. Each slider's key names the value it
+    is drawn at, so when the run's value changes (here, in another tab, or on the teacher's screen) the slider is
+    drawn anew at it within one tick."""
+    shown = live_values(v)
+    stamp = "_".join(f"{shown[n]:g}" for n in sorted(shown))
+    key = {n: f"tr_live_{n}_{v.id}_{stamp}" for n in shown}
+    cols = st.columns(3 if v.kind == "vq" else 2)
+    if "beta" in shown:
+        cols[0].slider("beta (live)", 0.0, BETA_MAX, value=shown["beta"], step=0.05, key=key["beta"],
+                       on_change=turn_knob, args=(v.id, "beta", key["beta"], shown["beta"]))
+    cols[-1 if v.kind == "vae" else 1].select_slider(
+        "learning rate (live)", LRS, value=shown["lr"], key=key["lr"], format_func=lambda x: f"{x:g}",
+        on_change=turn_knob, args=(v.id, "lr", key["lr"], shown["lr"]))
+    if v.kind == "vq":
+        cols[2].select_slider("K (live)", KS, value=shown["k"], key=key["k"], on_change=turn_knob,
+                              args=(v.id, "k", key["k"], shown["k"]))
     st.caption("Beta and the learning rate apply at the next step."
                + (" K applies live too: K grows by splitting the busiest codes; shrinks by dropping the least used."
                   if v.kind == "vq" else " K is fixed for RQ (one per depth)." if v.kind == "rq" else ""))
@@ -345,6 +375,9 @@ def metrics(v: JobView) -> None:
                        help="the effective number of codes in use: K when all are used evenly, 1 when one takes all")
         cols[3].metric("Codes used", f"{src['used']:.0f} / {k:.0f}" if "used" in src else "—",
                        help="codes picked at least once " + ("on the validation set" if v.val else "in the last batch"))
+        where = (f"on the validation images at step {src.get('step', v.step):,}" if v.val
+                 else f"in the last training batch (step {v.step:,}); validation starts at step 1")
+        st.caption(f"Perplexity and codes used: {where}. The usage chart below counts a running average instead.")
 
 
 def figures(v: JobView) -> None:
@@ -365,21 +398,21 @@ def figures(v: JobView) -> None:
         with a:
             st.plotly_chart(shared_figure(v, "ppl", lambda: charts.codebook_curve(
                 thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
-            st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse.")
+            st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse."
+                       + analysis.perplexity_dip_note(v.train, v.knobs.get("k") or v.model_cfg.vq.k))
         with b:
             st.plotly_chart(shared_figure(v, "used", lambda: charts.codebook_curve(
                 thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
             st.caption("How many different codes one batch picked" + (" (depth 1)" if v.kind == "rq" else "") + ".")
         usage = v.snapshot.get("usage") if v.snapshot else None
-        if usage is not None:
-            dead_below = v.model_cfg.vq.dead_threshold
+        upkeep = v.snapshot.get("upkeep") if v.snapshot else None
+        if usage is not None and upkeep:
+            dead_below = upkeep["dead_below"]   # the run's own quantizer's test, never another quantizer's setting
             st.markdown(f"**Running usage per code**: {charts.alive_codes(usage, dead_below)} of {len(usage)} "
                         "codes alive")
             st.plotly_chart(shared_figure(v, "usage", lambda: charts.usage_histogram(
                 usage, dead_below, "vectors per step")), key="tr_fig_usage")
-            st.caption("Each bar is one code's recent use; red bars are dead codes"
-                       + (" (restarts move them onto data)." if v.model_cfg.vq.restart_dead else
-                          " (without restarts they never come back)."))
+            st.caption(analysis.usage_note(upkeep, v.kind == "rq"))
     if v.snapshot and v.snapshot.get("x_hat") is not None:
         x, x_hat = v.snapshot["x"], v.snapshot["x_hat"]
         grid = image_grid(torch.cat([x, x_hat]), nrow=len(x))
@@ -396,9 +429,10 @@ def status_panel(job_id: str, settings: dict) -> None:
         st.info("This run is no longer held by the server; find it in the list of runs below.")
         return
     v = job.view(light=True)
-    if "tr_goto" in st.session_state or (st.session_state.get("tr_live_state") in ACTIVE) != v.active:
+    retitled = st.session_state.get("tr_titles", {}).get(job_id, v.title) != v.title
+    if "tr_goto" in st.session_state or retitled or (st.session_state.get("tr_live_state") in ACTIVE) != v.active:
         st.session_state["tr_live_state"] = v.state
-        st.rerun()   # a run started or ended: redraw the whole page (its lists and refresh rate change)
+        st.rerun()   # a run started, ended or was retitled live: redraw the whole page (its picker and lists)
     if msg := st.session_state.pop("tr_msg", None):
         st.warning(text.md(msg, 400))
     st.markdown(f"**{text.md(v.title)}** · {v.state.upper()}" + (f" (place {v.place})" if v.place else "")
@@ -412,7 +446,8 @@ def status_panel(job_id: str, settings: dict) -> None:
         st.progress(min(1.0, max(v.step / v.budget_steps, v.elapsed / v.budget_s)),
                     text=f"step {v.step:,} of {v.budget_steps:,} ({v.elapsed:.0f} s; at most {v.budget_s:.0f} s)")
     elif v.budget_s:
-        st.progress(min(1.0, v.elapsed / v.budget_s), text=f"{v.elapsed:.0f} s of {v.budget_s:.0f} s")
+        st.progress(min(1.0, v.elapsed / v.budget_s),
+                    text=f"{v.elapsed:.0f} s of {v.budget_s:.0f} s, {v.step:,} steps")
     controls(v)
     if v.state in ("queued", "running", "paused"):
         live_knobs(v)
@@ -438,6 +473,9 @@ def my_runs_table(me: str) -> None:
             for v in (j.view(light=True) for j in reversed(job_queue().list_jobs(me)))]
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    counts = job_queue().counts()
+    st.caption(f"The class queue: {counts['running']} training, {counts['queued']} waiting; at most "
+               f"{counts['max_running']} train at once so the server stays responsive.")
 
 
 def finished_runs(me: str) -> None:
@@ -502,17 +540,90 @@ def example() -> None:
     st.caption(trend_caption(rows))
 
 
+# ---- the teacher's collapse pair -----------------------------------------------------------------------------
+
+def start_pair() -> None:
+    """The teacher's one click: both recipes at once, in the teacher's lane, with a budget of steps."""
+    me, queue = student(), job_queue()
+    if not me.teacher:
+        st.session_state["tr_pair_msg"] = "Only the teacher can start the lesson's pair."
+        return
+    started = []
+    try:
+        for title, (model_cfg, data_cfg, train_cfg) in fit.collapse_pair().items():
+            started.append(queue.submit(me.id, f"Lesson demo: {title}", model_cfg, data_cfg, train_cfg,
+                                        address=me.address, teacher=True).id)
+    except ValueError as e:
+        st.session_state["tr_pair_msg"] = f"Could not start the pair: {e}"
+    if started:
+        queue.set_demo(started)
+
+
+def pair_caption(views: list[JobView]) -> str:
+    """What the pair shows so far, read off its numbers."""
+    parts = []
+    for v in views:
+        val = v.val[-1] if v.val else {}
+        used, psnr = val.get("used"), val.get("psnr")
+        if isinstance(used, (int, float)) and isinstance(psnr, float):
+            parts.append(f"{v.title.removeprefix('Lesson demo: ')} uses {used:.0f} of {v.knobs.get('k', 64):.0f} "
+                         f"codes at {psnr:.1f} dB (step {val.get('step', v.step):,})")
+    if not parts:
+        return "The curves start at the first validation (every 50 steps)."
+    return "On the validation images: " + "; ".join(parts) + ". Same network, same data, same steps: only where " \
+        "the codes start, and how they learn, differ."
+
+
+def pair_panel(ids: list[str]) -> None:
+    """The teacher's pair on one chart each for codes used and PSNR, one colour per run, redrawn every tick."""
+    jobs = [j for j in (job_queue().get(i) for i in ids) if j is not None]
+    if not jobs:
+        return
+    views = [j.view() for j in jobs]
+    rows = {v.title.removeprefix("Lesson demo: "): v.train + v.val for v in views}
+    lines = [f"**{text.md(name)}**: {v.state}, step {v.step:,} of {v.budget_steps or 0:,} ({v.elapsed:.0f} s)"
+             for name, v in zip(rows, views)]
+    st.markdown(" · ".join(lines))
+    key = ("pair", *((v.id, v.version) for v in views))
+    a, b = st.columns(2)
+    a.plotly_chart(shared_figures.figure((*key, "used"), lambda: charts.overlay(
+        rows, "used", "Codes used on the validation images", "codes used")), key="tr_pair_used")
+    b.plotly_chart(shared_figures.figure((*key, "psnr"), lambda: charts.overlay(
+        rows, "psnr", "Validation PSNR", "dB")), key="tr_pair_psnr")
+    st.caption(pair_caption(views))
+
+
+def demo_section(me: Student) -> None:
+    """The lesson's collapse pair: the teacher starts it with one click; every student's Train page shows it."""
+    pair = job_queue().demo()
+    if not me.teacher and not pair:
+        return
+    st.subheader("The lesson's demo: where the codes start")
+    if me.teacher:
+        st.button(f"Start the collapse pair: N(0, 1) against the healthy default, {fit.PAIR_STEPS} steps each",
+                  key="tr_pair_start", on_click=start_pair, type="primary" if not pair else "secondary",
+                  help="Two MNIST runs on the teacher's own workers (they never wait behind the class), each with a "
+                       "budget of steps, so the result does not depend on how busy the server is.")
+        if msg := st.session_state.pop("tr_pair_msg", None):
+            st.error(text.md(msg, 400))
+    if pair:
+        active = any(j.state in ACTIVE for j in pair)
+        st.fragment(pair_panel, run_every=tick_seconds(1.0) if active else None)([j.id for j in pair])
+    st.divider()
+
+
 # ---- the page ---------------------------------------------------------------------------------------------
 
 state.current()  # draws the sidebar when a deep link on a fresh server runs this page without app.py
 st.title("Train")
 st.caption("Train a VQ-VAE, RQ-VAE or VAE in the background and watch its codebook learn. Runs keep going when you "
            "switch pages or close the tab; come back with this page's URL.")
-me = owner_id()
+me = student()
 queue = job_queue()
-if cell := sweep_cell(me):
+if cell := sweep_cell(me.id):
     st.info(f"**Class sweep:** your cell is K = {cell[0]}, beta = {cell[1]:g}. Press Start training; the Class page "
             "shows every student's result on one chart.")
+demo_section(me)
 presenter = state.presenter()
 settings_box, live_box = ((st.expander("New run settings"), st.container()) if presenter
                            else st.columns([1, 1.5], gap="medium"))
@@ -522,13 +633,12 @@ with settings_box:
     st.text_input("Title (optional)", key="tr_title", placeholder=title_of(settings), max_chars=80)
     if st.button("Start training", type="primary", key="tr_start", width="stretch"):
         start(settings, me)
-    shared = {k: v for k, v in st.query_params.to_dict().items() if k != OWNER_PARAM}
     with st.expander("Share this setup"):
-        st.code(f"{st.context.url or ''}?{urlencode(shared)}", language=None, wrap_lines=True)
+        st.code(f"{st.context.url or ''}?{urlencode(st.query_params.to_dict())}", language=None, wrap_lines=True)
         st.caption("The link carries these settings, not your runs.")
 
 with live_box:
-    mine = list(reversed(queue.list_jobs(me)))
+    mine = list(reversed(queue.list_jobs(me.id)))
     if goto := st.session_state.pop("tr_goto", None):
         st.session_state["tr_job"] = goto
     if not mine:
@@ -540,19 +650,19 @@ with live_box:
         ids = [j.id for j in mine]
         if st.session_state.get("tr_job") not in ids:
             st.session_state["tr_job"] = ids[0]
-        titles = {j.id: f"{text.plain(j.title, 80)} · {j.state}" for j in mine}
+        titles = {j.id: text.plain(j.title, 80) for j in mine}   # the state is on the live panel below
+        st.session_state["tr_titles"] = {j.id: j.title for j in mine}
         job_id = st.selectbox("Your run", ids, key="tr_job", format_func=titles.get)
         view = queue.get(job_id).view(light=True)
         st.session_state["tr_live_state"] = view.state
         st.fragment(status_panel, run_every=tick_seconds(1.0) if view.active else None)(job_id, settings)
         st.fragment(chart_panel, run_every=tick_seconds(CHART_EVERY_S) if view.active else None)(job_id)
         with st.expander("Your runs in the queue", expanded=len(mine) > 1):
-            my_runs_table(me)
-            counts = queue.counts()
-            st.caption(f"The class queue: {counts['running']} training, {counts['queued']} waiting; at most "
-                       f"{counts['max_running']} train at once so the server stays responsive.")
+            st.fragment(my_runs_table, run_every=tick_seconds(CHART_EVERY_S) if view.active else None)(me.id)
 
 st.divider()
 st.subheader("Runs on this server")
 busy = any(j.state in ACTIVE for j in queue.list_jobs())
-st.fragment(finished_runs, run_every=tick_seconds(CHART_EVERY_S) if busy else None)(me)
+st.fragment(finished_runs, run_every=tick_seconds(CHART_EVERY_S) if busy else None)(me.id)
+
+state.notebook_button("train")   # this setup as a Jupyter notebook (ui/notebook_button.py)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .explain import quantize_steps
-from .metrics import psnr_per_image
+from .metrics import psnr_of, psnr_per_image
 from .models import VAE, VQVAE, ModelConfig, build_model
 from .quantize import QuantizerConfig, nearest_code
 
@@ -165,6 +165,7 @@ class InitGeometry:
     k: int
     spread: float             # RMS of output_dist: the radius of the fresh outputs' cloud
     gap: float                # median distance from a code to its nearest output
+    bunch: float              # RMS distance of the codes from their own mean: how close together they start
 
 
 def _centre_dist(flat: Tensor) -> Tensor:
@@ -177,10 +178,13 @@ def init_geometry(cfg: ModelConfig, x: Tensor, init: str, seed: int = 0) -> Init
     outputs on images x (N, C, H, W) at step 0.
 
     Why a gradient codebook without restarts collapses with N(0, 1) init: a code learns only from the vectors
-    that pick it. A fresh encoder's outputs fill a tiny cloud; even after training they fill a ball a few units
-    wide (`output_radius`). N(0, 1) codes start on a shell of radius about sqrt(D), outside both, so the few
-    nearest take every vector and the rest never move. U(-1/K, 1/K) codes start at the centre, inside the ball
-    the outputs grow into, and k-means codes on the outputs themselves, so codes keep being picked.
+    that pick it. A fresh encoder's outputs fill a tiny cloud (radius about 0.05 for the default MNIST model);
+    trained, they fill a ball a few units wide (`output_radius`). N(0, 1) codes start on a shell of radius about
+    sqrt(D), each alone in its own direction, outside both, so the few nearest take every vector and the rest
+    never move. U(-1/K, 1/K) codes do not start at the outputs' centre either (about 0.28 from it, six cloud radii
+    out, and only a few win at step 0), but they start bunched together (`bunch` about 0.04) well inside the ball
+    the outputs grow into: once the outputs spread past the bunch, its codes are the nearest of some of them.
+    k-means codes start on the outputs themselves.
     """
     torch.manual_seed(seed)
     cfg = ModelConfig.from_dict({**cfg.to_dict(), "kind": "vq"})
@@ -196,7 +200,8 @@ def init_geometry(cfg: ModelConfig, x: Tensor, init: str, seed: int = 0) -> Init
     out_dist = _centre_dist(flat)
     return InitGeometry(init, (codebook - flat.mean(0)).norm(dim=1).numpy(), out_dist.numpy(),
                         int((torch.bincount(codes, minlength=q.k) > 0).sum()), q.k,
-                        float(out_dist.pow(2).mean().sqrt()), float(dist.min(0).values.sqrt().median()))
+                        float(out_dist.pow(2).mean().sqrt()), float(dist.min(0).values.sqrt().median()),
+                        float(_centre_dist(codebook).pow(2).mean().sqrt()))
 
 
 @torch.no_grad()
@@ -256,6 +261,73 @@ def rate_bits(model: VQVAE | VAE, stats: dict[str, float]) -> float:
     return h * w * sum(math.log2(k) for k in model.codebook_sizes)
 
 
+def usage_note(upkeep: dict, depth_one: bool = False) -> str:
+    """The running-usage chart's caption, from what the run's own quantizer measured (`upkeep()` of the model):
+    its test of "dead" and what its dead codes did, never another quantizer's settings."""
+    where = " at depth 1" if depth_one else ""
+    below = f"{upkeep['dead_below']:g}"
+    if upkeep["restart"] is None:   # FSQ: a fixed grid
+        return (f"Each bar is one grid point's running usage{where} (vectors per step, over about the last 100 "
+                f"steps); red: unused, below {below}. FSQ has no restarts and needs none: its grid points are fixed, "
+                "so an unused one is picked again as soon as an encoder output rounds to it.")
+    head = (f"Each bar is one code's running usage{where} (vectors per step, over about the last 100 steps); red: "
+            f"dead, below {below}, the quantizer's own test. ")
+    if upkeep["restart"]:
+        return head + (f"Restarts are on: so far {upkeep['restarts']:,} times a dead code was moved onto an encoder "
+                       "output of the batch.")
+    return head + (f"No restarts in this run: so far codes fell below {below} {upkeep['deaths']:,} times and came "
+                   f"back above it on their own {upkeep['comebacks']:,} times (a dead code returns when the encoder's "
+                   "outputs move near it).")
+
+
+@dataclass
+class PaidRate:
+    """The bits per image a model actually pays, and how they are counted, to put beside its PSNR."""
+
+    bits: float          # VQ / RQ / FSQ: its prior's code length when it has one, else the uniform bound; VAE: KL
+    how: str             # "prior", "uniform bound" or "KL"
+    bound: float | None  # codes: the uniform bound h x w x log2 K (None for a VAE)
+
+
+def paid_rate(model: VQVAE | VAE, stats: dict[str, float], prior_nll: dict | None) -> PaidRate:
+    """Rates measured the same way for every model: a code map costs what the model's own prior needs to code it
+    (its validation NLL in bits per image), with the uniform bound beside it; a VAE costs its KL (bits-back), which
+    pays for a posterior sample, so its PSNR belongs to a sample too (`posterior_sample_psnr`)."""
+    bound = rate_bits(model, stats)
+    if isinstance(model, VAE):
+        return PaidRate(bound, "KL", None)
+    if prior_nll and math.isfinite(prior_nll.get("bits_per_image", float("nan"))):
+        return PaidRate(float(prior_nll["bits_per_image"]), "prior", bound)
+    return PaidRate(bound, "uniform bound", bound)
+
+
+def rate_line(label: str, psnr: float, rate: PaidRate, sample_psnr: float | None = None) -> str:
+    """One model's quality at the rate it pays, for a comparison caption: a VAE's PSNR from a posterior sample
+    (what its KL pays for; the mean's beside it), a code model's at its prior's bits (the uniform bound beside)."""
+    if rate.how == "KL":
+        shown = f"{sample_psnr:.2f} dB from a posterior sample ({psnr:.2f} at the mean)" if sample_psnr else \
+            f"{psnr:.2f} dB at the posterior mean"
+        return f"{label}: {shown} at {rate.bits:.0f} bits (its KL)"
+    if rate.how == "prior":
+        return (f"{label}: {psnr:.2f} dB at {rate.bits:.0f} bits (its prior's code length; uniform bound "
+                f"{rate.bound:.0f})")
+    return f"{label}: {psnr:.2f} dB at most {rate.bits:.0f} bits (the uniform bound; no prior to measure it)"
+
+
+@torch.no_grad()
+def posterior_sample_psnr(model: VAE, x: Tensor, seed: int = 0, batch_size: int = 256) -> float:
+    """PSNR of a VAE's reconstructions from one posterior sample z ~ N(mu, sigma^2) per image, the latent its KL
+    pays for (the usual reported figure decodes the mean mu, which the rate does not pay for)."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        mu, logvar = model.encode(x[i:i + batch_size]).chunk(2, dim=1)   # (B, 2D, h, w) -> 2 x (B, D, h, w)
+        noise = torch.randn(mu.shape, generator=g).to(mu.device)
+        outs.append(model.decode(mu + noise * torch.exp(0.5 * logvar.clamp(-10, 10))))
+    return psnr_of(x, torch.cat(outs))
+
+
 WEAK_PRIOR = 0.20  # a prior that saves less than this share of the uniform code length has learned little
 
 
@@ -296,3 +368,24 @@ def guidance_note(guidance: float) -> str:
         return f"{paper} At guidance {guidance:g} each code is drawn from {mix}: a weaker pull towards the class."
     return (f"{paper} At guidance {guidance:g} each code is drawn from {mix}: codes that the class makes likelier "
             "than no class does are favoured further, trading variety for samples typical of the class.")
+
+
+def perplexity_dip_note(rows: list[dict], k: float | None) -> str:
+    """What an early perplexity dip means for this run, read off its batches: a healthy run often drops to 1-3
+    codes in its first 10-50 steps while the encoder's outputs spread out; collapse is a dip that stays."""
+    ppl = [(r["step"], r["perplexity"]) for r in rows
+           if r.get("type") == "train" and isinstance(r.get("perplexity"), (int, float))]
+    early = [(s, p) for s, p in ppl if s <= 50]
+    if not early or not k or k < 8:
+        return ""
+    step, low = min(early, key=lambda sp: sp[1])
+    if low >= 4:
+        return ""
+    last_step, last = ppl[-1]
+    if last_step <= 100:
+        return (f" It dipped to {low:.1f} at step {step}: healthy runs often do in their first 10-50 steps, while the "
+                "encoder's outputs spread out. Collapse is a dip that stays; watch the next hundred steps.")
+    if last >= 3 * low and last >= 4:
+        return (f" It dipped to {low:.1f} at step {step} and recovered to {last:.1f}: the first steps' dip, "
+                "not collapse.")
+    return f" It fell to {low:.1f} at step {step} and is still {last:.1f} at step {last_step:,}: that is collapse."

@@ -1,4 +1,4 @@
-"""Command line: `python -m vqdemo train | eval | prior train | prior sample`.
+"""Command line: `python -m vqdemo train | eval | prior train | prior sample | notebook` (installed: `vqdemo ...`).
 
 Bad arguments and unusable files end with a one-line message and a non-zero exit, never a traceback.
 """
@@ -20,6 +20,7 @@ from .fit import USER_SETTINGS, model_config
 from .fsq import FSQConfig
 from .images import ImageError
 from .models import ModelConfig
+from .page_urls import PAGES
 from .prior import PriorConfig
 from .quantize import QuantizerConfig, ResidualConfig
 from .runs import CheckpointError, check_fits, load_model, new_run_dir
@@ -63,7 +64,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m vqdemo", description="Train and inspect VQ-VAE / RQ-VAE / VAE models.")
+    prog = "vqdemo" if Path(sys.argv[0]).name == "vqdemo" else "python -m vqdemo"   # the installed command, or -m
+    p = _Parser(prog=prog, description="Train and inspect VQ-VAE / RQ-VAE / VAE models; export notebooks.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model into a run folder")
@@ -110,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--seed", type=SEED, default=0)
     ps.add_argument("--label", type=_int_in(0, 9999))
     ps.add_argument("--out", type=Path, default=Path("samples.png"))
+
+    nb = sub.add_parser("notebook", help="write a page's setup as a runnable Jupyter notebook (homework)")
+    nb.add_argument("--page", required=True, choices=PAGES, help="the app page whose setup the notebook repeats")
+    nb.add_argument("--url", default="", help="the page's URL or its query, e.g. 'k=16&beta=0.5' (quote the &): its "
+                                              "settings; the rest keep the page's defaults")
+    nb.add_argument("--run", help="a run folder (or run:<id> of the runs folder) whose notebook reproduces that run")
+    nb.add_argument("-o", "--out", type=Path, required=True, help="the .ipynb file to write")
+    nb.add_argument("--retrain-seconds", type=_finite, default=None,
+                    help="how long the notebook trains its model's recipe where the model's folder is missing "
+                         "(Colab after pip install; default: the library's RETRAIN_SECONDS)")
     return p
 
 
@@ -279,6 +291,18 @@ def cmd_prior(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notebook(a: argparse.Namespace) -> int:
+    from . import notebook
+
+    extra = {} if a.retrain_seconds is None else {"retrain_seconds": a.retrain_seconds}
+    if a.retrain_seconds is not None and a.retrain_seconds <= 0:
+        raise ValueError(f"--retrain-seconds must be above 0, got {a.retrain_seconds:g}")
+    nb = notebook.build(a.page, a.url, a.run, **extra)
+    out = notebook.write(nb, a.out)
+    print(f"{a.page} notebook ({len(nb.cells)} cells) -> {out}: open it in Jupyter, or upload it to Colab")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -286,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "notebook":
+            return cmd_notebook(args)
         return cmd_prior(args)
     except (ValueError, DataError, ImageError, CheckpointError, FileNotFoundError, PermissionError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

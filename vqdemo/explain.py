@@ -144,6 +144,19 @@ class OffsetCheck:
     wrong: float           # fraction `nearest_code` (centred first) gets wrong
 
 
+def residual_norm_note(model: VQVAE) -> str:
+    """What an RQ model's residual normalisation does, with its own numbers: one running scalar per depth (the RMS
+    of that depth's residuals over recent training batches), the same for every vector, unlike a LayerNorm."""
+    q = model.quantizer
+    if not isinstance(q, ResidualQuantizer) or not q.rq.norm_residual:
+        return "residual normalisation off (every depth compares the residual in the latent's own units)"
+    scales = " / ".join(f"{float(s):.3f}" for s in q.scales[:len(model.codebook_sizes)])
+    return (f"residual normalisation on: before it is compared, each depth's residual is divided by one number, the "
+            f"running RMS of that depth's residuals over recent training batches ({scales} for depths 1 to "
+            f"{len(model.codebook_sizes)}): one scalar per depth, the same for every vector, not a per-vector "
+            "normalisation like a LayerNorm")
+
+
 def offset_check(offset: float = 1000.0, n: int = 512, k: int = 64, dim: int = 16, seed: int = 0) -> OffsetCheck:
     """Why `nearest_code` centres before expanding: latents and codes near `offset` +- 1, in float32."""
     g = torch.Generator().manual_seed(seed)

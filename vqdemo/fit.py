@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
+from . import run_images
 from .data import DataConfig, ImageData, load_data
 from .files import atomic_write_bytes
 from .fsq import FSQConfig
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig, ResidualConfig
-from .runs import MAX_PARAMS
+from .runs import MAX_PARAMS, RunStore
 from .settings import int_list
 from .trainer import Control, Store, TrainConfig, TrainResult, run_training, validation_batch
 
@@ -95,7 +96,8 @@ def far_init_quantizer(k: int = 64, dim: int = 16, beta: float = 0.25) -> Quanti
 
     The cause is where the codes start, not the gradient codebook: a fresh encoder's outputs sit near 0 with a
     small spread, N(0, 1) codes in D = 16 sit about 4 away, so only the few nearest win any vector, and only
-    winners move. The same recipe with U(-1/K, 1/K) init (the codes start at the centre of the outputs) used
+    winners move. The same recipe with U(-1/K, 1/K) init (the codes start bunched together a few tenths from the
+    outputs, inside the ball the outputs grow into) used
     64 of 64 codes in 60 s on MNIST (22.8 dB, bench/train_quality.py); `analysis.init_geometry` shows why.
     """
     return QuantizerConfig(k=k, dim=dim, beta=beta, codebook="grad", init="normal", restart_dead=False)
@@ -105,6 +107,22 @@ def near_init_quantizer(k: int = 64, dim: int = 16, beta: float = 0.25) -> Quant
     """The same gradient codebook without restarts, but started at U(-1/K, 1/K), near the encoder's outputs:
     it does not collapse (the control for `far_init_quantizer`)."""
     return QuantizerConfig(k=k, dim=dim, beta=beta, codebook="grad", init="uniform", restart_dead=False)
+
+
+PAIR_STEPS = 500   # the lesson's collapse pair: long enough for N(0, 1) to collapse and the default to pass 20 dB
+
+
+def collapse_pair(steps: int = PAIR_STEPS, seed: int = 0) -> dict[str, tuple[ModelConfig, DataConfig, TrainConfig]]:
+    """The lesson's central contrast as two runs that differ only in the codebook recipe: codes started far from the
+    encoder's outputs (N(0, 1), gradient codebook, no restarts) against the healthy default, on MNIST.
+
+    Both have a budget of steps, not seconds, so what the class sees at the end does not depend on how busy the
+    server is: a loaded server only makes the same curves arrive later. {title: (model, data, train) configs}."""
+    data = DataConfig(name="mnist")
+    train = TrainConfig(steps=steps, seed=seed, val_every=max(10, steps // 10), log_every=5, snapshot_every=25)
+    base = model_config("vq", 1, 28)
+    return {title: (dataclasses.replace(base, vq=q), data, train) for title, q in (
+        ("Codes start far: N(0, 1)", far_init_quantizer()), ("Healthy default", QuantizerConfig()))}
 
 
 # one training step (or validation pass) may use this much memory; the server is shared by a class
@@ -219,6 +237,10 @@ def fit(
     data = load_data(data_cfg)
     if out_dir is not None and data_cfg.name == "folder" and Path(data_cfg.path).is_file():
         data_cfg = dataclasses.replace(data_cfg, path=str(keep_data(Path(data_cfg.path), Path(out_dir))))
+    if store is None and out_dir is not None:
+        store = RunStore(Path(out_dir))
+    if store is not None and run_images.costly(data_cfg):   # the pages never decode the user's images again
+        store.images(run_images.to_bytes(data))
     model_cfg = dataclasses.replace(model_cfg, channels=data.channels, image_size=data.image_size)
     if normalize_recon:
         model_cfg.data_variance = float(data.train_x.var())

@@ -35,6 +35,21 @@ _big_decodes = threading.BoundedSemaphore(DECODE_SLOTS)
 # (EPS runs Ghostscript, WMF/FITS/GRIB/... are rarely fuzzed) and no user needs them for a demo.
 # (JPEG also opens phone MPO files.) Names this Pillow lacks, e.g. AVIF without libavif, are dropped.
 FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "AVIF", "PPM", "TGA", "ICO", "QOI")
+# What a member's name says it is: the members worth trying first when a zip is scanned.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".bmp", ".dib", ".gif", ".tif",
+                            ".tiff", ".webp", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".qoi"})
+# Central directory records per zip at most, as a multiple of its file limit: folders and macOS's __MACOSX/._*
+# twins are records too (skipped later). Each record may take at most CD_RECORD_BYTES of the directory.
+MAX_RECORDS_PER_FILE = 3
+CD_RECORD_BYTES = 46 + 1024
+
+
+def formats() -> list[str]:
+    """The FORMATS this Pillow can open. Pillow registers most plugins (TIFF, WebP, ...) only when `Image.init()`
+    runs, which a first `Image.open` of a PNG or JPEG never does: reading `Image.OPEN` before it would leave them
+    out, and every WebP or TIFF would read as "not an image" until something else initialised Pillow."""
+    Image.init()
+    return [f for f in FORMATS if f in Image.OPEN]
 
 
 class ImageError(ValueError):
@@ -70,8 +85,7 @@ def _open(src, what: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.init()  # registers every plugin once, so OPEN says which FORMATS exist here
-            im = Image.open(fp, formats=[f for f in FORMATS if f in Image.OPEN])
+            im = Image.open(fp, formats=formats())
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _fail(what, "declares an enormous image (a decompression bomb?)", too_big) from None
     except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
@@ -83,33 +97,90 @@ def _open(src, what: str) -> Image.Image:
     return im
 
 
-def _to_float_gray(im: Image.Image) -> Image.Image:
+def _to_float_gray(im: Image.Image, extrema: tuple[float, float] | None = None) -> Image.Image:
     """High bit-depth grey (I;16*, I, F) -> mode 'F' in [0, 1].
 
     Clipping to 255 (PIL's own I -> L conversion) would turn most of a 16-bit image white. Integer
     images are divided by 2**bits - 1 for the smallest bit depth (at least 8) that holds their
     maximum, so 10-, 12- and 16-bit scans all fill [0, 1] while keeping their relative brightness.
     Negative integers and floats outside [0, 1] have no natural range and are min-max stretched.
+    `extrema` is the (min, max) of the image before `_shrink` averaged it, so the range is the full image's.
+    One float32 copy, changed in place: float64 and its temporaries took ~1 GB for a 40 MP image.
     """
-    a = np.asarray(im).astype(np.float64)  # (H, W)
-    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(a.min()), float(a.max())
+    a = np.asarray(im).astype(np.float32)  # (H, W)
+    np.nan_to_num(a, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    if extrema is not None and all(np.isfinite(extrema)):
+        lo, hi = float(extrema[0]), float(extrema[1])
+    else:
+        lo, hi = float(a.min()), float(a.max())
     if im.mode == "F" and lo >= 0.0 and hi <= 1.0:
         pass
     elif im.mode != "F" and lo >= 0.0:
         bits = max(8, int(np.ceil(np.log2(hi + 1.0))))
-        a = a / (2.0**bits - 1.0)
+        a /= np.float32(2.0**bits - 1.0)
+    elif hi > lo:
+        a -= np.float32(lo)
+        a /= np.float32(hi - lo)
     else:
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    return Image.fromarray(a.astype(np.float32))  # float32 -> mode 'F'
+        a[...] = 0.0
+    return Image.fromarray(a)  # float32 -> mode 'F'
+
+
+def _strips(im: Image.Image, rows: int, width: int):
+    """The image's first `width` columns as numpy strips of `rows` rows (the last may be shorter): never a
+    full-size copy."""
+    for top in range(0, im.size[1], rows):
+        yield np.asarray(im.crop((0, top, width, min(top + rows, im.size[1]))))   # (rows, width)
+
+
+def _extrema(im: Image.Image) -> tuple[float, float] | None:
+    """(min, max) of a high bit-depth grey image, read before `_shrink` averages it; None for other modes, or
+    when it cannot be read (the range then comes from the reduced image)."""
+    if not (im.mode.startswith("I") or im.mode == "F"):
+        return None
+    try:
+        return im.getextrema()   # no copy; big-endian 16-bit is refused, and measured a strip at a time
+    except ValueError:
+        pass
+    try:
+        ends = [(float(a.min()), float(a.max())) for a in _strips(im, 64, im.size[0])]
+        return min(e[0] for e in ends), max(e[1] for e in ends)
+    except Exception:  # noqa: BLE001 - PIL raises many types on hostile images
+        return None
+
+
+def _shrink(im: Image.Image, size: int | None) -> Image.Image:
+    """A decoded image larger than 3x the wanted size, reduced by a whole factor (box average) to at least 3x it,
+    before any mode conversion: converting first would copy the full image several times (a 16-bit 6300x6300
+    PNG peaked at 1.3 GB). Lanczos then finishes from 3x, as `_square_resize`'s reducing gap does. 16-bit grey,
+    which Pillow cannot reduce, is averaged in numpy a strip of rows at a time and kept integer, so its bit depth
+    still sets its range. Palette and 1-bit images take their first conversion (to RGB(A) or grey) first
+    (Pillow's reduce weights RGBA colours by their alpha, so transparent garbage does not bleed)."""
+    factor = min(im.size) // (3 * size) if size else 0
+    if factor < 2:
+        return im
+    try:
+        if im.mode in ("P", "PA", "1"):   # no reduce for these: their first conversion, then the reduce
+            im = im.convert("RGBA" if _has_alpha(im) else "L" if im.mode == "1" else "RGB")
+        if not im.mode.startswith("I;16"):
+            return im.reduce(factor)
+        w = im.size[0] // factor * factor
+        rows = [a.reshape(factor, w // factor, factor).sum(axis=(0, 2), dtype=np.uint64)   # (W / factor,)
+                for a in _strips(im, factor, w) if len(a) == factor]
+        small = np.stack(rows) / factor**2                                                  # (H / factor, W / factor)
+        out = Image.fromarray(small.round().astype(np.int32))                               # mode 'I'
+        out.info = dict(im.info)   # its EXIF orientation still applies
+        return out
+    except Exception:  # noqa: BLE001 - PIL raises many types on hostile images
+        return im
 
 
 def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (im.mode == "P" and "transparency" in im.info)
 
 
-def _normalise_mode(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> 'L', 'RGB' or 'F' (high bit-depth grey, already in [0, 1]).
+def _normalise_mode(im: Image.Image, extrema: tuple[float, float] | None = None) -> Image.Image:
+    """Any PIL mode -> 'L', 'RGB' or 'F' (high bit-depth grey, already in [0, 1], from `extrema` when given).
 
     Transparent images are composited over white: icons, logos and line art with alpha are drawn
     to be seen on a white page (black strokes on a black background would vanish), and the colour
@@ -118,7 +189,7 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
     if im.mode in ("L", "RGB"):
         return im
     if im.mode.startswith("I") or im.mode == "F":
-        return _to_float_gray(im)
+        return _to_float_gray(im, extrema)
     if im.mode == "1":
         return im.convert("L")
     if _has_alpha(im):
@@ -177,12 +248,14 @@ def load_image(src: bytes | str | os.PathLike, size: int | None = None, channels
             im.load()
         except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
             raise _fail(what, "is truncated or corrupt", "re-export it and try again.") from None
+        extrema = _extrema(im)
+        im = _shrink(im, size)
         try:
             im = ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
         except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
             pass  # malformed EXIF only loses the rotation; the pixels are fine
         try:
-            im = _normalise_mode(im)
+            im = _normalise_mode(im, extrema)
         except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
             raise _fail(what, f"uses the image mode {im.mode!r}, which cannot be converted",
                         "re-export it as 8-bit RGB or greyscale.") from None
@@ -208,7 +281,7 @@ def _declared_pixels(data: bytes, size: int) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses it just after
-            with Image.open(io.BytesIO(data), formats=[f for f in FORMATS if f in Image.OPEN]) as im:
+            with Image.open(io.BytesIO(data), formats=formats()) as im:
                 return _pixels(im, size)
     except Exception:  # noqa: BLE001 - PIL raises many types on hostile bytes
         return 0
@@ -231,10 +304,34 @@ def _no_images(where: str, bad: list[tuple[str, str]]) -> ImageError:
                       "Add PNG or JPEG images.")
 
 
-def _open_zip(src, what: str) -> zipfile.ZipFile:
+def _directory_size(fp, what: str, max_files: int) -> None:
+    """Refuse, from the end-of-central-directory record alone (22 bytes near the end, or its ZIP64 twin), a zip whose
+    central directory holds too many records or is larger than that many records can be: zipfile parses the whole
+    directory before anything can count it (600,000 empty members took 31 s and 415 MB)."""
+    fp.seek(0)
+    end = zipfile._EndRecData(fp)   # the record zipfile itself reads first, ZIP64 included; None: not a zip
+    if end is None:
+        return   # ZipFile's own message follows
+    records, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if records > MAX_RECORDS_PER_FILE * max_files:
+        raise ImageError(f"{what} holds {records:,} entries, more than the {max_files} files allowed; "
+                         "use a smaller subset.")
+    if size > max(records, 1) * CD_RECORD_BYTES:
+        raise ImageError(f"{what} has a central directory of {size:,} bytes for {records:,} entries: it is damaged or "
+                         "crafted; create it again with your system's 'compress' tool.")
+
+
+def _open_zip(src, what: str, max_files: int) -> zipfile.ZipFile:
     try:
-        fp = io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else src
-        return zipfile.ZipFile(fp)
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            fp = io.BytesIO(bytes(src))
+            _directory_size(fp, what, max_files)
+            return zipfile.ZipFile(fp)
+        with open(src, "rb") as f:
+            _directory_size(f, what, max_files)
+        return zipfile.ZipFile(src)
+    except ImageError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError, TypeError, EOFError):
         raise ImageError(f"{what} is not a readable zip file; create it with your system's 'compress' tool.") from None
 
@@ -258,28 +355,74 @@ def _zip_members(zf: zipfile.ZipFile, what: str, max_files: int, max_total_bytes
     return members
 
 
+def _by_name(members: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
+    """Members whose name ends like an image first (in zip order), then the rest (a photo saved without one)."""
+    named = [PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES for i in members]
+    return [i for i, n in zip(members, named) if n] + [i for i, n in zip(members, named) if not n]
+
+
+def _tga_header(prefix: bytes) -> bool:
+    """TGA has no signature (Pillow tries it on anything): its 18-byte header's colour-map type, image type and
+    depth, as Pillow's TGA reader checks them."""
+    return (len(prefix) >= 18 and prefix[1] in (0, 1) and prefix[2] in (1, 2, 3, 9, 10, 11)
+            and prefix[16] in (1, 8, 16, 24, 32))
+
+
+PREFIX_TESTS = {"TGA": _tga_header}   # for the FORMATS whose Pillow plugin has no test of its own
+PREFIX_BYTES = 18
+
+
+def _looks_like_image(prefix: bytes) -> bool:
+    """Whether a file's first PREFIX_BYTES are what one of the allowed decoders starts with (its plugin's own test,
+    the one `Image.open` runs first): a text file or a document is passed over without a header parse."""
+    for name in formats():
+        test = PREFIX_TESTS.get(name) or Image.OPEN[name][1]
+        try:
+            if test is None or test(prefix if name in PREFIX_TESTS else prefix[:16]):
+                return True
+        except Exception:  # noqa: BLE001 - a plugin's test on hostile bytes
+            continue
+    return False
+
+
+def _header_pixels(zf: zipfile.ZipFile, i: zipfile.ZipInfo, size: int) -> None:
+    """Open one member's header (at most HEADER_BYTES inflated); ImageError when it declares more than MAX_PIXELS,
+    any other exception when it is not an image."""
+    with zf.open(i) as f:
+        head = f.read(min(i.file_size, HEADER_BYTES))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(head), formats=formats()) as im:
+            if _pixels(im, size) > MAX_PIXELS:
+                raise _fail(i.filename, f"declares {im.size[0]}x{im.size[1]} pixels, more than the "
+                            f"{MAX_PIXELS:,} allowed", "shrink it or leave it out.")
+
+
 def scan_zip(src: bytes | str | os.PathLike, size: int, max_files: int = 5000, max_total_bytes: int = 200 * 2**20,
              need: int = 2, tries: int = 64) -> int:
     """What the web server checks of a training zip before a run is queued, without decoding a pixel: the same
-    limits as `load_images_from_zip` on its file list, and the headers (at most HEADER_BYTES inflated each) of
-    members until `need` of them open as images within MAX_PIXELS. Returns how many members may be images.
+    limits as `load_images_from_zip` on its file list, then members until `need` of them open as images within
+    MAX_PIXELS. Returns how many members may be images.
 
-    Decoding every image costs seconds of CPU for a big zip, so that is the job worker's (a member that only
-    looks like an image fails the run there, with the same message)."""
+    Members are chosen by name and content, never by position: those named like images come first, each is
+    passed over unless its first bytes start like an image (a few KB inflated at most), and only those get a
+    header parse (at most HEADER_BYTES inflated, `tries` of them): 64 text files before 500 PNGs cost 64 small
+    reads, not the zip. Decoding every image costs seconds of CPU for a big zip, so that is the job worker's (a
+    member that only looks like an image fails the run there, with the same message)."""
     what = _describe(src)
-    with _open_zip(src, what) as zf:
+    with _open_zip(src, what, max_files) as zf:
         members = _zip_members(zf, what, max_files, max_total_bytes)
-        found, bad = 0, []
-        for i in members[:tries]:
+        found, parsed, bad = 0, 0, []
+        for i in _by_name(members):
             try:
                 with zf.open(i) as f:
-                    head = f.read(min(i.file_size, HEADER_BYTES))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    with Image.open(io.BytesIO(head), formats=[f for f in FORMATS if f in Image.OPEN]) as im:
-                        if _pixels(im, size) > MAX_PIXELS:
-                            raise _fail(i.filename, f"declares {im.size[0]}x{im.size[1]} pixels, more than the "
-                                        f"{MAX_PIXELS:,} allowed", "shrink it or leave it out.")
+                    if not _looks_like_image(f.read(PREFIX_BYTES)):
+                        bad.append((i.filename, "is not an image"))
+                        continue
+                if parsed >= tries:
+                    break
+                parsed += 1
+                _header_pixels(zf, i, size)
                 found += 1
             except ImageError as e:   # skipped, as load_images_from_zip skips it
                 bad.append((i.filename, e.reason))
@@ -303,7 +446,7 @@ def load_images_from_zip(src: bytes | str | os.PathLike, size: int, channels: in
     a header that lies about the size cannot make us inflate more.
     """
     what = _describe(src)
-    with _open_zip(src, what) as zf:
+    with _open_zip(src, what, max_files) as zf:
         members = _zip_members(zf, what, max_files, max_total_bytes)
         xs, names, bad = [], [], []
         pixels = 0

@@ -13,6 +13,16 @@ def psnr(mse: float) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-10))
 
 
+PSNR_MEANING = ("PSNR of a set of images: 10 log10(1 / MSE), with the mean squared error taken over every pixel of "
+                "the set (as training and eval report it), not the mean of per-image PSNRs")
+
+
+def psnr_of(x: Tensor, x_hat: Tensor) -> float:
+    """The one PSNR of a set of images (N, C, H, W) in [0, 1]: of the MSE over all its pixels (PSNR_MEANING). The
+    mean of per-image PSNRs is another, larger figure (it favours the easy images), so it is never shown."""
+    return psnr(float((x - x_hat).pow(2).mean()))
+
+
 def psnr_per_image(x: Tensor, x_hat: Tensor) -> Tensor:
     """(B, C, H, W) pairs -> (B,) PSNR of each image."""
     mse = (x - x_hat).pow(2).flatten(1).mean(1).clamp_min(1e-10)

@@ -181,9 +181,13 @@ class Autoencoder(nn.Module):
         out = self(x)
         self.train(was_training)
         return {"x": x.cpu(), "x_hat": out.x_hat.cpu(), "codes": None if out.codes is None else out.codes.cpu(),
-                "usage": self._running_usage()}
+                "usage": self._running_usage(), "upkeep": self.upkeep()}
 
     def _running_usage(self) -> Tensor | None:
+        return None
+
+    def upkeep(self) -> dict | None:
+        """What the quantizer's own dead-code test and upkeep did in this run (None: no codebook)."""
         return None
 
     def _usage_stats(self, counts: list[Tensor]) -> dict[str, float]:
@@ -239,10 +243,17 @@ class VQVAE(Autoencoder):
         q = self.quantizer
         return (q.layer(depth).vectors() * q.scales[depth]) if isinstance(q, ResidualQuantizer) else q.vectors()
 
+    def _first_layer(self) -> VectorQuantizer | FiniteScalarQuantizer:
+        q = self.quantizer
+        return q.layer(0) if isinstance(q, ResidualQuantizer) else q
+
     def _running_usage(self) -> Tensor:
         """(K,) vectors per step each code has taken lately (depth 0 for RQ)."""
-        q = self.quantizer
-        return (q.layer(0) if isinstance(q, ResidualQuantizer) else q).usage.detach().cpu().clone()
+        return self._first_layer().usage.detach().cpu().clone()
+
+    def upkeep(self) -> dict:
+        """The quantizer's own dead-code facts (depth 1 for RQ): VectorQuantizer.upkeep or FiniteScalarQuantizer's."""
+        return self._first_layer().upkeep()
 
     def set_beta(self, beta: float) -> None:
         if isinstance(self.quantizer, FiniteScalarQuantizer):

@@ -2,10 +2,11 @@
 
 A toy autoencoder maps 2-D points (rings, blobs, a spiral) to a latent space of D = 2, snaps every latent
 point to its nearest code with the project's one `VectorQuantizer`, and decodes back. Because D = 2, the
-encoder outputs, the codebook entries and their Voronoi cells can all be drawn on one plane, step by step:
+encoder outputs, the codebook entries and their cells can all be drawn on one plane, step by step:
 codes initialised far from the data (N(0, 1)) and learned by gradient stay stranded there (dead codes),
 codes initialised on the data (k-means) or small (U(-1/K, 1/K)) spread over it. The finite-scalar grid
-(FSQ: each latent number rounded to one of L levels) is the contrast: its codes are fixed, nothing dies.
+(FSQ, the library's `FiniteScalarQuantizer`: each latent number squashed and rounded to one of L levels) is the
+contrast: its codes are fixed, drawn with their real rounding cells, so nothing drifts away.
 
 Training is cheap (2,000 points, one full batch per step, about a millisecond), so a whole run is computed
 at once and recorded as frames (`run`), then played back in the browser: no server work per frame.
@@ -23,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from vqdemo.fsq import MIN_LEVELS, FiniteScalarQuantizer, FSQConfig
 from vqdemo.quantize import CODEBOOK_UPDATES, QuantizerConfig, VectorQuantizer, perplexity_of
 from vqdemo.settings import Checked, setting
 
@@ -42,8 +44,8 @@ class PlaygroundConfig(Checked):
     k: int = setting(64, lo=2, hi=65536, help="codebook size (FSQ: L levels per axis with L * L closest to k)")
     beta: float = setting(0.25, lo=0, hi=100, help="commitment weight")
     init: str = setting("normal", choices=tuple(INITS),
-                        help="data: k-means on the first encoder outputs; uniform: U(-1/K, 1/K), tiny, inside the "
-                             "data; normal: N(0, 1), mostly far from it")
+                        help="data: k-means on the first encoder outputs; uniform: U(-1/K, 1/K), tiny, around 0; "
+                             "normal: N(0, 1), mostly far from the data")
     codebook: str = setting("grad", choices=tuple(CODEBOOK_UPDATES),
                             help="grad: learned by the codebook loss; ema: running k-means")
     restart_dead: bool = setting(False, help="re-seat codes nobody picked on random encoder outputs")
@@ -80,24 +82,8 @@ def toy_data(name: str, n: int, seed: int = 0) -> Tensor:
 
 
 def fsq_levels(k: int) -> int:
-    """Levels per axis of the 2-D rounding grid with about k codes (at least 2)."""
-    return max(2, round(math.sqrt(k)))
-
-
-def fsq_grid(levels: int) -> Tensor:
-    """The grid's codes, (levels * levels, 2): every pair of levels in [-1, 1]."""
-    v = torch.linspace(-1, 1, levels)
-    return torch.cartesian_prod(v, v)
-
-
-def fsq_quantize(z: Tensor, levels: int) -> tuple[Tensor, Tensor]:
-    """Finite scalar quantisation in 2-D: squash each number into [-1, 1] with tanh, round it to the nearest
-    of `levels` values. Returns (z_q with the straight-through gradient (N, 2), code ids (N,) into fsq_grid)."""
-    bounded = torch.tanh(z)
-    idx = torch.round((bounded + 1) / 2 * (levels - 1))                       # (N, 2) in 0..levels-1
-    q = idx / (levels - 1) * 2 - 1
-    ids = (idx[:, 0] * levels + idx[:, 1]).long()
-    return bounded + (q - bounded).detach(), ids
+    """Levels per axis of the 2-D rounding grid with about k codes (at least FSQ's minimum of 3)."""
+    return max(MIN_LEVELS, round(math.sqrt(k)))
 
 
 class ToyAutoencoder(nn.Module):
@@ -108,28 +94,24 @@ class ToyAutoencoder(nn.Module):
         self.cfg = cfg
         self.encoder = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 2))
         self.decoder = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 2))
-        self.levels = fsq_levels(cfg.k)
-        self.vq = None if cfg.quantizer == "fsq" else VectorQuantizer(QuantizerConfig(
+        # FSQ: the library's own quantiser (the one the app's FSQ models use), one channel per axis of the plane
+        self.fsq = FiniteScalarQuantizer(FSQConfig([fsq_levels(cfg.k)] * 2)) if cfg.quantizer == "fsq" else None
+        self.vq = None if self.fsq is not None else VectorQuantizer(QuantizerConfig(
             k=cfg.k, dim=2, beta=cfg.beta, codebook=cfg.codebook, init=INITS[cfg.init],
             # under ~1 point per step: dead (restarts within ~10 steps)
             restart_dead=cfg.restart_dead, dead_threshold=0.9))
 
     def codes(self) -> Tensor:
         """The codebook as points of the latent plane, (K, 2)."""
-        if self.vq is None:
-            return torch.atanh(fsq_grid(self.levels).clamp(-0.995, 0.995))    # where tanh(z) lands on the grid
+        if self.fsq is not None:
+            return self.fsq.latent_points()    # where each grid point's level is reached before the squash
         return self.vq.vectors().detach()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """x (N, 2) -> (loss, z_e (N, 2), code ids (N,), counts (K,))."""
         z = self.encoder(x)
-        if self.vq is None:
-            z_q, ids = fsq_quantize(z, self.levels)
-            counts = torch.bincount(ids, minlength=self.levels ** 2)
-            extra = z.new_zeros(())
-        else:
-            q = self.vq(z[:, :, None, None])                                  # (N, 2) -> (N, 2, 1, 1)
-            z_q, ids, counts, extra = q.z_q[:, :, 0, 0], q.codes.reshape(-1), q.counts, q.loss
+        q = (self.vq if self.fsq is None else self.fsq)(z[:, :, None, None])   # (N, 2) -> (N, 2, 1, 1)
+        z_q, ids, counts, extra = q.z_q[:, :, 0, 0], q.codes.reshape(-1), q.counts, q.loss
         recon = F.mse_loss(self.decoder(z_q), x)
         return recon + extra, z.detach(), ids, counts
 
@@ -144,6 +126,8 @@ class Frames:
     counts: np.ndarray      # (F, K) points that picked each code
     step: np.ndarray        # (F,)
     loss: np.ndarray        # (F,)
+    ids: np.ndarray         # (F, N) the code each encoder output got (FSQ: its rounding cell)
+    edges: list[np.ndarray] | None = None   # FSQ: per axis, where rounding switches level (its cells are boxes)
 
     @property
     def used(self) -> np.ndarray:
@@ -162,11 +146,12 @@ def run(cfg: PlaygroundConfig) -> Frames:
     x = toy_data(cfg.data, cfg.n, cfg.seed)
     model = ToyAutoencoder(cfg)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    points, codes, counts, steps, losses = [], [], [], [], []
+    points, codes, counts, steps, losses, ids = [], [], [], [], [], []
     for step in range(cfg.steps + 1):
-        loss, z, _, count = model(x)   # the frame shows the state the step starts from
+        loss, z, picked, count = model(x)   # the frame shows the state the step starts from
         if step % cfg.every == 0 or step == cfg.steps:
             points.append(z.numpy().copy())
+            ids.append(picked.numpy().copy())
             codes.append(model.codes().numpy().copy())
             counts.append(count.numpy().copy())
             steps.append(step)
@@ -176,13 +161,18 @@ def run(cfg: PlaygroundConfig) -> Frames:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    edges = None if model.fsq is None else [e.numpy() for e in model.fsq.cell_edges()]
     return Frames(x.numpy(), np.stack(points), np.stack(codes), np.stack(counts), np.array(steps),
-                  np.array(losses))
+                  np.array(losses), np.stack(ids), edges)
 
 
 def view_box(frames: Frames, margin: float = 0.08) -> tuple[float, float, float, float]:
-    """(x0, x1, y0, y1) holding every encoder output and code of every frame (square, with a margin)."""
-    every = np.concatenate([frames.points.reshape(-1, 2), frames.codes.reshape(-1, 2)])
+    """(x0, x1, y0, y1) holding every encoder output and code of every frame (square, with a margin). FSQ: the
+    outputs and the inner cell edges (its outer levels lie far out, where tanh reaches them; their discs sit on
+    the border)."""
+    fixed = (frames.codes.reshape(-1, 2) if frames.edges is None
+             else np.stack(np.meshgrid(*frames.edges), -1).reshape(-1, 2))
+    every = np.concatenate([frames.points.reshape(-1, 2), fixed])
     every = every[np.isfinite(every).all(1)]
     lo, hi = np.percentile(every, 0.2, 0), np.percentile(every, 99.8, 0)
     centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3) * (1 + margin)
@@ -191,7 +181,8 @@ def view_box(frames: Frames, margin: float = 0.08) -> tuple[float, float, float,
 
 def pack(frames: Frames) -> dict:
     """The frames as a small payload for the browser: positions as one byte per coordinate in the view box
-    (base64), counts as uint16; a 2,000-point, 64-code run of 101 frames is about 0.6 MB."""
+    (base64), counts as uint16; a 2,000-point, 64-code run of 101 frames is about 0.6 MB. FSQ adds each point's
+    code (uint16) and the cell edges in byte units, so the browser draws the real rounding cells."""
     x0, x1, y0, y1 = view_box(frames)
 
     def to_bytes(xy: np.ndarray) -> str:
@@ -199,7 +190,11 @@ def pack(frames: Frames) -> dict:
         return base64.b64encode(np.clip(np.nan_to_num(u) * 255, 0, 255).round().astype(np.uint8).tobytes()).decode()
 
     f, n, _ = frames.points.shape
-    return {
+    grid = {} if frames.edges is None else {
+        "ids": base64.b64encode(frames.ids.astype("<u2").tobytes()).decode(),
+        "edges": [[round(float(v), 3) for v in (e - lo) / (hi - lo) * 255] for e, lo, hi in
+                  zip(frames.edges, (x0, y0), (x1, y1))]}
+    return {**grid,
         "frames": f, "n": n, "k": frames.codes.shape[1], "box": [x0, x1, y0, y1],
         "points": to_bytes(frames.points), "codes": to_bytes(frames.codes),
         "counts": base64.b64encode(np.minimum(frames.counts, 65535).astype("<u2").tobytes()).decode(),

@@ -585,7 +585,7 @@ def train_prior(
     instead (a job's worker sends them back to the app).
     """
     train_cfg = TrainConfig(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr, seed=seed,
-                            val_every=PRIOR_VAL_EVERY)
+                            val_every=PRIOR_VAL_EVERY, schedule="constant")   # as the shipped priors were trained
     train_cfg.budgeted()  # no budget is refused before the dataset is loaded and encoded (bad values on construction)
     ae_dir = Path(ae_dir)
     ae, ae_meta = runs.load_model(ae_dir)

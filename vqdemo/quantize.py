@@ -36,8 +36,9 @@ class QuantizerConfig(Checked):
                                  "grad: learned by the codebook loss")
     decay: float = setting(0.95, lo=0, hi=1, lo_open=True, hi_open=True, help="EMA decay (ema codebook only)")
     init: str = setting("kmeans", choices=tuple(INITS),
-                        help="kmeans: from the first batch of encoder outputs; uniform: U(-1/K, 1/K) as in the "
-                             "paper; normal: N(0, 1) like nn.Embedding")
+                        help="kmeans: from the first batch of encoder outputs; uniform: U(-1/K, 1/K), the init of a "
+                             "patch-MLP VQ-VAE reference implementation (the VQ-VAE paper states none); normal: "
+                             "N(0, 1) like nn.Embedding")
     restart_dead: bool = setting(True, help="move codes unused for a while onto random encoder outputs")
     dead_threshold: float = setting(0.5, lo=0, hi=1e6,  # 1e300 overflowed the float32 usage buffer
                                     help="a code whose running usage (vectors per step) falls below this is dead")
@@ -146,6 +147,12 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.ones(k))       # running vectors-per-step of each code (dead-code detection)
         self.register_buffer("ema_count", torch.ones(k))   # EMA codebook: running cluster sizes
         self.register_buffer("ema_sum", weight.clone())    # EMA codebook: running sums of assigned vectors
+        # What happened to dead codes in this run (not saved with the weights): each code's state after the last
+        # step, how often a code fell below dead_threshold, came back above it on its own, or was restarted.
+        self.register_buffer("was_dead", torch.zeros(k, dtype=torch.bool), persistent=False)
+        self.register_buffer("deaths", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("comebacks", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("restarts", torch.zeros((), dtype=torch.long), persistent=False)
 
     @property
     def k(self) -> int:
@@ -255,10 +262,21 @@ class VectorQuantizer(nn.Module):
             # Laplace smoothing keeps empty clusters finite
             smoothed = (self.ema_count + 1e-5) / (n + self.k * 1e-5) * n
             self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
-        if self.cfg.restart_dead:
-            dead = self.usage < self.cfg.dead_threshold
-            if dead.any():
-                self._restart(dead.nonzero().squeeze(1), x)
+        dead = self.usage < self.cfg.dead_threshold   # the one test of "dead": below the threshold, never at it
+        self.deaths += (dead & ~self.was_dead).sum()
+        self.comebacks += (~dead & self.was_dead).sum()
+        if self.cfg.restart_dead and dead.any():
+            self._restart(dead.nonzero().squeeze(1), x)
+            self.restarts += dead.sum()
+            dead = torch.zeros_like(dead)
+        self.was_dead.copy_(dead)
+
+    def upkeep(self) -> dict:
+        """What this run's dead codes did so far, for a caption that states what was measured: the threshold
+        ("dead" is running usage below it, in vectors per step), whether restarts are on, how often a code fell
+        below it, came back above it without a restart, or was restarted."""
+        return {"dead_below": self.cfg.dead_threshold, "restart": self.cfg.restart_dead,
+                "deaths": int(self.deaths), "comebacks": int(self.comebacks), "restarts": int(self.restarts)}
 
     @torch.no_grad()
     def _restart(self, idx: Tensor, x: Tensor) -> None:
@@ -295,13 +313,13 @@ class VectorQuantizer(nn.Module):
             grown["ema_sum"] = grown["codebook"] * grown["ema_count"][:, None]
             tensors = {n: torch.cat([t, grown[n]]) for n, t in self._resizable().items()}
         self.codebook = nn.Parameter(tensors["codebook"], requires_grad=self.cfg.codebook == "grad")
-        for name in ("usage", "ema_count", "ema_sum"):
+        for name in ("usage", "ema_count", "ema_sum", "was_dead"):
             setattr(self, name, tensors[name])
         self.cfg.k = new_k
 
     def _resizable(self) -> dict[str, Tensor]:
         return {"codebook": self.codebook.data, "usage": self.usage, "ema_count": self.ema_count,
-                "ema_sum": self.ema_sum}
+                "ema_sum": self.ema_sum, "was_dead": self.was_dead}
 
 
 @dataclass

@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ CONFIG = "config.json"          # model, data and train configs, title and owner
 STATUS = "status.json"          # state, step, best scores and reason: how the run is going, rewritten as it goes
 METRICS = "metrics.jsonl"       # one JSON row per logged step or validation: the curves
 JOB = "job.json"                # owner and title from the job queue, written once at submit
+IMAGES = "val_images.safetensors"  # a run on the user's images: the validation images its pages show (run_images)
 MAX_CONFIG_BYTES = 1 << 20
 MAX_PARAMS = 50_000_000         # refuse configs that would build absurdly large models
 MAX_WEIGHTS_BYTES = 8 * MAX_PARAMS  # float32 parameters plus as many buffers (EMA codebooks): nothing real is bigger
@@ -41,6 +43,7 @@ MAX_METRICS_BYTES = 32 << 20    # metrics.jsonl: a 600 s app run writes under 2 
 MAX_TEXT_CHARS = 200            # a title, owner or reason longer than this is cut (they are shown on every page)
 STATES = ("queued", "running", "paused", "done", "stopped", "failed", "interrupted", "unknown")
 LOCK_FILE = ".server.lock"
+RETRY_S = 5.0                   # how often a final write the disk refused is tried again
 
 
 class CheckpointError(ValueError):
@@ -261,6 +264,69 @@ class RunInfo:
             return False
 
 
+class _LateWrites:
+    """Final files of runs (state, reason) that a full or read-only disk refused, written again every RETRY_S
+    until the disk takes them, by one daemon thread while any wait. Without it a run that ended on a full disk
+    stayed "running" on disk for everyone else, and a restart called it "interrupted"."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: dict[Path, dict] = {}   # in the order given: a run's config before its status
+        self._thread: threading.Thread | None = None
+
+    def add(self, files: dict[Path, dict]) -> None:
+        with self._lock:
+            for path, obj in files.items():
+                self._pending.pop(path, None)
+                self._pending[path] = obj
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="vqdemo-late-writes")
+                self._thread.start()
+
+    def drop(self, paths) -> None:
+        """Forget waiting versions of these files: a newer one is being written."""
+        with self._lock:
+            for path in paths:
+                self._pending.pop(path, None)
+
+    def pending(self) -> list[Path]:
+        with self._lock:
+            return list(self._pending)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(RETRY_S)
+            with self._lock:   # held while writing: a newer version dropped meanwhile is never overwritten
+                for path, obj in list(self._pending.items()):
+                    try:
+                        if path.parent.is_dir():   # a run folder deleted meanwhile needs nothing more
+                            write_json(path, obj)
+                    except OSError:
+                        continue
+                    del self._pending[path]
+                if not self._pending:
+                    self._thread = None
+                    return
+
+
+LATE_WRITES = _LateWrites()
+
+
+def write_final(files: dict[Path, dict]) -> bool:
+    """Write a run's final JSON files in order; when the disk refuses one (full, read-only), keep trying it and the
+    rest in the background (`LATE_WRITES`) and return False. A later write_final of the same file replaces the
+    waiting one."""
+    items = list(files.items())
+    LATE_WRITES.drop(files)
+    for n, (path, obj) in enumerate(items):
+        try:
+            write_json(path, obj)
+        except OSError:
+            LATE_WRITES.add(dict(items[n:]))
+            return False
+    return True
+
+
 def read_status(run: Path) -> dict:
     """A run's status, cleaned (see clean_status); missing or unreadable reads as state "unknown"."""
     try:
@@ -273,7 +339,7 @@ _INFO_CACHE: dict[Path, tuple[tuple, RunInfo]] = {}
 _INFO_CACHE_MAX = 4096
 
 
-def _stamp(path: Path) -> tuple | None:
+def file_stamp(path: Path) -> tuple | None:
     """What changes when a file is replaced or rewritten (the writers replace files atomically, so the inode moves)."""
     try:
         st = os.stat(path)
@@ -290,7 +356,7 @@ def run_info(run: Path) -> RunInfo:
     returned is shared: read it, never change it.
     """
     run = Path(run)
-    stamp = (_stamp(run / CONFIG), _stamp(run / STATUS))
+    stamp = (file_stamp(run / CONFIG), file_stamp(run / STATUS))
     hit = _INFO_CACHE.get(run)
     if hit is not None and hit[0] == stamp and stamp[0] is not None:
         return hit[1]
@@ -385,6 +451,10 @@ class RunStore:
         """New metric rows since the last call; the file is rewritten whole (atomic), never appended in place."""
         self.rows.extend(rows)
         atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def images(self, blob: bytes) -> None:
+        """The validation images the pages show (`run_images.to_bytes`), for a run on the user's own images."""
+        atomic_write_bytes(self.path / IMAGES, blob)
 
     def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None:
         """The latest weights (safetensors bytes), also as the best ones when `improved`. config.json follows the best

@@ -27,6 +27,7 @@ class Spec:
     choices: tuple = ()        # the only values allowed
     flag: str | None = None    # the command line's flag ("--k"); default --field-name; "" for none
     items: int | None = None   # list fields: at most this many values (their bounds are lo, hi)
+    below_lo: str = ""         # why a value (a list item) under lo is refused: said instead of the range
 
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **spec: Any) -> Any:
@@ -139,7 +140,15 @@ def check_fields(cfg: Any, error: type[Exception] = ValueError) -> None:
         value = getattr(cfg, name)
         if not accepts(cls, name, value):
             label = f"{s.label} ({name})" if s.label else name
-            raise error(f"{label} must be {describe(cls, name)}, got {value!r}")
+            raise error(refusal(cls, name, value) or f"{label} must be {describe(cls, name)}, got {value!r}")
+
+
+def refusal(cls: type, name: str, value: Any) -> str:
+    """The field's own reason for refusing a value under its lower bound ("" when it gives none)."""
+    s = spec(cls, name)
+    items = value if isinstance(value, list) else [value]
+    low = s.below_lo and s.lo is not None and any(isinstance(v, (int, float)) and v < s.lo for v in items)
+    return f"{s.label or name} {value!r}: {s.below_lo}" if low else ""
 
 
 # ---- text -> value: the command line and URLs -------------------------------------------------------------------
@@ -178,7 +187,7 @@ def parse_text(cls: type, name: str, text: str) -> Any:
         what = {"int": "an integer", "float": "a number"}.get(base)
         raise ValueError(f"{raw!r} is not {what}" if what else str(e)) from None
     if not accepts(cls, name, value):
-        raise ValueError(f"must be {describe(cls, name)}, got {value!r}")
+        raise ValueError(refusal(cls, name, value) or f"must be {describe(cls, name)}, got {value!r}")
     return value
 
 

@@ -19,7 +19,9 @@ def test_playground_animates_and_follows_the_settings(page: Page, app_server, fi
     assert_no_errors(page)
 
     page.get_by_text("FSQ: a fixed rounding grid").click()
-    expect(page.get_by_test_id("playgroundStatus")).to_contain_text("no code can die", timeout=60_000)
+    expect(page.get_by_test_id("playgroundStatus")).to_contain_text("nothing to restart", timeout=60_000)
+    expect(page.get_by_test_id("playgroundStatus")).to_contain_text("of 16 codes used")   # 4 x 4 rounding cells
+    assert player.get_attribute("data-state") != "error"            # the run's codes and cell edges were read
     assert "q=fsq" in page.url
     page.get_by_test_id("playgroundPlay").click()                   # pause
     expect(player).not_to_have_attribute("data-state", "playing")

@@ -40,8 +40,9 @@ from .worker import JobSpec
 ACTIVE = ("queued", "running", "paused", "stopping")
 FINISHED = ("done", "stopped", "failed")
 LIVE_STATES_ON_DISK = ("queued", "running", "paused")
-MAX_SWEEPS = 64         # sweeps remembered (a ?sweep= link names one; the oldest are forgotten)
-MAX_SWEEP_OWNERS = 2000  # students remembered per sweep; later ones get a cell from their id's hash
+MAX_PINNED_SWEEPS = 16   # teachers' sweeps remembered, the oldest forgotten (2,000 students each fit sweeps.json)
+MAX_SWEEP_OWNERS = 2000  # students remembered per pinned sweep; later ones get a cell from their id's hash
+SWEEPS_FILE = "sweeps.json"
 POLL_S = 0.1            # how often a pump thread looks for a worker's messages
 PAUSED_REASON = "paused: press play to go on, or step one batch at a time"
 
@@ -57,13 +58,24 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def default_max_running() -> int:
-    """How many jobs run at once: env VQDEMO_MAX_JOBS, else half the cores (at least 1)."""
-    fallback = max(1, cpu_count() // 2)
+def _env_int(name: str, fallback: int, lo: int, hi: int) -> int:
     try:
-        return min(64, max(1, int(os.environ.get("VQDEMO_MAX_JOBS", fallback))))
+        return min(hi, max(lo, int(os.environ.get(name, fallback))))
     except ValueError:
         return fallback
+
+
+def default_max_running() -> int:
+    """How many jobs run at once: env VQDEMO_MAX_JOBS, else half the cores (at least 1)."""
+    return _env_int("VQDEMO_MAX_JOBS", max(1, cpu_count() // 2), 1, 64)
+
+
+def default_per_address() -> int:
+    """Runs one network address may have queued or training: env VQDEMO_JOBS_PER_ADDRESS (0: no limit), else 12.
+
+    A student is a browser, and a script can be any number of browsers; an address it cannot multiply so cheaply.
+    Students behind one shared address (one NAT for the whole room) need the limit raised or off."""
+    return _env_int("VQDEMO_JOBS_PER_ADDRESS", 12, 0, 10_000)
 
 
 def make_backend(name: str | None = None):
@@ -91,6 +103,7 @@ class JobView:
     id: str
     owner: str
     title: str
+    teacher: bool                # started in the teacher's lane
     task: str                    # train | prior | call
     kind: str                    # the model kind for train jobs (vq | rq | vae); the task otherwise
     run_dir: Path | None
@@ -108,7 +121,7 @@ class JobView:
     train: list[dict]            # train rows every log_every steps, the last `history` of them
     val: list[dict]              # validation rows
     changes: list[dict]          # {"step", beta/lr/k} each time a live change was applied
-    snapshot: dict | None        # {"step", "x", "x_hat", "codes", "usage"} CPU tensors (read-only)
+    snapshot: dict | None        # {"step", "x", "x_hat", "codes", "usage"} CPU tensors, "upkeep" (read-only)
     latest: dict                 # the last train event (every step)
     model_cfg: ModelConfig | None
     data_cfg: DataConfig | None
@@ -143,23 +156,29 @@ class Interrupted:
         return self.path.name
 
 
-def retitle_k(title: str, k: int) -> str:
-    """A run's title after a live K change says the K it has now."""
-    new, n = re.subn(r"\bK=\d+", f"K={k}", title)
-    return new if n else f"{title} (K={k})"
+def retitle(title: str, changes: dict[str, float]) -> str:
+    """A run's title after a live change says the K and beta it has now (where the title names them)."""
+    if "k" in changes:
+        title, n = re.subn(r"\bK=\d+", f"K={int(changes['k'])}", title)
+        title = title if n else f"{title} (K={int(changes['k'])})"
+    if "beta" in changes:
+        title = re.sub(r"\bbeta=[0-9.eE+-]+", f"beta={changes['beta']:g}", title)
+    return title
 
 
 class Job:
     """One job in the queue. Public reads return copies; controls are safe from any thread."""
 
-    def __init__(self, queue: JobQueue, spec: JobSpec, *, owner: str, client: str, title: str, run_dir: Path | None,
-                 store_dir: Path | None, model_cfg: ModelConfig | None = None, data_cfg: DataConfig | None = None,
-                 train_cfg: TrainConfig | None = None, normalize_recon: bool = False, key: Any = None):
+    def __init__(self, queue: JobQueue, spec: JobSpec, *, owner: str, address: str | None, title: str,
+                 run_dir: Path | None, store_dir: Path | None, model_cfg: ModelConfig | None = None,
+                 data_cfg: DataConfig | None = None, train_cfg: TrainConfig | None = None,
+                 normalize_recon: bool = False, key: Any = None, teacher: bool = False):
         self.id = run_dir.name if run_dir is not None else f"{spec.task}-{os.urandom(4).hex()}"
         self.spec = spec
         self.task = spec.task
         self.owner = owner
-        self.client = client
+        self.address = address
+        self.teacher = teacher
         self.title = title
         self.key = key                       # what the job computes, for prior and call jobs
         self.kind = model_cfg.kind if model_cfg is not None else spec.task
@@ -216,7 +235,8 @@ class Job:
         wait_s = self._queue.wait_estimate(self)  # before taking our lock: the queue lock always comes first
         with self._lock:
             return JobView(
-                id=self.id, owner=self.owner, title=self.title, task=self.task, kind=self.kind, run_dir=self.run_dir,
+                id=self.id, owner=self.owner, title=self.title, teacher=self.teacher, task=self.task, kind=self.kind,
+                run_dir=self.run_dir,
                 state=self._state, reason=self._reason, place=self._place, wait_s=wait_s,
                 step=self._step, paused_at=self._paused_at, elapsed=self._elapsed,
                 budget_s=self.train_cfg.seconds or 0.0,
@@ -237,6 +257,12 @@ class Job:
         return left
 
     # ---- controls: messages to the worker --------------------------------------------------------------
+
+    def check_control(self, owner: str, teacher: bool = False) -> None:
+        """Only the student who started a job (or the teacher) may control it; pages call this before any control.
+        `owner` is the id of a session that holds its browser's secret, never one read from a URL."""
+        if owner != self.owner and not teacher:
+            raise JobError("this run is not yours: only the student who started it, or the teacher, can control it")
 
     def _command(self, *msg: Any) -> None:
         """Send a command now, or when the worker starts (caller holds self._lock)."""
@@ -353,7 +379,7 @@ class Job:
             elif kind == "val":
                 self._val.append(dict(event))
             elif kind == "snapshot":
-                self._snapshot = {k: event.get(k) for k in ("step", "x", "x_hat", "codes", "usage")}
+                self._snapshot = {k: event.get(k) for k in ("step", "x", "x_hat", "codes", "usage", "upkeep")}
             elif kind == "paused":
                 self._paused_at = step
                 if self._state == "running":
@@ -364,8 +390,7 @@ class Job:
                 for k in applied:
                     self._pending.pop(k, None)
                 self._changes.append({"step": step, **applied})
-                if "k" in applied:
-                    self.title = retitle_k(self.title, int(applied["k"]))
+                self.title = retitle(self.title, applied)
             elif kind == "failed":
                 self._reason = str(event.get("reason", "training failed"))
 
@@ -396,11 +421,8 @@ class Job:
             status = {}
         status.update(state=state, reason=reason, updated=time.time())
         status.setdefault("step", self.step_count)
-        try:
-            runs.write_json(folder / runs.CONFIG, meta)
-            runs.write_json(folder / runs.STATUS, status)
-        except OSError as e:
-            return f"{reason} (and its files could not be updated: {e})"
+        if not runs.write_final({folder / runs.CONFIG: meta, folder / runs.STATUS: status}):
+            return f"{reason} (its files will say so once the disk has space again)"
         return reason
 
 
@@ -443,14 +465,17 @@ class JobQueue:
     """FIFO queue of jobs shared by every session; at most `max_running` run at once, each in a worker."""
 
     def __init__(self, max_running: int | None = None, runs_dir: Path | str | None = None, *,
-                 per_owner: int = 3, max_queued: int = 40, max_seconds: float = 600.0, threads: int | None = None,
-                 history: int = 2000, keep_finished: int = 200, pause_limit_s: float = 600.0, backend=None,
-                 max_results: int = 16, lock: bool = False, app_limits: bool = False):
+                 per_owner: int = 3, per_address: int | None = None, max_queued: int = 40,
+                 max_seconds: float = 600.0, threads: int | None = None, history: int = 2000,
+                 keep_finished: int = 200, pause_limit_s: float = 600.0, backend=None, max_results: int = 16,
+                 lock: bool = False, app_limits: bool = False, teacher_slots: int = 2):
         self.max_running = max_running or default_max_running()
         if self.max_running < 1:
             raise ValueError("max_running must be at least 1")
         self.runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
         self.per_owner = per_owner
+        self.per_address = default_per_address() if per_address is None else per_address
+        self.teacher_slots = teacher_slots   # workers kept for the teacher's runs: they never wait behind students
         self.max_queued = max_queued
         self.max_seconds = max_seconds
         self.threads = threads or max(1, cpu_count() // self.max_running)
@@ -469,31 +494,45 @@ class JobQueue:
         self._pending: deque[Job] = deque()
         self._running: set[str] = set()
         self._keyed: OrderedDict[Any, Job] = OrderedDict()   # prior and call jobs by what they compute
-        self._sweeps: OrderedDict[str, dict[str, int]] = OrderedDict()
+        self._sweeps: OrderedDict[str, dict] = self._read_sweeps()
+        self._demo: list[str] = []
         self._interrupted = self._mark_interrupted()
 
     # ---- submit and schedule -------------------------------------------------------------------------
 
-    def check_limits(self, owner: str, client: str = "") -> None:
-        """Raise JobError if this student may not queue another run now: per student (counted by browser too, so a new
-        tab or a dropped ?me= does not reset it) and per class. Pages call it before costly preparation."""
+    def check_limits(self, owner: str, address: str | None = None, teacher: bool = False) -> None:
+        """Raise JobError if this student may not queue another run now: per student, per network address (a
+        script that makes up students still has one address) and per class; the teacher's lane has its own bound.
+        Pages call it before costly preparation."""
         with self._lock:
-            self._check_limits(owner, client)
+            self._check_limits(owner, address, teacher)
 
-    def _check_limits(self, owner: str, client: str) -> None:
-        mine = [j for j in self._jobs.values() if j.state in ACTIVE and j.task != "call"
-                and (j.owner == owner or (client and j.client == client))]
+    def _check_limits(self, owner: str, address: str | None, teacher: bool = False) -> None:
+        active = [j for j in self._jobs.values() if j.state in ACTIVE and j.task != "call"]
+        if teacher:
+            lane = [j for j in active if j.teacher]
+            if len(lane) >= 2 * self.teacher_slots:
+                raise JobError(f"the teacher's lane already holds {len(lane)} runs; stop one first")
+            return
+        mine = [j for j in active if j.owner == owner]
         if len(mine) >= self.per_owner:
             raise JobError(f"you already have {len(mine)} runs queued or training (the limit is {self.per_owner} "
                            "per student); stop one or wait for one to finish")
+        if address and self.per_address:
+            same = [j for j in active if j.address == address]
+            if len(same) >= self.per_address:
+                raise JobError(f"{len(same)} runs from your network address are queued or training (the limit is "
+                               f"{self.per_address}); wait for one to finish")
         if len(self._pending) >= self.max_queued:
             raise JobError(f"the class queue is full ({len(self._pending)} runs waiting); try again when some finish")
 
     def submit(self, owner: str, title: str, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
-               normalize_recon: bool = False, client: str = "", run_dir: Path | None = None) -> Job:
+               normalize_recon: bool = False, address: str | None = None, run_dir: Path | None = None,
+               teacher: bool = False) -> Job:
         """Queue a training run (it starts at once when a worker is free). Raises ValueError/JobError with a clear
-        message. `client` names the browser for the per-student limit (the app passes a cookie's hash); `run_dir`
-        is a folder of the caller's choosing (the CLI's --out), else a new one under the runs folder."""
+        message. `address` is the student's network address (per-address limit); `teacher` puts it in the teacher's
+        lane (its own workers, ahead of every student's run); `run_dir` is a folder of the caller's choosing (the
+        CLI's --out), else a new one under the runs folder."""
         owner = str(owner).strip()[:64]
         if not owner:
             raise JobError("a job needs an owner id")
@@ -509,7 +548,7 @@ class JobQueue:
         train_cfg.validate()
         self._reap()
         with self._lock:
-            self._check_limits(owner, client)
+            self._check_limits(owner, address, teacher)
             try:
                 if run_dir is not None:
                     run_dir.mkdir(parents=True, exist_ok=True)
@@ -524,10 +563,12 @@ class JobQueue:
             spec = JobSpec("train", threads, {
                 "model": model_cfg, "data": data_cfg, "train": train_cfg, "normalize_recon": normalize_recon,
                 "command": f"app job for {owner}", "meta": {"title": title, "owner": owner, "job": run_dir.name}})
-            job = Job(self, spec, owner=owner, client=client, title=title, run_dir=run_dir, store_dir=run_dir,
-                      model_cfg=model_cfg, data_cfg=data_cfg, train_cfg=train_cfg, normalize_recon=normalize_recon)
+            job = Job(self, spec, owner=owner, address=address, title=title, run_dir=run_dir, store_dir=run_dir,
+                      model_cfg=model_cfg, data_cfg=data_cfg, train_cfg=train_cfg, normalize_recon=normalize_recon,
+                      teacher=teacher)
             try:
-                runs.write_json(run_dir / runs.JOB, {"owner": owner, "title": title, "created": job.created})
+                runs.write_json(run_dir / runs.JOB, {"owner": owner, "title": title, "created": job.created,
+                                                     "teacher": teacher})
                 runs.write_json(run_dir / runs.CONFIG, {
                     "kind": model_cfg.kind, "title": title, "owner": owner, "job": job.id,
                     "model": model_cfg.to_dict(), "data": dataclasses.asdict(data_cfg),
@@ -542,7 +583,7 @@ class JobQueue:
         return job
 
     def submit_prior(self, owner: str, model_dir: Path | str, out_dir: Path | str, seconds: float = 60.0,
-                     seed: int = 0, client: str = "") -> Job:
+                     seed: int = 0, address: str | None = None, teacher: bool = False) -> Job:
         """Queue training a prior over `model_dir`'s codes, written to `out_dir`; the same prior already queued or
         training is returned instead of a second one."""
         model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -551,7 +592,7 @@ class JobQueue:
             same = self._keyed.get(key)
             if same is not None and same.state in ACTIVE:
                 return same
-            self._check_limits(owner, client)
+            self._check_limits(owner, address, teacher)
             files = {}
             for name in (runs.WEIGHTS, runs.CONFIG):
                 path = model_dir / name
@@ -561,8 +602,9 @@ class JobQueue:
                 raise JobError(f"{model_dir.name} has no trained weights to fit a prior to")
             seconds = min(float(seconds), self.max_seconds)
             spec = JobSpec("prior", self.threads, {"files": files, "seconds": seconds, "seed": int(seed)})
-            job = Job(self, spec, owner=owner, client=client, title=f"prior for {model_dir.name}", run_dir=None,
-                      store_dir=out_dir, train_cfg=TrainConfig(seconds=seconds, seed=int(seed), val_every=100), key=key)
+            job = Job(self, spec, owner=owner, address=address, title=f"prior for {model_dir.name}", run_dir=None,
+                      store_dir=out_dir, train_cfg=TrainConfig(seconds=seconds, seed=int(seed), val_every=100), key=key,
+                      teacher=teacher)
             self._keep(key, job)
             self._enqueue(job)
         return job
@@ -576,7 +618,7 @@ class JobQueue:
                 self._keyed.move_to_end(key)
                 return job
             spec = JobSpec("call", 1, {"fn": fn, "args": args, "kwargs": kwargs})
-            job = Job(self, spec, owner="server", client="", title=fn, run_dir=None, store_dir=None,
+            job = Job(self, spec, owner="server", address=None, title=fn, run_dir=None, store_dir=None,
                       train_cfg=TrainConfig(seconds=self.max_seconds), key=key)
             self._keep(key, job)
             self._enqueue(job, front=True)
@@ -597,7 +639,9 @@ class JobQueue:
     def _enqueue(self, job: Job, front: bool = False) -> None:
         with self._lock:
             self._jobs[job.id] = job
-            if front:
+            if job.teacher:   # behind the teacher's earlier runs, ahead of every student's
+                self._pending.insert(sum(j.teacher for j in self._pending), job)
+            elif front:
                 self._pending.appendleft(job)
             else:
                 self._pending.append(job)
@@ -606,10 +650,19 @@ class JobQueue:
             self._forget_old()
 
     def _schedule(self) -> None:
+        """Start what may start: the teacher's runs on their own `teacher_slots` workers, everything else on
+        `max_running`, each in queue order."""
         with self._lock:
-            while self._pending and len(self._running) < self.max_running:
-                job = self._pending.popleft()
+            busy = {True: 0, False: 0}
+            for job_id in self._running:
+                busy[self._jobs[job_id].teacher] += 1
+            room = {True: self.teacher_slots, False: self.max_running}
+            for job in list(self._pending):
+                if busy[job.teacher] >= room[job.teacher]:
+                    continue
+                self._pending.remove(job)
                 self._running.add(job.id)
+                busy[job.teacher] += 1
                 with job._lock:
                     job._place, job._reason = None, "starting a worker"
                 threading.Thread(target=self._work, args=(job,), name=f"vqdemo-pump-{job.id}", daemon=True).start()
@@ -669,9 +722,12 @@ class JobQueue:
         with self._lock:
             if job not in self._pending:
                 return None
-            ahead = [j.train_cfg.seconds or 0.0 for j in self._pending][: self._pending.index(job)]
-            running = [j._remaining_s() for j in self._jobs.values() if j.id in self._running]
-        free_at = sorted(running) + [0.0] * (self.max_running - len(running))
+            lane = [j for j in self._pending if j.teacher == job.teacher]
+            ahead = [j.train_cfg.seconds or 0.0 for j in lane][: lane.index(job)]
+            running = [j._remaining_s() for j in self._jobs.values() if j.id in self._running
+                       and j.teacher == job.teacher]
+        workers = self.teacher_slots if job.teacher else self.max_running
+        free_at = sorted(running) + [0.0] * max(0, workers - len(running))
         for seconds in ahead:   # each job ahead takes the worker that frees first
             free_at[0] += seconds
             free_at.sort()
@@ -679,20 +735,57 @@ class JobQueue:
 
     # ---- sweeps: one link, a different (K, beta) for each student ----------------------------------------
 
+    def pin_sweep(self, sweep: str) -> None:
+        """A teacher's sweep: its cells are handed out in turn (every cell used before any repeats), each student's
+        kept for good, on disk too, so no later visitor, made-up student or other sweep moves it."""
+        with self._lock:
+            self._sweeps.setdefault(sweep, {})
+            self._sweeps.move_to_end(sweep)
+            while len(self._sweeps) > MAX_PINNED_SWEEPS:
+                self._sweeps.popitem(last=False)
+            self._write_sweeps()
+
+    def pinned(self, sweep: str) -> bool:
+        with self._lock:
+            return sweep in self._sweeps
+
     def sweep_cell(self, sweep: str, owner: str, cells: int) -> int:
-        """The cell of a teacher's sweep that this student gets: handed out in order, the same one on every visit."""
+        """The cell of a sweep this student gets, the same on every visit: in turn for a teacher's (pinned) sweep,
+        else a hash of (sweep, student), which depends on nothing else at all."""
         cells = max(1, cells)
         with self._lock:
-            given = self._sweeps.setdefault(sweep, {})
-            self._sweeps.move_to_end(sweep)
-            while len(self._sweeps) > MAX_SWEEPS:   # a link can name any sweep: memory stays bounded
-                self._sweeps.popitem(last=False)
-            if owner in given:
-                return given[owner] % cells
-            if len(given) >= MAX_SWEEP_OWNERS:
-                return int(hashlib.blake2b(owner.encode(), digest_size=4).hexdigest(), 16) % cells
-            given[owner] = len(given) % cells
-            return given[owner]
+            given = self._sweeps.get(sweep)
+            if given is None or (owner not in given and len(given) >= MAX_SWEEP_OWNERS):
+                return int(hashlib.blake2b(f"{sweep}\0{owner}".encode(), digest_size=4).hexdigest(), 16) % cells
+            if owner not in given:
+                given[owner] = len(given)
+                self._write_sweeps()
+            return given[owner] % cells
+
+    def _read_sweeps(self) -> OrderedDict[str, dict]:
+        try:
+            kept = runs.read_json(self.runs_dir / SWEEPS_FILE)
+        except runs.CheckpointError:
+            return OrderedDict()
+        return OrderedDict((str(name), {str(o): c for o, c in given.items() if isinstance(c, int) and c >= 0})
+                           for name, given in list(kept.items())[-MAX_PINNED_SWEEPS:] if isinstance(given, dict))
+
+    def _write_sweeps(self) -> None:
+        try:
+            runs.write_json(self.runs_dir / SWEEPS_FILE, dict(self._sweeps))
+        except OSError:
+            pass   # a read-only runs folder: the cells hold until the server stops
+
+    # ---- the teacher's demo: a pair of runs everyone can watch ---------------------------------------
+
+    def set_demo(self, job_ids: list[str]) -> None:
+        with self._lock:
+            self._demo = list(job_ids)
+
+    def demo(self) -> list[Job]:
+        """The teacher's latest demo pair (the lesson's collapse contrast), for every student's Train page."""
+        with self._lock:
+            return [self._jobs[i] for i in self._demo if i in self._jobs]
 
     # ---- housekeeping --------------------------------------------------------------------------------
 
@@ -733,10 +826,7 @@ class JobQueue:
                 kept = "; its last saved checkpoint is kept" if info.has_weights else "; it had saved no weights"
                 status = dict(info.status, state="interrupted", was=was, updated=time.time(),
                               reason=f"the server stopped while this run was {was} at step {step}{kept}")
-                try:
-                    runs.write_json(info.path / runs.STATUS, status)
-                except OSError:
-                    pass
+                runs.write_final({info.path / runs.STATUS: status})
             found.append(Interrupted(info.path, str(job_meta.get("title") or info.meta.get("title") or info.id),
                                      str(job_meta.get("owner") or info.meta.get("owner") or ""),
                                      str(info.status.get("was", was)), step, info.has_weights))

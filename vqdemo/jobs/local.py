@@ -3,7 +3,7 @@
 Each worker is a fresh interpreter, `python -m vqdemo.jobs FD` (no copy of the web server's threads or
 locks, its own torch and thread count, its own OpenMP set-up made before torch loads). Not multiprocessing's
 "spawn": that re-runs the parent's main script in the child, and under `streamlit run` the main script is app.py.
-One warm spare waits with torch already imported, so a student's run starts training in well under a second
+Warm spares wait with torch already imported, so a student's run starts training in well under a second
 instead of after an import. A socket pair carries the messages of `worker.py` (multiprocessing's Connection
 framing); if the app dies, the worker sees the socket close and stops.
 """
@@ -93,15 +93,16 @@ class LocalHandle:
 
 
 class LocalBackend:
-    """Starts jobs in spawned processes, keeping one spare warm (thread-safe)."""
+    """Starts jobs in spawned processes, keeping `spares` warm (thread-safe): two by default, so the teacher's pair
+    of runs starts at once, both without waiting for torch to import."""
 
     name = "local"
 
-    def __init__(self, spare: bool = True):
-        self._keep_spare = spare
+    def __init__(self, spares: int = 2):
+        self._wanted = spares
         self._lock = threading.Lock()
-        self._spare: LocalHandle | None = None
-        if spare:
+        self._spares: list[LocalHandle] = []
+        if spares:
             self._warm()
 
     def _spawn(self) -> LocalHandle:
@@ -115,23 +116,24 @@ class LocalBackend:
 
     def _warm(self) -> None:
         with self._lock:
-            if self._spare is None or not self._spare.alive():
-                self._spare = self._spawn()
+            self._spares = [h for h in self._spares if h.alive()]
+            while len(self._spares) < self._wanted:
+                self._spares.append(self._spawn())
 
     def start(self, spec: worker.JobSpec) -> LocalHandle:
         with self._lock:
-            handle, self._spare = self._spare, None
+            handle = self._spares.pop(0) if self._spares else None
         if handle is None or not handle.alive():
             handle = self._spawn()
         handle.send(spec)
-        if self._keep_spare:
+        if self._wanted:
             threading.Thread(target=self._warm, daemon=True, name="vqdemo-spare").start()
         return handle
 
     def close(self) -> None:
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
+            spares, self._spares = self._spares, []
+        for spare in spares:
             spare.kill()
 
 

@@ -30,7 +30,7 @@ class JobActor:
     """Holds one job's worker process on a Ray node and relays its messages."""
 
     def __init__(self, spec: worker.JobSpec):
-        self._handle = LocalBackend(spare=False).start(spec)
+        self._handle = LocalBackend(spares=0).start(spec)
 
     def command(self, msg: worker.Message) -> None:
         self._handle.send(msg)

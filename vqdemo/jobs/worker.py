@@ -55,6 +55,9 @@ class ForwardingStore:
     def metrics(self, rows: list[dict]) -> None:
         self._send(("store", "metrics", rows))
 
+    def images(self, blob: bytes) -> None:
+        self._send(("store", "images", blob))
+
     def checkpoint(self, model_meta: dict, blob: bytes, improved: bool, step: int, best: dict | None = None) -> None:
         self._send(("store", "checkpoint", model_meta, blob, improved, step, best))
 
@@ -118,8 +121,24 @@ def _umap_2d(points, seed: int = 0):
     return umap_2d(points, seed=seed)
 
 
+def _best_codes(run_dir: str, image, seed: int = 0) -> dict:
+    """The best-codes search (vqdemo.best_codes) for one image (C, H, W) with the model saved in run_dir."""
+    import torch
+
+    from ..best_codes import SearchConfig, search
+    from ..runs import load_model
+
+    model, _ = load_model(run_dir)
+    found = search(model, torch.as_tensor(image), SearchConfig(seed=seed))
+    return {"encoder_codes": found.encoder_codes.numpy(), "codes": found.codes.numpy(),
+            "encoder_psnr": found.encoder_psnr, "psnr": found.psnr, "image": found.image.numpy(),
+            "encoder_image": found.encoder_image.numpy(), "sweeps": found.sweeps, "seconds": found.seconds,
+            "history": found.history}
+
+
 TASKS = {"train": _train, "prior": _prior, "call": _call}
-CALLS: dict[str, Callable[..., Any]] = {"umap_2d": _umap_2d}   # what a "call" job may run: named, never pickled code
+# what a "call" job may run: named, never pickled code
+CALLS: dict[str, Callable[..., Any]] = {"umap_2d": _umap_2d, "best_codes": _best_codes}
 
 
 def run(spec: JobSpec, control, send: Callable[[Message], None]) -> tuple[str, str, Any]:

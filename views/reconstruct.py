@@ -182,15 +182,21 @@ def best_codes_section() -> None:
         r = job.result
         changed = torch.as_tensor(r["codes"] != r["encoder_codes"]).any(0)          # (h, w)
         cols = st.columns(3)
-        cols[0].image(state.crisp(data.val_x[i], 150), caption=f"#{i}: original")
+        name = f"validation image {i}{describe.label(data.class_names, data.val_y, i)}"
+        cols[0].image(state.crisp(data.val_x[i], 150), caption=f"#{i}: original", alt=name)
         cols[1].image(state.crisp(torch.as_tensor(r["encoder_image"]), 150),
-                      caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB")
+                      caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB",
+                      alt=describe.image(f"{name} decoded from the encoder's codes", r["encoder_psnr"]))
         tinted = fg.overlay_cells(torch.as_tensor(r["image"]), changed, fg.ARGMIN)
-        cols[2].image(state.crisp(tinted, 150), caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)")
+        cols[2].image(state.crisp(tinted, 150), caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)",
+                      alt=describe.image(f"{name} decoded from the searched codes, its {int(changed.sum())} "
+                                         "changed cells tinted", r["psnr"]))
         d = min(depth, r["codes"].shape[0] - 1)
-        st.plotly_chart(fg.code_maps([r["encoder_codes"][d], r["codes"][d]], K[d],
-                                     ["encoder's codes", "searched codes"]),
-                        config={"displayModeBar": False}, key="rc_best_maps")
+        describe.chart(st, fg.code_maps([r["encoder_codes"][d], r["codes"][d]], K[d],
+                                        ["encoder's codes", "searched codes"]),
+                       "the encoder's and the searched codes: " + describe.code_map(
+                           [r["encoder_codes"][d], r["codes"][d]], K[d]),
+                       config={"displayModeBar": False}, key="rc_best_maps")
         n_cells = changed.numel()
         st.caption(f"Greedy coordinate descent over the {n_cells} cells ({r['sweeps']} sweeps, {r['seconds']:.1f} s "
                    f"in a worker) changed the code of {int(changed.sum())} cells and moved this image's PSNR from "

@@ -33,8 +33,9 @@ def open_sample(model: str = "shipped:mnist-vq", **params) -> AppTest:
 
 
 def images(at: AppTest) -> dict[str, str]:
-    """alt text -> URL of every image (Streamlit names media by a hash of the bytes)."""
-    return {im.proto.imgs[0].alt: im.value[0] for im in at.image}
+    """alt text's lead (before its computed description) -> URL of every image (Streamlit names media by a hash
+    of the bytes)."""
+    return {im.proto.imgs[0].alt.split(": ")[0]: im.value[0] for im in at.image}
 
 
 def metric(at: AppTest, label: str) -> str:

@@ -20,6 +20,7 @@ MAX_POINTS = 400
 HEIGHT = 260
 TERM_COLORS = {"recon": "#1f77b4", "codebook": "#2ca02c", "commit": "#ff7f0e", "kl": "#9467bd", "loss": "#555555"}
 USED, DEAD = "#1f77b4", theme.DEAD
+DEAD_TEXT = "#b91c1c"   # dead codes' label: a darker red, 6.5:1 on white (text needs 4.5:1)
 REFERENCE = "#374151"   # K and other reference lines: dark grey (red is kept for dead codes)
 SELECTED = "#111827"    # the outline of the highlighted code (near black: amber is the perplexity line here)
 DIM = 0.6               # how far the other codes fade towards white while one is highlighted
@@ -224,6 +225,13 @@ def usage_histogram(usage: Sequence[float] | np.ndarray, dead_below: float = NEV
         fig.add_hline(y=even, line=dict(color="#6b7280", dash="dot", width=1))
         fig.add_annotation(x=len(u) - 0.5, y=even, text="even use", showarrow=False, xanchor="right",
                            yanchor="bottom", font=dict(color="#6b7280"))
+    if dead.any():   # dead codes named in text, not by their red alone (WCAG 1.4.1)
+        n_dead, start = int(dead.sum()), int(x[dead].min())
+        over_tail = sort and start < len(u) * 0.75   # sorted: the dead are the tail; label it where it starts
+        fig.add_annotation(x=start - 0.5 if sort else len(u) - 0.5, y=0.3, yref="paper", showarrow=False,
+                           text=f"{n_dead} dead" + ("" if over_tail or not sort else " →"),
+                           xanchor="left" if over_tail else "right",
+                           font=dict(color=DEAD_TEXT), bgcolor="rgba(255,255,255,0.85)")
     if picked.any():
         i = int(np.flatnonzero(picked)[0])
         fig.add_annotation(x=int(x[i]), y=float(max(u[i], stub)), text=f"#{selected}", showarrow=True, arrowhead=2,

@@ -177,7 +177,8 @@ def vector_compare(z: np.ndarray, e: np.ndarray, code: int, k: int, height: int 
 def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int, tile_px: int,
                 selected: int | None = None) -> go.Figure:
     """Each code decoded alone, in `order`, as one image: a code-coloured frame when used, dead codes
-    tinted and framed red. `selected`: the highlighted code, framed amber, the other tiles faded towards white.
+    tinted and framed red and crossed out (a shape, for those who do not see red). `selected`: the highlighted
+    code, framed amber, the other tiles faded towards white.
     customdata of the hover points is the code id.
 
     The figure has a height (tiles of about tile_px) but no width: it takes its column's width and the tiles
@@ -187,7 +188,10 @@ def tile_mosaic(tiles: Tensor, order: np.ndarray, counts: np.ndarray, ncol: int,
     imgs = tiles[torch.as_tensor(order)].clamp(0, 1).expand(-1, 3, -1, -1).clone()  # (K, 3, H, W)
     dead = torch.as_tensor(counts[order] == 0)
     red = torch.tensor([0.86, 0.15, 0.15])[:, None, None]
-    imgs[dead] = 0.45 * imgs[dead] + 0.55 * red
+    cross = torch.zeros(th, tw, dtype=torch.bool)   # (H, W): a white X marks a dead tile by shape, not red alone
+    diag = torch.arange(min(th, tw))
+    cross[diag, diag] = cross[diag, tw - 1 - diag] = True
+    imgs[dead] = torch.where(cross, 1.0, 0.45 * imgs[dead] + 0.55 * red)
     frame = 2 if selected is None else 3
     framed = torch.ones(len(order), 3, th + 2 * frame, tw + 2 * frame)
     colors = code_colors(k)

@@ -1,4 +1,4 @@
-"""Paint a VQ-VAE code map with the mouse: pick a code from the palette, drag over cells.
+"""Paint a VQ-VAE code map with the mouse or the keyboard: pick a code from the palette, drag over cells.
 
 Plotly heatmaps return no selections and streamlit-drawable-canvas returns pixels, so this is a
 small Streamlit Components v2 element with inline HTML/CSS/JS (no package, no build step). The
@@ -12,6 +12,11 @@ run decides whether that painted grid still applies (see `_resolve`): a new stro
 was painted on these `codes`, or if `codes` is just the grid this painter returned last run (the
 app fed the result back, the usual pattern). An old stroke keeps applying until `codes` changes
 for another reason (a new image encoded, an undo), after which it is dropped for good.
+
+Keyboard (WCAG 2.1.1): the grid is one tab stop with a cursor cell (a roving tabindex, as the ARIA grid
+pattern has it); arrows move it, Space or Enter paints it, Shift+arrow paints while moving, I picks the
+cell's code, [ and ] step through the palette, Ctrl+Z undoes the last stroke. The palette is a listbox,
+one tab stop, arrows choose. Each keyboard paint is one stroke (one message), like a mouse drag.
 """
 
 from __future__ import annotations
@@ -45,12 +50,17 @@ _HTML = """
             title="Click or drag over cells to paint them with the selected code">Brush</button>
     <button type="button" class="gp-mode" data-mode="pick" aria-pressed="false"
             title="Click a cell to pick its code (right-click or Alt-click also picks)">Eyedropper</button>
-    <span class="gp-hint">Drag to paint &middot; right-click a cell to pick its code</span>
+    <span class="gp-hint">Drag to paint &middot; right-click picks a code &middot; keys: arrows move,
+      Space paints, I picks, Ctrl+Z undoes</span>
   </div>
-  <div class="gp-palette" role="listbox" aria-label="Codebook" data-testid="gridPainterPalette"></div>
+  <div class="gp-palette" role="listbox" aria-label="Codebook: arrow keys choose the code to paint with"
+       data-testid="gridPainterPalette"></div>
   <div class="gp-grid-wrap">
-    <div class="gp-grid" role="grid" aria-label="Code map" data-testid="gridPainterGrid"></div>
+    <div class="gp-grid" role="grid" data-testid="gridPainterGrid"
+         aria-label="Code map: arrow keys move, Space or Enter paints the cell, Shift+arrow paints while moving,
+                     I picks the cell's code, [ and ] change the code, Ctrl+Z undoes"></div>
   </div>
+  <span class="gp-sr" role="status" aria-live="polite" data-testid="gridPainterStatus"></span>
 </div>
 """
 
@@ -79,9 +89,11 @@ _CSS = """
 .gp-mode { font: inherit; color: inherit; background: transparent; cursor: pointer;
   border: 1px solid var(--gp-line); border-radius: var(--st-button-radius, 8px); padding: 0.2rem 0.75rem; }
 .gp-mode:hover { border-color: var(--gp-accent); }
-.gp-mode[aria-pressed="true"] { border-color: var(--gp-accent); color: var(--gp-accent);
-  background: color-mix(in srgb, var(--gp-accent) 10%, transparent); }
-.gp-hint { opacity: 0.65; font-size: 0.8rem; }
+.gp-mode[aria-pressed="true"] { border-color: var(--gp-accent); font-weight: 600;
+  background: color-mix(in srgb, var(--gp-accent) 10%, transparent); box-shadow: inset 0 0 0 1px var(--gp-accent); }
+.gp-mode:focus-visible { outline: 3px solid var(--gp-fg); outline-offset: 2px; }
+.gp-hint { opacity: 0.8; font-size: 0.8rem; }   /* 0.8: still 4.5:1 against the page (WCAG 1.4.3) */
+.gp-sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 .gp-palette { position: relative; display: flex; flex-wrap: wrap; gap: 4px;
   max-height: calc(4 * (var(--swatch) + 4px) + 12px);   /* four whole rows of swatches */
   overflow-y: auto; padding: 6px; border: 1px solid var(--gp-line);
@@ -92,6 +104,9 @@ _CSS = """
 .gp-swatch:hover, .gp-swatch.gp-hot { transform: scale(1.15); z-index: 1; }
 .gp-swatch.gp-hot { box-shadow: 0 0 0 2px var(--gp-fg); }
 .gp-swatch[aria-selected="true"] { outline: 2px solid var(--gp-accent); outline-offset: 1px; z-index: 2; }
+.gp-swatch:focus-visible { outline: 3px solid var(--gp-fg); outline-offset: 2px; box-shadow: 0 0 0 2px #fff;
+  z-index: 3; }
+@media (prefers-reduced-motion: reduce) { .gp-swatch { transition: none; } }
 .gp-show-ids:not(.gp-many) .gp-swatch::after { content: attr(data-code); position: absolute;
   right: 1px; bottom: 0; font-size: calc(10px + (1rem - 16px) * 1.5);   /* 10 px; 16 px when presenting */
   line-height: 1; color: #fff; text-shadow: 0 0 2px #000, 0 0 2px #000; }
@@ -100,7 +115,11 @@ _CSS = """
   grid-auto-rows: var(--cell); gap: 1px; width: max-content; padding: 1px; border-radius: 6px;
   background: var(--gp-line); touch-action: none; cursor: crosshair; }
 .gp[data-mode="pick"] .gp-grid { cursor: copy; }
+.gp-row { display: contents; }   /* rows for the ARIA grid; the CSS grid places the cells */
 .gp-cell { position: relative; background-size: cover; image-rendering: pixelated; }
+.gp-cell:focus { outline: none; }
+.gp-cell:focus-visible { outline: 3px solid var(--gp-fg); outline-offset: -3px; box-shadow: inset 0 0 0 5px #fff;
+  z-index: 2; }   /* dark ring inside a white one: visible over any tile */
 .gp-cell:hover { outline: 2px solid var(--gp-fg); outline-offset: -2px; z-index: 1; }
 .gp-cell.gp-hot { box-shadow: inset 0 0 0 2px var(--gp-accent); }
 .gp-id { display: none; position: absolute; right: 2px; bottom: 1px; pointer-events: none;
@@ -166,10 +185,14 @@ function createPainter(root) {
   const currentSwatch = $(".gp-current-swatch");
   const currentLabel = $(".gp-current-label");
   const modeButtons = [...root.querySelectorAll(".gp-mode")];
+  const status = $(".gp-sr");
   const s = {
     d: null, grid: [], cells: [], swatches: [], selected: 0, pySelected: null, hot: null,
     base: "", seq: 0, sentSeq: 0, strokes: 0, mode: "paint", painting: false, changed: false, send: null,
+    cursor: [0, 0], history: [], before: null,
   };
+  const copy = (grid) => grid.map((row) => row.slice());
+  const say = (text) => { status.textContent = text; };
 
   // Dress a cell or swatch as a code: its decoded tile over its colour (both validated).
   function look(el, code) {
@@ -185,7 +208,9 @@ function createPainter(root) {
       b.className = "gp-swatch";
       b.dataset.code = code;
       b.title = `code ${code}`;
+      b.tabIndex = -1;
       b.setAttribute("role", "option");
+      b.setAttribute("aria-label", `code ${code}`);
       b.setAttribute("aria-selected", "false");
       look(b, code);
       return b;
@@ -196,20 +221,41 @@ function createPainter(root) {
 
   function buildGrid() {
     gridEl.style.setProperty("--cols", String(s.d.w));
+    const refocus = gridEl.contains(document.activeElement);
     s.cells = s.grid.map((row, r) =>
       row.map((_, c) => {
         const cell = document.createElement("div");
         cell.className = "gp-cell";
         cell.setAttribute("role", "gridcell");
+        cell.tabIndex = -1;
         cell.dataset.r = r;
         cell.dataset.c = c;
         const id = document.createElement("span");
         id.className = "gp-id";
+        id.setAttribute("aria-hidden", "true");
         cell.append(id);
         return cell;
       }),
     );
-    gridEl.replaceChildren(...s.cells.flat());
+    const rows = s.cells.map((cells) => {
+      const row = document.createElement("div");
+      row.className = "gp-row";
+      row.setAttribute("role", "row");
+      row.replaceChildren(...cells);
+      return row;
+    });
+    gridEl.replaceChildren(...rows);
+    moveCursor(Math.min(s.cursor[0], s.d.h - 1), Math.min(s.cursor[1], s.d.w - 1), refocus);
+  }
+
+  // The cursor cell is the grid's one tab stop (roving tabindex); moving it moves the focus.
+  function moveCursor(r, c, focus) {
+    const [r0, c0] = s.cursor;
+    if (s.cells[r0] && s.cells[r0][c0]) s.cells[r0][c0].tabIndex = -1;
+    s.cursor = [clamp(r, 0, s.d.h - 1), clamp(c, 0, s.d.w - 1)];
+    const cell = s.cells[s.cursor[0]][s.cursor[1]];
+    cell.tabIndex = 0;
+    if (focus) cell.focus();
   }
 
   function drawCell(r, c, force) {
@@ -218,12 +264,16 @@ function createPainter(root) {
     if (!force && cell.dataset.code === String(code)) return;
     cell.dataset.code = code;
     cell.title = `row ${r}, col ${c}: code ${code}`;
+    cell.setAttribute("aria-label", `row ${r}, column ${c}: code ${code}`);
     cell.firstChild.textContent = String(code);
     look(cell, code);
   }
 
   function select(code) {
-    s.swatches.forEach((b, i) => b.setAttribute("aria-selected", String(i === code)));
+    s.swatches.forEach((b, i) => {
+      b.setAttribute("aria-selected", String(i === code));
+      b.tabIndex = i === code ? 0 : -1;
+    });
     s.selected = code;
     box.dataset.selected = code;
     look(currentSwatch, code);
@@ -267,6 +317,7 @@ function createPainter(root) {
   function pick(cell) {
     select(s.grid[Number(cell.dataset.r)][Number(cell.dataset.c)]);
     setMode("paint");
+    say(`picked code ${s.selected}`);
   }
 
   // One message per stroke: the whole grid, the codes it was painted on, and a stroke number.
@@ -276,6 +327,12 @@ function createPainter(root) {
     box.classList.remove("gp-painting");
     if (!s.changed || !s.send) return;
     s.changed = false;
+    s.history.push(s.before);
+    sendGrid();
+  }
+
+  function sendGrid() {
+    if (!s.send) return;
     s.seq += 1;
     s.sentSeq = s.seq;
     s.strokes += 1;
@@ -292,6 +349,8 @@ function createPainter(root) {
     // Touch pointers are captured by the first cell; release so pointerover reaches the others.
     if (cell.hasPointerCapture(e.pointerId)) cell.releasePointerCapture(e.pointerId);
     highlight(null);
+    moveCursor(Number(cell.dataset.r), Number(cell.dataset.c), false);
+    s.before = copy(s.grid);
     s.painting = true;
     s.changed = false;
     box.classList.add("gp-painting");
@@ -316,6 +375,66 @@ function createPainter(root) {
   });
   palette.addEventListener("pointerleave", () => highlight(null));
   modeButtons.forEach((b) => b.addEventListener("click", () => setMode(b.dataset.mode)));
+
+  // Keyboard painting: each painted cell is one stroke, so Python sees it at once (as after a mouse drag).
+  function paintCursor() {
+    const [r, c] = s.cursor;
+    if (s.grid[r][c] === s.selected) return say(`row ${r}, column ${c} already has code ${s.selected}`);
+    s.history.push(copy(s.grid));
+    s.grid[r][c] = s.selected;
+    drawCell(r, c, false);
+    sendGrid();
+    say(`painted row ${r}, column ${c} with code ${s.selected}`);
+  }
+
+  function undo() {
+    if (!s.history.length) return say("nothing to undo here; the Undo stroke button undoes older strokes");
+    s.grid = s.history.pop();
+    s.grid.forEach((row, r) => row.forEach((_, c) => drawCell(r, c, false)));
+    sendGrid();
+    say("undid the last stroke");
+  }
+
+  const MOVES = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+  gridEl.addEventListener("keydown", (e) => {
+    if (!s.d || s.painting) return;
+    const [r, c] = s.cursor;
+    const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    if (key in MOVES) {
+      moveCursor(r + MOVES[key][0], c + MOVES[key][1], true);
+      if (e.shiftKey) paintCursor();
+    } else if (key === "Home" || key === "End") {
+      moveCursor(e.ctrlKey ? (key === "Home" ? 0 : s.d.h - 1) : r, key === "Home" ? 0 : s.d.w - 1, true);
+    } else if (key === " " || key === "Enter") {
+      paintCursor();
+    } else if (key === "z" && (e.ctrlKey || e.metaKey)) {
+      undo();
+    } else if (key === "i") {
+      pick(s.cells[r][c]);
+    } else if (key === "[" || key === "]") {
+      select(clamp(s.selected + (key === "]" ? 1 : -1), 0, s.d.k - 1));
+      say(`code ${s.selected}`);
+    } else {
+      return;
+    }
+    e.preventDefault();
+  });
+  gridEl.addEventListener("focusin", (e) => {
+    const cell = cellOf(e);
+    if (cell) moveCursor(Number(cell.dataset.r), Number(cell.dataset.c), false);
+  });
+
+  // The palette is a listbox: one tab stop, arrows (a row at a time up and down) choose the code.
+  palette.addEventListener("keydown", (e) => {
+    if (!s.d) return;
+    const across = Math.max(1, s.swatches.filter((b) => b.offsetTop === s.swatches[0].offsetTop).length);
+    const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -across, ArrowDown: across }[e.key];
+    const to = e.key === "Home" ? 0 : e.key === "End" ? s.d.k - 1 : step ? s.selected + step : null;
+    if (to === null) return;
+    e.preventDefault();
+    select(clamp(to, 0, s.d.k - 1));
+    s.swatches[s.selected].focus();
+  });
   window.addEventListener("pointerup", endStroke);
   window.addEventListener("pointercancel", endStroke);
   window.addEventListener("blur", endStroke);
@@ -338,6 +457,8 @@ function createPainter(root) {
     if (!reshaped && (s.painting || s.sentSeq > d.seq)) {
       s.grid = s.grid.map((row) => row.map((v) => Math.min(v, d.k - 1)));
     } else {
+      const same = s.grid.length === d.h && s.grid.every((row, r) => sameList(row, d.grid[r]));
+      if (!same) s.history = [];   // a reset, a load or Python's undo: the local undo steps no longer apply
       s.grid = d.grid;
       s.base = d.rev;
       s.painting = false;

@@ -8,6 +8,12 @@ the server nothing. The HTML/CSS/JS strings are constant; the run travels in `da
 For tests and bench/playground_fps.py the root element carries data-state (playing / paused / done),
 data-frame (the frame shown), data-drawn (frames drawn since the run arrived) and data-draw-ms (the last
 frame's drawing time).
+
+Accessibility: every control is a native button, range or select (keyboard-operable as they are); the canvas is
+one tab stop too, where Space plays or pauses, the arrows step a frame back or forward and Home/End jump to the
+ends. Dead codes are crosses, live ones discs (shape, not red alone). With prefers-reduced-motion the run does
+not start by itself (WCAG 2.2.2): it waits on its first frame for Play or Step. A visually hidden live region
+reads the status line out after each step, pause or scrub, never while it plays (that would be 20 a second).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import streamlit as st
 
 _HTML = """
 <div class="pg" data-testid="playground" data-state="loading" data-frame="0" data-drawn="0">
-  <canvas class="pg-canvas" aria-label="Encoder outputs, codes and the region each code owns"></canvas>
+  <canvas class="pg-canvas" role="img" tabindex="0" data-testid="playgroundCanvas"
+          aria-label="Encoder outputs, codes and the region each code owns: Space plays or pauses, arrows step">
+  </canvas>
   <div class="pg-bar">
     <button type="button" class="pg-play" data-testid="playgroundPlay">Pause</button>
     <button type="button" class="pg-step" title="One frame forward">Step</button>
@@ -28,6 +36,7 @@ _HTML = """
     </select>
   </div>
   <div class="pg-status" data-testid="playgroundStatus"></div>
+  <div class="pg-sr" role="status" aria-live="polite" data-testid="playgroundAnnounce"></div>
 </div>
 """
 
@@ -41,6 +50,9 @@ _CSS = """
       border-radius: 6px; background: #f9fafb; color: inherit; cursor: pointer; }
 .pg-scrub { flex: 1 1 8rem; min-width: 6rem; accent-color: var(--st-primary-color, #1f77b4); }
 .pg-status { margin-top: 0.3rem; font-variant-numeric: tabular-nums; max-width: 560px; }
+.pg-bar button:focus-visible, .pg-bar select:focus-visible, .pg-scrub:focus-visible, .pg-canvas:focus-visible {
+      outline: 3px solid var(--st-primary-color, #1f77b4); outline-offset: 2px; }
+.pg-sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 """
 
 _JS = """
@@ -112,6 +124,8 @@ function createPlayer(root) {
   const play = root.querySelector(".pg-play"), stepBtn = root.querySelector(".pg-step");
   const restart = root.querySelector(".pg-restart"), scrub = root.querySelector(".pg-scrub");
   const speed = root.querySelector(".pg-speed"), status = root.querySelector(".pg-status");
+  const announce = root.querySelector(".pg-sr");
+  const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
   const ctx = canvas.getContext("2d");
   const cells = document.createElement("canvas");
   cells.width = GRID; cells.height = GRID;
@@ -205,6 +219,7 @@ function createPlayer(root) {
     box.dataset.state = s.playing ? "playing" : (s.run && s.frame >= s.run.f - 1 ? "done" : "paused");
     cancelAnimationFrame(s.raf);
     if (s.playing) { s.last = 0; s.raf = requestAnimationFrame(tick); }
+    else announce.textContent = status.textContent;
   }
 
   function tick(now) {
@@ -223,14 +238,24 @@ function createPlayer(root) {
     if (s.run && !s.playing && s.frame >= s.run.f - 1) s.frame = 0;
     setPlaying(!s.playing);
   });
-  stepBtn.addEventListener("click", () => {
+  function show(frame) {   // a still frame, on request (Step, scrub, keys)
     if (!s.run) return;
+    s.frame = Math.min(Math.max(frame, 0), s.run.f - 1);
     setPlaying(false);
-    s.frame = Math.min(s.frame + 1, s.run.f - 1);
     draw();
+    announce.textContent = status.textContent;
+  }
+  stepBtn.addEventListener("click", () => show(s.frame + 1));
+  canvas.addEventListener("keydown", (e) => {
+    if (!s.run) return;
+    const to = { ArrowRight: s.frame + 1, ArrowLeft: s.frame - 1, Home: 0, End: s.run.f - 1 }[e.key];
+    if (to !== undefined) show(to);
+    else if (e.key === " " || e.key === "Enter" || e.key === "k") play.click();
+    else return;
+    e.preventDefault();
   });
   restart.addEventListener("click", () => { s.frame = 0; setPlaying(true); });
-  scrub.addEventListener("input", () => { setPlaying(false); s.frame = Number(scrub.value); draw(); });
+  scrub.addEventListener("input", () => show(Number(scrub.value)));
   const onResize = () => { if (!s.playing) draw(); };
   window.addEventListener("resize", onResize);
 
@@ -242,7 +267,7 @@ function createPlayer(root) {
     scrub.max = String(r.f - 1);
     speed.value = String(r.fps);
     draw();
-    setPlaying(true);
+    setPlaying(!reducedMotion.matches);
   }
 
   function destroy() {

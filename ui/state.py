@@ -160,6 +160,9 @@ def _param(name: str, default: str) -> str:
 # cuts its label and value with "..." when its column is narrow ("Perplexity (K=1..." and "124 / ..." in four
 # columns at 1280 px): its label wraps instead, and its value shrinks with its column (cqi: percent of the
 # metric's width; the value is at most 6 characters wide at 1em... about 9 at 0.55em).
+# Captions: Streamlit draws them light grey (3.9:1 on white); WCAG 2.1 AA asks 4.5:1, so they take the text colour
+# at 80% (6.7:1 on white, and as readable on a dark theme). A keyboard focus ring on links. .vq-sr: text for screen
+# readers only (ui/describe.py's chart summaries), its element box taken out of the page's flow.
 PAGE_CSS = """<style>
 [data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
 [class*=st-key-lesson_step_] [data-testid=stPageLink] p { font-size: 1.2rem; font-weight: 600; }
@@ -168,6 +171,10 @@ PAGE_CSS = """<style>
   white-space: normal !important; overflow: visible !important; }
 [data-testid=stMetricValue] { font-size: min(2.25rem, 19cqi) !important; }
 [data-testid=stMetricValue] [data-testid=stMarkdownContainer] { overflow: visible !important; }
+[data-testid=stCaptionContainer] { color: inherit !important; opacity: 0.8; }
+a:focus-visible { outline: 3px solid #1f77b4; outline-offset: 2px; }
+[data-testid=stElementContainer]:has(.vq-sr) { position: absolute !important; width: 0 !important; height: 0;
+  overflow: hidden; }
 </style>"""
 # Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
 # fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text). The top bar's links lose their

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui import state, text, theme
+from ui import describe, state, text, theme
 from ui.identity import Student
 from ui.jobs import job_queue, student, tick_seconds
 from vqdemo import classroom
@@ -65,7 +65,7 @@ def board(colour: str, me: str) -> None:
     if not points:
         st.info("No VQ-VAE or RQ-VAE runs on this server yet. Hand out a sweep (below) or start one on the Train page.")
         return
-    event = st.plotly_chart(scatter(points, colour, me), key="cl_board", on_select="rerun", selection_mode="points")
+    event = describe.chart(st, scatter(points, colour, me), key="cl_board", on_select="rerun", selection_mode="points")
     st.caption("Each point is one run (yours is a star; open rings are still training). Look along a row: does a "
                "bigger K always help? Look down a column: what does a larger beta do to codebook use?")
     if summary := classroom.summary(points):

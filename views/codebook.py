@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import charts, state, text
+from ui import charts, describe, state, text
 from ui import figures as fg
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis, explain
@@ -148,19 +148,20 @@ with tiles_col:
     st.subheader("Every code decoded alone")
     ncol = math.ceil(math.sqrt(K))
     tile_px = max(16, min(56, (560 if big else 420) // ncol))
-    st.plotly_chart(fg.tile_mosaic(view["tiles"], order, counts, ncol, tile_px, marked),
-                    key="cb_tiles", on_select=partial(on_click, "cb_tiles"), selection_mode="points", width="stretch",
-                    config={"displayModeBar": False})
+    describe.chart(st, fg.tile_mosaic(view["tiles"], order, counts, ncol, tile_px, marked),
+                   f"all {K} codes decoded on their own, most used first: " + describe.usage(counts),
+                   key="cb_tiles", on_select=partial(on_click, "cb_tiles"), selection_mode="points", width="stretch",
+                   config={"displayModeBar": False})
     st.caption("Most used first, left to right: each code's vector tiled over the whole latent grid and decoded "
                "to see what it learned. Red tiles are dead codes: on this page, dead means no vector of the "
                f"{len(data.val_x)} validation images picked it. Click a tile to see where it is used.")
 with usage_col:
     st.subheader("How often each code is picked")
-    st.plotly_chart(charts.usage_histogram(counts, charts.NEVER_USED, "vectors that picked it", sort=True,
-                                           height=440 if big else 360, color=fg.code_colors(K),
-                                           perplexity=view["perplexity"], selected=marked),
-                    key="cb_usage", on_select=partial(on_click, "cb_usage"), selection_mode="points",
-                    config={"displayModeBar": False})
+    describe.chart(st, charts.usage_histogram(counts, charts.NEVER_USED, "vectors that picked it", sort=True,
+                                              height=440 if big else 360, color=fg.code_colors(K),
+                                              perplexity=view["perplexity"], selected=marked),
+                   describe.usage(counts), key="cb_usage", on_select=partial(on_click, "cb_usage"),
+                   selection_mode="points", config={"displayModeBar": False})
     st.caption(f"Codes ranked by use over the validation set, each in its code colour. The dashed line is the "
                f"perplexity ({view['perplexity']:.1f}): how many codes are effectively in use, against K = {K}. "
                "Dead codes (never picked) are the short red bars at the end. Click a bar to highlight its code.")
@@ -208,8 +209,8 @@ def map_panel() -> None:
     fig = fg.map_2d(xy[k:], xy[:k], pts["codes"], pts["labels"], counts, by,
                     [text.plotly(n) for n in data.class_names or []] or None, 560 if big else 470, method,
                     st.session_state["cb_code"] if st.session_state["cb_hl"] else None)
-    st.plotly_chart(fig, config={"displayModeBar": False}, key="cb_map", on_select=partial(on_click, "cb_map"),
-                    selection_mode="points")
+    describe.chart(st, fig, config={"displayModeBar": False}, key="cb_map", on_select=partial(on_click, "cb_map"),
+                   selection_mode="points")
     if st.session_state["cb_drawn"] != (st.session_state["cb_code"] if st.session_state["cb_hl"] else None):
         st.rerun()   # a click on the map (this fragment's rerun) moved the highlight: redraw the other charts too
     st.caption(f"{method} of the {k} codebook vectors (diamonds; dead ones red crosses) and {len(pts['points'])} "
@@ -227,7 +228,8 @@ with pick_col:
     code = st.selectbox("Code", [int(c) for c in order], key="cb_code", on_change=highlight,
                         format_func=lambda c: f"#{c} · {counts[c]} uses" if counts[c] else f"#{c} · dead")
     state.to_url((CODE, code), (HIGHLIGHT, st.session_state["cb_hl"]))
-    st.image(state.crisp(view["tiles"][code], 150), caption=f"code #{code} decoded alone")
+    st.image(state.crisp(view["tiles"][code], 150), caption=f"code #{code} decoded alone",
+             alt=describe.tile(code, int(counts[code])))
 with imgs_col:
     top = analysis.images_using(view["codes"], code, top=8)
     if len(top) == 0:
@@ -243,7 +245,9 @@ with imgs_col:
         for c, i in zip(cols, top.tolist()):
             mask = view["codes"][i] == code
             c.image(state.crisp(fg.overlay_cells(data.val_x[i], mask, color), 96),
-                    caption=f"#{i}: {int(mask.sum())} cells")
+                    caption=f"#{i}: {int(mask.sum())} cells",
+                    alt=f"validation image {i}{describe.label(data.class_names, data.val_y, i)}, its "
+                        f"{int(mask.sum())} cells that picked code #{code} tinted")
         st.caption(f"The validation images that use code #{code} most; the cells that picked it are tinted in its "
                    "colour. A code is a piece of stroke or texture, reused wherever it fits.")
 
@@ -262,7 +266,7 @@ def start_section() -> None:
     g, trained = sv["inits"], sv["trained"]
     rows = [("fresh encoder's outputs", g["normal"].output_dist), ("this model's outputs, trained", trained)]
     rows += [(f"{INIT_NAMES[i]} codes", g[i].code_dist) for i in INIT_NAMES]
-    st.plotly_chart(fg.distance_strips(rows, 330 if big else 290), config={"displayModeBar": False})
+    describe.chart(st, fg.distance_strips(rows, 330 if big else 290), config={"displayModeBar": False})
     t50, t95 = np.percentile(trained, [50, 95])
     n, u = g["normal"], g["uniform"]
     u_from_centre = float(np.median(u.code_dist))

@@ -13,6 +13,9 @@ import streamlit as st
 import torch
 
 from ui import charts, state, text
+from ui.describe import chart as chart_with_summary
+from ui.describe import grid as grid_alt
+from ui.describe import usage as usage_summary
 from vqdemo import runs
 from vqdemo.analysis import (
     PaidRate,
@@ -155,20 +158,20 @@ def curves(chosen: list[state.ModelChoice], colors: dict[str, str]) -> None:
     style = dict(x=x, colors=colors, legend=False)   # one colour per run on every chart, keyed once above
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.overlay(rows, "psnr", "Validation PSNR", "dB", **style), key="cmp_psnr")
+        chart_with_summary(st, charts.overlay(rows, "psnr", "Validation PSNR", "dB", **style), key="cmp_psnr")
         st.caption("Higher is better: which model rebuilds held-out images best, and how fast it got there.")
     with b:
-        st.plotly_chart(charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity", **style),
-                        key="cmp_ppl")
+        chart_with_summary(st, charts.overlay(rows, "perplexity", "Perplexity (validation)", "perplexity", **style),
+                           key="cmp_ppl")
         st.caption("The effective number of codes in use: a collapsed codebook stays flat near the bottom.")
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.overlay(rows, "used", "Codes used (validation)", "codes", **style),
-                        key="cmp_used")
+        chart_with_summary(st, charts.overlay(rows, "used", "Codes used (validation)", "codes", **style),
+                           key="cmp_used")
         st.caption("Distinct codes picked on the validation set (depth 1 for RQ); compare it with each model's K.")
     with b:
-        st.plotly_chart(charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True,
-                                       **style), key="cmp_loss")
+        chart_with_summary(st, charts.overlay(rows, "loss", "Training loss", "loss", kind="train", log_y=True,
+                                          **style), key="cmp_loss")
         st.caption("Training loss on a log scale; lower is better, but only compare models trained on the same data.")
 
 
@@ -178,13 +181,15 @@ def side_by_side_reconstructions(chosen: list[state.ModelChoice]) -> None:
         groups.setdefault(repr(sorted(runs.run_info(c.path).meta.get("data", {}).items())), []).append(c)
     for members in groups.values():
         x, _, _ = reconstructions(members[0], *state.model_key(members[0]))
-        st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images")
+        st.image(state.crisp(image_grid(torch.from_numpy(x), nrow=N_SHOW), width=600), caption="validation images",
+                 alt=grid_alt(len(x), "validation images in a row"))
         for c in members:
             _, x_hat, psnr = reconstructions(c, *state.model_key(c))
             rate = rate_of(c, runs.run_info(c.path).status.get("best") or {})   # cleaned: a planted status is a dict
             st.image(state.crisp(image_grid(torch.from_numpy(x_hat), nrow=N_SHOW), width=600),
                      caption=f"{text.md(c.label)}: PSNR {psnr:.1f} dB"
-                     + (f" at {rate.bits:.0f} bits per image ({rate.how})" if rate is not None else ""))
+                     + (f" at {rate.bits:.0f} bits per image ({rate.how})" if rate is not None else ""),
+                     alt=grid_alt(len(x_hat), f"reconstructions by {c.label}") + f", PSNR {psnr:.1f} dB")
     st.caption("The same validation images through each model: look at thin strokes and edges, where a small "
                "or collapsed codebook blurs first." + (" Models trained on different data get their own originals."
                                                        if len(groups) > 1 else ""))
@@ -200,9 +205,9 @@ def usage_histograms(chosen: list[state.ModelChoice], colors: dict[str, str]) ->
                     st.info(f"{text.md(c.label)}: a VAE has no codebook.")
                     continue
                 st.markdown(f"**{text.md(c.label)}**: {charts.alive_codes(counts)} of {len(counts)} codes alive")
-                st.plotly_chart(charts.usage_histogram(counts, charts.NEVER_USED, "uses", sort=True, height=240,
-                                                       color=colors[text.plotly(c.label)]),
-                                key=f"cmp_usage_{c.id}")
+                chart_with_summary(st, charts.usage_histogram(counts, charts.NEVER_USED, "uses", sort=True, height=240,
+                                                              color=colors[text.plotly(c.label)]),
+                                   usage_summary(counts), key=f"cmp_usage_{c.id}")
                 st.caption(f"Perplexity {perplexity_of(torch.from_numpy(counts)):.1f} of K={len(counts)}"
                            + (" (depth 1)" if c.kind == "rq" else "") + ".")
     st.caption(f"Each model's codes sorted from most to least used over {N_USAGE} validation images; red codes were "

@@ -4,8 +4,8 @@ snapped to its nearest code; the losses, the straight-through estimator, and why
 import numpy as np
 import streamlit as st
 
+from ui import describe, state, text, theme
 from ui import figures as fg
-from ui import state, text, theme
 from vqdemo import analysis, explain
 from vqdemo.metrics import psnr_per_image
 from vqdemo.quantize import STE_FORMS
@@ -67,8 +67,11 @@ if loaded.kind == "fsq":
                f"read as one number in mixed radix: code #{cell.code}. Rounding has no gradient, so the "
                "straight-through estimator copies it past the rounding, as in VQ-VAE.")
     a, b = st.columns(2)
-    a.image(state.crisp(x0, 140), caption="image")
-    b.image(state.crisp(model.decode_codes(model.encode_codes(x0[None]))[0], 140), caption="decoded from its codes")
+    x0_hat = model.decode_codes(model.encode_codes(x0[None]))
+    a.image(state.crisp(x0, 140), caption="image",
+            alt=describe.image(f"validation image 0{describe.label(data.class_names, data.val_y, 0)}"))
+    b.image(state.crisp(x0_hat[0], 140), caption="decoded from its codes",
+            alt=describe.image("validation image 0 decoded from its codes", float(psnr_per_image(x0[None], x0_hat)[0])))
     st.markdown(QUANTIZER_TABLE)
     st.stop()
 
@@ -155,33 +158,36 @@ codes_np = first.codes[0].numpy()
 with stages[0]:
     st.markdown("**image x**")
     st.markdown(f"`{tuple(tr.x.shape)}`  \n(B, C, H, W)")
-    st.image(state.crisp(tr.x[0], 120))
+    st.image(state.crisp(tr.x[0], 120),
+             alt=describe.image(f"validation image {index}{describe.label(data.class_names, data.val_y, index)}"))
 with stages[1]:
     st.markdown("**→ encoder: z_e**")
     st.markdown(f"`{tuple(tr.z_e.shape)}`  \n(B, D, h, w)")
-    st.image(state.crisp(fg.channel_mosaic(tr.z_e[0], 4), 120))
+    st.image(state.crisp(fg.channel_mosaic(tr.z_e[0], 4), 120), alt=describe.channels(tr.z_e[0], "encoder output z_e"))
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
-    st.plotly_chart(fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"),
-                    config={"displayModeBar": False})
+    describe.chart(st, fg.matrix(first.compared.numpy(), "dimension", "vector", theme.scaled(190), "PuOr"),
+                   config={"displayModeBar": False})
 with stages[3]:
     st.markdown(f"**→ distances to {K} codes**")
     st.markdown(f"`{tuple(first.dist.shape)}`  \n(B·h·w, K)")
-    st.plotly_chart(fg.matrix(first.dist.numpy(), "code", "vector", theme.scaled(190), "Viridis",
-                              marks=first.codes.flatten().numpy()), config={"displayModeBar": False})
+    describe.chart(st, fg.matrix(first.dist.numpy(), "code", "vector", theme.scaled(190), "Viridis",
+                                 marks=first.codes.flatten().numpy()), config={"displayModeBar": False})
 with stages[4]:
     st.markdown("**→ argmin: codes**")
     st.markdown(f"`{tuple(first.codes[0].shape)}`  \n(h, w) integers")
-    st.plotly_chart(fg.code_maps([codes_np], K, cell_px=theme.scaled(19)), config={"displayModeBar": False})
+    describe.chart(st, fg.code_maps([codes_np], K, cell_px=theme.scaled(19)), describe.code_map(codes_np, K),
+                   config={"displayModeBar": False})
 with stages[5]:
     st.markdown("**→ look up: z_q**")
     st.markdown(f"`{tuple(tr.z_q.shape)}`  \n(B, D, h, w)")
-    st.image(state.crisp(fg.channel_mosaic(tr.z_q[0], 4), 120))
+    st.image(state.crisp(fg.channel_mosaic(tr.z_q[0], 4), 120), alt=describe.channels(tr.z_q[0], "quantised z_q"))
 with stages[6]:
     st.markdown("**→ decoder: x̂**")
     st.markdown(f"`{tuple(tr.x_hat.shape)}`  \n(B, C, H, W)")
-    st.image(state.crisp(tr.x_hat[0], 120))
+    st.image(state.crisp(tr.x_hat[0], 120),
+             alt=describe.image(f"reconstruction x̂ of validation image {index}", view["psnr"]))
     st.markdown(f"PSNR **{view['psnr']:.1f} dB**")
 st.caption(f"Follow the shapes: the encoder turns {H}x{W} pixels into {h}x{w} vectors of {D} numbers; each of the "
            f"{N} rows is compared with all {K} codes (dark = close; the amber dot is each row's argmin), and the "
@@ -207,9 +213,10 @@ with left:
     row = rc1.number_input("Row", 0, h - 1, key="learn_row", step=1)
     col = rc2.number_input("Column", 0, w - 1, key="learn_col", step=1)
     state.to_url((ROW, row), (COL, col))
-    st.plotly_chart(fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)), key="learn_cellmap",
-                    on_select=on_cell_click, selection_mode="points",
-                    config={"displayModeBar": False})
+    describe.chart(st, fg.clickable_code_map(codes_np, K, (row, col), theme.scaled(270)),
+                   describe.code_map(codes_np, K) + f"; cell ({row}, {col}) followed", key="learn_cellmap",
+                   on_select=on_cell_click, selection_mode="points",
+                   config={"displayModeBar": False})
     same = int((codes_np == codes_np[row, col]).sum()) - 1
     st.caption("The code map: click a cell (or type its row and column) to follow its vector. "
                + (f"Dotted: the {same} other cell{'s' if same > 1 else ''} that picked the same code."
@@ -223,14 +230,14 @@ runner = int(order[1]) if K > 1 else code
 with mid:
     st.markdown(f"Cell ({row}, {col}) → **code #{code}** at squared distance **{dist[code]:.3f}**; "
                 f"runner-up #{runner} at {dist[runner]:.3f}.")
-    st.plotly_chart(fg.distance_bars(dist, code, theme.scaled(290)), config={"displayModeBar": False})
+    describe.chart(st, fg.distance_bars(dist, code, theme.scaled(290)), config={"displayModeBar": False})
     st.caption("Its squared distance to every code: the shortest bar (amber) wins, and only its id is kept.")
 with right:
     st.markdown(f"**Code #{code} decoded alone**")
-    st.image(state.crisp(mv["tiles"][code], 150))
+    st.image(state.crisp(mv["tiles"][code], 150), alt=describe.tile(code, same + 1, "cells of this code map"))
     e = layer0.vectors()[code].detach()
-    st.plotly_chart(fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
-                    config={"displayModeBar": False})
+    describe.chart(st, fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
+                   config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
 st.page_link("views/codebook.py", label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",
              icon=":material/grid_view:", query_params={"model": loaded.choice.id, "code": str(code), "hl": "1"}
@@ -288,9 +295,10 @@ if is_rq:
     cols = st.columns(len(view["coarse"]) + 1)
     pics = [state.crisp(tr.x[0], 110)] + [state.crisp(im[0], 110) for im in view["coarse"]]
     side = pics[0].shape[1]   # one width for all: a wider caption would stretch its image past the others
-    cols[0].image(pics[0], caption="original", width=side)
+    cols[0].image(pics[0], caption="original", width=side, alt=describe.image(f"validation image {index}"))
     for d, (c, pic) in enumerate(zip(cols[1:], pics[1:])):
-        c.image(pic, caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB", width=side)
+        c.image(pic, caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB", width=side,
+                alt=describe.image(f"validation image {index} decoded from depths 1 to {d + 1}", psnrs[d]))
     st.caption("The whole image decoded from the first d depths only: coarse shapes first, details later.")
     st.code(f"{explain.RQ_LOSS_CODE}\n# r: what depth d must explain, q: the codes it picked (Lee et al. 2022)",
             language="python", wrap_lines=True)
@@ -352,8 +360,10 @@ with prior_col:
         f"3. Generate: sample a small image from the PixelCNN, decode it. Swap the PixelCNN for a transformer or "
         f"diffusion model and you are close to the recipe of today's latent image generators.")
     a, b = st.columns(2)
-    a.image(state.crisp(analysis.image_grid(mv["random"], 3), 150), caption="uniformly random codes, decoded")
-    b.image(state.crisp(analysis.image_grid(mv["noise"], 3), 150), caption="N(0, 1) noise decoded")
+    a.image(state.crisp(analysis.image_grid(mv["random"], 3), 150), caption="uniformly random codes, decoded",
+            alt=describe.grid(len(mv["random"]), "code maps of uniformly random codes, decoded"))
+    b.image(state.crisp(analysis.image_grid(mv["noise"], 3), 150), caption="N(0, 1) noise decoded",
+            alt=describe.grid(len(mv["noise"]), "latents of N(0, 1) noise, decoded"))
     st.caption("Without a prior, neither random codes nor Gaussian noise decode to a plausible image: "
                "that is the prior's job.")
     if loaded.has_prior:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from ui import state, text
+from ui import describe, state, text
 from ui.painter import grid_painter
 from vqdemo import analysis, code_canvas, grid_url
 
@@ -125,7 +125,8 @@ with left:
     pick, thumb, load = st.columns([2, 1, 2], vertical_alignment="bottom")
     index = int(pick.number_input("Validation image", 0, n_val - 1, 0, key="paint_image",
                                   help=f"One of the {n_val} validation images, to paint over its code map."))
-    thumb.image(state.crisp(data.val_x[index], 56), output_format="PNG", alt="Validation image to load")
+    thumb.image(state.crisp(data.val_x[index], 56), output_format="PNG",
+                alt=f"validation image {index}{describe.label(data.class_names, data.val_y, index)}")
     load.button("Load from image", on_click=load_image, width="stretch",
                 help="Replace the canvas with this image's code map (every depth).")
     grid = grid_painter(canvas.layer(d), tiles=pal.urls, selected=pal.ink,
@@ -137,26 +138,30 @@ with left:
                f"validation image {index}{image_label(index)}.")
 
 codes = canvas.codes(kind)
-painted = grid_url.encode([canvas.layer(i) for i in range(canvas.depth)], list(sizes))
+painted = describe.code_map(canvas.layer(d), sizes[d])   # what the decoded pictures say they show
+encoded = grid_url.encode([canvas.layer(i) for i in range(canvas.depth)], list(sizes))
 blank = grid_url.encode([code_canvas.blank_grid(b, h, w) for b in background], list(sizes))
-if painted != st.query_params.get("grid", blank):   # a link without ?grid= says the blank canvas: nothing to write
-    state.write_url({"grid": painted})
+if encoded != st.query_params.get("grid", blank):   # a link without ?grid= says the blank canvas: nothing to write
+    state.write_url({"grid": encoded})
 with right:
     if kind == "rq":
         partial, full = st.columns(2)
         partial.image(state.crisp(model.decode_codes(codes, depth)[0], 224), output_format="PNG",
-                      alt=f"Decoded from depths 1 to {depth}")
+                      alt=f"Decoded from depths 1 to {depth}: depth {depth} is a {painted}")
         partial.caption(f"Decoded from depths 1..{depth}: what the codes so far say.")
-        full.image(state.crisp(model.decode_codes(codes)[0], 224), output_format="PNG", alt="Decoded code map")
+        full.image(state.crisp(model.decode_codes(codes)[0], 224), output_format="PNG",
+                   alt=f"Decoded code map, all {canvas.depth} depths: depth {depth} is a {painted}")
         full.caption(f"Decoded from all {canvas.depth} depths: the deeper codes add detail.")
     else:
-        st.image(state.crisp(model.decode_codes(codes)[0], 336), output_format="PNG", alt="Decoded code map")
+        st.image(state.crisp(model.decode_codes(codes)[0], 336), output_format="PNG",
+                 alt=f"Decoded code map: a {painted}")
         st.caption("The decoder's picture of your code map, redrawn after every stroke.")
 
     st.markdown("**What the codes look like**")
     used = code_canvas.layer_legend(canvas.layer(d), top=6)
     for col, (c, count) in zip(st.columns(6), used):
-        col.image(state.crisp(pal.tiles[c], 48), output_format="PNG", caption=f"#{c} ×{count}")
+        col.image(state.crisp(pal.tiles[c], 48), output_format="PNG", caption=f"#{c} ×{count}",
+                  alt=describe.tile(c, count, "cells of your grid"))
     st.caption("The codes in your grid, each decoded on its own (tiled over the whole map), with how many cells "
                "use it, most used first.")
 

@@ -7,8 +7,8 @@ import math
 import streamlit as st
 import torch
 
+from ui import describe, state, text
 from ui import figures as fg
-from ui import state, text
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis
 from vqdemo.images import ImageError, border_mean, load_image
@@ -116,12 +116,15 @@ for c, i, p in zip(cols, idx, psnr.tolist()):
     label = f"#{i}"
     if data.val_y is not None and data.class_names:
         label += f" ({text.md(data.class_names[int(data.val_y[i])])})"
-    c.image(state.crisp(data.val_x[i], size), caption=label)   # natural width, never wider than the column
-    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB")
+    name = f"validation image {i}{describe.label(data.class_names, data.val_y, i)}"
+    c.image(state.crisp(data.val_x[i], size), caption=label, alt=name)   # natural width, never wider than the column
+    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB",
+            alt=describe.image(f"reconstruction of {name}", p))
 if is_vq:   # one figure for all maps, as wide as the row of images: no column is too narrow for its chart
-    st.plotly_chart(fg.code_maps([m.numpy() for m in codes_shown], K[depth],
-                                 cell_px=max(8, min(24, 900 // (len(idx) * model.latent_shape[1])))),
-                    config={"displayModeBar": False}, key="rc_maps")
+    describe.chart(st, fg.code_maps([m.numpy() for m in codes_shown], K[depth],
+                                    cell_px=max(8, min(24, 900 // (len(idx) * model.latent_shape[1])))),
+                   describe.code_map([m.numpy() for m in codes_shown], K[depth]),
+                   config={"displayModeBar": False}, key="rc_maps")
 st.caption("Top: the original; middle: the reconstruction and its PSNR; bottom: its code map, one colour per "
            "code id (the same colours on every page; hover a cell for its id). Thin strokes and corners are "
            "where detail goes first, and similar strokes reuse the same codes across images.")
@@ -133,14 +136,15 @@ if is_rq:
     strips = [state.crisp(analysis.image_grid(data.val_x[show], 1), 80)]
     strips += [state.crisp(analysis.image_grid(val["coarse"][d][show], 1), 80) for d in range(len(K))]
     side = strips[0].shape[1]   # one width for every strip, so their rows stay level
-    cols[0].image(strips[0], caption="original", width=side)   # (a wider caption would stretch its image)
+    cols[0].image(strips[0], caption="original", width=side,   # (a wider caption would stretch its image)
+                  alt=f"validation images {show[0]} to {show[-1]}, one above the other")
     for d, (c, pic) in enumerate(zip(cols[1:], strips[1:])):
-        strip = val["coarse"][d][show]
-        c.image(pic, width=side,
-                caption=f"depths 1..{d + 1}: {psnr_of(data.val_x[show], strip):.1f} dB")
+        db = psnr_of(data.val_x[show], val["coarse"][d][show])
+        c.image(pic, width=side, caption=f"depths 1..{d + 1}: {db:.1f} dB",
+                alt=describe.image(f"validation images {show[0]} to {show[-1]} decoded from depths 1 to {d + 1}", db))
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
                "the coarse image at depth 1, its details after.")
-    st.plotly_chart(fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
+    describe.chart(st, fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
     gains = [b - a for a, b in zip(val["psnr_depth"], val["psnr_depth"][1:])]
     st.caption(f"PSNR over the {n_val} validation images as depths are added: "
                + ", ".join(f"depth {d + 2} {g:+.2f} dB" for d, g in enumerate(gains)) + ".")
@@ -178,15 +182,21 @@ def best_codes_section() -> None:
         r = job.result
         changed = torch.as_tensor(r["codes"] != r["encoder_codes"]).any(0)          # (h, w)
         cols = st.columns(3)
-        cols[0].image(state.crisp(data.val_x[i], 150), caption=f"#{i}: original")
+        name = f"validation image {i}{describe.label(data.class_names, data.val_y, i)}"
+        cols[0].image(state.crisp(data.val_x[i], 150), caption=f"#{i}: original", alt=name)
         cols[1].image(state.crisp(torch.as_tensor(r["encoder_image"]), 150),
-                      caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB")
+                      caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB",
+                      alt=describe.image(f"{name} decoded from the encoder's codes", r["encoder_psnr"]))
         tinted = fg.overlay_cells(torch.as_tensor(r["image"]), changed, fg.ARGMIN)
-        cols[2].image(state.crisp(tinted, 150), caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)")
+        cols[2].image(state.crisp(tinted, 150), caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)",
+                      alt=describe.image(f"{name} decoded from the searched codes, its {int(changed.sum())} "
+                                         "changed cells tinted", r["psnr"]))
         d = min(depth, r["codes"].shape[0] - 1)
-        st.plotly_chart(fg.code_maps([r["encoder_codes"][d], r["codes"][d]], K[d],
-                                     ["encoder's codes", "searched codes"]),
-                        config={"displayModeBar": False}, key="rc_best_maps")
+        describe.chart(st, fg.code_maps([r["encoder_codes"][d], r["codes"][d]], K[d],
+                                        ["encoder's codes", "searched codes"]),
+                       "the encoder's and the searched codes: " + describe.code_map(
+                           [r["encoder_codes"][d], r["codes"][d]], K[d]),
+                       config={"displayModeBar": False}, key="rc_best_maps")
         n_cells = changed.numel()
         st.caption(f"Greedy coordinate descent over the {n_cells} cells ({r['sweeps']} sweeps, {r['seconds']:.1f} s "
                    f"in a worker) changed the code of {int(changed.sum())} cells and moved this image's PSNR from "
@@ -228,18 +238,21 @@ if up is not None:
             x = 1 - x
         x_hat, p = analysis.reconstruct(model, x[None])
         cols = st.columns([1, 1, 2])
-        cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})")
-        cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB")
+        cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})",
+                      alt=f"your upload resized to {cfg.image_size}x{cfg.image_size}")
+        cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB",
+                      alt=describe.image("reconstruction of your upload", float(p[0])))
         if is_vq:
             codes = model.encode_codes(x[None])
-            cols[2].plotly_chart(code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
-                                 config={"displayModeBar": False})
+            describe.chart(cols[2], code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
+                           config={"displayModeBar": False})
             if is_rq:
                 coarse = analysis.coarse_to_fine(model, x[None])
                 dcols = st.columns(len(coarse))
                 for d, (c, im) in enumerate(zip(dcols, coarse)):
                     db = float(psnr_per_image(x[None], im)[0])
-                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {db:.1f} dB")
+                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {db:.1f} dB",
+                            alt=describe.image(f"your upload decoded from depths 1 to {d + 1}", db))
         st.caption(f"This model learned its codes on {data.name}: an image unlike those comes back drawn with "
                    "the strokes its codebook knows.")
 

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import figures, state, text
+from ui import describe, figures, state, text
 from ui.jobs import job_queue, student, tick_seconds
 from vqdemo import analysis, code_canvas, prior, runs
 from vqdemo.jobs import JobError
@@ -69,7 +69,8 @@ if loaded.kind == "fsq":
 if loaded.kind not in ("vq", "rq"):
     st.info(f"{text.md(loaded.choice.label)} is a VAE: it generates by decoding N(0, I) noise, no prior over codes "
             "needed. Pick a VQ-VAE or RQ-VAE model in the sidebar to see why those need one.")
-    st.image(grid_image(loaded.model.sample(16, 0)), output_format="PNG")
+    st.image(grid_image(loaded.model.sample(16, 0)), output_format="PNG",
+             alt=describe.grid(16, "VAE samples: N(0, I) noise through its decoder, seed 0"))
     st.caption("The VAE's own samples: Gaussian noise through its decoder.")
     st.stop()
 
@@ -250,8 +251,11 @@ for head, c in zip(HEADS, st.columns(4)):   # a row of their own: a heading over
 cols = st.columns(4)
 with cols[0]:
     if sampled is not None:
-        st.image(grid_image(torch.from_numpy(sampled[1])), output_format="PNG", alt="Samples from the prior")
         what = "any class" if label < 0 else f"class {label}"
+        st.image(grid_image(torch.from_numpy(sampled[1])), output_format="PNG",
+                 alt="Samples from the prior: " + describe.grid(
+                     len(sampled[1]), f"code maps drawn by the prior ({what}, temperature {temperature:g}, "
+                                      f"seed {seed})"))
         st.caption(f"{n} code maps drawn by the prior ({what}, temperature {temperature:g}"
                    f"{f', top-{top_k}' if top_k else ''}{f', guidance {guidance:g}' if guided else ''}, seed {seed}), "
                    "then decoded. " + analysis.sample_note(nll, uniform, temperature)
@@ -259,18 +263,19 @@ with cols[0]:
     else:
         st.info("No prior to sample from yet.")
 with cols[1]:
-    st.image(grid_image(analysis.random_code_images(ae, n, seed)), output_format="PNG", alt="Uniformly random codes")
+    st.image(grid_image(analysis.random_code_images(ae, n, seed)), output_format="PNG",
+             alt="Uniformly random codes: " + describe.grid(n, f"code maps of random codes (seed {seed}), decoded"))
     st.caption("Every cell a uniformly random code: each code is a real piece of an image, "
                "but nothing makes them agree.")
 with cols[2]:
     st.image(grid_image(analysis.gaussian_latent_images(ae, n, seed)), output_format="PNG",
-             alt="Gaussian noise through the VQ decoder")
+             alt="Gaussian noise through the VQ decoder: " + describe.grid(n, f"N(0, I) latents (seed {seed})"))
     st.caption("N(0, I) latents straight into the VQ decoder (the 'random' images some tutorials show): "
                "noise is far from every code.")
 with cols[3]:
     if vae is not None:
         st.image(grid_image(analysis.gaussian_latent_images(vae.model, n, seed)), output_format="PNG",
-                 alt="Gaussian noise through a VAE")
+                 alt="Gaussian noise through a VAE: " + describe.grid(n, f"N(0, I) latents through {vae.choice.label}"))
         st.caption(f"The same noise through {text.md(vae.choice.label)}, a VAE trained so that N(0, I) decodes to "
                    f"images (KL weight {vae.model.config.kl_weight:g}: the lower it is, the more bits each image "
                    "carries and the less its latents are held to N(0, I)).")
@@ -289,17 +294,19 @@ if sampled is not None:
     stack = code_canvas.as_stack(codes[None])[0]  # (D, h, w)
     maps = [stack[d].numpy() for d in range(len(sizes))]
     titles = [f"depth {d + 1}" for d in range(len(sizes))] if len(sizes) > 1 else None
-    left.plotly_chart(figures.code_maps(maps, max(sizes), titles, cell_px=40 if len(sizes) == 1 else 26),
-                      key="sample_codes")
+    describe.chart(left, figures.code_maps(maps, max(sizes), titles, cell_px=40 if len(sizes) == 1 else 26),
+                   describe.code_map(stack.numpy(), max(sizes)), key="sample_codes")
     left.caption(f"Sample {int(pick)}'s {h}x{w} code map{'s, one per depth' if len(sizes) > 1 else ''}: the "
                  "'small image' the prior drew, one code id (and colour) per cell, in raster order.")
     right.image(state.crisp(torch.from_numpy(sampled[1][int(pick)]), 280), output_format="PNG",
-                alt="The sampled code map decoded")
+                alt=f"The sampled code map decoded: sample {int(pick)}, "
+                    + describe.code_map(stack.numpy(), max(sizes)))
     right.caption("That code map decoded: the only thing the decoder ever sees is this grid of ids.")
     if len(sizes) > 1:
         steps = analysis.image_grid(torch.cat([ae.decode_codes(stack[None], d) for d in range(1, len(sizes) + 1)]),
                                     nrow=len(sizes))
-        st.image(state.crisp(steps, 112 * len(sizes)), output_format="PNG")
+        st.image(state.crisp(steps, 112 * len(sizes)), output_format="PNG",
+                 alt=f"sample {int(pick)} decoded from depth 1, then depths 1 to 2, up to all {len(sizes)} depths")
         st.caption("The same sample decoded from depths 1, 1..2, ... all: the RQ prior draws depth by depth, "
                    "coarse to fine.")
 

@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from ui import charts, state, text
+from ui import charts, describe, state, text
 from ui import shared as shared_figures
 from ui.identity import Student
 from ui.jobs import job_queue, shared_figure, student, thin, tick_seconds
@@ -26,6 +26,7 @@ from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
 from vqdemo.fit import far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
+from vqdemo.metrics import psnr_per_image
 from vqdemo.models import KINDS, ModelConfig
 from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig
 from vqdemo.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
@@ -416,7 +417,9 @@ def figures(v: JobView) -> None:
         x, x_hat = v.snapshot["x"], v.snapshot["x_hat"]
         grid = image_grid(torch.cat([x, x_hat]), nrow=len(x))
         st.image(state.crisp(grid, width=720), caption=f"Top: validation images. Bottom: the model's reconstructions "
-                 f"at step {v.snapshot['step']:,}.")
+                 f"at step {v.snapshot['step']:,}.",
+                 alt=describe.grid(len(x), f"validation images above their reconstructions at step "
+                                   f"{v.snapshot['step']:,}", float(psnr_per_image(x, x_hat).mean())))
 
 
 def status_panel(job_id: str, settings: dict) -> None:

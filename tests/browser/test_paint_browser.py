@@ -12,7 +12,7 @@ import time
 from playwright.sync_api import Page, expect
 
 TIMEOUT_MS = 30_000
-DECODED = "img[alt='Decoded code map']"
+DECODED = "img[alt^='Decoded code map']"
 
 
 def open_page(page: Page, server, path: str, ready: str, wait_for_app) -> float:
@@ -80,15 +80,15 @@ def test_paint_a_stroke_changes_the_decoded_image(page: Page, app_server, wait_f
 
 def test_sample_new_seed_draws_new_images(page: Page, app_server, wait_for_app, assert_no_errors,
                                           screenshot) -> None:
-    random_codes = "img[alt='Uniformly random codes']"
+    random_codes = "img[alt^='Uniformly random codes']"
     seconds = open_page(page, app_server, "/sample", random_codes, wait_for_app)
     print(f"\nfirst paint /sample: {seconds:.2f} s")
     assert_no_errors(page)
-    expect(page.locator("img[alt='Gaussian noise through the VQ decoder']")).to_have_count(1)
-    if page.locator("img[alt='Samples from the prior']").count():  # the code map heatmap, drawn by Plotly
+    expect(page.locator("img[alt^='Gaussian noise through the VQ decoder']")).to_have_count(1)
+    if page.locator("img[alt^='Samples from the prior']").count():  # the code map heatmap, drawn by Plotly
         expect(page.locator("[data-testid=stPlotlyChart] .main-svg").first).to_be_visible(timeout=TIMEOUT_MS)
     screenshot(page, "sample")
-    shown = [sel for sel in (random_codes, "img[alt='Samples from the prior']") if page.locator(sel).count()]
+    shown = [sel for sel in (random_codes, "img[alt^='Samples from the prior']") if page.locator(sel).count()]
     before = {sel: src(page, sel) for sel in shown}
 
     page.get_by_role("button", name="New seed").click()

@@ -179,6 +179,7 @@ def test_the_teachers_pair_starts_while_ten_student_runs_wait(browser, lesson_se
     if os.environ.get("VQDEMO_DOCS_SCREENSHOTS") == "1":   # the pair at its end, its charts on the screen
         done = re.compile(r"Codes start far: N\(0, 1\): done, step 500.*Healthy default: done, step 500")
         expect(teacher.get_by_text(done).first).to_be_visible(timeout=4 * LONG_S * 1000)
+        teacher.mouse.move(1, 700)   # no tooltip left open over the charts
         teacher.get_by_text("The lesson's demo").first.scroll_into_view_if_needed()
         teacher.wait_for_timeout(2500)
         teacher.screenshot(path=str(DOCS_IMG / "train-pair-presenter.png"))

@@ -53,6 +53,7 @@ class Student:
     secret: str
     teacher: bool
     address: str | None   # the connection's address (None on this machine): the per-address job limit counts by it
+    confirmed: bool = True   # the browser is known to hold this secret (False for a moment on a first visit)
 
 
 def public_id(secret: str) -> str:
@@ -147,7 +148,11 @@ def current() -> Student:
     if typed is not None:
         del st.query_params[TEACHER_PARAM]
         prove(typed)
-    return Student(me, s["secret"], is_teacher(key, me, s.get("proof")), _address())
+    # Confirmed: the browser sent this secret, or its component has reported what the browser holds (the secret, or
+    # nothing where cookies are blocked). Until then a first visit's other tabs could still be other students.
+    s["known"] = cookies.get(COOKIE) == s["secret"] and not s.get("adopt")
+    confirmed = s["known"] or reported is not None
+    return Student(me, s["secret"], is_teacher(key, me, s.get("proof")), _address(), confirmed)
 
 
 def prove(given: str) -> str | None:
@@ -188,15 +193,22 @@ const write = (name, value) => {
   const age = value ? 31536000 : 0;
   document.cookie = `${name}=${encodeURIComponent(value)}; path=/; max-age=${age}; SameSite=Strict${secure}`;
 };
+let reported = null;
 export default function ({ data, setStateValue }) {
   if (!data) return;
   const held = read(data.name);
   if (!data.adopt && /^[0-9a-f]{32}$/.test(held) && held !== data.secret) {
+    reported = held;
     setStateValue("cookie", held);   // another tab wrote it first: this session becomes that student
     return;
   }
   if (held !== data.secret) write(data.name, data.secret);
   if (read(data.teacherName) !== data.proof) write(data.teacherName, data.proof);
+  const now = read(data.name);   // what the browser holds now: the secret, or "" where cookies are blocked
+  if (!data.known && now !== reported) {
+    reported = now;
+    setStateValue("cookie", now);   // the server may now act for this student (a sweep cell, a run)
+  }
 }
 """)
 
@@ -211,7 +223,7 @@ def keep(student: Student) -> None:
     s = st.session_state.setdefault(_STATE, {})
     _component(key="vqdemo_identity", on_cookie_change=_noop,
                data={"name": COOKIE, "teacherName": TEACHER_COOKIE, "secret": student.secret,
-                     "proof": s.get("proof") or "", "adopt": bool(s.get("adopt"))})
+                     "proof": s.get("proof") or "", "adopt": bool(s.get("adopt")), "known": bool(s.get("known"))})
     if s.get("adopt"):
         s["adopt"] = False   # adopted once: later runs behave like any other
 

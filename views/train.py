@@ -72,9 +72,11 @@ def preset_of(v: dict) -> str | None:
     return None
 
 
-def sweep_cell(me: str) -> tuple[int, float] | None:
+def sweep_cell(me: Student) -> tuple[int, float] | None:
     """A teacher's sweep link (?sweep=NAME&ks=16,64,256&betas=0.1,0.25,1, made on the Class page) gives each
-    student the next (K, beta) cell of the grid, the same one on every visit; it pre-fills this page once."""
+    student the next (K, beta) cell of the grid, the same one on every visit; it pre-fills this page once. A first
+    visit waits (one rerun) until the browser holds its student's cookie: a second tab opened meanwhile must not
+    be handed a cell of its own."""
     name = st.query_params.get("sweep", "")[:40]
     if not name:
         return None
@@ -84,10 +86,13 @@ def sweep_cell(me: str) -> tuple[int, float] | None:
     if not ks or not betas:
         st.warning("This sweep link names no usable K or beta values; ask your teacher for a new link.")
         return None
+    if not me.confirmed:
+        st.info("Finding your cell of the class sweep...")
+        return None
     cells = [(k, b) for k in ks for b in betas]
-    k, beta = cells[job_queue().sweep_cell(name, me, len(cells))]
-    if st.session_state.get("tr_sweep") != name:
-        st.session_state.update(tr_sweep=name, tr_k=k, tr_beta=beta)
+    k, beta = cells[job_queue().sweep_cell(name, me.id, len(cells))]
+    if st.session_state.get("tr_sweep") != (name, me.id):
+        st.session_state.update(tr_sweep=(name, me.id), tr_k=k, tr_beta=beta)
     return k, beta
 
 
@@ -620,7 +625,7 @@ st.caption("Train a VQ-VAE, RQ-VAE or VAE in the background and watch its codebo
            "switch pages or close the tab; come back from any tab of this browser.")
 me = student()
 queue = job_queue()
-if cell := sweep_cell(me.id):
+if cell := sweep_cell(me):
     st.info(f"**Class sweep:** your cell is K = {cell[0]}, beta = {cell[1]:g}. Press Start training; the Class page "
             "shows every student's result on one chart.")
 demo_section(me)

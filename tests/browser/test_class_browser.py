@@ -126,7 +126,7 @@ def test_two_tabs_of_one_browser_are_one_student_with_one_run(browser, lesson_se
 def test_a_teachers_sweep_gives_one_cell_per_browser(browser, lesson_server):
     teacher = browser_context(browser).new_page()
     open_page(teacher, f"{lesson_server.url}/classroom?teacher={KEY}")
-    teacher.get_by_text("Hand out a sweep").click()
+    teacher.get_by_text("Hand out a sweep", exact=True).click()
     link = teacher.locator("[data-testid=stCode]").filter(has_text="sweep=").first.inner_text().strip()
     assert "sweep=" in link and "teacher=" not in link and KEY not in teacher.url
     link = re.sub(r"^https?://[^/]+", lesson_server.url, link)

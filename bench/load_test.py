@@ -76,6 +76,7 @@ class Server:
     def __init__(self, runs_dir: Path, max_jobs: int | None = None, extra_env: dict[str, str] | None = None):
         self.port = free_port()
         env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONPATH": str(ROOT), "VQDEMO_BACKEND": "local",
+               "VQDEMO_JOBS_PER_ADDRESS": "0",   # every simulated student connects from 127.0.0.1
                **(extra_env or {})}
         if max_jobs:
             env["VQDEMO_MAX_JOBS"] = str(max_jobs)

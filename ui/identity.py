@@ -52,7 +52,7 @@ class Student:
     id: str
     secret: str
     teacher: bool
-    address: str | None   # the connection's address (None on this machine): the per-address job limit counts by it
+    address: str | None   # the connection's address: the per-address job limit counts by it
     confirmed: bool = True   # the browser is known to hold this secret (False for a moment on a first visit)
 
 
@@ -118,9 +118,16 @@ def _cookies() -> dict[str, str]:
         return {}
 
 
+LOCAL = "this machine"   # Streamlit names no address for a connection from the server's own machine
+
+
 def _address() -> str | None:
+    """The connection's network address; connections from this machine share one name (a script run on the server
+    is one address too); None without a connection (a test harness)."""
     try:
-        return st.context.ip_address
+        if not st.context.headers:
+            return None
+        return st.context.ip_address or LOCAL
     except Exception:  # noqa: BLE001 - no request context
         return None
 

@@ -167,7 +167,8 @@ def prove(given: str) -> str | None:
     s = st.session_state.setdefault(_STATE, {})
     now = time.monotonic()
     if s.get("locked_until", 0.0) > now:
-        return f"Too many wrong teacher keys: try again in {s['locked_until'] - now:.0f} s."
+        s["refused"] = f"Too many wrong teacher keys: try again in {s['locked_until'] - now:.0f} s."
+        return s["refused"]
     if not key_matches(teacher_key(), given):
         s["tries"] = s.get("tries", 0) + 1
         if s["tries"] >= MAX_TRIES:

@@ -22,7 +22,7 @@ def test_pictures_tiles_and_labels():
     assert describe.image("reconstruction of validation image 3", 24.06) == \
         "reconstruction of validation image 3, PSNR 24.1 dB"
     assert describe.image("x", float("nan")) == "x"
-    assert describe.grid(16, "samples", 20.0) == "grid of 16 samples, mean PSNR 20.0 dB"
+    assert describe.grid(16, "samples", 20.0) == "grid of 16 samples, PSNR 20.0 dB"   # of the set (psnr_of)
     assert describe.tile(5, 0) == "code #5 decoded on its own; dead: no validation vectors use it"
     assert describe.tile(5, 12, "cells") == "code #5 decoded on its own; used by 12 cells"
     assert describe.label(["zero", "one"], torch.tensor([1, 0]), 0) == " (one)"

@@ -28,11 +28,12 @@ def label(class_names: Sequence[str] | None, y: torch.Tensor | None, index: int)
     return f" ({text.plain(class_names[int(y[index])], 60)})"
 
 
-def image(what: str, psnr: float | None = None, mean: bool = False) -> str:
-    """One picture: 'reconstruction of validation image 3 (7), PSNR 24.1 dB' (mean: of several pictures)."""
+def image(what: str, psnr: float | None = None) -> str:
+    """One picture: 'reconstruction of validation image 3 (7), PSNR 24.1 dB'; for several, the PSNR of their mean
+    squared error (metrics.psnr_of), the one PSNR the app shows."""
     if psnr is None or not np.isfinite(psnr):
         return what
-    return f"{what}, {'mean ' if mean else ''}PSNR {psnr:.1f} dB"
+    return f"{what}, PSNR {psnr:.1f} dB"
 
 
 def tile(code: int, uses: int | None = None, where: str = "validation vectors") -> str:
@@ -75,8 +76,8 @@ def channels(z: torch.Tensor, name: str) -> str:
 
 
 def grid(n: int, what: str, psnr: float | None = None) -> str:
-    """A grid of n pictures: 'grid of 16 samples from the prior' (psnr: their mean)."""
-    return image(f"grid of {n} {what}", psnr, mean=True)
+    """A grid of n pictures: 'grid of 16 samples from the prior' (psnr: of the set, metrics.psnr_of)."""
+    return image(f"grid of {n} {what}", psnr)
 
 
 def _short(v: float) -> str:

@@ -26,7 +26,7 @@ from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
 from vqdemo.fit import far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
-from vqdemo.metrics import psnr_per_image
+from vqdemo.metrics import psnr_of
 from vqdemo.models import KINDS, ModelConfig
 from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig
 from vqdemo.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
@@ -424,7 +424,7 @@ def figures(v: JobView) -> None:
         st.image(state.crisp(grid, width=720), caption=f"Top: validation images. Bottom: the model's reconstructions "
                  f"at step {v.snapshot['step']:,}.",
                  alt=describe.grid(len(x), f"validation images above their reconstructions at step "
-                                   f"{v.snapshot['step']:,}", float(psnr_per_image(x, x_hat).mean())))
+                                   f"{v.snapshot['step']:,}", psnr_of(x, x_hat)))
 
 
 def status_panel(job_id: str, settings: dict) -> None:

@@ -144,7 +144,9 @@ def current() -> Student:
             s.update(secret=linked, adopt=True, proof=None)
     reported = (st.session_state.get("vqdemo_identity") or {}).get("cookie")
     if not s.get("adopt") and valid_secret(reported) and reported != s.get("seen"):
-        s.update(secret=reported, seen=reported, proof=None)   # another tab set the cookie first: be that student
+        s["seen"] = reported
+        if reported != s.get("secret"):   # another tab set the cookie first: be that student
+            s.update(secret=reported, proof=None)
     if not valid_secret(s.get("secret")):
         s["secret"] = cookies[COOKIE] if valid_secret(cookies.get(COOKIE)) else new_secret()
     me = public_id(s["secret"])

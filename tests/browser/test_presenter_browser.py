@@ -89,9 +89,7 @@ def test_train_folds_its_settings_after_start_in_presenter_mode(page: Page, app_
     settings = page.locator(".st-key-tr_settings_open details").first
     page.get_by_text("New run settings").click()
     expect(settings).to_have_attribute("open", "")
-    start = page.get_by_role("button", name="Start training")
-    start.scroll_into_view_if_needed()
-    start.click()
+    page.get_by_role("button", name="Start training").click()   # scrolls to it and waits until it stands still
     your_run = page.get_by_text("Your run", exact=True)
     expect(your_run).to_be_visible(timeout=60_000)
     expect(settings).not_to_have_attribute("open", "")

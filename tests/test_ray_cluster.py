@@ -136,10 +136,19 @@ def test_the_readme_ray_commands_run_as_written_and_require_a_token(tmp_path, mo
                                env={**env, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)}, capture_output=True,
                                text=True, timeout=120)
         assert probe.returncode == 3, probe.stderr   # a client without the token is refused
-        status = subprocess.run([*RAY_CLI, "status", "--address", f"127.0.0.1:{port}"],
-                                env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, capture_output=True,
-                                text=True, timeout=120)
-        assert status.returncode == 0 and status.stdout.count("node_") >= 2, status.stdout[-2000:]   # both nodes
+        seen: list[str] = []
+
+        def both_nodes() -> bool:   # the head reports "No cluster status" for a few seconds after it starts
+            status = subprocess.run([*RAY_CLI, "status", "--address", f"127.0.0.1:{port}"],
+                                    env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+                                    capture_output=True, text=True, timeout=120)
+            seen[:] = [status.stdout[-2000:] + status.stderr[-1000:]]
+            return status.returncode == 0 and status.stdout.count("node_") >= 2
+
+        try:
+            wait_for(both_nodes, "ray status to list both nodes", timeout=DEADLINE_S, every=2.0)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; it last said: {seen}") from None
 
         serve = fill(commands[3], token).replace("0.0.0.0", "127.0.0.1") + (
             f" --server.port {web_port} --server.headless true --browser.gatherUsageStats false"

@@ -174,7 +174,7 @@ def test_the_class_page_plots_planted_model_fields_without_failing(tmp_path, mon
             run.mkdir(parents=True)
             files.atomic_write_text(run / runs.CONFIG, json.dumps({"kind": model.get("kind", "vq"), "title": "t",
                                                                      "model": {"kind": "vq", **model}}))
-            runs.write_json(run / runs.STATUS, {"state": "done", "reason": "ok", "step": 5, "best": best})
+            files.write_json(run / runs.STATUS, {"state": "done", "reason": "ok", "step": 5, "best": best})
     at = open_page("classroom", check=False)
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -290,7 +290,7 @@ def test_compare_and_the_sidebar_describe_an_edited_run_without_failing(tmp_path
     if case < len(HOSTILE_CONFIG_MODEL):
         meta = runs.read_json(run / runs.CONFIG)
         meta["model"] = HOSTILE_CONFIG_MODEL[case]
-        runs.write_json(run / runs.CONFIG, meta)
+        files.write_json(run / runs.CONFIG, meta)
     else:
         files.atomic_write_text(run / runs.STATUS, HOSTILE_STATUS_FILES[case - len(HOSTILE_CONFIG_MODEL)])
     for page in ("compare", "classroom", "train"):
@@ -305,8 +305,8 @@ def test_a_linked_run_folder_is_not_listed_nor_written_by_a_restarting_server(tm
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    runs.write_json(elsewhere / runs.CONFIG, {"kind": "vq", "title": "linked"})
-    runs.write_json(elsewhere / runs.STATUS, {"state": "running", "reason": "x", "step": 3})
+    files.write_json(elsewhere / runs.CONFIG, {"kind": "vq", "title": "linked"})
+    files.write_json(elsewhere / runs.STATUS, {"state": "running", "reason": "x", "step": 3})
     before = (elsewhere / runs.STATUS).read_bytes()
     root = tmp_path / "runs"
     root.mkdir()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vqdemo import runs
+from vqdemo import files, runs
 from vqdemo.data import DataConfig
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.prior import (
@@ -243,7 +243,7 @@ def ae_runs(tmp_path_factory):
         torch.manual_seed(0)
         path = tmp_path_factory.mktemp(kind)
         meta = {"model": cfg.to_dict(), "data": data}
-        runs.write_json(path / "config.json", meta)
+        files.write_json(path / "config.json", meta)
         runs.save_weights(path / runs.WEIGHTS, build_model(cfg), meta)
         out[kind] = path
     return out

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from . import runs
+from . import run_store, runs
+from .events import Event
 from .settings import Checked, setting
 
-Event = dict[str, Any]
 EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run shows PSNR, usage and images at once
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
 VAL_PIXELS = 256 * 32 * 32  # a validation batch holds about this many pixels (256 small images), or the training batch
@@ -42,7 +42,7 @@ class Trainable(Protocol):
 
 
 class Store(Protocol):
-    """Where a run's files go: `runs.RunStore` writes them; a job's worker forwards the same calls to the app."""
+    """Where a run's files go: `run_store.RunStore` writes them; a job's worker forwards the same calls to the app."""
 
     def open(self, meta: dict) -> None: ...
 
@@ -225,7 +225,7 @@ def run_training(
     base_lr = cfg.lr
     meta = dict(meta or {}, train=dataclasses.asdict(cfg), model=model_meta(model))
     if store is None and out_dir is not None:
-        store = runs.RunStore(Path(out_dir))
+        store = run_store.RunStore(Path(out_dir))
     if store:
         store.open(meta)
     logged = 0  # rows already handed to the store

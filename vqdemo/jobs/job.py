@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import fit, knobs, runs
+from .. import fit, knobs, run_store
 from ..data import DataConfig
 from ..models import ModelConfig
 from ..trainer import TrainConfig
@@ -322,20 +322,10 @@ class Job:
 
     def _finish_files(self, state: str, reason: str) -> str:
         """The final state into status.json; config.json too if the loop never wrote one (data failed to load)."""
-        folder = self.store_dir
-        try:
-            meta = runs.read_json(folder / runs.CONFIG)
-        except runs.CheckpointError:
-            meta = {"kind": self.kind} | ({"model": self.model_cfg.to_dict(), "data": dataclasses.asdict(self.data_cfg)}
-                                          if self.model_cfg is not None else {})
+        config = {"kind": self.kind} | ({"model": self.model_cfg.to_dict(), "data": dataclasses.asdict(self.data_cfg)}
+                                        if self.model_cfg is not None else {})
         if self.task == "train":
-            meta.update(title=self.title, owner=self.owner, job=self.id)
-        try:
-            status = runs.read_json(folder / runs.STATUS)
-        except runs.CheckpointError:
-            status = {}
-        status.update(state=state, reason=reason, updated=time.time())
-        status.setdefault("step", self.step_count)
-        if not runs.write_final({folder / runs.CONFIG: meta, folder / runs.STATUS: status}):
+            config.update(title=self.title, owner=self.owner, job=self.id)
+        if not run_store.RunStore(self.store_dir).finish(state, reason, self.step_count, config):
             return f"{reason} (its files will say so once the disk has space again)"
         return reason

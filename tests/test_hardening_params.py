@@ -46,14 +46,14 @@ TRAIN_FLAGS = {
     "--threads": ["0", "-1", "257", "100000"],
 }
 CASES = [(flag, v) for flag, values in TRAIN_FLAGS.items() for v in values]
-# bounds that fit each flag alone but not together: refused by the size and memory checks
+# bounds that fit each flag alone but not together: refused by the size and memory checks, from the data's shape
+# alone (the dataset is never loaded)
 COMBOS = [
     ["--k", "65536", "--dim", "1024"],                                            # 67M codebook parameters
     ["--hidden", "1024", "--batch-size", "4096"],                                 # a 27 GiB training step
     ["--image-size", "256", "--batch-size", "4096"],                              # 136 GiB
     ["--model", "rq", "--depth", "16", "--k", "65536", "--dim", "64"],             # 16 x 4M codes
     ["--arch", "patch", "--downsample", "1000"],                                  # patch larger than the image
-    ["--dataset", "shapes", "--image-size", "256", "--batch-size", "4"],          # 6000 x 3 x 256^2 floats = 4.7 GB
 ]
 
 
@@ -97,9 +97,19 @@ def test_train_flag_out_of_bounds_is_one_line_before_training(no_training, capsy
 
 
 @pytest.mark.parametrize("extra", COMBOS, ids=[" ".join(c) for c in COMBOS])
-def test_bounds_that_do_not_fit_together_are_refused_before_allocating(no_training, capsys, extra):
+def test_bounds_that_do_not_fit_together_are_refused_before_the_data_loads(no_training, monkeypatch, capsys, extra):
+    loads = []
+    monkeypatch.setattr(cli, "load_data", lambda cfg: loads.append(cfg) or fitting.load_data(cfg))
     line = _one_line_refusal(capsys, ["train", "--steps", "5", *extra])
     assert any(w in line for w in ("parameters", "GiB", "patch size")), line
+    assert loads == [], "the size is checked before any data is decoded"
+
+
+def test_a_dataset_too_big_to_hold_is_refused_before_a_run_folder(no_training, capsys):
+    # 6000 x 3 x 256^2 floats = 4.7 GB: the model fits, the data does not (load_data's own check, before decoding)
+    line = _one_line_refusal(capsys, ["train", "--steps", "5", "--dataset", "shapes", "--image-size", "256",
+                                      "--batch-size", "4"])
+    assert "GiB" in line
 
 
 @pytest.mark.parametrize("argv", [

@@ -2,7 +2,6 @@
 with one clear line before anything trains, allocates or writes; values at the bounds that fit still work."""
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ from vqdemo import cli, runs
 from vqdemo import fit as fitting
 from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.models import ModelConfig
-from vqdemo.prior import PriorConfig, PriorError
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.trainer import TrainConfig
 
@@ -144,65 +142,7 @@ def test_the_real_entry_point_answers_fast_in_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-# ---- config fields (what the app's pages and a config file reach) -----------------------------------------
-
-BAD = [0, -1, math.nan, math.inf, -math.inf, 10**12, 1e300, "7", None, True, 2.5]
-
-
-def _bad_values(field: str, allowed=()) -> list:
-    return [v for v in BAD if not any(v is a or (type(v) is type(a) and v == a) for a in allowed)]
-
-
-FIELDS = {
-    TrainConfig: {"steps": (None,), "seconds": (None, 2.5), "batch_size": (), "lr": (), "seed": (0, -1, 10**12),
-                  "val_every": (10**12,), "log_every": (10**12,), "snapshot_every": (10**12,), "threads": (None,)},
-    QuantizerConfig: {"k": (), "dim": (), "decay": (), "beta": (0, 2.5), "dead_threshold": (0, 10**12, 1e300, 2.5)},
-    ResidualConfig: {"depth": (), "progressive_steps": (0, 10**12)},
-    ModelConfig: {"channels": (), "image_size": (), "hidden": (), "res_blocks": (0,), "res_hidden": (),
-                  "downsample": (), "kl_weight": (0, 10**12, 1e300, 2.5), "data_variance": (10**12, 1e300, 2.5)},
-}
-MESSAGE = {"lr": "learning rate", "batch_size": "batch size", "k": "K", "dim": "D", "downsample": "downsampl"}
-
-
-def _validate(cls, field, value):
-    if cls is TrainConfig:
-        cfg = TrainConfig(steps=None if field == "steps" else 10, seconds=1.0 if field == "steps" else None)
-        setattr(cfg, field, value)
-        cfg.validate()
-    elif cls is ResidualConfig:
-        rq = ResidualConfig()
-        setattr(rq, field, value)
-        ModelConfig(kind="rq", rq=rq).validate()
-    elif cls is QuantizerConfig:
-        vq = QuantizerConfig()
-        setattr(vq, field, value)
-        ModelConfig(vq=vq).validate()
-    else:
-        cfg = ModelConfig()
-        setattr(cfg, field, value)
-        cfg.validate()
-
-
-FIELD_CASES = [(cls, f, v) for cls, fields in FIELDS.items() for f, ok in fields.items() for v in _bad_values(f, ok)
-               if not (cls is QuantizerConfig and f == "dim" and v is True)]   # True == 1 is a valid D
-
-
-@pytest.mark.parametrize("cls,field,value", FIELD_CASES, ids=[f"{c.__name__}.{f}={v!r}" for c, f, v in FIELD_CASES])
-def test_config_field_out_of_bounds_raises_a_valueerror(cls, field, value):
-    with pytest.raises(ValueError, match=MESSAGE.get(field, field.replace("_", "[_ ]"))):
-        _validate(cls, field, value)
-
-
-@pytest.mark.parametrize("field,value", [("image_size", 3), ("image_size", 257), ("image_size", 28.5),
-                                         ("channels", 2), ("channels", True), ("val_fraction", 0),
-                                         ("val_fraction", 1), ("val_fraction", math.nan), ("max_images", 1),
-                                         ("max_images", -1), ("seed", -1), ("seed", math.nan), ("seed", "7"),
-                                         ("name", "imagenet"), ("path", None)])
-def test_data_config_out_of_bounds_is_a_dataerror(field, value):
-    cfg = {"name": "folder" if field == "path" else "digits", field: value}
-    with pytest.raises(DataError, match={"name": "unknown", "path": "needs a path"}.get(field, field)):
-        load_data(DataConfig(**cfg))
-
+# ---- config fields (each field's bounds: tests/test_settings.py) ----------------------------------------
 
 def test_dataset_too_big_for_memory_is_refused_before_loading(monkeypatch):
     import vqdemo.data as data_mod
@@ -230,14 +170,6 @@ def test_at_the_bounds_that_fit_training_still_runs(tmp_path):
                     out_dir=tmp_path / "b")
     assert result.state == "done"
     assert runs.load_model(tmp_path / "b")[0].latent_shape == (1, 1)
-
-
-def test_prior_config_bounds():
-    for bad in ({"kind": "x"}, {"codebook_sizes": [1]}, {"codebook_sizes": [10**9]}, {"codebook_sizes": []},
-                {"height": 0}, {"width": 65}, {"channels": 10**6}, {"layers": 0}, {"kernel": 4}, {"kernel": 17},
-                {"num_classes": 0}, {"dropout": 1.0}, {"dropout": math.nan}, {"height": 2.5}, {"layers": True}):
-        with pytest.raises(PriorError):
-            PriorConfig(**bad)
 
 
 def test_eval_of_a_checkpoint_with_a_hostile_data_config_is_one_line(tmp_path, capsys):

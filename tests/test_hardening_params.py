@@ -1,6 +1,9 @@
-"""Every CLI flag and config field at and beyond its bounds (0, negative, NaN, inf, huge, wrong type): refused
-with one clear line before anything trains, allocates or writes; values at the bounds that fit still work."""
+"""The command line's layer of bounds: every flag that is a config field below, at and above its Spec's bounds
+(read from vqdemo/settings.py, never repeated here), refused in one clear line before anything trains, allocates,
+loads data or writes; sizes that fit each flag alone but not together refused before the data loads; values at the
+bounds that fit still train. Each config field's own bounds are tests/test_settings.py's."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +13,9 @@ import pytest
 from safetensors.torch import save_file
 
 from helpers import shipped
-from vqdemo import cli, runs
+from tests import bounds
+from tests.bounds import bounded_fields
+from vqdemo import cli, runs, settings
 from vqdemo import fit as fitting
 from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.models import ModelConfig
@@ -18,32 +23,6 @@ from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-HUGE = [10**9, 10**12, 10**30]
-NAN_INF = ["nan", "inf", "-inf"]
-
-# (flag, bad values); every run also passes --steps/--seconds so the budget is not the thing refused
-TRAIN_FLAGS = {
-    "--k": ["0", "1", "-5", "65537", *map(str, HUGE), "2.5", "x"],
-    "--dim": ["0", "-1", "1025", *map(str, HUGE)],
-    "--hidden": ["0", "-1", "3", "1025", "1000000"],
-    "--downsample": ["0", "-1", "3", "16", "1000"],
-    "--image-size": ["0", "-1", "3", "257", "100000"],
-    "--depth": ["0", "-1", "17", "100000"],
-    "--ks": ["1000000000,2", "-3,2", "1,2", "2,2,2,2,2"],
-    "--progressive-steps": ["-1", "1.5"],
-    "--beta": ["-0.5", "101", "1e308", *NAN_INF],
-    "--decay": ["0", "1", "2", "-1", *NAN_INF],
-    "--dead-threshold": ["-1", "1e300", "1e7", *NAN_INF],   # 1e300 overflowed float32 in the usage buffer
-    "--kl-weight": ["-1", "1e300", *NAN_INF],
-    "--lr": ["0", "-1", "1.5", "1e9", *NAN_INF],
-    "--seconds": ["0", "-1", "604801", "1e300", *NAN_INF],
-    "--steps": ["0", "-1", "10000001", "1000000000000"],
-    "--batch-size": ["0", "-1", "4097", "1000000000"],
-    "--seed": ["-1", str(2**63), "99999999999999999999999", "1.5"],
-    "--val-every": ["0", "-1"],
-    "--threads": ["0", "-1", "257", "100000"],
-}
-CASES = [(flag, v) for flag, values in TRAIN_FLAGS.items() for v in values]
 # bounds that fit each flag alone but not together: refused by the size and memory checks, from the data's shape
 # alone (the dataset is never loaded)
 COMBOS = [
@@ -55,12 +34,54 @@ COMBOS = [
 ]
 
 
-def _args(flag: str, value: str) -> list[str]:
-    extra = ["--model", "rq"] if flag in ("--depth", "--ks", "--progressive-steps") else []
-    extra += ["--model", "vae"] if flag == "--kl-weight" else []
-    extra += ["--depth", "2"] if flag == "--ks" else []
-    budget = [] if flag in ("--steps", "--seconds") else ["--steps", "5"]
-    return ["train", "--dataset", "digits", *budget, *extra, f"{flag}={value}"]
+def subcommand(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+def flag_fields(*path: str) -> list[tuple[str, type, str]]:
+    """(flag, config, field) for every flag of `python -m vqdemo <path>` that is a config field with bounds or
+    choices: found by the flag's name and its help, which settings.add_flags copies from the field's Spec."""
+    out = []
+    for action in subcommand(cli.build_parser(), *path)._actions:
+        for cls, name in bounded_fields():
+            spec = settings.spec(cls, name)
+            if (action.dest == name and settings.flag_name(cls, name) in action.option_strings and spec.help
+                    and spec.help in (action.help or "")):
+                out.append((action.option_strings[0], cls, name))
+                break
+    return out
+
+
+def as_text(value) -> str:
+    """A value as a person types it after the flag (floats in full, so the next float past a bound stays past it)."""
+    if isinstance(value, list):
+        return ",".join(map(as_text, value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+WRONG_TEXT = {"int": ["2.5", "x", "nan"], "float": ["nan", "inf", "-inf", "x"], "list": ["2.5", "x,y"]}
+COMMANDS = {"train": ["train", "--dataset", "digits"], "prior train": ["prior", "train", "RUN"]}
+FLAG_CASES = [(command, flag, cls, name) for command in COMMANDS for flag, cls, name in flag_fields(*command.split())]
+
+
+@pytest.mark.parametrize("command, flag, cls, field", FLAG_CASES,
+                         ids=[f"{c} {f}" for c, f, _, _ in FLAG_CASES])
+def test_every_config_flag_takes_its_bounds_and_refuses_past_them(no_training, capsys, command, flag, cls, field):
+    """The command line's layer: below, at and above each bound of the field's Spec (its choices, and text of the
+    wrong kind): a value at a bound is parsed as that value; one past it is refused in one line naming the flag,
+    before anything trains, allocates or writes."""
+    base = settings.kind_of(cls, field)[0]
+    cases = bounds.field_edges(cls, field) + [(text, False) for text in WRONG_TEXT.get(base, [])]
+    for value, taken in cases:
+        argv = [*COMMANDS[command], f"{flag}={as_text(value)}"]
+        if taken:
+            assert getattr(cli.build_parser().parse_args(argv), field) == value, argv
+            continue
+        line = _one_line_refusal(capsys, argv)
+        assert flag in line and len(line) < 300, line
+    assert not list(no_training.rglob("*")), "nothing may be written"
 
 
 @pytest.fixture
@@ -87,13 +108,6 @@ def _one_line_refusal(capsys, argv) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("flag,value", CASES, ids=[f"{f}={v}" for f, v in CASES])
-def test_train_flag_out_of_bounds_is_one_line_before_training(no_training, capsys, flag, value):
-    line = _one_line_refusal(capsys, _args(flag, value))
-    assert len(line) < 300
-    assert not list(no_training.rglob("*")), "nothing may be written"
-
-
 @pytest.mark.parametrize("extra", COMBOS, ids=[" ".join(c) for c in COMBOS])
 def test_bounds_that_do_not_fit_together_are_refused_before_the_data_loads(no_training, monkeypatch, capsys, extra):
     loads = []
@@ -101,6 +115,14 @@ def test_bounds_that_do_not_fit_together_are_refused_before_the_data_loads(no_tr
     line = _one_line_refusal(capsys, ["train", "--steps", "5", *extra])
     assert any(w in line for w in ("parameters", "GiB", "patch size")), line
     assert loads == [], "the size is checked before any data is decoded"
+
+
+@pytest.mark.parametrize("extra", [["--downsample", "3"], ["--model", "rq", "--depth", "2", "--ks", "2,2,2,2,2"],
+                                   ["--codebook", "ema", "--ste", "both"]])
+def test_flags_that_break_a_rule_between_fields_are_one_line_before_the_data_loads(no_training, monkeypatch, capsys,
+                                                                                    extra):
+    monkeypatch.setattr(cli, "load_data", lambda cfg: (_ for _ in ()).throw(AssertionError("data loaded")))
+    _one_line_refusal(capsys, ["train", "--steps", "5", *extra])
 
 
 def test_a_dataset_too_big_to_hold_is_refused_before_a_run_folder(no_training, capsys):
@@ -116,9 +138,7 @@ def test_a_dataset_too_big_to_hold_is_refused_before_a_run_folder(no_training, c
     ["prior", "sample", "RUN", "--temperature", "-1"], ["prior", "sample", "RUN", "--top-k", "0"],
     ["prior", "sample", "RUN", "--label", "-1"], ["prior", "sample", "RUN", "--label", "99999999999999999999"],
     ["prior", "sample", "RUN", "--seed", "-1"], ["prior", "sample", "RUN", "--label", "99"],
-    ["prior", "train", "RUN", "--seconds", "-1"], ["prior", "train", "RUN", "--steps", "0"],
-    ["prior", "train", "RUN", "--seed", "99999999999999999999999"], ["prior", "train", "RUN", "--seconds", "inf"],
-])
+])   # prior train's flags are config fields: test_every_config_flag_takes_its_bounds_and_refuses_past_them
 def test_prior_flags_out_of_bounds(tmp_path, monkeypatch, capsys, argv):
     run = shipped("mnist-vq", prior=True)
     import vqdemo.prior as prior_mod

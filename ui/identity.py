@@ -29,7 +29,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state, text
+from ui import state, text, theme
 from vqdemo import files
 
 COOKIE = "vqdemo_student"
@@ -251,7 +251,7 @@ def sidebar(student: Student) -> None:
                 prove(st.session_state.get("id_teacher_key", ""))
         if msg := refused():
             st.error(text.md(msg))
-    if not state.presenter():   # a secret never goes on a projector
+    if not theme.presenter():   # a secret never goes on a projector
         with st.expander("Your runs in another browser"):
             url = (st.context.url or "").split("?")[0]
             st.code(f"{url}?{KEY_PARAM}={student.secret}", language=None, wrap_lines=True)

@@ -78,9 +78,3 @@ def shared_figure(view, name: str, build):
     return shared.figure(("job", view.id, view.version, name), build)
 
 
-def thin(rows: list[dict], most: int = 400) -> list[dict]:
-    """At most about `most` evenly spaced rows (the last one kept): a curve looks the same and costs a fraction."""
-    if len(rows) <= most:
-        return rows
-    every = -(-len(rows) // most)
-    return rows[::every] + ([rows[-1]] if (len(rows) - 1) % every else [])

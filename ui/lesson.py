@@ -14,7 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state
+from ui import state, theme
 
 STEP_PARAM = "step"
 PRESENT_PARAM = "present"
@@ -76,7 +76,7 @@ def link_params(number: int) -> dict[str, str]:
 def carried() -> dict[str, str]:
     """What every lesson link keeps from the page it is on: presenter mode, so the opened page finds it in its URL
     and has nothing to write there."""
-    return {PRESENT_PARAM: "1"} if state.presenter() else {}
+    return {PRESENT_PARAM: "1"} if theme.presenter() else {}
 
 
 def step_link(number: int, label: str, icon: str | None = None, **kwargs) -> None:

@@ -1,4 +1,5 @@
-"""What every page shares: the model picker, cached models and datasets, URL state and presenter mode.
+"""What every page shares: the model picker, cached models and datasets, URL state and presenter mode (its looks
+are ui/theme.py's).
 
 Models and datasets are loaded once per server with `st.cache_resource` and shared by every session (a
 whole class): they are only used for inference (eval mode, no_grad), which never mutates them.
@@ -155,39 +156,6 @@ def _param(name: str, default: str) -> str:
     return st.query_params.get(name, default)
 
 
-# Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
-# The Lesson's step titles are links, which Streamlit draws smaller than the text under them. A metric (st.metric)
-# cuts its label and value with "..." when its column is narrow ("Perplexity (K=1..." and "124 / ..." in four
-# columns at 1280 px): its label wraps instead, and its value shrinks with its column (cqi: percent of the
-# metric's width; the value is at most 6 characters wide at 1em... about 9 at 0.55em).
-# Captions: Streamlit draws them light grey (3.9:1 on white); WCAG 2.1 AA asks 4.5:1, so they take the text colour
-# at 80% (6.7:1 on white, and as readable on a dark theme). A keyboard focus ring on links. .vq-sr: text for screen
-# readers only (ui/describe.py's chart summaries), its element box taken out of the page's flow.
-PAGE_CSS = """<style>
-[data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
-[class*=st-key-lesson_step_] [data-testid=stPageLink] p { font-size: 1.2rem; font-weight: 600; }
-[data-testid=stMetric] { container-type: inline-size; }
-[data-testid=stMetricLabel] [data-testid=stMarkdownContainer], [data-testid=stMetricLabel] p {
-  white-space: normal !important; overflow: visible !important; }
-[data-testid=stMetricValue] { font-size: min(2.25rem, 19cqi) !important; }
-[data-testid=stMetricValue] [data-testid=stMarkdownContainer] { overflow: visible !important; }
-[data-testid=stCaptionContainer] { color: inherit !important; opacity: 0.8; }
-a:focus-visible { outline: 3px solid #1f77b4; outline-offset: 2px; }
-[data-testid=stElementContainer]:has(.vq-sr) { position: absolute !important; width: 0 !important; height: 0;
-  overflow: hidden; }
-</style>"""
-# Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
-# fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text). The top bar's links lose their
-# icons: all ten fit at 1280 px and seven at 1024 (Streamlit folds the rest into "N more"; see lesson.presenter_nav).
-PRESENTER_CSS = """<style>
-html { font-size: 20px; }
-[data-testid=stTopNavLink] > span:has([data-testid=stIconMaterial]) { display: none; }
-[data-testid=stMainBlockContainer] { padding: 3.2rem 1.2rem 2rem 1.2rem !important; }
-[data-testid=stMain] h1 { font-size: 1.9rem !important; padding-top: 0.2rem !important; }
-[data-testid=stMain] h2 { font-size: 1.45rem !important; }
-</style>"""
-
-
 def presenter_from_url() -> bool:
     """Presenter mode as this run sees it: the sidebar toggle once drawn, else the URL (?present=1).
 
@@ -282,9 +250,9 @@ def sidebar() -> Loaded | None:
         st.session_state["_model_in_url"] = picked
         st.toggle("Presenter mode", key="presenter_toggle", on_change=_presenter_to_url,
                   help="Larger text, images and charts for a projector; the page links move to the top bar.")
-    st.markdown(PAGE_CSS, unsafe_allow_html=True)
+    st.markdown(theme.PAGE_CSS, unsafe_allow_html=True)
     if present:
-        st.markdown(PRESENTER_CSS, unsafe_allow_html=True)
+        st.markdown(theme.PRESENTER_CSS, unsafe_allow_html=True)
         st.button("Leave presenter mode", icon=":material/close_fullscreen:", key="leave_presenter",
                   on_click=_leave_presenter, type="tertiary")
     choice = choices[ids.index(picked)]
@@ -293,10 +261,6 @@ def sidebar() -> Loaded | None:
     except (runs.CheckpointError, ValueError, OSError) as e:
         st.error(f"Could not load {text.md(choice.label)}: {text.md(e, 400)}")
         return None
-
-
-def presenter() -> bool:
-    return bool(st.session_state.get("presenter", False))
 
 
 def current() -> Loaded | None:

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import charts, describe, state, text
+from ui import charts, describe, state, text, theme
 from ui import figures as fg
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis, explain
@@ -23,7 +23,7 @@ loaded = state.current()
 if loaded is None:
     st.stop()
 model, data, cfg = loaded.model, loaded.data, loaded.model.config
-big = state.presenter()
+big = theme.presenter()
 
 st.title("Codebook: what every code learned, and which ones are used")
 if loaded.kind == "vae":

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from ui import describe, state, text
+from ui import describe, state, text, theme
 from ui.painter import grid_painter
 from vqdemo import analysis, code_canvas, grid_url
 
@@ -130,7 +130,7 @@ with left:
     load.button("Load from image", on_click=load_image, width="stretch",
                 help="Replace the canvas with this image's code map (every depth).")
     grid = grid_painter(canvas.layer(d), tiles=pal.urls, selected=pal.ink,
-                        cell_px=64 if state.presenter() else 48, key=f"painter:{loaded.choice.id}:{d}")
+                        cell_px=64 if theme.presenter() else 48, key=f"painter:{loaded.choice.id}:{d}")
     if canvas.paint(d, grid):
         st.rerun()  # show the new canvas (and let the painter see it) before anything else is drawn
     st.caption(f"The {h}x{w} code map{f' at depth {depth}' if kind == 'rq' else ''}: pick a code in the palette, "

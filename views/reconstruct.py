@@ -7,7 +7,7 @@ import math
 import streamlit as st
 import torch
 
-from ui import describe, state, text
+from ui import describe, state, text, theme
 from ui import figures as fg
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis
@@ -59,7 +59,7 @@ def decoded_upload(digest: str, size: int, channels: int, _raw: bytes) -> torch.
 def code_map_figure(codes, titles: list[str], depth: int):
     """codes: (n, h, w) or (n, depth, h, w) -> the maps of one depth, side by side."""
     maps = codes[:, depth] if codes.dim() == 4 else codes
-    cell = max(6, min(30 if state.presenter() else 22, 1000 // (len(maps) * maps.shape[-1]) - 2))
+    cell = max(6, min(30 if theme.presenter() else 22, 1000 // (len(maps) * maps.shape[-1]) - 2))
     return fg.code_maps([m.numpy() for m in maps], K[depth], titles, cell_px=cell)
 
 
@@ -109,7 +109,7 @@ if is_vq:
     m3.metric(f"Codes used{f' at depth {depth + 1}' if is_rq else ''}", f"{used} of {K[depth]}")
 
 st.subheader("Originals, reconstructions and their code maps")
-size = 130 if state.presenter() else 96
+size = 130 if theme.presenter() else 96
 cols = st.columns(len(idx))
 codes_shown = (val["codes"][idx][:, depth] if is_rq else val["codes"][idx]) if is_vq else None
 for c, i, p in zip(cols, idx, psnr.tolist()):

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import describe, figures, state, text
+from ui import describe, figures, state, text, theme
 from ui.jobs import job_queue, student, tick_seconds
 from vqdemo import analysis, code_canvas, prior, runs
 from vqdemo.jobs import JobError
@@ -109,7 +109,7 @@ def new_seed() -> None:
     st.session_state.sample_seed = (st.session_state.sample_seed + 1) % 1_000_000
 
 
-with st.expander("Settings", expanded=not state.presenter()):
+with st.expander("Settings", expanded=not theme.presenter()):
     c1, c2, c3, c4, c5 = st.columns([2, 2, 1.3, 1.5, 1.5])
     c1.slider("Temperature", 0.05, 3.0, step=0.05, key="sample_temperature",
               help="Divides the prior's logits: low = safe, typical codes; high = wilder, noisier maps.")

@@ -17,10 +17,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from ui import charts, describe, state, text
+from ui import charts, describe, state, text, theme
 from ui import shared as shared_figures
 from ui.identity import Student
-from ui.jobs import job_queue, shared_figure, student, thin, tick_seconds
+from ui.jobs import job_queue, shared_figure, student, tick_seconds
 from vqdemo import analysis, files, fit, runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
@@ -388,13 +388,13 @@ def metrics(v: JobView) -> None:
 def figures(v: JobView) -> None:
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(shared_figure(v, "loss", lambda: charts.loss_curves(thin(v.train), marks=v.changes)),
+        st.plotly_chart(shared_figure(v, "loss", lambda: charts.loss_curves(charts.thin(v.train), marks=v.changes)),
                         key="tr_fig_loss")
         st.caption("Recon should fall steadily; commit (beta's term) shows how far encoder outputs sit from their "
                    "codes. Dotted lines mark live changes.")
     with b:
         st.plotly_chart(shared_figure(v, "psnr", lambda: charts.metric_curve(
-            thin(v.train) + v.val, "psnr", "PSNR", "dB", kinds=("train", "val"))), key="tr_fig_psnr")
+            charts.thin(v.train) + v.val, "psnr", "PSNR", "dB", kinds=("train", "val"))), key="tr_fig_psnr")
         st.caption("Validation PSNR (bold) is the honest score: it climbs while the decoder and codebook learn.")
     if v.kind == "vae":
         st.caption("A VAE has no codebook: no usage, no perplexity. Compare its reconstructions with a VQ run.")
@@ -402,12 +402,12 @@ def figures(v: JobView) -> None:
         a, b = st.columns(2)
         with a:
             st.plotly_chart(shared_figure(v, "ppl", lambda: charts.codebook_curve(
-                thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
+                charts.thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
             st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse."
                        + analysis.perplexity_dip_note(v.train, v.knobs.get("k") or v.model_cfg.vq.k))
         with b:
             st.plotly_chart(shared_figure(v, "used", lambda: charts.codebook_curve(
-                thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
+                charts.thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
             st.caption("How many different codes one batch picked" + (" (depth 1)" if v.kind == "rq" else "") + ".")
         usage = v.snapshot.get("usage") if v.snapshot else None
         upkeep = v.snapshot.get("upkeep") if v.snapshot else None
@@ -629,7 +629,7 @@ if cell := sweep_cell(me):
     st.info(f"**Class sweep:** your cell is K = {cell[0]}, beta = {cell[1]:g}. Press Start training; the Class page "
             "shows every student's result on one chart.")
 demo_section(me)
-presenter = state.presenter()
+presenter = theme.presenter()
 if st.session_state.pop("tr_fold_settings", False):
     st.session_state["tr_settings_open"] = False
     state.scroll_to_top()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ui import state
-from vqdemo import cli, fit, runs, settings
+from vqdemo import app_limits, cli, fit, runs, settings
 from vqdemo import train_settings as page
 from vqdemo.data import DataConfig, DataError, data_config
 from vqdemo.fsq import FSQConfig
@@ -76,7 +76,8 @@ def test_every_choice_the_train_page_offers_is_accepted_and_every_choice_field_i
     for levels in page.FSQ_LEVELS:
         FSQConfig(settings.int_list(levels))
     assert page.SETTINGS["levels"].default == ",".join(map(str, FSQConfig().levels))
-    assert max(page.KS) == fit.APP_MAX_K and max(page.DIMS) == fit.APP_MAX_DIM
+    assert page.SETTINGS["k"].options == tuple(app_limits.KS) and max(app_limits.KS) == app_limits.MAX_K
+    assert max(page.DIMS) == app_limits.MAX_DIM
 
 
 def test_the_one_builder_gives_the_same_config_from_the_command_line_and_from_the_page():
@@ -111,7 +112,7 @@ def test_the_url_reads_a_fields_text_as_the_command_line_does():
         text = state.text_of(param.default)
         assert param.parse(text) == param.default == settings.parse_text(cls, param.field, text)
     assert page.SETTINGS["k"].parse("100000") is None            # not a stop of the slider: the default applies
-    assert page.SETTINGS["beta"].parse("9") == page.BETA_MAX      # clamped to the slider
+    assert page.SETTINGS["beta"].parse("9") == app_limits.BETA_MAX      # clamped to the slider
     assert page.SETTINGS["beta"].parse("nan") is None
 
 

@@ -80,7 +80,7 @@ def carried() -> dict[str, str]:
 
 
 def step_link(number: int, label: str, icon: str | None = None, **kwargs) -> None:
-    st.page_link(STEPS[number - 1].page, label=label, query_params=link_params(number), icon=icon, **kwargs)
+    state.page_link(STEPS[number - 1].page, link_params(number), label=label, icon=icon, **kwargs)
 
 
 def current_step(url_path: str) -> int:
@@ -111,6 +111,6 @@ def step_bar(url_path: str) -> None:
         with st.container(horizontal=True, width="content", vertical_alignment="center", gap="medium"):
             if number > 1:
                 step_link(number - 1, "Previous step", ":material/arrow_back:", help=STEPS[number - 2].label)
-            st.page_link(LESSON_PAGE, label="Lesson", icon=":material/format_list_numbered:", query_params=carried())
+            state.page_link(LESSON_PAGE, carried(), label="Lesson", icon=":material/format_list_numbered:")
             if number < len(STEPS):
                 step_link(number + 1, "Next step", ":material/arrow_forward:", help=STEPS[number].label)

@@ -8,10 +8,12 @@ whole class): they are only used for inference (eval mode, no_grad), which never
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
@@ -19,7 +21,7 @@ import torch
 
 from ui import text, theme
 from ui.notebook_button import notebook_button  # noqa: F401 - each page's one line: state.notebook_button(page)
-from vqdemo import run_images, runs, urlstate
+from vqdemo import page_urls, run_images, runs, urlstate
 from vqdemo.data import DataConfig, ImageData, data_config, load_data
 from vqdemo.images import to_uint8, upscale_nearest
 from vqdemo.models import KINDS
@@ -152,8 +154,60 @@ def load_choice(choice: ModelChoice) -> Loaded:
     return Loaded(choice, model, meta, data)
 
 
-def _param(name: str, default: str) -> str:
+# ---- the URL: every query parameter the app reads or writes goes through the functions below ---------------------
+
+def url_text(name: str, default: str = "") -> str:
+    """One query parameter's raw text (a page that knows its bounds reads a `Param` instead)."""
     return st.query_params.get(name, default)
+
+
+def url_list(name: str, most: int | None = None) -> list[str]:
+    """A comma-separated query parameter (?runs=a,b, ?ks=16,64) as its (first `most`) stripped items."""
+    return [item.strip() for item in url_text(name).split(",")[:most]]
+
+
+def url_query() -> dict[str, str]:
+    """Every query parameter of this page, as text (the notebook export reads the page's settings from it)."""
+    return st.query_params.to_dict()
+
+
+def take_from_url(name: str) -> str | None:
+    """Read a query parameter and remove it from the address bar at once (a secret never stays there, nor on a
+    projector); None when the URL has none."""
+    value = st.query_params.get(name)
+    if value is not None:
+        del st.query_params[name]
+    return value
+
+
+def link(query: Mapping[str, str], page: str | None = None) -> str:
+    """A full address to copy: this page (or the app's page at url path `page`) with `query`."""
+    here = (st.context.url or "").split("?")[0]
+    return f"{here if page is None else here.rsplit('/', 1)[0] + '/' + page}?{urlencode(query)}"
+
+
+def page_link(page: str, query: Mapping[str, str], where: Any = st, **kwargs: Any) -> None:
+    """Streamlit's link to another page of the app (`where`: a column or container) that opens it with `query`."""
+    where.page_link(page, query_params=dict(query), **kwargs)
+
+
+# A sweep link (made on the Class page, read by the Train page): ?sweep=NAME&ks=16,64&betas=0.1,1 and its budget.
+SWEEP_NAME_CHARS = 40
+SWEEP_MOST_VALUES = 12
+
+
+def sweep_link(name: str, ks: list[int], betas: list[float], seconds: int) -> str:
+    """The Train page's address that hands each student who opens it one (K, beta) cell of the sweep `name`."""
+    query = {"sweep": name, "ks": ",".join(map(str, sorted(ks))), "betas": ",".join(f"{b:g}" for b in sorted(betas)),
+             "budget": "seconds", "secs": str(seconds)}
+    return link(query, page="train")
+
+
+def sweep_from_url() -> tuple[str, list[str], list[str]]:
+    """(name, K texts, beta texts) of this page's sweep link; the name is "" without one. The caller parses the
+    values with its settings' bounds."""
+    name = url_text("sweep")[:SWEEP_NAME_CHARS]
+    return name, url_list("ks", SWEEP_MOST_VALUES), url_list("betas", SWEEP_MOST_VALUES)
 
 
 def presenter_from_url() -> bool:
@@ -162,7 +216,7 @@ def presenter_from_url() -> bool:
     app.py asks before drawing the navigation, which moves to the top of the screen in presenter mode.
     """
     if "presenter_toggle" not in st.session_state:
-        st.session_state["presenter_toggle"] = _param("present", "0") == "1"
+        st.session_state["presenter_toggle"] = url_text("present", "0") == "1"
     st.session_state["presenter"] = bool(st.session_state["presenter_toggle"])
     return st.session_state["presenter"]
 
@@ -236,7 +290,7 @@ def sidebar() -> Loaded | None:
                      "Re-clone the repository or train a run.")
             return None
         ids = [c.id for c in choices]
-        wanted = _param("model", DEFAULT_MODEL)
+        wanted = url_text("model", DEFAULT_MODEL)
         linked = st.query_params.get("model")
         if linked in ids and "model_picker" in st.session_state and linked != st.session_state.get("_model_in_url"):
             st.session_state["model_picker"] = linked   # a link (the Lesson's, a shared one) names another model
@@ -297,6 +351,12 @@ class Param(urlstate.Param):
 
 text_of = urlstate.text_of
 field_param = partial(urlstate.field_param, kind=Param)
+
+
+def page_param(page: str, name: str, **narrowed: Any) -> Param:
+    """A page's URL setting as the library defines it once (`vqdemo.page_urls`, which the notebook export reads too),
+    narrowed to what the loaded model allows (`hi=` its depth, `options=` without labels, `default=` its example)."""
+    return Param(**{**asdict(page_urls.PARAMS[page][name]), **narrowed})
 
 
 def url_value(key: str, param: urlstate.Param, fallback: Any = None) -> None:

@@ -70,7 +70,7 @@ background, freqs = code_stats(path, mtime, model, data.val_x)
 
 canvas_key = f"paint_canvas:{loaded.choice.id}:{mtime}"
 if canvas_key not in st.session_state:   # a shared link's painting (?grid=...) if it fits this model, else blank
-    shared = grid_url.decode(st.query_params.get("grid", ""), list(sizes), h, w)
+    shared = grid_url.decode(state.url_text("grid"), list(sizes), h, w)
     st.session_state[canvas_key] = code_canvas.Canvas(
         shared or [code_canvas.blank_grid(b, h, w) for b in background], sizes)
 canvas: code_canvas.Canvas = st.session_state[canvas_key]
@@ -141,7 +141,7 @@ codes = canvas.codes(kind)
 painted = describe.code_map(canvas.layer(d), sizes[d])   # what the decoded pictures say they show
 encoded = grid_url.encode([canvas.layer(i) for i in range(canvas.depth)], list(sizes))
 blank = grid_url.encode([code_canvas.blank_grid(b, h, w) for b in background], list(sizes))
-if encoded != st.query_params.get("grid", blank):   # a link without ?grid= says the blank canvas: nothing to write
+if encoded != state.url_text("grid", blank):   # a link without ?grid= says the blank canvas: nothing to write
     state.write_url({"grid": encoded})
 with right:
     if kind == "rq":

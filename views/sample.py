@@ -89,10 +89,9 @@ num_classes = the_prior.config.num_classes if the_prior is not None else None
 guided = the_prior is not None and the_prior.config.guided  # trained with label dropout: it can guide
 
 # --- settings, kept in the URL -------------------------------------------------------------------
-N, TOP_K = state.Param("n", 16, lo=1, hi=64, cast=int), state.Param("top_k", 0, lo=0, hi=max(sizes), cast=int)
-TEMPERATURE = state.Param("temperature", prior.DEFAULT_TEMPERATURE, lo=0.05, hi=3.0, cast=float)
-SEED, LABEL = state.Param("seed", 0, lo=0, hi=999_999, cast=int), state.Param("label", -1, lo=-1, hi=9_999, cast=int)
-GUIDANCE = state.Param("guidance", prior.DEFAULT_GUIDANCE, lo=0.0, hi=5.0, cast=float)
+N, TOP_K = state.page_param("sample", "n"), state.page_param("sample", "top_k", hi=max(sizes))
+TEMPERATURE, SEED = state.page_param("sample", "temperature"), state.page_param("sample", "seed")
+LABEL, GUIDANCE = state.page_param("sample", "label"), state.page_param("sample", "guidance")
 if "sample_n" not in st.session_state:  # a new session starts from the URL (clamped; junk -> defaults)
     st.session_state.sample_n = N.read()
     st.session_state.sample_temperature = round(round(TEMPERATURE.read() / 0.05) * 0.05, 2)  # on the slider's steps
@@ -106,7 +105,7 @@ st.session_state.sample_top_k = min(st.session_state.sample_top_k, max(sizes))  
 
 
 def new_seed() -> None:
-    st.session_state.sample_seed = (st.session_state.sample_seed + 1) % 1_000_000
+    st.session_state.sample_seed = (st.session_state.sample_seed + 1) % (SEED.hi + 1)
 
 
 with st.expander("Settings", expanded=not theme.presenter()):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
@@ -23,20 +22,20 @@ from ui.identity import Student
 from ui.jobs import job_queue, shared_figure, student, tick_seconds
 from vqdemo import analysis, files, fit, runs
 from vqdemo.analysis import image_grid
+from vqdemo.app_limits import BETA_MAX, KS, MAX_ZIP_MB
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
 from vqdemo.fit import far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.metrics import psnr_of
 from vqdemo.models import KINDS, ModelConfig
 from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig
-from vqdemo.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
+from vqdemo.train_settings import DOWN, LRS, SETTINGS, model_config
 from vqdemo.trainer import TrainConfig
 
 HEALTHY, FAR_INIT, NEAR_INIT = QuantizerConfig(), far_init_quantizer(), near_init_quantizer()
 RECIPES = {"healthy": HEALTHY, "far": FAR_INIT, "near": NEAR_INIT}
 PRESETS = {"healthy": "Healthy default", "far": "Codes start far: N(0, 1) (collapses)",
            "near": "Codes start near: U(-1/K, 1/K)"}
-MAX_UPLOAD_MB = 64
 SAVED = "tr_saved"
 CHART_EVERY_S = 3.0
 # A class run lasts seconds to minutes, so it validates, logs and snapshots more often than the library's defaults:
@@ -77,12 +76,11 @@ def sweep_cell(me: Student) -> tuple[int, float] | None:
     student the next (K, beta) cell of the grid, the same one on every visit; it pre-fills this page once. A first
     visit waits (one rerun) until the browser holds its student's cookie: a second tab opened meanwhile must not
     be handed a cell of its own."""
-    name = st.query_params.get("sweep", "")[:40]
+    name, k_texts, beta_texts = state.sweep_from_url()
     if not name:
         return None
-    ks = [k for k in (SETTINGS["k"].parse(x.strip()) for x in st.query_params.get("ks", "").split(",")[:12]) if k]
-    betas = [b for b in (SETTINGS["beta"].parse(x.strip()) for x in st.query_params.get("betas", "").split(",")[:12])
-             if b is not None]
+    ks = [k for k in map(SETTINGS["k"].parse, k_texts) if k]
+    betas = [b for b in map(SETTINGS["beta"].parse, beta_texts) if b is not None]
     if not ks or not betas:
         st.warning("This sweep link names no usable K or beta values; ask your teacher for a new link.")
         return None
@@ -130,11 +128,11 @@ def settings_form() -> dict:
     st.selectbox("Dataset", SETTINGS["data"].options, key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
-        up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_UPLOAD_MB} MB)",
-                              type=["zip"], key="tr_upload", max_upload_size=MAX_UPLOAD_MB)
+        up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_ZIP_MB} MB)",
+                              type=["zip"], key="tr_upload", max_upload_size=MAX_ZIP_MB)
         if up is not None:
-            if up.size > MAX_UPLOAD_MB * 2**20:
-                st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+            if up.size > MAX_ZIP_MB * 2**20:
+                st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_ZIP_MB} MB.")
             else:
                 try:
                     stored = st.session_state.get("tr_upload_path")
@@ -322,7 +320,7 @@ def live_values(v: JobView) -> dict[str, float]:
     now = {**v.knobs, **v.pending}
     out = {"lr": min(LRS, key=lambda x: abs(x - now["lr"]))}
     if "beta" in now:
-        out["beta"] = min(BETA_MAX, max(0.0, round(round(float(now["beta"]) / 0.05) * 0.05, 2)))
+        out["beta"] = min(BETA_MAX, max(SETTINGS["beta"].lo, round(round(float(now["beta"]) / 0.05) * 0.05, 2)))
     if v.kind == "vq":
         out["k"] = min(KS, key=lambda x: abs(math.log2(x) - math.log2(max(1, int(now["k"])))))
     return out
@@ -337,8 +335,8 @@ def live_knobs(v: JobView) -> None:
     key = {n: f"tr_live_{n}_{v.id}_{stamp}" for n in shown}
     cols = st.columns(3 if v.kind == "vq" else 2)
     if "beta" in shown:
-        cols[0].slider("beta (live)", 0.0, BETA_MAX, value=shown["beta"], step=0.05, key=key["beta"],
-                       on_change=turn_knob, args=(v.id, "beta", key["beta"], shown["beta"]))
+        cols[0].slider("beta (live)", float(SETTINGS["beta"].lo), BETA_MAX, value=shown["beta"], step=0.05,
+                       key=key["beta"], on_change=turn_knob, args=(v.id, "beta", key["beta"], shown["beta"]))
     cols[-1 if v.kind == "vae" else 1].select_slider(
         "learning rate (live)", LRS, value=shown["lr"], key=key["lr"], format_func=lambda x: f"{x:g}",
         on_change=turn_knob, args=(v.id, "lr", key["lr"], shown["lr"]))
@@ -571,7 +569,8 @@ def pair_caption(views: list[JobView]) -> str:
         val = v.val[-1] if v.val else {}
         used, psnr = val.get("used"), val.get("psnr")
         if isinstance(used, (int, float)) and isinstance(psnr, float):
-            parts.append(f"{v.title.removeprefix('Lesson demo: ')} uses {used:.0f} of {v.knobs.get('k', 64):.0f} "
+            k = v.knobs.get("k", SETTINGS["k"].default)
+            parts.append(f"{v.title.removeprefix('Lesson demo: ')} uses {used:.0f} of {k:.0f} "
                          f"codes at {psnr:.1f} dB (step {val.get('step', v.step):,})")
     if not parts:
         return "The curves start at the first validation (every 50 steps)."
@@ -646,7 +645,7 @@ with settings_box:
             st.session_state["tr_fold_settings"] = True               # live panel is on the projector's first screen
             st.rerun()
     with st.expander("Share this setup"):
-        st.code(f"{st.context.url or ''}?{urlencode(st.query_params.to_dict())}", language=None, wrap_lines=True)
+        st.code(state.link(state.url_query()), language=None, wrap_lines=True)
         st.caption("The link carries these settings, not your runs.")
 
 with live_box:

@@ -17,12 +17,13 @@ import streamlit as st
 
 from ui import identity, shared, state
 from vqdemo import runs
+from vqdemo.app_limits import RUN_SECONDS
 from vqdemo.jobs import JobQueue
 
 
 @st.cache_resource(show_spinner=False)
 def _queue(runs_dir: str) -> JobQueue:
-    return JobQueue(runs_dir=runs_dir, lock=True, app_limits=True)
+    return JobQueue(runs_dir=runs_dir, lock=True, app_limits=True, max_seconds=RUN_SECONDS[1])
 
 
 def job_queue() -> JobQueue:

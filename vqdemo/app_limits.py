@@ -15,7 +15,8 @@ MAX_DEPTH = 8        # RQ depths
 MAX_DIM = 64         # code size D
 MAX_BATCH = 256
 BETA_MAX = 2.0       # the beta sliders (new run and live) end here; the field itself allows more
-RUN_SECONDS = (5, 600)   # a run's time budget on the Train page, in whole seconds (the queue's cap is the upper end)
+RUN_SECONDS = (5, 600)   # a run's time budget on the Train page, in whole seconds; the app's queue caps every job at
+                         # the upper end (ui/jobs.py)
 MAX_STEPS = 100_000      # a run's step budget, and so its progressive-training steps
 MAX_SEED = 999_999       # seeds offered by the pages (six digits: easy to read off a projector and type)
 MAX_ZIP_MB = 64          # an upload of the user's own images to train on

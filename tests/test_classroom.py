@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ui.jobs import thin
+from ui.charts import thin
 from vqdemo import classroom, files, jobs
 from vqdemo.jobs import JobQueue, retitle
 from vqdemo.jobs.local import ThreadBackend

@@ -21,8 +21,9 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import tiny_config
 from vqdemo import runs, trainer
+from vqdemo.app_limits import MAX_K
 from vqdemo.data import DataConfig
-from vqdemo.fit import APP_MAX_K, check_trainable
+from vqdemo.fit import check_trainable
 from vqdemo.jobs import JobError, JobQueue
 from vqdemo.jobs.local import ThreadBackend
 from vqdemo.models import ModelConfig, build_model
@@ -48,7 +49,7 @@ def test_train_page_refuses_k_per_depth_over_the_slider():
     at.switch_page("views/train.py").run()
     at.button(key="tr_start").click().run()
     assert not at.exception
-    assert any(f"2 to {APP_MAX_K}" in e.value for e in at.error), [e.value for e in at.error]
+    assert any(f"2 to {MAX_K}" in e.value for e in at.error), [e.value for e in at.error]
     assert job_queue().list_jobs() == []
 
 
@@ -245,12 +246,12 @@ def test_the_apps_queue_holds_every_submission_and_a_live_k_to_the_widgets(tmp_p
     q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend(), app_limits=True)
     try:
         with pytest.raises(ValueError, match="here"):   # a restart or an API call, not only the Train page's form
-            q.submit("s", "t", rq([APP_MAX_K * 2, 64]), DataConfig(name="digits"), TrainConfig(steps=1))
+            q.submit("s", "t", rq([MAX_K * 2, 64]), DataConfig(name="digits"), TrainConfig(steps=1))
         assert q.list_jobs() == []
         job = q.submit("s", "t", tiny_config(), DataConfig(name="digits"), TrainConfig(steps=100_000))
         with pytest.raises(JobError, match="here"):
-            job.set(k=APP_MAX_K * 4)
-        job.set(k=APP_MAX_K)
+            job.set(k=MAX_K * 4)
+        job.set(k=MAX_K)
         job.stop()
     finally:
         q.close()

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
 from helpers import open_page, tiny_config
-from vqdemo import cli, files, prior, runs
+from vqdemo import app_limits, cli, files, prior, runs
 from vqdemo.data import DataConfig
 from vqdemo.fit import fit
 from vqdemo.models import ModelConfig, build_model
@@ -300,9 +300,7 @@ def test_the_server_caps_uploads_at_the_largest_widget_limit():
     """The browser-side check is not a limit; .streamlit/config.toml sets the server's (checked against the upload
     endpoint itself in tests/browser/test_hardening_browser.py)."""
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    limits = [int(m) for f in (REPO / "views").glob("*.py")
-              for m in re.findall(r"^MAX_UPLOAD_MB = (\d+)", f.read_text(), re.M)]
-    assert config["server"]["maxUploadSize"] == max(limits) == 64
+    assert config["server"]["maxUploadSize"] == max(app_limits.MAX_ZIP_MB, app_limits.MAX_IMAGE_MB) == 64
     assert config["browser"]["gatherUsageStats"] is False
 
 

@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 
 from helpers import open_page
-from vqdemo import files, runs
+from vqdemo import files, page_urls, runs
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = sorted(p.stem for p in (REPO / "views").glob("*.py"))
 
 
 def url_names() -> set[str]:
-    """Every ?name= any page reads: Param("name", ...), field_param("name", ...), SETTINGS' keys, query_params.get."""
+    """Every ?name= any page reads: Param("name", ...), field_param("name", ...), SETTINGS' keys, the pages' settings in
+    vqdemo/page_urls.py, and the few read as text (ui/state.py's url_text, url_list, take_from_url)."""
     names = {"model", "present", "me", "teacher", "runs", "grid", "sweep", "ks", "betas"}
+    names |= {name for params in page_urls.PARAMS.values() for name in params}
     for f in [*(REPO / "views").glob("*.py"), *(REPO / "ui").glob("*.py"), REPO / "vqdemo" / "train_settings.py"]:
         for call in ast.walk(ast.parse(f.read_text())):
             if (isinstance(call, ast.Call) and getattr(call.func, "attr", getattr(call.func, "id", "")) in

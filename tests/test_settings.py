@@ -12,7 +12,7 @@ import pytest
 from tests import bounds
 from tests.bounds import CONFIGS, bounded_fields
 from ui import state
-from vqdemo import cli, fit, runs, settings
+from vqdemo import app_limits, cli, fit, runs, settings
 from vqdemo import train_settings as page
 from vqdemo.data import DataConfig, data_config
 from vqdemo.fsq import FSQConfig
@@ -77,7 +77,8 @@ def test_every_choice_the_train_page_offers_is_accepted_and_every_choice_field_i
     for levels in page.FSQ_LEVELS:
         FSQConfig(settings.int_list(levels))
     assert page.SETTINGS["levels"].default == ",".join(map(str, FSQConfig().levels))
-    assert max(page.KS) == fit.APP_MAX_K and max(page.DIMS) == fit.APP_MAX_DIM
+    assert page.SETTINGS["k"].options == tuple(app_limits.KS) and max(app_limits.KS) == app_limits.MAX_K
+    assert max(page.DIMS) == app_limits.MAX_DIM
 
 
 def test_the_one_builder_gives_the_same_config_from_the_command_line_and_from_the_page():

@@ -1,6 +1,7 @@
 """What students are told must be what the code does: one test per claim that once was false on screen."""
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_offset_check_shows_the_plain_expansion_failing_and_the_centred_one_not(
 def test_old_seed004_value_loads_as_what_it_did():
     assert QuantizerConfig(codebook="grad", ste="seed004").ste == "both"
     assert QuantizerConfig(codebook="ema", ste="seed004").ste == "paper"  # with EMA it never differed from the paper
-    cfg = ModelConfig.from_dict({**ModelConfig().to_dict(), "vq": {**QuantizerConfig().__dict__, "ste": "seed004"}})
+    cfg = ModelConfig.from_dict({**ModelConfig().to_dict(), "vq": {**asdict(QuantizerConfig()), "ste": "seed004"}})
     cfg.validate()
 
 

@@ -123,7 +123,7 @@ def figure(fig: go.Figure, limit: int = 6) -> str:
 
 def say(where: Any, sentence: str) -> None:
     """Text for screen readers only, in `where` (st, a column): still in the accessibility tree, but its element's
-    box has no size and leaves the page's flow (ui/state.py's PAGE_CSS hides what holds a `.vq-sr` span)."""
+    box has no size and leaves the page's flow (ui/theme.py's PAGE_CSS hides what holds a `.vq-sr` span)."""
     # The sentence holds user text (class names, run titles in trace names): escaped as markdown like any user
     # string; the empty span only marks the element for the CSS.
     where.markdown(text.md(sentence, 2000) + ' <span class="vq-sr"></span>', unsafe_allow_html=True)

@@ -17,12 +17,13 @@ import streamlit as st
 
 from ui import identity, shared, state
 from vqdemo import run_store
+from vqdemo.app_limits import RUN_SECONDS
 from vqdemo.jobs import JobQueue
 
 
 @st.cache_resource(show_spinner=False)
 def _queue(runs_dir: str) -> JobQueue:
-    return JobQueue(runs_dir=runs_dir, lock=True, app_limits=True)
+    return JobQueue(runs_dir=runs_dir, lock=True, app_limits=True, max_seconds=RUN_SECONDS[1])
 
 
 def job_queue() -> JobQueue:
@@ -78,9 +79,3 @@ def shared_figure(view, name: str, build):
     return shared.figure(("job", view.id, view.version, name), build)
 
 
-def thin(rows: list[dict], most: int = 400) -> list[dict]:
-    """At most about `most` evenly spaced rows (the last one kept): a curve looks the same and costs a fraction."""
-    if len(rows) <= most:
-        return rows
-    every = -(-len(rows) // most)
-    return rows[::every] + ([rows[-1]] if (len(rows) - 1) % every else [])

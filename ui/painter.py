@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
+
+from vqdemo.settings import is_int
 
 
 class PainterInputError(ValueError):
@@ -515,10 +516,6 @@ def _rev(grid: list[list[int]]) -> str:
     return hashlib.blake2b(json.dumps(grid, separators=(",", ":")).encode(), digest_size=8).hexdigest()
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def _check_codes(codes: Any) -> list[list[int]]:
     rows = codes.tolist() if hasattr(codes, "tolist") else codes
     if not isinstance(rows, (list, tuple)) or not rows or not all(isinstance(r, (list, tuple)) for r in rows):
@@ -529,7 +526,7 @@ def _check_codes(codes: Any) -> list[list[int]]:
         raise PainterInputError(f"codes must be rectangular with non-empty rows, got row lengths {lengths}")
     if len(rows) * w > MAX_CELLS:
         raise PainterInputError(f"codes has {len(rows)}x{w} cells; the painter takes at most {MAX_CELLS}")
-    bad = next((v for r in rows for v in r if not _is_int(v)), None)
+    bad = next((v for r in rows for v in r if not is_int(v)), None)
     if bad is not None:
         raise PainterInputError(f"codes must hold integer code ids, got {bad!r}")
     return [[int(v) for v in r] for r in rows]
@@ -573,9 +570,9 @@ def _read_stroke(value: Any, h: int, w: int, k: int) -> _Stroke | None:
     if not isinstance(value, dict):
         return None
     grid, base, seq = value.get("grid"), value.get("base"), value.get("seq")
-    if not isinstance(base, str) or not _is_int(seq) or not isinstance(grid, list) or len(grid) != h:
+    if not isinstance(base, str) or not is_int(seq) or not isinstance(grid, list) or len(grid) != h:
         return None
-    if not all(isinstance(row, list) and len(row) == w and all(_is_int(v) for v in row) for row in grid):
+    if not all(isinstance(row, list) and len(row) == w and all(is_int(v) for v in row) for row in grid):
         return None
     return _Stroke([[min(max(int(v), 0), k - 1) for v in row] for row in grid], base, int(seq))
 
@@ -627,7 +624,7 @@ def grid_painter(
     k, tiles, colors = _check_look(grid, tiles, colors)
     if not isinstance(key, str) or not key:
         raise PainterInputError("key must be a non-empty string that names this painter")
-    if not _is_int(selected) or not _is_int(cell_px):
+    if not is_int(selected) or not is_int(cell_px):
         raise PainterInputError(f"selected and cell_px must be ints, got {selected!r} and {cell_px!r}")
     h, w = len(grid), len(grid[0])
     grid = [[min(max(v, 0), k - 1) for v in row] for row in grid]

@@ -239,9 +239,10 @@ with right:
     describe.chart(st, fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
                    config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
-st.page_link("views/codebook.py", label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",
-             icon=":material/grid_view:", query_params={"model": loaded.choice.id, "code": str(code), "hl": "1"}
-             | ({"depth": "1"} if is_rq else {}))
+state.page_link("views/codebook.py", {"model": loaded.choice.id, "code": str(code), "hl": "1"}
+                | ({"depth": "1"} if is_rq else {}),
+                label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",
+                icon=":material/grid_view:")
 
 parts = explain.distance_parts(first.compared[cell], e)
 st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den Oord et al. 2017): expanding "

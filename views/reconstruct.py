@@ -7,15 +7,14 @@ import math
 import streamlit as st
 import torch
 
-from ui import describe, state, text
+from ui import describe, state, text, theme
 from ui import figures as fg
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis
+from vqdemo.app_limits import MAX_IMAGE_MB
 from vqdemo.images import ImageError, border_mean, load_image
 from vqdemo.jobs import FINISHED
 from vqdemo.metrics import PSNR_MEANING, psnr_of, psnr_per_image
-
-MAX_UPLOAD_MB = 10
 
 loaded = state.current()
 if loaded is None:
@@ -48,8 +47,8 @@ def decoded_upload(digest: str, size: int, channels: int, _raw: bytes) -> torch.
     sha256) and input shape for the whole server, so a flip of Invert or any other rerun, in any session, reuses it
     (a 6300x6300 16-bit PNG cost 1.45 s of CPU per rerun). Shared and read-only."""
     try:
-        if len(_raw) > MAX_UPLOAD_MB * 2**20:
-            raise ImageError(f"the file is {len(_raw) / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit; "
+        if len(_raw) > MAX_IMAGE_MB * 2**20:
+            raise ImageError(f"the file is {len(_raw) / 2**20:.1f} MB, over the {MAX_IMAGE_MB} MB limit; "
                              "downscale or compress it and try again.")
         return load_image(_raw, size=size, channels=channels)  # (C, H, W) in [0, 1]
     except ImageError as e:
@@ -59,7 +58,7 @@ def decoded_upload(digest: str, size: int, channels: int, _raw: bytes) -> torch.
 def code_map_figure(codes, titles: list[str], depth: int):
     """codes: (n, h, w) or (n, depth, h, w) -> the maps of one depth, side by side."""
     maps = codes[:, depth] if codes.dim() == 4 else codes
-    cell = max(6, min(30 if state.presenter() else 22, 1000 // (len(maps) * maps.shape[-1]) - 2))
+    cell = max(6, min(30 if theme.presenter() else 22, 1000 // (len(maps) * maps.shape[-1]) - 2))
     return fg.code_maps([m.numpy() for m in maps], K[depth], titles, cell_px=cell)
 
 
@@ -79,19 +78,19 @@ else:
                 "code maps here. Pick a VQ or RQ model in the sidebar to see them.")
 
 count_options = [4, 6, 8, 10, 12]
-N = state.Param("n", 8, lo=1, hi=12, cast=int)
+N = state.page_param("reconstruct", "n")
 state.url_value("rc_n", N)
 if st.session_state["rc_n"] not in count_options:
     st.session_state["rc_n"] = min(count_options, key=lambda c: abs(c - st.session_state["rc_n"]))
 c1, c2, c3 = st.columns([1, 1, 2])
 n = c2.select_slider("How many", count_options, key="rc_n")
-START = state.Param("start", 0, lo=0, hi=max(0, n_val - n), cast=int)
+START = state.page_param("reconstruct", "start", hi=max(0, n_val - n))
 state.url_value("rc_start", START)
 start = c1.number_input("First validation image", 0, max(0, n_val - n), key="rc_start", step=n,
                         help="Step through the held-out images; the URL keeps the setup.")
 depth = 0
 if is_rq:
-    DEPTH = state.Param("depth", 1, lo=1, hi=len(K), cast=int)
+    DEPTH = state.page_param("reconstruct", "depth", hi=len(K))
     state.url_value("rc_depth", DEPTH)
     depth = c3.select_slider("Code map of depth", list(range(1, len(K) + 1)), key="rc_depth",
                              help="RQ keeps one code map per depth; depth 1 is the coarsest.") - 1
@@ -109,7 +108,7 @@ if is_vq:
     m3.metric(f"Codes used{f' at depth {depth + 1}' if is_rq else ''}", f"{used} of {K[depth]}")
 
 st.subheader("Originals, reconstructions and their code maps")
-size = 130 if state.presenter() else 96
+size = 130 if theme.presenter() else 96
 cols = st.columns(len(idx))
 codes_shown = (val["codes"][idx][:, depth] if is_rq else val["codes"][idx]) if is_vq else None
 for c, i, p in zip(cols, idx, psnr.tolist()):
@@ -211,9 +210,9 @@ if is_vq:
     best_codes_section()
 
 st.subheader("Your own image")
-up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at most {MAX_UPLOAD_MB} MB)",
+up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at most {MAX_IMAGE_MB} MB)",
                       type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"], key="rc_upload",
-                      max_upload_size=MAX_UPLOAD_MB,
+                      max_upload_size=MAX_IMAGE_MB,
                       help=f"It is resized to {cfg.image_size}x{cfg.image_size} and "
                            f"{'greyscale' if cfg.channels == 1 else 'RGB'}, as this model expects.")
 if up is not None:

@@ -10,32 +10,31 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
 import torch
 
-from ui import charts, describe, state, text
+from ui import charts, describe, state, text, theme
 from ui import shared as shared_figures
 from ui.identity import Student
-from ui.jobs import job_queue, shared_figure, student, thin, tick_seconds
+from ui.jobs import job_queue, shared_figure, student, tick_seconds
 from vqdemo import analysis, fit, run_store, runs
 from vqdemo.analysis import image_grid
+from vqdemo.app_limits import BETA_MAX, KS, MAX_ZIP_MB
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
 from vqdemo.fit import far_init_quantizer, near_init_quantizer
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.metrics import psnr_of
 from vqdemo.models import KINDS, ModelConfig
 from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig
-from vqdemo.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
+from vqdemo.train_settings import DOWN, LRS, SETTINGS, model_config
 from vqdemo.trainer import TrainConfig
 
 HEALTHY, FAR_INIT, NEAR_INIT = QuantizerConfig(), far_init_quantizer(), near_init_quantizer()
 RECIPES = {"healthy": HEALTHY, "far": FAR_INIT, "near": NEAR_INIT}
 PRESETS = {"healthy": "Healthy default", "far": "Codes start far: N(0, 1) (collapses)",
            "near": "Codes start near: U(-1/K, 1/K)"}
-MAX_UPLOAD_MB = 64
 SAVED = "tr_saved"
 CHART_EVERY_S = 3.0
 # A class run lasts seconds to minutes, so it validates, logs and snapshots more often than the library's defaults:
@@ -76,12 +75,11 @@ def sweep_cell(me: Student) -> tuple[int, float] | None:
     student the next (K, beta) cell of the grid, the same one on every visit; it pre-fills this page once. A first
     visit waits (one rerun) until the browser holds its student's cookie: a second tab opened meanwhile must not
     be handed a cell of its own."""
-    name = st.query_params.get("sweep", "")[:40]
+    name, k_texts, beta_texts = state.sweep_from_url()
     if not name:
         return None
-    ks = [k for k in (SETTINGS["k"].parse(x.strip()) for x in st.query_params.get("ks", "").split(",")[:12]) if k]
-    betas = [b for b in (SETTINGS["beta"].parse(x.strip()) for x in st.query_params.get("betas", "").split(",")[:12])
-             if b is not None]
+    ks = [k for k in map(SETTINGS["k"].parse, k_texts) if k]
+    betas = [b for b in map(SETTINGS["beta"].parse, beta_texts) if b is not None]
     if not ks or not betas:
         st.warning("This sweep link names no usable K or beta values; ask your teacher for a new link.")
         return None
@@ -126,11 +124,11 @@ def settings_form() -> dict:
     st.selectbox("Dataset", SETTINGS["data"].options, key="tr_data",
                  format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
     if st.session_state["tr_data"] == "folder":
-        up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_UPLOAD_MB} MB)",
-                              type=["zip"], key="tr_upload", max_upload_size=MAX_UPLOAD_MB)
+        up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_ZIP_MB} MB)",
+                              type=["zip"], key="tr_upload", max_upload_size=MAX_ZIP_MB)
         if up is not None:
-            if up.size > MAX_UPLOAD_MB * 2**20:
-                st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+            if up.size > MAX_ZIP_MB * 2**20:
+                st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_ZIP_MB} MB.")
             else:
                 try:
                     stored = st.session_state.get("tr_upload_path")
@@ -318,7 +316,7 @@ def live_values(v: JobView) -> dict[str, float]:
     now = {**v.knobs, **v.pending}
     out = {"lr": min(LRS, key=lambda x: abs(x - now["lr"]))}
     if "beta" in now:
-        out["beta"] = min(BETA_MAX, max(0.0, round(round(float(now["beta"]) / 0.05) * 0.05, 2)))
+        out["beta"] = min(BETA_MAX, max(SETTINGS["beta"].lo, round(round(float(now["beta"]) / 0.05) * 0.05, 2)))
     if v.kind == "vq":
         out["k"] = min(KS, key=lambda x: abs(math.log2(x) - math.log2(max(1, int(now["k"])))))
     return out
@@ -333,8 +331,8 @@ def live_knobs(v: JobView) -> None:
     key = {n: f"tr_live_{n}_{v.id}_{stamp}" for n in shown}
     cols = st.columns(3 if v.kind == "vq" else 2)
     if "beta" in shown:
-        cols[0].slider("beta (live)", 0.0, BETA_MAX, value=shown["beta"], step=0.05, key=key["beta"],
-                       on_change=turn_knob, args=(v.id, "beta", key["beta"], shown["beta"]))
+        cols[0].slider("beta (live)", float(SETTINGS["beta"].lo), BETA_MAX, value=shown["beta"], step=0.05,
+                       key=key["beta"], on_change=turn_knob, args=(v.id, "beta", key["beta"], shown["beta"]))
     cols[-1 if v.kind == "vae" else 1].select_slider(
         "learning rate (live)", LRS, value=shown["lr"], key=key["lr"], format_func=lambda x: f"{x:g}",
         on_change=turn_knob, args=(v.id, "lr", key["lr"], shown["lr"]))
@@ -384,13 +382,13 @@ def metrics(v: JobView) -> None:
 def figures(v: JobView) -> None:
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(shared_figure(v, "loss", lambda: charts.loss_curves(thin(v.train), marks=v.changes)),
+        st.plotly_chart(shared_figure(v, "loss", lambda: charts.loss_curves(charts.thin(v.train), marks=v.changes)),
                         key="tr_fig_loss")
         st.caption("Recon should fall steadily; commit (beta's term) shows how far encoder outputs sit from their "
                    "codes. Dotted lines mark live changes.")
     with b:
         st.plotly_chart(shared_figure(v, "psnr", lambda: charts.metric_curve(
-            thin(v.train) + v.val, "psnr", "PSNR", "dB", kinds=("train", "val"))), key="tr_fig_psnr")
+            charts.thin(v.train) + v.val, "psnr", "PSNR", "dB", kinds=("train", "val"))), key="tr_fig_psnr")
         st.caption("Validation PSNR (bold) is the honest score: it climbs while the decoder and codebook learn.")
     if v.kind == "vae":
         st.caption("A VAE has no codebook: no usage, no perplexity. Compare its reconstructions with a VQ run.")
@@ -398,12 +396,12 @@ def figures(v: JobView) -> None:
         a, b = st.columns(2)
         with a:
             st.plotly_chart(shared_figure(v, "ppl", lambda: charts.codebook_curve(
-                thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
+                charts.thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
             st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse."
                        + analysis.perplexity_dip_note(v.train, v.knobs.get("k") or v.model_cfg.vq.k))
         with b:
             st.plotly_chart(shared_figure(v, "used", lambda: charts.codebook_curve(
-                thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
+                charts.thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
             st.caption("How many different codes one batch picked" + (" (depth 1)" if v.kind == "rq" else "") + ".")
         usage = v.snapshot.get("usage") if v.snapshot else None
         upkeep = v.snapshot.get("upkeep") if v.snapshot else None
@@ -567,7 +565,8 @@ def pair_caption(views: list[JobView]) -> str:
         val = v.val[-1] if v.val else {}
         used, psnr = val.get("used"), val.get("psnr")
         if isinstance(used, (int, float)) and isinstance(psnr, float):
-            parts.append(f"{v.title.removeprefix('Lesson demo: ')} uses {used:.0f} of {v.knobs.get('k', 64):.0f} "
+            k = v.knobs.get("k", SETTINGS["k"].default)
+            parts.append(f"{v.title.removeprefix('Lesson demo: ')} uses {used:.0f} of {k:.0f} "
                          f"codes at {psnr:.1f} dB (step {val.get('step', v.step):,})")
     if not parts:
         return "The curves start at the first validation (every 50 steps)."
@@ -625,7 +624,7 @@ if cell := sweep_cell(me):
     st.info(f"**Class sweep:** your cell is K = {cell[0]}, beta = {cell[1]:g}. Press Start training; the Class page "
             "shows every student's result on one chart.")
 demo_section(me)
-presenter = state.presenter()
+presenter = theme.presenter()
 if st.session_state.pop("tr_fold_settings", False):
     st.session_state["tr_settings_open"] = False
     state.scroll_to_top()
@@ -642,7 +641,7 @@ with settings_box:
             st.session_state["tr_fold_settings"] = True               # live panel is on the projector's first screen
             st.rerun()
     with st.expander("Share this setup"):
-        st.code(f"{st.context.url or ''}?{urlencode(st.query_params.to_dict())}", language=None, wrap_lines=True)
+        st.code(state.link(state.url_query()), language=None, wrap_lines=True)
         st.caption("The link carries these settings, not your runs.")
 
 with live_box:

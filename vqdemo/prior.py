@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import runs
 from .data import data_config, load_data
-from .settings import Checked, setting
+from .settings import Checked, is_int, setting
 from .trainer import Control, Store, TrainConfig, run_training
 
 KINDS = ("pixelcnn", "rq")
@@ -111,10 +111,6 @@ class PriorConfig(Checked):
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Conv(nn.Conv2d):
@@ -339,7 +335,7 @@ class _CodePrior(nn.Module):
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor | None, batch_size: int) -> dict[str, float]:
         """Bits per code over a whole set; "score" (lower is better) is bits per code."""
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise PriorError(f"batch_size must be an int >= 1, got {batch_size!r}.")
         codes = self._as_stack(x)
         labels = self._labels(y, codes.shape[0], required=True)
@@ -382,14 +378,14 @@ class _CodePrior(nn.Module):
         from logits_none + w * (logits_class - logits_none): 1 is the conditional prior, 0 the "no class" prior.
         Returns (n, H, W) for pixelcnn, (n, D, H, W) for rq, int64.
         """
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise PriorError(f"n must be an int >= 1, got {n!r}.")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                 or not math.isfinite(temperature) or temperature <= 0:
             raise PriorError(f"temperature must be a finite number > 0, got {temperature!r}.")
-        if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        if top_k is not None and (not is_int(top_k) or top_k < 1):
             raise PriorError(f"top_k must be None or an int >= 1, got {top_k!r}.")
-        if not _is_int(seed):
+        if not is_int(seed):
             raise PriorError(f"seed must be an int, got {seed!r}.")
         cfg = self.config
         if labels is not None and cfg.num_classes is None:
@@ -708,7 +704,7 @@ def sample_with_codes(
     """`sample_images` that also returns the sampled code maps (the Sample page shows them): (codes (n, [D,] h, w),
     images (n, C, H, W)). Same seed, same draws."""
     _check_fits(prior.config, ae)
-    if label is not None and not _is_int(label):
+    if label is not None and not is_int(label):
         raise PriorError(f"label must be None or an int class index, got {label!r}.")
     labels = None if label is None else torch.tensor(label)
     codes = prior.sample(n, temperature=temperature, top_k=top_k, seed=seed, labels=labels, guidance=guidance)

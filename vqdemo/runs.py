@@ -8,7 +8,6 @@ checkpoint whose tensors do not fit its config is refused with a clear message.
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import stat
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save
 
 from .files import atomic_write_bytes
 from .models import ModelConfig, build_model, parameter_count
+from .settings import finite
 
 WEIGHTS = "model.safetensors"   # the best checkpoint by validation score
 LAST = "last.safetensors"       # the latest good checkpoint
@@ -192,12 +192,6 @@ def _text(value: Any, default: str = "") -> str:
     return value[:MAX_TEXT_CHARS] if isinstance(value, str) else default
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def clean_status(raw: Any) -> dict:
     """status.json as its readers expect it, whatever the file says: state one of STATES, reason a short string,
     step an int >= 0, updated a finite float or absent, best a dict of finite floats (its step an int).
@@ -206,11 +200,11 @@ def clean_status(raw: Any) -> dict:
     raw = raw if isinstance(raw, dict) else {}
     state = raw.get("state") if raw.get("state") in STATES else "unknown"
     out: dict[str, Any] = {"state": state, "reason": _text(raw.get("reason")), "step": _count(raw.get("step"))}
-    if (updated := _finite(raw.get("updated"))) is not None:
+    if (updated := finite(raw.get("updated"))) is not None:
         out["updated"] = updated
     best = raw.get("best")
     if isinstance(best, dict):
-        out["best"] = {str(k)[:40]: v for k, v in ((k, _finite(v)) for k, v in best.items()) if v is not None}
+        out["best"] = {str(k)[:40]: v for k, v in ((k, finite(v)) for k, v in best.items()) if v is not None}
         if "step" in out["best"]:
             out["best"]["step"] = _count(out["best"]["step"])
     if raw.get("was") in STATES:
@@ -220,7 +214,7 @@ def clean_status(raw: Any) -> dict:
 
 def _count(value: Any) -> int:
     """A step count: an int >= 0 (a whole float is taken, anything else is 0)."""
-    v = _finite(value)
+    v = finite(value)
     return int(v) if v is not None and v >= 0 and v == int(v) and v < 2**62 else 0
 
 

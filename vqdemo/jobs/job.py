@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import fit, knobs, run_store
+from .. import app_limits, knobs, run_store
 from ..data import DataConfig
 from ..models import ModelConfig
 from ..trainer import TrainConfig
@@ -256,7 +256,7 @@ class Job:
         if self.task != "train":
             raise JobError("only training runs have live knobs")
         try:
-            clean = knobs.check(self.kind, changes, k_max=fit.APP_MAX_K if self._queue.app_limits else None)
+            clean = knobs.check(self.kind, changes, k_max=app_limits.MAX_K if self._queue.app_limits else None)
         except ValueError as e:
             raise JobError(str(e)) from None
         with self._lock:

@@ -62,7 +62,7 @@ class JobQueue:
         self.keep_finished = keep_finished
         self.pause_limit_s = pause_limit_s
         self.max_results = max_results
-        self.app_limits = app_limits   # the app's queue: every size held to its widgets' bounds (fit.APP_MAX_*)
+        self.app_limits = app_limits   # the app's queue: every size held to its widgets' bounds (vqdemo/app_limits.py)
         # A server holds its runs folder (lock=True): a second server on it would mark this one's live runs
         # "interrupted" and count students' runs twice. run_store.RunsDirBusy says which process holds it.
         self._runs_lock = run_store.lock_runs_dir(self.runs_dir) if lock else None

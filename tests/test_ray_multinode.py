@@ -18,7 +18,7 @@ from vqdemo.jobs.ray_backend import RayBackend
 from vqdemo.jobs.ray_head import start_head, start_node, wait_nodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SURVIVOR_STEPS = 60   # the job on the node that stays: a few more steps after the other node dies
+SURVIVOR_STEPS = 300   # the job on the node that stays: paused well before its end, resumed after the other node dies
 
 
 def test_jobs_run_on_worker_nodes_and_a_lost_node_fails_only_its_own_job(tmp_path, monkeypatch):
@@ -26,7 +26,7 @@ def test_jobs_run_on_worker_nodes_and_a_lost_node_fails_only_its_own_job(tmp_pat
     nodes = []
     try:
         nodes = [start_node(head, num_cpus=1), start_node(head, num_cpus=1)]
-        wait_nodes(head, 3, timeout_s=DEADLINE_S)
+        wait_nodes(head, nodes, timeout_s=DEADLINE_S)
         use_cluster(monkeypatch, head.env)
         q = JobQueue(2, tmp_path / "runs", threads=1, backend=RayBackend())
         try:
@@ -35,13 +35,14 @@ def test_jobs_run_on_worker_nodes_and_a_lost_node_fails_only_its_own_job(tmp_pat
                 job = q.submit("s", title, tiny(), DATA, budget(steps=steps))
                 wait_for(lambda job=job: job.step_count >= 12 and (job.run_dir / runs.LAST).is_file(),
                          f"a checkpoint of the run {title!r}", timeout=DEADLINE_S, every=0.2)
-                job.pause()   # so the survivor cannot finish before the other node dies
+                if steps == SURVIVOR_STEPS:
+                    job.pause()   # so it cannot finish before the other node dies
                 new = [n for n in nodes if n.actor_pids() and n not in placed.values()]
                 assert len(new) == 1, [n.actor_pids() for n in nodes]
                 placed[job] = new[0]
             assert not head.actor_pids()   # the head has no CPUs: nothing trains on the web server's machine
             (lost, dying), (kept, _) = placed.items()
-            step_at_kill = lost.step_count
+            assert lost.state == "running"
 
             dying.kill()
             view = finished(lost)
@@ -49,7 +50,6 @@ def test_jobs_run_on_worker_nodes_and_a_lost_node_fails_only_its_own_job(tmp_pat
             assert "machine running this run stopped" in view.reason and "checkpoint" in view.reason, view.reason
             runs.load_model(lost.run_dir, runs.LAST)   # kept, and it loads
             assert runs.read_json(lost.run_dir / runs.STATUS)["state"] == "failed"
-            assert step_at_kill >= 10
 
             assert kept.state == "paused"   # untouched by the other node's death
             kept.resume()

@@ -26,9 +26,16 @@ RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]   # Ray's `ray` command,
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now (all held open together while picked, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def session_pids(sid: int) -> list[int]:
@@ -145,19 +152,23 @@ def start_node(head: Head, num_cpus: int = 1) -> Node:
     would. Every port Ray would otherwise take by default (the same on every node of one host) is a free one of its
     own, and its files go to a temp dir of its own. Returns at once: `wait_nodes` says when it has joined."""
     temp = Path(tempfile.mkdtemp(prefix="vqnode-", dir="/tmp"))
-    ports = [f"--{name}={free_port()}" for name in ("node-manager-port", "object-manager-port", "metrics-export-port",
-                                                     "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                     "runtime-env-agent-port")]
+    names = ("node-manager-port", "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "runtime-env-agent-port")
+    ports = [f"--{name}={port}" for name, port in zip(names, free_ports(len(names)), strict=True)]
     proc, log = _ray_start(["--address", head.env["RAY_ADDRESS"], "--num-cpus", str(num_cpus), *ports],
                            {**os.environ, **head.env, "RAY_USAGE_STATS_ENABLED": "0"}, temp, "node")
     return Node(proc=proc, log=log)
 
 
-def wait_nodes(head: Head, count: int, timeout_s: float = 180.0) -> str:
-    """Until `ray status` lists `count` live nodes (the head among them); returns what it last said."""
+def wait_nodes(head: Head, nodes: list[Node], timeout_s: float = 180.0) -> str:
+    """Until `ray status` lists the head and every one of `nodes` as live; returns what it last said. Fails at once,
+    with its output, if a node's `ray start` ends."""
     deadline = time.monotonic() + timeout_s
-    said = ""
+    count, said = 1 + len(nodes), ""
     while time.monotonic() < deadline:
+        for node in nodes:
+            if node.proc.poll() is not None:
+                raise RuntimeError(f"a Ray worker node ended: {node.log.read_text(errors='replace')[-1500:]}")
         status = subprocess.run([*RAY_CLI, "status", "--address", head.env["RAY_ADDRESS"]],
                                 env={**os.environ, **head.env}, capture_output=True, text=True)
         said = status.stdout + status.stderr
@@ -165,7 +176,9 @@ def wait_nodes(head: Head, count: int, timeout_s: float = 180.0) -> str:
         if status.returncode == 0 and active.count("node_") == count:
             return said
         time.sleep(1.0)
-    raise RuntimeError(f"the Ray cluster did not reach {count} nodes within {timeout_s:.0f} s: {said[-1500:]}")
+    logs = [f"{len(n.pids())} processes, {n.log.read_text(errors='replace')[-600:]}" for n in nodes]
+    raise RuntimeError(f"the Ray cluster did not reach {count} nodes within {timeout_s:.0f} s: {said[-800:]}; "
+                       f"its worker nodes: {logs}")
 
 
 @contextlib.contextmanager

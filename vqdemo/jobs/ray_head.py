@@ -169,8 +169,12 @@ def wait_nodes(head: Head, nodes: list[Node], timeout_s: float = 180.0) -> str:
         for node in nodes:
             if node.proc.poll() is not None:
                 raise RuntimeError(f"a Ray worker node ended: {node.log.read_text(errors='replace')[-1500:]}")
-        status = subprocess.run([*RAY_CLI, "status", "--address", head.env["RAY_ADDRESS"]],
-                                env={**os.environ, **head.env}, capture_output=True, text=True)
+        try:
+            status = subprocess.run([*RAY_CLI, "status", "--address", head.env["RAY_ADDRESS"]],
+                                    env={**os.environ, **head.env}, capture_output=True, text=True,
+                                    timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            break
         said = status.stdout + status.stderr
         active = said.split("Active:")[-1].split("Pending:")[0] if "Active:" in said else ""
         if status.returncode == 0 and active.count("node_") == count:

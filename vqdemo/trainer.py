@@ -82,7 +82,7 @@ class TrainConfig(Checked):
                                   help="torch CPU threads (default: one for a small model's steps, else every core; "
                                        "fit.train_threads)")
     # decay is the default: at the 2,200 steps 45 s buys on a quiet machine it beat constant on seeds 0, 1 and 2
-    # (+0.34 to +0.38 dB best validation PSNR, README, Benchmarks); priors keep the constant rate (prior.py).
+    # (+0.34 to +0.38 dB best validation PSNR, README, Benchmarks); priors keep the constant rate (prior/training.py).
     schedule: str = setting("decay", choices=SCHEDULES,
                             help="learning rate over the run: constant, or cosine (from lr down to 0 along a half "
                                  "cosine by the end of the budget, steps or seconds; Loshchilov & Hutter 2017 "

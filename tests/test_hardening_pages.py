@@ -300,7 +300,7 @@ def test_the_server_caps_uploads_at_the_largest_widget_limit():
     """The browser-side check is not a limit; .streamlit/config.toml sets the server's (checked against the upload
     endpoint itself in tests/browser/test_hardening_browser.py)."""
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    limits = [int(m) for f in (REPO / "views").glob("*.py")
+    limits = [int(m) for f in [*(REPO / "views").glob("*.py"), *(REPO / "ui").glob("*.py")]
               for m in re.findall(r"^MAX_UPLOAD_MB = (\d+)", f.read_text(), re.M)]
     assert config["server"]["maxUploadSize"] == max(limits) == 64
     assert config["browser"]["gatherUsageStats"] is False

@@ -113,10 +113,6 @@ def validation_batch(batch_size: int, image_size: int) -> int:
     return max(batch_size, min(VAL_BATCH_MAX, VAL_PIXELS // max(1, image_size ** 2)))
 
 
-def check_lr(lr: float) -> None:
-    TrainConfig(lr=lr)   # its own check names the field and its range
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -440,12 +436,11 @@ def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def _apply_changes(model: Any, optimizer: torch.optim.Optimizer, changes: dict[str, float]) -> torch.optim.Optimizer:
-    """Live knobs. beta and lr apply in place; a new K resizes the codebook and rebuilds the optimiser,
-    carrying over Adam's state for every parameter whose shape did not change."""
+    """Live knobs, checked where they came in (`knobs.check`). beta and lr apply in place; a new K resizes the
+    codebook and rebuilds the optimiser, carrying over Adam's state for every parameter whose shape did not change."""
     if "beta" in changes:
         model.set_beta(float(changes["beta"]))
     if "lr" in changes:
-        check_lr(changes["lr"])
         for group in optimizer.param_groups:
             group["lr"] = float(changes["lr"])
     if "k" in changes:

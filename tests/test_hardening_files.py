@@ -303,7 +303,7 @@ def shipped_without_prior(tmp_path, monkeypatch) -> Path:
     fake.mkdir(parents=True)
     for name in (runs.WEIGHTS, runs.CONFIG):
         (fake / name).write_bytes((prior.SHIPPED / "shapes-vq" / name).read_bytes())
-    monkeypatch.setattr(prior, "SHIPPED", fake.parent)
+    monkeypatch.setattr(prior.storage, "SHIPPED", fake.parent)   # where prior_write_dir looks
     return fake
 
 

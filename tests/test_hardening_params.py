@@ -141,9 +141,9 @@ def test_a_dataset_too_big_to_hold_is_refused_before_a_run_folder(no_training, c
 ])   # prior train's flags are config fields: test_every_config_flag_takes_its_bounds_and_refuses_past_them
 def test_prior_flags_out_of_bounds(tmp_path, monkeypatch, capsys, argv):
     run = shipped("mnist-vq", prior=True)
-    import vqdemo.prior as prior_mod
+    import vqdemo.prior.training as training
 
-    monkeypatch.setattr(prior_mod, "run_training", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(training, "run_training", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     monkeypatch.chdir(tmp_path)
     argv = [str(run) if a == "RUN" else a for a in argv] + ["--out", str(tmp_path / "s.png")] * (argv[1] == "sample")
     _one_line_refusal(capsys, argv)

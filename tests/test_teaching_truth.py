@@ -262,7 +262,7 @@ def test_uniform_codes_start_bunched_but_not_at_the_outputs_centre():
 def test_no_page_says_uniform_codes_start_at_the_centre_or_in_the_paper():
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
-    files = [*(repo / "views").glob("*.py"), *(repo / "ui").glob("*.py"), *(repo / "vqdemo").glob("*.py")]
+    files = [*(repo / "views").glob("*.py"), *(repo / "ui").glob("*.py"), *(repo / "vqdemo").rglob("*.py")]
     for f in files:
         text = " ".join(f.read_text().split()).lower()
         for claim in ("start at their centre", "at the centre of the outputs", "sit at the centre of",

@@ -113,7 +113,8 @@ def test_no_emoji_and_no_internet_assets_in_the_app():
     repo = Path(__file__).resolve().parents[1]
     emoji = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u231A-\u23FF\uFE0F]")
     remote = re.compile(r"https?://(?!127\.0\.0\.1|localhost)")
-    for path in [repo / "app.py", *sorted((repo / "views").glob("*.py")), *sorted((repo / "ui").glob("*.py"))]:
+    assets = sorted(p for p in (repo / "ui").rglob("*") if p.suffix in (".html", ".css", ".js"))   # components' files
+    for path in [repo / "app.py", *sorted((repo / "views").glob("*.py")), *sorted((repo / "ui").glob("*.py")), *assets]:
         text = path.read_text(encoding="utf-8")
         assert not emoji.findall(text), f"{path.name}: {emoji.findall(text)}"
         assert not remote.findall(text), f"{path.name} fetches from the internet"

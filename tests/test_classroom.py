@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from thread_backend import ThreadBackend
 
 from ui.charts import thin
 from vqdemo import classroom, files, jobs
 from vqdemo.jobs import JobQueue, retitle
-from vqdemo.jobs.local import ThreadBackend
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
+from thread_backend import ThreadBackend
 
 from helpers import tiny_config
 from vqdemo import runs, trainer
@@ -25,7 +26,6 @@ from vqdemo.app_limits import MAX_K
 from vqdemo.data import DataConfig
 from vqdemo.fit import check_trainable
 from vqdemo.jobs import JobError, JobQueue
-from vqdemo.jobs.local import ThreadBackend
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.trainer import TrainConfig, estimate_step_s, run_training

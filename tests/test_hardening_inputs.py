@@ -322,11 +322,12 @@ def test_a_page_shows_a_zip_run_from_its_file(tmp_path, monkeypatch):
 @pytest.mark.integration
 def test_a_queued_zip_run_gets_its_images_file_from_its_worker(tmp_path, monkeypatch):
     """Through the job queue the worker decodes the zip and sends the small file back with the run's other files."""
+    from thread_backend import ThreadBackend
+
     from helpers import tiny_config, wait_for
     from vqdemo import runs
     from vqdemo.data import DataConfig
     from vqdemo.jobs import FINISHED, JobQueue
-    from vqdemo.jobs.local import ThreadBackend
     from vqdemo.trainer import TrainConfig
 
     z = tmp_path / "mine.zip"
@@ -401,11 +402,12 @@ def test_a_newer_write_replaces_the_waiting_one_and_a_deleted_run_is_dropped(tmp
 
 @pytest.mark.integration
 def test_a_run_that_ends_on_a_full_disk_says_so_on_disk_once_space_returns(tmp_path, disk):
+    from thread_backend import ThreadBackend
+
     from helpers import tiny_config, wait_for
     from vqdemo import runs
     from vqdemo.data import DataConfig
     from vqdemo.jobs import FINISHED, JobQueue
-    from vqdemo.jobs.local import ThreadBackend
     from vqdemo.trainer import TrainConfig
 
     q = JobQueue(1, tmp_path / "runs", threads=1, backend=ThreadBackend())

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from thread_backend import ThreadBackend
 
 import vqdemo.fit
 from helpers import wait_for
 from vqdemo import files, jobs, run_store, runs
 from vqdemo.data import DataConfig
 from vqdemo.jobs import JobError, JobQueue
-from vqdemo.jobs.local import ThreadBackend
 from vqdemo.models import VQVAE, ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.trainer import TrainConfig

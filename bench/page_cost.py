@@ -11,7 +11,7 @@ websocket, serving images over HTTP.
 With --profile PAGE, the last visit of that page runs under cProfile (the script thread's CPU) and the top functions
 are printed: what a later student still costs.
 Run: python bench/page_cost.py [--visits 6] [--model shipped:mnist-vq] [--pages learn reconstruct codebook train]
-     [--profile codebook]
+     [--profile codebook] [--elements 50]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,12 +90,54 @@ def visit(page: str, model: str, profiler: cProfile.Profile | None = None) -> tu
     return sum(spent) * 1000, wall
 
 
+def cpu_ms(fn: Callable[[], object], repeat: int) -> float:
+    """Median CPU milliseconds of this thread per call of `fn`."""
+    spent = []
+    for _ in range(repeat):
+        t0 = time.thread_time()
+        fn()
+        spent.append(time.thread_time() - t0)
+    return statistics.median(spent) * 1000
+
+
+def elements(repeat: int) -> None:
+    """One element as a later student's session pays for it, without and with what ui/shared.py shares: a 120-pixel
+    crisp digit (Streamlit encoding an array, against the shared PNG's digest, lookup and header check) and the
+    Codebook page's 2-D map of 2,000 points (Streamlit's dict of a figure, against the shared figure's dict; both
+    then serialised to JSON)."""
+    import numpy as np
+    import plotly.graph_objects as go
+    import streamlit as st
+    import torch
+
+    from ui import figures as fg
+    from ui import state
+
+    x = torch.rand(1, 28, 28)
+    state.image(st, x, 120)   # the first student encodes it
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 64, 2000)
+    shared_map = fg.map_2d(rng.normal(size=(2000, 2)), rng.normal(size=(64, 2)), codes, codes % 10,
+                           np.bincount(codes, minlength=64), "code", None)
+    plain_map = go.Figure(shared_map)   # the same figure, not shared: its dict made on every call
+    st.plotly_chart(shared_map)         # the first student makes its dict
+    rows = [("crisp 120-px image, array (Streamlit encodes it)", lambda: st.image(state.crisp(x, 120))),
+            ("crisp 120-px image, shared PNG (state.image)", lambda: state.image(st, x, 120)),
+            ("2-D map, 2,000 points, figure's own dict", lambda: st.plotly_chart(plain_map)),
+            ("2-D map, 2,000 points, shared dict", lambda: st.plotly_chart(shared_map))]
+    print(f"\n{'one element, a later session':<52} {'CPU ms (median)':>16}")
+    for name, fn in rows:
+        print(f"{name:<52} {cpu_ms(fn, repeat):16.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--visits", type=int, default=6, help="fresh sessions per page (the first one included)")
     ap.add_argument("--model", default="shipped:mnist-vq")
     ap.add_argument("--pages", nargs="+", default=PAGES, choices=PAGES)
     ap.add_argument("--profile", choices=PAGES, help="profile this page's last visit (the script thread's CPU)")
+    ap.add_argument("--elements", type=int, default=50, metavar="N",
+                    help="then time one image and one chart N times each, without and with sharing (0: skip)")
     args = ap.parse_args()
     if args.visits < 2:
         ap.error("--visits must be at least 2: the first student and the next")
@@ -117,6 +159,8 @@ def main() -> None:
         stats.sort_stats("cumulative").print_stats(60)
         stats.sort_stats("tottime").print_stats(25)
         print(out.getvalue())
+    if args.elements:
+        elements(args.elements)
 
 
 if __name__ == "__main__":

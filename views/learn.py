@@ -96,7 +96,8 @@ def image_view(key: tuple, index: int, _model, _x) -> dict:
     x = _x[index]
     tr = analysis.trace(_model, x)
     steps = explain.quantize_steps(_model, tr.z_e)
-    out = {"trace": tr, "steps": steps, "terms": explain.loss_terms(_model, x[None])}
+    out = {"trace": tr, "steps": steps, "terms": explain.loss_terms(_model, x[None]),
+           "mosaics": [fg.channel_mosaic(z[0], 4) for z in (tr.z_e, tr.z_q)]}   # z_e, z_q: each (1, H', W')
     out["psnr"] = float(analysis.reconstruct(_model, x[None])[1][0])
     if _model.config.kind == "rq":
         out["coarse"] = analysis.coarse_to_fine(_model, x[None])
@@ -164,7 +165,7 @@ with stages[0]:
 with stages[1]:
     st.markdown("**→ encoder: z_e**")
     st.markdown(f"`{tuple(tr.z_e.shape)}`  \n(B, D, h, w)")
-    state.image(st, fg.channel_mosaic(tr.z_e[0], 4), 120, alt=describe.channels(tr.z_e[0], "encoder output z_e"))
+    state.image(st, view["mosaics"][0], 120, alt=describe.channels(tr.z_e[0], "encoder output z_e"))
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
@@ -183,7 +184,7 @@ with stages[4]:
 with stages[5]:
     st.markdown("**→ look up: z_q**")
     st.markdown(f"`{tuple(tr.z_q.shape)}`  \n(B, D, h, w)")
-    state.image(st, fg.channel_mosaic(tr.z_q[0], 4), 120, alt=describe.channels(tr.z_q[0], "quantised z_q"))
+    state.image(st, view["mosaics"][1], 120, alt=describe.channels(tr.z_q[0], "quantised z_q"))
 with stages[6]:
     st.markdown("**→ decoder: x̂**")
     st.markdown(f"`{tuple(tr.x_hat.shape)}`  \n(B, C, H, W)")

@@ -132,5 +132,13 @@ def say(where: Any, sentence: str) -> None:
 def chart(where: Any, fig: go.Figure, summary: str | None = None, **kwargs: Any) -> Any:
     """`where.plotly_chart(fig, **kwargs)` preceded by a summary a screen reader reaches (WCAG 1.1.1): `summary`,
     else one read from the figure's data. Returns what plotly_chart returns (the selection event)."""
-    say(where, summary or figure(fig))
+    say(where, summary or _summary(fig))
     return where.plotly_chart(fig, **kwargs)
+
+
+def _summary(fig: go.Figure) -> str:
+    """`figure(fig)`, read once per figure object: a figure shared by every session (ui/shared.py) is read-only, so
+    its summary is too, and a later student's page skips walking Plotly's property tree."""
+    if getattr(fig, "_summary", None) is None:
+        fig._summary = figure(fig)
+    return fig._summary

@@ -19,7 +19,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import text, theme
+from ui import shared, text, theme
 from ui.notebook_button import notebook_button  # noqa: F401 - each page's one line: state.notebook_button(page)
 from vqdemo import page_urls, run_images, runs, urlstate
 from vqdemo.data import DataConfig, ImageData, data_config, load_data
@@ -329,6 +329,11 @@ def current() -> Loaded | None:
     return st.session_state["loaded"]
 
 
+def _scale(images: torch.Tensor, width: int) -> int:
+    """The integer upscale that brings images of this width closest to `width` pixels (at least 1)."""
+    return max(1, round(width / images.shape[-1]))
+
+
 def crisp(images: torch.Tensor, width: int = 112) -> np.ndarray | list[np.ndarray]:
     """Tiny images -> uint8 arrays upscaled with nearest neighbour (no blur), about `width` pixels wide.
 
@@ -337,8 +342,26 @@ def crisp(images: torch.Tensor, width: int = 112) -> np.ndarray | list[np.ndarra
     width = theme.scaled(width)
     if images.dim() == 4:
         return [crisp(im, width) for im in images]
-    scale = max(1, round(width / images.shape[-1]))
-    return upscale_nearest(to_uint8(images), scale)
+    return upscale_nearest(to_uint8(images), _scale(images, width))
+
+
+def crisp_width(images: torch.Tensor, width: int = 112) -> int:
+    """How many pixels wide `crisp(images, width)` (and `image`) draws them."""
+    return images.shape[-1] * _scale(images, theme.scaled(width))
+
+
+def image(where: Any, images: torch.Tensor, size: int = 112, **kwargs: Any) -> None:
+    """`where.image` of `crisp(images, size)` (one image (C, H, W) or a row of them (N, C, H, W)), as PNG bytes
+    encoded once for the whole server (ui/shared.py): the key is the digest of the pixels themselves and the width
+    in pixels, so a retrained model, another image or presenter mode's larger size is another picture, and a
+    student's own image is only ever reused for the very same pixels. PNG: lossless, where Streamlit would
+    re-encode an array as JPEG for every session (and blur the crisp edges). kwargs go to `where.image` (caption,
+    alt, its display width)."""
+    px = theme.scaled(size)
+    images = images.detach().cpu()
+    pics = [shared.png(("crisp", shared.digest(im), px), partial(crisp, im, size))
+            for im in (images if images.dim() == 4 else [images])]
+    where.image(pics if images.dim() == 4 else pics[0], output_format="PNG", **kwargs)
 
 
 class Param(urlstate.Param):

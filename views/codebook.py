@@ -228,8 +228,8 @@ with pick_col:
     code = st.selectbox("Code", [int(c) for c in order], key="cb_code", on_change=highlight,
                         format_func=lambda c: f"#{c} · {counts[c]} uses" if counts[c] else f"#{c} · dead")
     state.to_url((CODE, code), (HIGHLIGHT, st.session_state["cb_hl"]))
-    st.image(state.crisp(view["tiles"][code], 150), caption=f"code #{code} decoded alone",
-             alt=describe.tile(code, int(counts[code])))
+    state.image(st, view["tiles"][code], 150, caption=f"code #{code} decoded alone",
+                alt=describe.tile(code, int(counts[code])))
 with imgs_col:
     top = analysis.images_using(view["codes"], code, top=8)
     if len(top) == 0:
@@ -244,10 +244,10 @@ with imgs_col:
         cols = st.columns(8)
         for c, i in zip(cols, top.tolist()):
             mask = view["codes"][i] == code
-            c.image(state.crisp(fg.overlay_cells(data.val_x[i], mask, color), 96),
-                    caption=f"#{i}: {int(mask.sum())} cells",
-                    alt=f"validation image {i}{describe.label(data.class_names, data.val_y, i)}, its "
-                        f"{int(mask.sum())} cells that picked code #{code} tinted")
+            state.image(c, fg.overlay_cells(data.val_x[i], mask, color), 96,
+                        caption=f"#{i}: {int(mask.sum())} cells",
+                        alt=f"validation image {i}{describe.label(data.class_names, data.val_y, i)}, its "
+                            f"{int(mask.sum())} cells that picked code #{code} tinted")
         st.caption(f"The validation images that use code #{code} most; the cells that picked it are tinted in its "
                    "colour. A code is a piece of stroke or texture, reused wherever it fits.")
 

@@ -116,9 +116,9 @@ for c, i, p in zip(cols, idx, psnr.tolist()):
     if data.val_y is not None and data.class_names:
         label += f" ({text.md(data.class_names[int(data.val_y[i])])})"
     name = f"validation image {i}{describe.label(data.class_names, data.val_y, i)}"
-    c.image(state.crisp(data.val_x[i], size), caption=label, alt=name)   # natural width, never wider than the column
-    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB",
-            alt=describe.image(f"reconstruction of {name}", p))
+    state.image(c, data.val_x[i], size, caption=label, alt=name)   # natural width, never wider than the column
+    state.image(c, val["x_hat"][i], size, caption=f"{p:.1f} dB",
+                alt=describe.image(f"reconstruction of {name}", p))
 if is_vq:   # one figure for all maps, as wide as the row of images: no column is too narrow for its chart
     describe.chart(st, fg.code_maps([m.numpy() for m in codes_shown], K[depth],
                                     cell_px=max(8, min(24, 900 // (len(idx) * model.latent_shape[1])))),
@@ -132,15 +132,15 @@ if is_rq:
     st.subheader("Coarse to fine: decoding with the first d depths only")
     show = idx[: min(len(idx), 6)]
     cols = st.columns(len(K) + 1)
-    strips = [state.crisp(analysis.image_grid(data.val_x[show], 1), 80)]
-    strips += [state.crisp(analysis.image_grid(val["coarse"][d][show], 1), 80) for d in range(len(K))]
-    side = strips[0].shape[1]   # one width for every strip, so their rows stay level
-    cols[0].image(strips[0], caption="original", width=side,   # (a wider caption would stretch its image)
-                  alt=f"validation images {show[0]} to {show[-1]}, one above the other")
-    for d, (c, pic) in enumerate(zip(cols[1:], strips[1:])):
+    strips = [analysis.image_grid(data.val_x[show], 1)] + [analysis.image_grid(c[show], 1) for c in val["coarse"]]
+    side = state.crisp_width(strips[0], 80)   # one width for every strip, so their rows stay level
+    state.image(cols[0], strips[0], 80, caption="original", width=side,   # (a wider caption would stretch it)
+                alt=f"validation images {show[0]} to {show[-1]}, one above the other")
+    for d, (c, strip) in enumerate(zip(cols[1:], strips[1:])):
         db = psnr_of(data.val_x[show], val["coarse"][d][show])
-        c.image(pic, width=side, caption=f"depths 1..{d + 1}: {db:.1f} dB",
-                alt=describe.image(f"validation images {show[0]} to {show[-1]} decoded from depths 1 to {d + 1}", db))
+        state.image(c, strip, 80, width=side, caption=f"depths 1..{d + 1}: {db:.1f} dB",
+                    alt=describe.image(f"validation images {show[0]} to {show[-1]} decoded from depths 1 to {d + 1}",
+                                       db))
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
                "the coarse image at depth 1, its details after.")
     describe.chart(st, fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
@@ -182,14 +182,14 @@ def best_codes_section() -> None:
         changed = torch.as_tensor(r["codes"] != r["encoder_codes"]).any(0)          # (h, w)
         cols = st.columns(3)
         name = f"validation image {i}{describe.label(data.class_names, data.val_y, i)}"
-        cols[0].image(state.crisp(data.val_x[i], 150), caption=f"#{i}: original", alt=name)
-        cols[1].image(state.crisp(torch.as_tensor(r["encoder_image"]), 150),
-                      caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB",
-                      alt=describe.image(f"{name} decoded from the encoder's codes", r["encoder_psnr"]))
+        state.image(cols[0], data.val_x[i], 150, caption=f"#{i}: original", alt=name)
+        state.image(cols[1], torch.as_tensor(r["encoder_image"]), 150,
+                    caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB",
+                    alt=describe.image(f"{name} decoded from the encoder's codes", r["encoder_psnr"]))
         tinted = fg.overlay_cells(torch.as_tensor(r["image"]), changed, fg.ARGMIN)
-        cols[2].image(state.crisp(tinted, 150), caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)",
-                      alt=describe.image(f"{name} decoded from the searched codes, its {int(changed.sum())} "
-                                         "changed cells tinted", r["psnr"]))
+        state.image(cols[2], tinted, 150, caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)",
+                    alt=describe.image(f"{name} decoded from the searched codes, its {int(changed.sum())} "
+                                       "changed cells tinted", r["psnr"]))
         d = min(depth, r["codes"].shape[0] - 1)
         describe.chart(st, fg.code_maps([r["encoder_codes"][d], r["codes"][d]], K[d],
                                         ["encoder's codes", "searched codes"]),
@@ -237,10 +237,10 @@ if up is not None:
             x = 1 - x
         x_hat, p = analysis.reconstruct(model, x[None])
         cols = st.columns([1, 1, 2])
-        cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})",
-                      alt=f"your upload resized to {cfg.image_size}x{cfg.image_size}")
-        cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB",
-                      alt=describe.image("reconstruction of your upload", float(p[0])))
+        state.image(cols[0], x, 160, caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})",
+                    alt=f"your upload resized to {cfg.image_size}x{cfg.image_size}")
+        state.image(cols[1], x_hat[0], 160, caption=f"reconstruction: {float(p[0]):.1f} dB",
+                    alt=describe.image("reconstruction of your upload", float(p[0])))
         if is_vq:
             codes = model.encode_codes(x[None])
             describe.chart(cols[2], code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
@@ -250,8 +250,8 @@ if up is not None:
                 dcols = st.columns(len(coarse))
                 for d, (c, im) in enumerate(zip(dcols, coarse)):
                     db = float(psnr_per_image(x[None], im)[0])
-                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {db:.1f} dB",
-                            alt=describe.image(f"your upload decoded from depths 1 to {d + 1}", db))
+                    state.image(c, im[0], 96, caption=f"depths 1..{d + 1}: {db:.1f} dB",
+                                alt=describe.image(f"your upload decoded from depths 1 to {d + 1}", db))
         st.caption(f"This model learned its codes on {data.name}: an image unlike those comes back drawn with "
                    "the strokes its codebook knows.")
 

@@ -361,16 +361,27 @@ def trend_caption(rows: list[dict]) -> str:
     return " ".join(parts)
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def example_rows(folder: str, stamp: tuple | None) -> list[dict]:
+    """A shipped run's recorded metrics, read once per version of its file for the whole server (read-only)."""
+    return runs.read_metrics(Path(folder))
+
+
 def example() -> None:
-    """What the panel will show, from the shipped mnist-vq's recorded run, so the page teaches before any click."""
-    rows = runs.read_metrics(state.CHECKPOINTS / "mnist-vq")
+    """What the panel will show, from the shipped mnist-vq's recorded run, so the page teaches before any click.
+    Its charts are named by the file's version: a later student's idle Train page neither reads nor digests the
+    run's rows again."""
+    folder = state.CHECKPOINTS / "mnist-vq"
+    key = ("train-example", str(folder), runs.file_stamp(folder / runs.METRICS))
+    rows = example_rows(*key[1:])
     if not rows:
         return
     st.markdown("**What a healthy run looks like** (the shipped mnist-vq, recorded when it was trained):")
     a, b = st.columns(2)
-    a.plotly_chart(charts.loss_curves(rows), key="tr_ex_loss")
-    b.plotly_chart(charts.metric_curve(rows, "perplexity", "Perplexity (validation)", "perplexity",
-                                       reference=last(rows, "k"), reference_name="K"), key="tr_ex_ppl")
+    a.plotly_chart(shared_figures.figure((*key, "loss"), lambda: charts.loss_curves(rows)), key="tr_ex_loss")
+    b.plotly_chart(shared_figures.figure((*key, "ppl"), lambda: charts.metric_curve(
+        rows, "perplexity", "Perplexity (validation)", "perplexity", reference=last(rows, "k"), reference_name="K")),
+        key="tr_ex_ppl")
     st.caption(trend_caption(rows))
 
 

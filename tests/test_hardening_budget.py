@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from thread_backend import ThreadBackend
 
 from helpers import tiny_config
-from vqdemo import runs, trainer
+from vqdemo import budget_clock, runs, trainer
 from vqdemo.app_limits import MAX_K
 from vqdemo.data import DataConfig
 from vqdemo.fit import check_trainable
@@ -123,6 +123,7 @@ class VirtualClock:
 def clock(monkeypatch) -> VirtualClock:
     fake = VirtualClock()
     monkeypatch.setattr(trainer, "time", fake)
+    monkeypatch.setattr(budget_clock, "time", fake)   # the loop's clock and the budget's are one virtual clock
     return fake
 
 

@@ -79,10 +79,10 @@ class DataConfig(Checked):
     download: bool = setting(False, help="mnist-full / cifar10: download when missing (needs internet); only for "
                                          "users who are online")
 
-    def validate(self) -> None:
+    def validate(self, parts: bool = True) -> None:
         if self.name not in DATASETS:   # the list of names, before anything else about a name nobody knows
             raise DataError(f"unknown dataset {self.name!r}; choose one of: {', '.join(DATASETS)}.")
-        super().validate()
+        super().validate(parts)
 
     def rules(self) -> None:
         """A path for the datasets that read one; whether it holds the files is `load_data`'s to find out."""

@@ -180,8 +180,8 @@ def check_app_settings(kind: str, batch_size: int, *, k: int, dim: int, depth: i
 
 def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
     """Refuse, before allocating, a model this app could not load back (runs.MAX_PARAMS), e.g. K=65536 x D=1024,
-    or one whose training step would not fit in memory (e.g. batch 4096 of 256x256 images)."""
-    model_cfg.validate()
+    or one whose training step would not fit in memory (e.g. batch 4096 of 256x256 images). The config was checked
+    when it was built, and again by the queue for the app's runs."""
     size = parameter_count(model_cfg)
     if size > MAX_PARAMS:
         raise ValueError(f"this model would have {size:,} parameters, over the {MAX_PARAMS:,} this app can train "

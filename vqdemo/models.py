@@ -51,17 +51,15 @@ class ModelConfig(Checked):
     data_variance: float = setting(1.0, lo=1e-12, hi=1e12, flag="")
 
     def rules(self) -> None:
-        """The architecture's downsampling, and the parts this kind uses (checked again: they may have changed in
-        place since they were built)."""
+        """The architecture's downsampling."""
         if self.arch == "conv" and self.downsample not in CONV_DOWNSAMPLE:
             raise ValueError(f"conv downsampling must be 2, 4 or 8, got {self.downsample!r}")
         if self.arch == "patch" and not (1 <= self.downsample <= self.image_size):
             raise ValueError(f"patch size must be in [1, image size], got {self.downsample!r}")
-        self.vq.validate()
-        if self.kind == "rq":
-            self.rq.validate()
-        if self.kind == "fsq":
-            self.fsq.validate()
+
+    def parts(self) -> list[Checked]:
+        """The quantizer's settings, and RQ's or FSQ's for those kinds."""
+        return [self.vq] + ([self.rq] if self.kind == "rq" else []) + ([self.fsq] if self.kind == "fsq" else [])
 
     @property
     def code_dim(self) -> int:
@@ -99,8 +97,7 @@ class Autoencoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig, latent_channels: int):
         super().__init__()
-        cfg.validate()
-        self.config = cfg
+        self.config = cfg   # checked when it was built (settings.Checked)
         d = cfg.code_dim
         if cfg.arch == "conv":
             self.encoder = ConvEncoder(cfg.channels, cfg.hidden, cfg.res_blocks, cfg.res_hidden, cfg.downsample,

@@ -135,8 +135,7 @@ class VectorQuantizer(nn.Module):
 
     def __init__(self, cfg: QuantizerConfig):
         super().__init__()
-        cfg.validate()
-        self.cfg = cfg
+        self.cfg = cfg   # checked when it was built (settings.Checked)
         k, d = cfg.k, cfg.dim
         if cfg.init == "normal":
             weight = torch.randn(k, d)
@@ -362,7 +361,6 @@ class ResidualQuantizer(nn.Module):
 
     def __init__(self, vq: QuantizerConfig, rq: ResidualConfig):
         super().__init__()
-        rq.validate()
         self.rq = rq
         sizes = [vq.k] if rq.shared else list(rq.codebook_sizes)
         self.layers = nn.ModuleList(VectorQuantizer(replace(vq, k=k)) for k in sizes)

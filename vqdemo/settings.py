@@ -132,14 +132,21 @@ class Checked:
     error: type[Exception] = ValueError   # a subclass may raise its module's own error (DataError, PriorError)
 
     def __post_init__(self) -> None:
-        self.validate()
+        self.validate(parts=False)   # its parts (nested configs) checked themselves when they were built
 
-    def validate(self) -> None:
+    def validate(self, parts: bool = True) -> None:
         check_fields(self, self.error)
         self.rules()
+        if parts:
+            for part in self.parts():
+                part.validate()
 
     def rules(self) -> None:
         """The rules between fields (e.g. one K per depth); none unless a config has some."""
+
+    def parts(self) -> list[Checked]:
+        """The nested configs in use, checked again by `validate()` (they may have changed in place)."""
+        return []
 
 
 def check_fields(cfg: Any, error: type[Exception] = ValueError) -> None:

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .files import atomic_write_bytes
-from .images import ImageError, load_images_from_folder, load_images_from_zip, scan_zip
+from .image_zip import load_images_from_folder, load_images_from_zip, scan_zip
+from .images import ImageError
 from .settings import Checked, setting
 
 DATASETS: dict[str, str] = {
@@ -121,7 +122,7 @@ def data_shape(cfg: DataConfig) -> tuple[int, int]:
 
 def check_source(cfg: DataConfig) -> None:
     """What can be checked of a dataset's files without decoding them (cheap enough for a web server's request):
-    the folder is there; a zip passes `images.scan_zip` (its file list within the limits, two image headers).
+    the folder is there; a zip passes `image_zip.scan_zip` (its file list within the limits, two image headers).
     Raises DataError. The full decode, and what only it can find, is `load_data`'s (in the app, a job worker's)."""
     _check(cfg)
     if cfg.name != "folder":

@@ -64,7 +64,8 @@ def main() -> None:
     from vqdemo import run_images, runs
     from vqdemo.data import DataConfig, data_config, load_data
     from vqdemo.fit import fit
-    from vqdemo.images import load_image, scan_zip
+    from vqdemo.image_zip import scan_zip
+    from vqdemo.images import load_image
     from vqdemo.models import ModelConfig
     from vqdemo.trainer import TrainConfig
 

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from vqdemo import data
-from vqdemo.data import DATASETS, DataConfig, DataError, ImageData, draw_shapes, load_data, read_cifar_batch
+from vqdemo.data import DATASETS, DataConfig, DataError, ImageData, draw_shapes, load_data
+from vqdemo.downloads import read_cifar_batch
 
 torch.set_num_threads(1)
 fresh = load_data.__wrapped__  # the uncached loader, to prove determinism across real reloads

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 
 from helpers import REPO, encode, open_page, shipped
-from vqdemo import files, images, run_store
-from vqdemo.images import ImageError, load_image, load_images_from_zip, scan_zip
+from vqdemo import files, image_zip, images, run_store
+from vqdemo.image_zip import load_images_from_zip, scan_zip
+from vqdemo.images import ImageError, load_image
 
 
 def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
@@ -99,8 +100,8 @@ def test_files_named_like_images_but_not_images_are_passed_over_by_content(monke
     members = {f"a/{i:03d}.png": b"notes, not a picture at all" for i in range(64)}
     members |= {f"b/{i:03d}.png": png(i) for i in range(100)}
     parsed = []
-    real = images._header_pixels
-    monkeypatch.setattr(images, "_header_pixels", lambda zf, i, size: parsed.append(i.filename) or real(zf, i, size))
+    real = image_zip._header_pixels
+    monkeypatch.setattr(image_zip, "_header_pixels", lambda zf, i, size: parsed.append(i.filename) or real(zf, i, size))
     assert scan_zip(zip_bytes(members), 16) == 164
     assert parsed == ["b/000.png", "b/001.png"]
 
@@ -112,13 +113,13 @@ def test_an_image_without_an_image_name_is_still_found():
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA", "ICO"])
 def test_every_allowed_format_passes_the_content_check(fmt):
     blob = encode(Image.new("RGB", (16, 16), (10, 200, 30)), fmt)
-    assert images._looks_like_image(blob[:images.PREFIX_BYTES])
+    assert image_zip._looks_like_image(blob[:image_zip.PREFIX_BYTES])
     assert scan_zip(zip_bytes({"x1": blob, "x2": blob}), 16) == 2
 
 
 def test_text_and_documents_fail_the_content_check():
     for blob in (b"hello world, some notes", b"%PDF-1.4\n%\xe2\xe3", b"{\"a\": 1}", b"#!/bin/sh\necho", b"\0" * 32):
-        assert not images._looks_like_image(blob[:images.PREFIX_BYTES]), blob
+        assert not image_zip._looks_like_image(blob[:image_zip.PREFIX_BYTES]), blob
 
 
 @pytest.mark.integration
@@ -127,7 +128,7 @@ def test_webp_and_tiff_zips_pass_on_a_fresh_server(tmp_path):
     for fmt in ("WEBP", "TIFF"):
         (tmp_path / f"{fmt}.zip").write_bytes(zip_bytes({f"{i}.{fmt.lower()}": encode(
             Image.new("RGB", (16, 16), (40 * i, 0, 0)), fmt) for i in range(3)}))
-    code = ("import sys\nfrom vqdemo.images import scan_zip\n"
+    code = ("import sys\nfrom vqdemo.image_zip import scan_zip\n"
             "print([scan_zip(p, 16) for p in sys.argv[1:]])")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "WEBP.zip"), str(tmp_path / "TIFF.zip")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -1,5 +1,5 @@
-"""Hostile and odd uploads through vqdemo.images (what the Reconstruct and Train pages call): a clear message or
-the right pixels, nothing written anywhere, memory and CPU bounded."""
+"""Hostile and odd uploads through vqdemo.images and vqdemo.image_zip (what the Reconstruct and Train pages call): a
+clear message or the right pixels, nothing written anywhere, memory and CPU bounded."""
 
 import ast
 import io
@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from helpers import encode, png_declaring
-from vqdemo import images
+from vqdemo import image_zip, images
 from vqdemo.data import DataConfig, DataError, load_data
-from vqdemo.images import ImageError, load_image, load_images_from_zip
+from vqdemo.image_zip import load_images_from_zip
+from vqdemo.images import ImageError, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,7 +145,7 @@ def test_big_decodes_wait_for_a_slot(monkeypatch):
 def test_zip_bomb_is_refused_from_its_headers(monkeypatch):
     bomb = zip_of({"a.png": small_png(), "zeros.png": b"\0" * (30 * 2**20)})
     assert len(bomb) < 100_000
-    monkeypatch.setattr(images, "load_image", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    monkeypatch.setattr(image_zip, "load_image", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
     with pytest.raises(ImageError, match="zip bomb"):
         load_images_from_zip(bomb, 28, 1)
 
@@ -158,7 +159,7 @@ def test_zip_declaring_too_much_or_too_many_is_refused():
 
 
 def test_zip_whose_images_add_up_to_too_many_pixels(monkeypatch):
-    monkeypatch.setattr(images, "MAX_ZIP_PIXELS", 10_000)
+    monkeypatch.setattr(image_zip, "MAX_ZIP_PIXELS", 10_000)
     z = zip_of({f"{i}.png": encode(Image.new("L", (60, 60))) for i in range(5)})   # 3,600 px each
     with pytest.raises(ImageError, match="add up to more than 0 megapixels .at '2.png'."):
         load_images_from_zip(z, 8, 1)

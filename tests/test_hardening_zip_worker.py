@@ -1,5 +1,5 @@
 """A training zip is never decoded by the web server: the Train page checks its file list and two image headers
-(`images.scan_zip`, cached by content), sizes the model from the config (`data.data_shape`) and leaves the decode to
+(`image_zip.scan_zip`, cached by content), sizes the model from the config (`data.data_shape`) and leaves the decode to
 the job's worker. A bad zip still ends as a clear message: on the page when its list or headers show it, else as
 the run's failure reason."""
 
@@ -16,9 +16,10 @@ from PIL import Image
 
 from helpers import encode, open_page, png_declaring, student_of, wait_for
 from vqdemo import data as data_module
-from vqdemo import files, images
+from vqdemo import files, image_zip
 from vqdemo.data import DataConfig, DataError, check_source, data_shape, load_data
-from vqdemo.images import ImageError, scan_zip
+from vqdemo.image_zip import scan_zip
+from vqdemo.images import ImageError
 
 TIMEOUT_S = 120
 
@@ -86,7 +87,7 @@ def test_the_scan_inflates_a_bounded_prefix_of_each_member():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(zipfile.ZipExtFile, "read", counting)
         scan_zip(zip_bytes({"a.png": big, "b.png": big}), 32)
-    assert len(big) > 10 * 2**20 and max(reads) <= images.HEADER_BYTES
+    assert len(big) > 10 * 2**20 and max(reads) <= image_zip.HEADER_BYTES
 
 
 def test_data_shape_is_what_load_data_gives(tmp_path):
@@ -105,14 +106,14 @@ def test_data_shape_is_what_load_data_gives(tmp_path):
 def decodes(monkeypatch):
     """Names of the threads that decoded a zip (the page's script thread, or the job worker's)."""
     seen: list[str] = []
-    real = images.load_images_from_zip
+    real = image_zip.load_images_from_zip
 
     def counting(*a, **k):
         seen.append(threading.current_thread().name)
         return real(*a, **k)
 
     monkeypatch.setattr(data_module, "load_images_from_zip", counting)
-    monkeypatch.setattr(images, "load_images_from_zip", counting)
+    monkeypatch.setattr(image_zip, "load_images_from_zip", counting)
     yield seen
     from ui.jobs import job_queue
     from vqdemo.jobs import FINISHED

@@ -11,14 +11,8 @@ from PIL import Image, ImageFile
 
 from helpers import encode, png_declaring
 from vqdemo import images
-from vqdemo.images import (
-    ImageError,
-    load_image,
-    load_images_from_folder,
-    load_images_from_zip,
-    to_uint8,
-    upscale_nearest,
-)
+from vqdemo.image_zip import load_images_from_folder, load_images_from_zip
+from vqdemo.images import ImageError, load_image, to_uint8, upscale_nearest
 
 torch.set_num_threads(1)
 

@@ -1,21 +1,14 @@
 """Datasets for the demo: small, offline by default, all returned as (N, C, H, W) float32 in [0, 1].
 
 `load_data(DataConfig(...))` is the one entry point. Validation is a fixed, seeded split (stratified
-when there are labels), so the same config always gives the same train/val images. MNIST and
-CIFAR-10 files are parsed here by hand: IDX with numpy, the CIFAR pickles with an unpickler that can
-only build numpy arrays (user files are never unpickled with the real thing).
+when there are labels), so the same config always gives the same train/val images. The full MNIST and
+CIFAR-10 files are read (and, only when asked, downloaded) by `downloads`.
 """
 from __future__ import annotations
 
 import functools
-import gzip
-import hashlib
 import importlib.util
-import io
 import math
-import pickle
-import tarfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -23,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .files import atomic_write_bytes
-from .images import ImageError, load_images_from_folder, load_images_from_zip, scan_zip
+from .image_zip import load_images_from_folder, load_images_from_zip, scan_zip
+from .images import ImageError
 from .settings import Checked, setting
 
 DATASETS: dict[str, str] = {
@@ -39,21 +32,8 @@ NATIVE_SIZE = {"mnist": 28, "mnist-full": 28, "cifar10": 32, "digits": 28, "shap
 NATIVE_CHANNELS = {"mnist": 1, "mnist-full": 1, "cifar10": 3, "digits": 1, "shapes": 3, "folder": 3}
 DIGIT_NAMES = [str(i) for i in range(10)]
 SHAPE_NAMES = ["circle", "square", "triangle"]
-CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SHAPES_DEFAULT_N = 6000
-MAX_FILE_BYTES = 256 * 2**20  # bound on any single dataset file read (MNIST train images are 47 MB)
 MAX_DATA_BYTES = 4 << 30      # bound on a dataset's float32 tensors (CIFAR-10 at 256x256 would be 47 GB)
-
-MNIST_FILES = {  # role -> (file name, md5 of the .gz on the mirror)
-    "train_x": ("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    "train_y": ("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
-    "test_x": ("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),
-    "test_y": ("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c"),
-}
-MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR_DIR = "cifar-10-batches-py"
 
 
 class DataError(ValueError):
@@ -121,7 +101,7 @@ def data_shape(cfg: DataConfig) -> tuple[int, int]:
 
 def check_source(cfg: DataConfig) -> None:
     """What can be checked of a dataset's files without decoding them (cheap enough for a web server's request):
-    the folder is there; a zip passes `images.scan_zip` (its file list within the limits, two image headers).
+    the folder is there; a zip passes `image_zip.scan_zip` (its file list within the limits, two image headers).
     Raises DataError. The full decode, and what only it can find, is `load_data`'s (in the app, a job worker's)."""
     _check(cfg)
     if cfg.name != "folder":
@@ -205,173 +185,6 @@ def draw_shapes(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.
         bg = bg1[s:e, :, None, None] * (1 - t) + bg2[s:e, :, None, None] * t
         out[s:e] = bg * (1 - alpha) + fg[s:e, :, None, None] * alpha
     return torch.from_numpy(out), torch.from_numpy(labels)
-
-
-# ------------------------------------------------------------------------------------------------ files
-
-def _read_bounded(path: Path) -> bytes:
-    """Whole file (gunzipped if .gz), refusing anything above MAX_FILE_BYTES, gzip bombs included, and anything
-    that is not a regular file (a FIFO would block the server's read forever, /dev/zero never end)."""
-    if not path.is_file():
-        raise DataError(f"'{path}' is not a regular file; point to the dataset's own files.")
-    try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read '{path}' ({e}); re-download it.") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise DataError(f"'{path}' is larger than {MAX_FILE_BYTES >> 20} MiB, too big for this dataset; "
-                        "check that it is the right file.")
-    return data
-
-
-def parse_idx(data: bytes, magic: int, what: str) -> np.ndarray:
-    """IDX (MNIST's format): 0x0000 08 ndim, ndim big-endian int32 dims, then uint8 data."""
-    if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
-        got = data[:4].hex() if len(data) >= 4 else "too short"
-        raise DataError(f"{what} is not an MNIST IDX file of the expected kind (magic {got}, expected "
-                        f"{magic:08x}); check that images and labels files are not swapped or corrupt.")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if len(data) != header + math.prod(dims):
-        raise DataError(f"{what} should hold {math.prod(dims)} values for shape {dims} but has "
-                        f"{len(data) - header}; the file is truncated or corrupt, re-download it.")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
-
-
-def _find(root: Path, name: str) -> Path | None:
-    """MNIST files as shipped (.gz or not, '-' or '.' before idx), also in torchvision's MNIST/raw."""
-    alt = name.replace("-idx", ".idx")
-    for d in (root, root / "raw", root / "MNIST" / "raw"):
-        for n in (name, name + ".gz", alt, alt + ".gz"):
-            if (d / n).is_file():
-                return d / n
-    return None
-
-
-def _download(url: str, md5: str, max_bytes: int) -> bytes:
-    """Fetch a public file into memory and check its md5 (only ever called when cfg.download is set)."""
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r:
-            data = r.read(max_bytes + 1)
-    except OSError as e:
-        raise DataError(f"downloading {url} failed ({e}); check your connection, or download it "
-                        "yourself and set the path.") from None
-    if len(data) > max_bytes or hashlib.md5(data, usedforsecurity=False).hexdigest() != md5:
-        raise DataError(f"the file from {url} is not the expected one (checksum mismatch); try again later.")
-    return data
-
-
-def _load_mnist_full(cfg: DataConfig) -> tuple:
-    root = Path(cfg.path)
-    found = {role: _find(root, name) for role, (name, _) in MNIST_FILES.items()}
-    if cfg.download and not all(found.values()):
-        for role, (name, md5) in MNIST_FILES.items():
-            if found[role] is None:
-                found[role] = root / (name + ".gz")
-                atomic_write_bytes(found[role], _download(MNIST_MIRROR + name + ".gz", md5, 64 * 2**20))
-    if found["train_x"] is None or found["train_y"] is None:
-        raise DataError(f"no MNIST training files in '{root}': expected train-images-idx3-ubyte and "
-                        "train-labels-idx1-ubyte (optionally .gz). Download them from an MNIST mirror, "
-                        "or set download=True if you are online.")
-    arrays = {}
-    for role, p in found.items():
-        if p is not None:
-            arrays[role] = parse_idx(_read_bounded(p), 2051 if role.endswith("x") else 2049, f"'{p}'")
-    for part in ("train", "test"):
-        x, y = arrays.get(part + "_x"), arrays.get(part + "_y")
-        if x is None or y is None:
-            continue
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or (y.size and y.max() > 9):
-            raise DataError(f"MNIST {part} images {x.shape} and labels {y.shape} do not match; "
-                            "re-download both files.")
-    test = (arrays["test_x"][:, None], arrays["test_y"]) if "test_x" in arrays and "test_y" in arrays else None
-    return (arrays["train_x"][:, None], arrays["train_y"]), test, DIGIT_NAMES
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can build numpy arrays and nothing else: any other global is refused."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            if name == "ndarray":
-                return np.ndarray
-            if name == "dtype":
-                return np.dtype
-            mod = getattr(np, "_core", None) or np.core
-            return getattr(mod.multiarray, name)
-        if (module, name) == ("_codecs", "encode"):  # how protocol 2 stores bytes under Python 3
-            return _latin1_encode
-        raise pickle.UnpicklingError(f"refusing to load '{module}.{name}'")
-
-
-def _latin1_encode(s: str, encoding: str = "latin1") -> bytes:
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refusing the codec {encoding!r}")
-    return s.encode("latin1")
-
-
-def read_cifar_batch(data: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch -> ((N, 3, 32, 32) uint8, (N,) int64), without running any pickle code."""
-    try:
-        d = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as e:  # noqa: BLE001 - a hostile pickle can raise anything
-        raise DataError(f"{what} is not a CIFAR-10 batch this app can read safely ({e}); "
-                        "use the official 'CIFAR-10 python version' files.") from None
-    if not isinstance(d, dict):
-        raise DataError(f"{what} does not hold a CIFAR-10 batch dictionary; use the official files.")
-    x = d.get(b"data", d.get("data"))
-    y = d.get(b"labels", d.get("labels"))
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 \
-            or not isinstance(y, (list, np.ndarray)) or len(y) != len(x):
-        raise DataError(f"{what} does not have the CIFAR-10 layout (uint8 data N x 3072 and N labels); "
-                        "use the official files.")
-    try:
-        y = np.asarray(y, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"{what} has labels that are not integers; use the official files.") from None
-    if y.size and (y.min() < 0 or y.max() > 9):
-        raise DataError(f"{what} has labels outside 0..9; use the official files.")
-    return x.reshape(-1, 3, 32, 32), y  # rows are 1024 R, 1024 G, 1024 B, each row-major
-
-
-def _download_cifar(root: Path) -> None:
-    """Fetch the official tarball into memory and write only the batch files (nothing else is extracted)."""
-    data = _download(CIFAR_URL, CIFAR_MD5, 200 * 2**20)
-    wanted = {f"data_batch_{i}" for i in range(1, 6)} | {"test_batch"}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for m in tar.getmembers():
-            name = PurePosixPath(m.name).name
-            if m.isfile() and name in wanted:
-                atomic_write_bytes(root / CIFAR_DIR / name, tar.extractfile(m).read())
-
-
-def _load_cifar10(cfg: DataConfig) -> tuple:
-    root = Path(cfg.path)
-    names = [f"data_batch_{i}" for i in range(1, 6)]
-
-    def folder():
-        return next((d for d in (root, root / CIFAR_DIR) if any((d / n).is_file() for n in names)), None)
-
-    if folder() is None and cfg.download:
-        _download_cifar(root)
-    d = folder()
-    if d is None:
-        raise DataError(f"no CIFAR-10 batches in '{root}': expected data_batch_1..5 (and test_batch) "
-                        f"there or in '{CIFAR_DIR}/'. Download 'CIFAR-10 python version' from "
-                        "https://www.cs.toronto.edu/~kriz/cifar.html, or set download=True if you are online.")
-    train = [read_cifar_batch(_read_bounded(d / n), f"'{d / n}'") for n in names if (d / n).is_file()]
-    train_xy = (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]))
-    test = read_cifar_batch(_read_bounded(d / "test_batch"), f"'{d / 'test_batch'}'") \
-        if (d / "test_batch").is_file() else None
-    return train_xy, test, CIFAR_NAMES
 
 
 # ---------------------------------------------------------------------------------------- built-in sets
@@ -511,6 +324,9 @@ def load_data(cfg: DataConfig) -> ImageData:
     With an official test set (mnist-full, cifar10) that set is the validation data (val_fraction
     only sizes it when max_images caps the total); without one, val_fraction of the data is held out.
     """
+    # Imported here, not at the top: downloads imports DataConfig and DataError from this module.
+    from .downloads import load_cifar10, load_mnist_full
+
     _check(cfg)
     size = cfg.image_size or NATIVE_SIZE[cfg.name]
     channels = cfg.channels or NATIVE_CHANNELS[cfg.name]
@@ -524,9 +340,9 @@ def load_data(cfg: DataConfig) -> ImageData:
         _check_memory(cfg.name, cfg.max_images or SHAPES_DEFAULT_N, 3, size)
         pool, classes = draw_shapes(cfg.max_images or SHAPES_DEFAULT_N, cfg.seed, size), SHAPE_NAMES
     elif cfg.name == "mnist-full":
-        pool, test, classes = _load_mnist_full(cfg)
+        pool, test, classes = load_mnist_full(cfg)
     elif cfg.name == "cifar10":
-        pool, test, classes = _load_cifar10(cfg)
+        pool, test, classes = load_cifar10(cfg)
     else:
         pool, test, classes = _load_folder(cfg, size, channels)
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +79,11 @@ class Head:
 
 
 def start_head(num_cpus: int = 2, port: int | None = None, token: str | None = None, auth: bool = True,
-               start_timeout_s: float = 120.0) -> Head:
+               start_timeout_s: float = 120.0, prefix: Sequence[str] = ()) -> Head:
     """A Ray head on 127.0.0.1 (`--block`, in a session of its own), ready when this returns. With `auth` (the
     default) token authentication is on with `token` (a fresh one if None); without it the head lets anyone in,
-    which the app must refuse (clients still get a token in `env`, so that is what they are refused for)."""
+    which the app must refuse (clients still get a token in `env`, so that is what they are refused for).
+    `prefix` goes before the command, e.g. `taskset -c 1` to keep the head off the web server's core."""
     port = port or free_port()
     token = token or secrets.token_hex(16)
     env = {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
@@ -94,7 +95,7 @@ def start_head(num_cpus: int = 2, port: int | None = None, token: str | None = N
     log = temp / "head.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [*RAY_CLI, "start", "--head", "--num-cpus", str(num_cpus), "--port", str(port),
+            [*prefix, *RAY_CLI, "start", "--head", "--num-cpus", str(num_cpus), "--port", str(port),
              "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
              "--temp-dir", str(temp), "--block"],
             env=head_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -110,6 +111,39 @@ def start_head(num_cpus: int = 2, port: int | None = None, token: str | None = N
         head.stop()
         raise
     return head
+
+
+def node_count(head: Head) -> int:
+    """How many nodes `ray status` lists as alive on this head's cluster (0 while it cannot say)."""
+    status = subprocess.run([*RAY_CLI, "status", "--address", head.env["RAY_ADDRESS"]], env={**os.environ, **head.env},
+                            capture_output=True, text=True)
+    active = status.stdout.split("Pending:")[0] if status.returncode == 0 else ""
+    return active.count("node_")
+
+
+def start_node(head: Head, num_cpus: int, prefix: Sequence[str] = (), start_timeout_s: float = 120.0) -> Head:
+    """A worker node joining `head` from 127.0.0.1, as a second machine would (`--block`, a session and a temp folder
+    of its own, the head's token), ready when `ray status` lists it. Stop it with its own `stop()`."""
+    before = max(1, node_count(head))   # the head is a node, listed a few seconds after it starts
+    temp = Path(tempfile.mkdtemp(prefix="vqnode-", dir="/tmp"))
+    log = temp / "node.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*prefix, *RAY_CLI, "start", "--address", head.env["RAY_ADDRESS"], "--num-cpus", str(num_cpus),
+             "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--temp-dir", str(temp), "--block"],
+            env={**os.environ, **head.env, "RAY_USAGE_STATS_ENABLED": "0"}, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    node = Head(head.env, head.port, head.token, proc, log)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while node_count(head) <= before:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray node did not join: {log.read_text(errors='replace')[-1500:]}")
+            time.sleep(1.0)
+    except BaseException:
+        node.stop()
+        raise
+    return node
 
 
 @contextlib.contextmanager

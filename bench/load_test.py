@@ -29,6 +29,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -478,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error(str(e))   # before anything starts
     if not (0 <= a.ramp <= a.timeout and a.seconds >= 1 and a.timeout > 0 and 1 <= a.ray_cpus <= 64):
         p.error("need 0 <= --ramp <= --timeout, --seconds >= 1, --timeout > 0 and --ray-cpus in [1, 64]")
+    # a `timeout` or Ctrl-C ends the bench through its finally blocks: the server and the Ray processes it started stop
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"load average before: {load_average()}", flush=True)
     if a.backend == "ray":
         web, rest = pinned_cluster(a.ray_cpus)

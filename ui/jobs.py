@@ -16,7 +16,7 @@ import time
 import streamlit as st
 
 from ui import identity, shared, state
-from vqdemo import runs
+from vqdemo import run_store
 from vqdemo.jobs import JobQueue
 
 
@@ -30,7 +30,7 @@ def job_queue() -> JobQueue:
     holds stops the page with a message that says what to do."""
     try:
         return _queue(str(state.runs_dir().resolve()))
-    except runs.RunsDirBusy as e:
+    except run_store.RunsDirBusy as e:
         st.error(f"This server cannot use its runs folder: {e}.")
         st.stop()
 

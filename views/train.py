@@ -8,7 +8,6 @@ worker threads never touch the page. New-run settings live in the URL so a teach
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from urllib.parse import urlencode
@@ -21,7 +20,7 @@ from ui import charts, describe, state, text
 from ui import shared as shared_figures
 from ui.identity import Student
 from ui.jobs import job_queue, queue_note, shared_figure, student, thin, tick_seconds
-from vqdemo import analysis, files, fit, runs
+from vqdemo import analysis, fit, run_store, runs
 from vqdemo.analysis import image_grid
 from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
 from vqdemo.fit import far_init_quantizer, near_init_quantizer
@@ -98,10 +97,7 @@ def sweep_cell(me: Student) -> tuple[int, float] | None:
 
 def save_upload(data: bytes) -> str:
     """An uploaded zip, stored once under the runs folder by content hash; vqdemo.images checks what is inside."""
-    path = state.runs_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
-    if not path.is_file():
-        files.atomic_write_bytes(path, data)
-    return str(path)
+    return str(run_store.save_upload(state.runs_dir(), data))
 
 
 @st.cache_data(max_entries=64, show_spinner="Checking the zip...")

@@ -166,13 +166,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.seconds is None and a.steps is None:
         a.seconds = DEFAULT_SECONDS
     data_cfg = DataConfig(name=a.name, path=a.path, image_size=a.image_size, download=a.download)
-    settings = model_settings(a)
-    model_config(a.kind, *data_shape(data_cfg), hidden=a.hidden, **settings)   # every setting, before the data loads
     train_cfg = TrainConfig(**{name: getattr(a, name) for name in specs(TrainConfig) if hasattr(a, name)})
-    data = load_data(data_cfg)
-    model_cfg = model_config(a.kind, data.channels, data.image_size, hidden=a.hidden, **settings)
-    # every bound, and the size, before a run folder or a progress bar exists
+    # every bound, the parameter count and a step's memory, from the data's shape alone: refused before anything is
+    # decoded or allocated (data_shape is what load_data will give)
+    model_cfg = model_config(a.kind, *data_shape(data_cfg), hidden=a.hidden, **model_settings(a))
     check_trainable(model_cfg, train_cfg.batch_size)
+    load_data(data_cfg)   # the dataset's own refusals (missing files, too big to hold) before a run folder exists
     if train_cfg.threads is None:   # as the app's queue chooses: one thread for a small model's steps
         train_cfg = dataclasses.replace(train_cfg, threads=train_threads(model_cfg, train_cfg.batch_size,
                                                                           torch.get_num_threads()))

@@ -7,19 +7,17 @@ model, hand both to the one training loop in `trainer.py`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from . import run_images
+from . import run_images, run_store
 from .data import DataConfig, ImageData, load_data
-from .files import atomic_write_bytes
 from .fsq import FSQConfig
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig, ResidualConfig
-from .runs import MAX_PARAMS, RunStore
+from .runs import MAX_PARAMS
 from .settings import int_list
 from .trainer import Control, Store, TrainConfig, TrainResult, run_training, validation_batch
 
@@ -200,22 +198,6 @@ def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
                          "use a smaller batch size, image size, K or hidden width")
 
 
-DATA_COPY = "data.zip"
-
-
-def keep_data(zip_path: Path, out_dir: Path) -> Path:
-    """A run trained on an uploaded zip keeps its own link to it (<run>/data.zip, a hard link where the file system
-    allows, else a copy), so clearing <runs>/uploads/ between classes leaves every run loadable."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / DATA_COPY
-    if not target.exists():
-        try:
-            os.link(zip_path, target)
-        except OSError:
-            atomic_write_bytes(target, zip_path.read_bytes())
-    return target.resolve()
-
-
 def fit(
     model_cfg: ModelConfig,
     data_cfg: DataConfig,
@@ -236,9 +218,9 @@ def fit(
     """
     data = load_data(data_cfg)
     if out_dir is not None and data_cfg.name == "folder" and Path(data_cfg.path).is_file():
-        data_cfg = dataclasses.replace(data_cfg, path=str(keep_data(Path(data_cfg.path), Path(out_dir))))
+        data_cfg = dataclasses.replace(data_cfg, path=str(run_store.keep_data(Path(data_cfg.path), Path(out_dir))))
     if store is None and out_dir is not None:
-        store = RunStore(Path(out_dir))
+        store = run_store.RunStore(Path(out_dir))
     if store is not None and run_images.costly(data_cfg):   # the pages never decode the user's images again
         store.images(run_images.to_bytes(data))
     model_cfg = dataclasses.replace(model_cfg, channels=data.channels, image_size=data.image_size)

@@ -135,12 +135,17 @@ class Checked:
 
 def check_fields(cfg: Any, error: type[Exception] = ValueError) -> None:
     """Refuse the first field whose value its Spec does not allow, in one line naming field, value and range."""
-    cls = type(cfg)
-    for name, s in specs(cls).items():
-        value = getattr(cfg, name)
-        if not accepts(cls, name, value):
-            label = f"{s.label} ({name})" if s.label else name
-            raise error(refusal(cls, name, value) or f"{label} must be {describe(cls, name)}, got {value!r}")
+    for name in specs(type(cfg)):
+        check_value(type(cfg), name, getattr(cfg, name), error)
+
+
+def check_value(cls: type, name: str, value: Any, error: type[Exception] = ValueError) -> None:
+    """Refuse a value the field `cls.name` does not allow, in one line naming field, value and range: a config's
+    own check, and the one check of a live change to a run (`knobs.check`)."""
+    if not accepts(cls, name, value):
+        s = spec(cls, name)
+        label = f"{s.label} ({name})" if s.label else name
+        raise error(refusal(cls, name, value) or f"{label} must be {describe(cls, name)}, got {value!r}")
 
 
 def refusal(cls: type, name: str, value: Any) -> str:

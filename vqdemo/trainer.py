@@ -21,10 +21,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from . import runs
+from . import run_store, runs
+from .events import Event
 from .settings import Checked, setting
 
-Event = dict[str, Any]
 EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run shows PSNR, usage and images at once
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
 VAL_PIXELS = 256 * 32 * 32  # a validation batch holds about this many pixels (256 small images), or the training batch
@@ -42,7 +42,7 @@ class Trainable(Protocol):
 
 
 class Store(Protocol):
-    """Where a run's files go: `runs.RunStore` writes them; a job's worker forwards the same calls to the app."""
+    """Where a run's files go: `run_store.RunStore` writes them; a job's worker forwards the same calls to the app."""
 
     def open(self, meta: dict) -> None: ...
 
@@ -111,10 +111,6 @@ def validation_batch(batch_size: int, image_size: int) -> int:
     """Validation needs no gradients, so it takes larger batches than training: as many images as VAL_PIXELS holds
     (at most VAL_BATCH_MAX), or the training batch when that is larger. fit.step_bytes counts the same batch."""
     return max(batch_size, min(VAL_BATCH_MAX, VAL_PIXELS // max(1, image_size ** 2)))
-
-
-def check_lr(lr: float) -> None:
-    TrainConfig(lr=lr)   # its own check names the field and its range
 
 
 def resolve_device(name: str) -> torch.device:
@@ -229,7 +225,7 @@ def run_training(
     base_lr = cfg.lr
     meta = dict(meta or {}, train=dataclasses.asdict(cfg), model=model_meta(model))
     if store is None and out_dir is not None:
-        store = runs.RunStore(Path(out_dir))
+        store = run_store.RunStore(Path(out_dir))
     if store:
         store.open(meta)
     logged = 0  # rows already handed to the store
@@ -461,12 +457,11 @@ def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def _apply_changes(model: Any, optimizer: torch.optim.Optimizer, changes: dict[str, float]) -> torch.optim.Optimizer:
-    """Live knobs. beta and lr apply in place; a new K resizes the codebook and rebuilds the optimiser,
-    carrying over Adam's state for every parameter whose shape did not change."""
+    """Live knobs, checked where they came in (`knobs.check`). beta and lr apply in place; a new K resizes the
+    codebook and rebuilds the optimiser, carrying over Adam's state for every parameter whose shape did not change."""
     if "beta" in changes:
         model.set_beta(float(changes["beta"]))
     if "lr" in changes:
-        check_lr(changes["lr"])
         for group in optimizer.param_groups:
             group["lr"] = float(changes["lr"])
     if "k" in changes:

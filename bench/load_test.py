@@ -4,13 +4,21 @@ Each simulated student is a websocket client speaking Streamlit's own protocol, 
 the Learn, Reconstruct, Codebook and Train pages, presses "Start training" (a run on the digits with a time
 budget), then watches it as the browser would: every live fragment is rerun at the interval the server asks for
 (`auto_rerun`), until the run ends. Nothing leaves this machine: the server listens on 127.0.0.1 only (with
-`--backend ray`, so does the Ray head it starts), sessions and time are bounded.
+`--backend ray`, so does the Ray cluster it starts), sessions (at most 300) and time are bounded.
 
-Prints: sessions, the queue's concurrency limit and the most runs seen training at once (from the runs
-folder), peak memory and CPU use of the web server's own process (its workers are separate processes), page
-response times (median, 95th percentile, slowest, per kind), and whether every run's files belong to the
+The students are threads of this one process, arriving one after another over `--ramp` seconds (0: all at once);
+what they cost this machine is printed beside the server's figures. With `--backend ray` the bench simulates
+separate machines on one: a Ray head with no CPUs and one worker node with `--ray-cpus` CPUs (token
+authentication on), the web server pinned to the first core with `taskset`, the Ray processes and the students
+to the others, so training never competes with the web server. It stops only the Ray processes it started.
+
+Prints: sessions, how the clients ran, which cores each side had, the queue's concurrency limit and the most runs
+seen training at once (from the runs folder), peak memory and CPU use of the web server's own process (its
+workers are separate processes), page response times (median, 95th percentile, slowest, per kind), students
+refused and why, students who waited in the queue and for how long, and whether every run's files belong to the
 student who started it.
-Run: python bench/load_test.py [--sessions 30] [--seconds 20] [--timeout 900] [--max-jobs 2] [--backend ray]
+Run: python bench/load_test.py [--sessions 30] [--seconds 20] [--timeout 900] [--max-jobs 2] [--ramp 0]
+     [--backend ray [--ray-cpus 1]]
 """
 
 from __future__ import annotations
@@ -18,6 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -35,11 +47,13 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.sync.client import connect
 
-from ui import identity
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from ui import identity  # noqa: E402
+
 PAGES = ["learn", "reconstruct", "codebook", "train"]
-MAX_SESSIONS = 40
+MAX_SESSIONS = 300   # a lecture hall; more is a typo, and each is a thread and a websocket here
 FINAL = ("done", "stopped", "failed", "interrupted")
 
 
@@ -70,10 +84,25 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-class Server:
-    """`streamlit run app.py` on 127.0.0.1 with its own runs folder; stopped on exit."""
+def cores_of(pid: int) -> str:
+    """The cores a process may run on, as taskset lists them ("0", "1-3")."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((line.split()[1] for line in f if line.startswith("Cpus_allowed_list:")), "?")
+    except OSError:
+        return "?"
 
-    def __init__(self, runs_dir: Path, max_jobs: int | None = None, extra_env: dict[str, str] | None = None):
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class Server:
+    """`streamlit run app.py` on 127.0.0.1 with its own runs folder; stopped on exit. `prefix` goes before the
+    command (`taskset -c 0`: the web server on a core of its own)."""
+
+    def __init__(self, runs_dir: Path, max_jobs: int | None = None, extra_env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None):
         self.port = free_port()
         env = {**os.environ, "VQDEMO_RUNS_DIR": str(runs_dir), "PYTHONPATH": str(ROOT), "VQDEMO_BACKEND": "local",
                "VQDEMO_JOBS_PER_ADDRESS": "0",   # every simulated student connects from 127.0.0.1
@@ -82,9 +111,10 @@ class Server:
             env["VQDEMO_MAX_JOBS"] = str(max_jobs)
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the server log lives as long as the server
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
-             "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [*(prefix or []), sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+             "--server.address", "127.0.0.1", "--server.port", str(self.port), "--server.headless", "true",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -127,22 +157,29 @@ class Tab:
     times: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
     turnaround: float | None = None                           # Start pressed -> its run ended (queue + training)
+    clicked_at: float | None = None                           # time.time() when Start was pressed
+    place: int | None = None                                  # its place in the class queue, as the page showed it
+    refused: str = ""                                         # why Start was refused, as the page said it
+    run: Path | None = None                                   # its run folder, once found
     unfinished: str = ""
     secret: str = field(default_factory=identity.new_secret)  # this browser's cookie: one student per session
+    ws: object = None
 
     @property
     def me(self) -> str:
         return identity.public_id(self.secret)
 
-    def __post_init__(self):
+    def connect(self, timeout: float) -> None:
         self._conn = connect(f"ws://127.0.0.1:{self.port}/_stcore/stream", subprotocols=["streamlit"],
-                             max_size=None, open_timeout=60, ping_interval=None,   # browsers send no pings
+                             max_size=None, open_timeout=min(60.0, timeout), ping_interval=None,   # as browsers
                              additional_headers={"Cookie": f"{identity.COOKIE}={self.secret}"})
         self.ws = self._conn.__enter__()
 
     def close(self) -> None:
-        self._conn.__exit__(None, None, None)
+        if self.ws is not None:
+            self._conn.__exit__(None, None, None)
 
     def rerun(self, name: str, timeout: float, widgets: list | None = None, fragment: str = "") -> None:
         """Send what a browser sends for a page load, a click or a fragment tick; wait for the run to finish."""
@@ -155,7 +192,7 @@ class Tab:
         for w in widgets or []:
             rs.widget_states.widgets.append(w)
         if not fragment:
-            self.buttons, self.selectboxes, self.alerts, self.fragments = {}, {}, [], {}
+            self.buttons, self.selectboxes, self.alerts, self.infos, self.fragments = {}, {}, [], [], {}
         start = time.perf_counter()
         self.ws.send(msg.SerializeToString())
         deadline = time.monotonic() + timeout
@@ -188,6 +225,8 @@ class Tab:
             self.errors.append(f"{el.exception.type}: {el.exception.message[:200]}")
         elif kind == "alert" and el.alert.format == Alert.ERROR:
             self.alerts.append(el.alert.body[:200])
+        elif kind == "alert" and el.alert.format == Alert.INFO:
+            self.infos.append(el.alert.body[:300])
         elif kind == "button":
             self.buttons[el.button.id.rsplit("-", 1)[-1]] = el.button.id
         elif kind == "selectbox":
@@ -224,31 +263,39 @@ def state_of(run: Path) -> str:
         return ""
 
 
-def student(tab: Tab, runs_dir: Path, seconds: int, deadline: float, gate: threading.Barrier,
+PLACE = re.compile(r"class queue at place (\d+)")
+
+
+def student(tab: Tab, runs_dir: Path, seconds: int, deadline: float, arrive: float,
             pages: list[str] = PAGES) -> None:
-    """Every page once, Start a run of `seconds`, then watch it as the browser does until it ends."""
+    """Arrive at `arrive` (monotonic), every page once, Start a run of `seconds`, then watch it as the browser does
+    until it ends."""
     def left() -> float:
         if time.monotonic() >= deadline:
             raise TimeoutError("the bench's deadline came first")
         return deadline - time.monotonic()
 
     try:
-        gate.wait(timeout=120)
+        time.sleep(max(0.0, min(arrive - time.monotonic(), left())))
+        tab.connect(left())
         tab.rerun("first load", left())
         for page in [*pages, "train"] if "train" not in pages else pages:
             if page == "train":
                 tab.query.update(data="digits", budget="seconds", secs=str(seconds), batch="16")
             tab.open(page, left())
+        tab.clicked_at = time.time()
         tab.click("tr_start", "start training", left())
         if tab.alerts:
-            tab.errors += [f"start: {a}" for a in tab.alerts]
+            tab.refused = " ".join(tab.alerts)
             return
+        places = [int(m.group(1)) for i in tab.infos if (m := PLACE.search(i))]
+        tab.place = places[0] if places else None
         me = tab.me
         clicked = time.monotonic()
         due = {f: clicked + every for f, every in tab.fragments.items()}
         while True:   # as the browser does: each live fragment, its interval after its last answer
-            mine = my_runs(runs_dir, me)
-            if len(mine) == 1 and state_of(mine[0]) in FINAL:
+            tab.run = tab.run or next(iter(my_runs(runs_dir, me)), None)   # found once: no scan of every folder
+            if tab.run is not None and state_of(tab.run) in FINAL:
                 break
             if not tab.fragments:
                 time.sleep(1.0)
@@ -274,6 +321,8 @@ def check_files(tabs: list[Tab], runs_dir: Path) -> list[str]:
     for tab in tabs:
         me = tab.me
         mine = my_runs(runs_dir, me)
+        if tab.refused and not mine:
+            continue   # refused at Start: no folder is right (counted as refused)
         if len(mine) != 1:
             problems.append(f"session {tab.index} ({me}): {len(mine)} run folders")
             continue
@@ -293,42 +342,62 @@ def check_files(tabs: list[Tab], runs_dir: Path) -> list[str]:
     return problems
 
 
-def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, runs_dir: Path | None = None,
-             max_jobs: int | None = None, pages: list[str] = PAGES, extra_env: dict[str, str] | None = None) -> dict:
-    """Start a server, drive `sessions` students at once, stop the server; returns the figures."""
+def check_sessions(sessions: int) -> None:
     if not 1 <= sessions <= MAX_SESSIONS:
         raise ValueError(f"sessions must be in [1, {MAX_SESSIONS}]")
+
+
+def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, runs_dir: Path | None = None,
+             max_jobs: int | None = None, pages: list[str] = PAGES, extra_env: dict[str, str] | None = None,
+             ramp_s: float = 0.0, server_prefix: list[str] | None = None) -> dict:
+    """Start a server, drive `sessions` students arriving over `ramp_s` seconds, stop the server; returns the
+    figures."""
+    check_sessions(sessions)
     runs_dir = Path(runs_dir or tempfile.mkdtemp(prefix="vqdemo-load-"))
     runs_dir.mkdir(parents=True, exist_ok=True)
-    server = Server(runs_dir, max_jobs, extra_env)
+    server = Server(runs_dir, max_jobs, extra_env, server_prefix)
     try:
         server.wait_ready()
         rss_idle = rss_mb(server.proc.pid)
         cpu_start = cpu_seconds(server.proc.pid)
         peak = {"running": 0, "rss": rss_idle}
+        began: dict[str, float] = {}    # run folder -> time.time() it was first seen training (or already ended)
         stop = threading.Event()
 
-        def monitor() -> None:
+        def monitor() -> None:   # four times a second, reading only the runs that have not ended
+            ended: set[str] = set()
             while not stop.is_set():
-                running = sum(state_of(d) in ("running", "paused") for d in runs_dir.iterdir() if d.is_dir())
+                running = 0
+                for d in runs_dir.iterdir():
+                    if d.name in ended or not d.is_dir():
+                        continue
+                    state = state_of(d)
+                    if state in ("running", "paused") or state in FINAL:
+                        began.setdefault(d.name, time.time())
+                    running += state in ("running", "paused")
+                    if state in FINAL:
+                        ended.add(d.name)
                 peak["running"] = max(peak["running"], running)
                 peak["rss"] = max(peak["rss"], rss_mb(server.proc.pid))
-                time.sleep(0.05)
+                stop.wait(0.25)
 
         watcher = threading.Thread(target=monitor, daemon=True)
         watcher.start()
         started = time.monotonic()
+        client_cpu = resource.getrusage(resource.RUSAGE_SELF)
         deadline = started + timeout_s
         tabs = [Tab(i, server.port) for i in range(sessions)]
-        gate = threading.Barrier(sessions)
-        threads = [threading.Thread(target=student, args=(t, runs_dir, seconds, deadline, gate, pages), daemon=True)
-                   for t in tabs]
+        arrive = [started + ramp_s * i / sessions for i in range(sessions)]
+        threads = [threading.Thread(target=student, args=(t, runs_dir, seconds, deadline, at, pages), daemon=True,
+                                    name=f"student-{t.index}") for t, at in zip(tabs, arrive, strict=True)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()) + 10)
         wall = time.monotonic() - started
         server_cpu = cpu_seconds(server.proc.pid) - cpu_start
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        clients_cpu = used.ru_utime + used.ru_stime - client_cpu.ru_utime - client_cpu.ru_stime
         stop.set()
         watcher.join()
         for tab in tabs:
@@ -338,6 +407,9 @@ def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, ru
                  ("first load", *PAGES, "start training", "live panel tick", "train page reload")}
         every = [x for v in times.values() for x in v]
         states = [state_of(d) for d in runs_dir.iterdir() if (d / "job.json").is_file()]
+        refused = [t.refused for t in tabs if t.refused]
+        waited = [t for t in tabs if t.place]
+        waits = [began[t.run.name] - t.clicked_at for t in waited if t.run is not None and t.run.name in began]
         return {
             "sessions": sessions,
             "max_running": limit,
@@ -358,6 +430,18 @@ def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, ru
             "turnaround_s": sorted(round(t.turnaround, 1) for t in tabs if t.turnaround is not None),
             "unfinished": sum(bool(t.unfinished) for t in tabs),
             "errors": [f"session {t.index}: {e}" for t in tabs for e in t.errors],
+            "refused": len(refused),
+            "refusals": sorted({re.sub(r"\d+", "N", r) for r in refused}),
+            "waited": len(waited),
+            "most_waiting_place": max((t.place for t in waited), default=0),
+            "wait_median_s": round(statistics.median(waits), 1) if waits else None,
+            "wait_max_s": round(max(waits), 1) if waits else None,
+            "started_training": len(began),
+            "clients_cores": round(clients_cpu / wall, 2),
+            "clients_threads": sessions,
+            "ramp_s": ramp_s,
+            "server_cores_allowed": cores_of(server.proc.pid),
+            "clients_cores_allowed": cores_of(os.getpid()),
             "file_problems": check_files(tabs, runs_dir),
             "server_alive": server.proc.poll() is None,
             "runs_dir": str(runs_dir),
@@ -366,26 +450,70 @@ def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, ru
         server.stop()
 
 
-def main() -> None:
+def pinned_cluster(ray_cpus: int):
+    """The cores for each side: the web server gets the first core this process may use, the Ray head, its
+    worker node and the students the rest. Raises SystemExit when that cannot be done honestly."""
+    cores = sorted(os.sched_getaffinity(0))
+    if shutil.which("taskset") is None:
+        raise SystemExit("--backend ray needs taskset (Debian: apt-get install util-linux) to pin each side")
+    if len(cores) < 2:
+        raise SystemExit("--backend ray needs two cores: one for the web server, one for the Ray worker node")
+    return [cores[0]], cores[1:]
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sessions", type=int, default=30)
+    p.add_argument("--sessions", type=int, default=30, help=f"students, 1 to {MAX_SESSIONS}")
     p.add_argument("--seconds", type=int, default=20, help="each student's training budget (batch 16, digits)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before the bench gives up")
-    p.add_argument("--max-jobs", type=int, help="VQDEMO_MAX_JOBS for the server (default: half the cores)")
+    p.add_argument("--ramp", type=float, default=0.0, help="students arrive one after another over this many seconds")
+    p.add_argument("--max-jobs", type=int, help="VQDEMO_MAX_JOBS for the server (default: half the cores; with "
+                   "--backend ray: the worker node's CPUs)")
     p.add_argument("--backend", default="local", choices=["local", "ray"],
-                   help="ray: start a Ray head on 127.0.0.1 and run the server with VQDEMO_BACKEND=ray")
-    a = p.parse_args()
+                   help="ray: a Ray head without CPUs and one worker node on 127.0.0.1, the web server on its own core")
+    p.add_argument("--ray-cpus", type=int, default=1, help="CPUs the Ray worker node offers (--backend ray)")
+    a = p.parse_args(argv)
+    try:
+        check_sessions(a.sessions)
+    except ValueError as e:
+        p.error(str(e))   # before anything starts
+    if not (0 <= a.ramp <= a.timeout and a.seconds >= 1 and a.timeout > 0 and 1 <= a.ray_cpus <= 64):
+        p.error("need 0 <= --ramp <= --timeout, --seconds >= 1, --timeout > 0 and --ray-cpus in [1, 64]")
+    # a `timeout` or Ctrl-C ends the bench through its finally blocks: the server and the Ray processes it started stop
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(f"load average before: {load_average()}", flush=True)
     if a.backend == "ray":
-        sys.path.insert(0, str(ROOT))
-        from vqdemo.jobs.ray_head import local_head
+        web, rest = pinned_cluster(a.ray_cpus)
+        from vqdemo.jobs.ray_head import start_head, start_node, wait_nodes
 
-        with local_head(num_cpus=len(os.sched_getaffinity(0))) as head:
-            f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs,
-                         extra_env={**head.env, "VQDEMO_BACKEND": "ray"})
+        others = ["taskset", "-c", ",".join(map(str, rest))]
+        os.sched_setaffinity(0, rest)   # the students are browsers elsewhere: never on the web server's core
+        head = start_head(num_cpus=0, prefix=others)
+        try:
+            node = start_node(head, a.ray_cpus, prefix=others)
+            try:
+                wait_nodes(head, [node])
+                print(f"ray cluster:       head (0 CPUs) and one worker node ({a.ray_cpus} CPUs) on 127.0.0.1, token "
+                      f"authentication on; head on cores {cores_of(head.proc.pid)}, worker node on cores "
+                      f"{cores_of(node.proc.pid)}", flush=True)
+                f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs or a.ray_cpus, ramp_s=a.ramp,
+                             extra_env={**head.env, "VQDEMO_BACKEND": "ray"},
+                             server_prefix=["taskset", "-c", ",".join(map(str, web))])
+            finally:
+                node.stop()
+        finally:
+            head.stop()
     else:
-        f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs)
+        f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs, ramp_s=a.ramp)
+    report(f, a)
+
+
+def report(f: dict, a: argparse.Namespace) -> None:
     print(f"sessions:          {f['sessions']} websocket clients on one `streamlit run` (127.0.0.1), "
-          f"{len(os.sched_getaffinity(0))} CPU cores")
+          f"{os.cpu_count()} CPU cores on the machine")
+    print(f"clients:           {f['clients_threads']} threads of this one process, arriving over {f['ramp_s']:g} s, on "
+          f"cores {f['clients_cores_allowed']}; they used {f['clients_cores']} cores on average")
+    print(f"web server:        on cores {f['server_cores_allowed']}")
     print(f"runs:              {f['runs']} started, {f['done']} done ({a.seconds} s budget each, backend {a.backend})")
     print(f"concurrent jobs:   peak {f['peak_running']} training at once (limit {f['max_running']})")
     print(f"server memory:     {f['rss_idle_mb']} MB idle, peak {f['peak_rss_mb']} MB RSS")
@@ -402,7 +530,12 @@ def main() -> None:
     print(f"wall time:         {f['wall_s']} s; server still up: {f['server_alive']}")
     own = "each run folder is its own student's, and only theirs"
     print(f"run files:         {f['file_problems'] or own}")
+    print(f"refused:           {f['refused']} students" + (f"; messages: {f['refusals']}" if f["refusals"] else ""))
+    print(f"waited:            {f['waited']} students shown a place in the class queue (up to place "
+          f"{f['most_waiting_place']}); Start -> training began: median {f['wait_median_s']} s, max "
+          f"{f['wait_max_s']} s; {f['started_training']} runs began training")
     print(f"session errors:    {f['errors'] or 'none'}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

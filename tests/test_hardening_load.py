@@ -4,6 +4,7 @@ The 30-student figures come from `python bench/load_test.py`."""
 
 import pytest
 
+from bench import load_test
 from bench.load_test import run_load
 
 SESSIONS, MAX_JOBS = 6, 3
@@ -22,3 +23,15 @@ def test_six_students_at_once(tmp_path):
     assert f["responses"] >= SESSIONS * 6          # first load, 3 pages, Start, the finished run
     assert f["peak_rss_mb"] < 3000, f"the server grew to {f['peak_rss_mb']} MB"
     assert f["server_cores"] < 1.0, "the web process itself must leave training to the workers"
+
+
+@pytest.mark.parametrize("sessions", ["0", "301"])
+def test_the_bench_refuses_a_class_past_its_bound_before_starting_anything(sessions, monkeypatch, capsys):
+    def started(*args, **kwargs):
+        raise AssertionError("the bench started a server for a class it should refuse")
+
+    monkeypatch.setattr(load_test, "Server", started)
+    monkeypatch.setattr(load_test, "run_load", started)
+    with pytest.raises(SystemExit) as stop:
+        load_test.main(["--sessions", sessions, "--backend", "ray"])
+    assert stop.value.code == 2 and "sessions must be in [1, 300]" in capsys.readouterr().err

@@ -77,3 +77,33 @@ def test_computations_wait_their_turn_and_count_toward_the_class_limit(tmp_path,
     gate.open.set()
     wait_finished(running, student, *maps)
     assert student.state == "done" and [m.result for m in maps] == [0, 2]
+
+
+def test_the_waiting_room_holds_every_students_allowed_runs():
+    room = limits.waiting_room(students=100, per_student=3, workers=2, teacher_runs=4, computations=16)
+    assert room == 100 * 3 - 2 + 4 + 16       # nobody is refused by the class cap while within their own limits
+    assert limits.waiting_room(300, 3, 8) > limits.waiting_room(100, 3, 8)   # it follows the class size
+    assert limits.waiting_room(1, 1, 64) == 1   # more workers than runs: still room for one to wait
+
+
+def test_the_class_size_comes_from_the_environment_within_bounds(monkeypatch):
+    monkeypatch.setenv("VQDEMO_CLASS_SIZE", "120")
+    assert limits.class_size() == 120
+    monkeypatch.setenv("VQDEMO_CLASS_SIZE", "lots")
+    assert limits.class_size() == limits.CLASS_SIZE
+    monkeypatch.setenv("VQDEMO_CLASS_SIZE", "0")
+    assert limits.class_size() == 1
+
+
+def test_a_class_of_fifty_all_waiting_is_not_refused(tmp_path, gate, monkeypatch):
+    monkeypatch.setenv("VQDEMO_CLASS_SIZE", "50")
+    q = queue(tmp_path)
+    first = q.submit("s0", "holds the worker", tiny(), DATA, budget(steps=5))
+    wait_for(lambda: gate.inside == 1, "the first run to hold the worker")
+    waiting = [q.submit(f"s{i}", f"student {i}", tiny(), DATA, budget(steps=5)) for i in range(1, 50)]
+    assert [j.view().place for j in waiting] == list(range(1, 50))   # a fixed 40 places refused the 41st
+    assert all(j.view().wait_s is not None for j in waiting)
+    for j in waiting:
+        q.remove_queued(j)
+    gate.open.set()
+    wait_finished(first)

@@ -15,6 +15,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from helpers import open_page, secret_of, student_of, wait_for
+from tests.test_jobs import DATA, tiny
 from ui.jobs import job_queue
 from vqdemo import files, runs
 from vqdemo.app_limits import KS
@@ -292,3 +293,18 @@ def test_the_teacher_key_makes_the_teacher_and_leaves_the_url(runs_dir, monkeypa
         with pytest.raises(JobError, match="not yours"):
             job.check_control(student_of(student))
         job.stop()
+
+
+def test_a_run_that_must_wait_shows_its_place_and_an_estimate_not_a_refusal(runs_dir):
+    q = job_queue()
+    long = TrainConfig(steps=10**6, seconds=300.0, batch_size=16)
+    busy = [q.submit(f"other-{i}", "holds a trainer", tiny(), DATA, long) for i in range(q.max_running)]
+    for job in busy:
+        wait_for(lambda job=job: job.state == "running", "a run to take its trainer", TIMEOUT_S)
+        job.pause()   # it keeps its trainer without using the CPU
+    at = start_small(open_train(), steps=20)
+    assert not at.exception and not at.error
+    [job] = job_queue().list_jobs(student_of(at))
+    assert job.state == "queued" and job.view().place == 1
+    note = " ".join(i.value for i in at.info)
+    assert "at place 1" in note and "it starts within about" in note, note

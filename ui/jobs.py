@@ -74,6 +74,19 @@ def tick_seconds(base: float) -> float:
     return round(base * min(4.0, 1.0 + 3.0 * max(0.0, (busy - 0.3) / 0.6)), 1)
 
 
+def queue_note(view) -> str:
+    """Where a waiting run stands, as its student reads it: a place in the class queue and how long at most until
+    it starts (the runs ahead use their whole time budgets; they may end sooner)."""
+    wait = view.wait_s
+    if not wait or wait < 1:
+        when = "it starts as soon as a trainer is free"
+    elif wait < 90:
+        when = f"it starts within about {wait:.0f} s"
+    else:
+        when = f"it starts within about {wait / 60:.0f} min"
+    return f"Waiting in the class queue at place {view.place}: {when}. It starts by itself; you can leave this page."
+
+
 def shared_figure(view, name: str, build):
     """`build()` once per state of a job (its id and event count) and display mode; read-only for the caller."""
     return shared.figure(("job", view.id, view.version, name), build)

@@ -19,7 +19,7 @@ from ui import charts, describe, state, text, theme
 from ui import shared as shared_figures
 from ui.collapse_pair import demo_section
 from ui.identity import Student
-from ui.jobs import job_queue, shared_figure, student, tick_seconds
+from ui.jobs import job_queue, queue_note, shared_figure, student, tick_seconds
 from ui.train_form import settings_form, title_of, zip_problem
 from vqdemo import analysis, runs
 from vqdemo.analysis import image_grid
@@ -85,7 +85,7 @@ def start(v: dict, me: Student) -> None:
     st.session_state["tr_job"] = job.id
     view = job.view()
     if view.place:
-        st.info(f"Queued at place {view.place}: it starts by itself when a trainer is free.")
+        st.info(queue_note(view))
 
 
 # ---- the live panel -------------------------------------------------------------------------------------------
@@ -275,9 +275,7 @@ def status_panel(job_id: str, settings: dict) -> None:
                 + f" · {text.md(v.reason)}")
     if v.state == "queued":
         counts = job_queue().counts()
-        wait = f"; at most about {v.wait_s / 60:.0f} min" if v.wait_s and v.wait_s >= 60 else ""
-        st.info(f"Waiting in the class queue at place {v.place}{wait}. {counts['running']} run(s) training now "
-                f"(at most {counts['max_running']} at once). It starts by itself; you can leave this page.")
+        st.info(f"{queue_note(v)} {counts['running']} run(s) training now (at most {counts['max_running']} at once).")
     elif v.budget_steps:
         st.progress(min(1.0, max(v.step / v.budget_steps, v.elapsed / v.budget_s)),
                     text=f"step {v.step:,} of {v.budget_steps:,} ({v.elapsed:.0f} s; at most {v.budget_s:.0f} s)")

@@ -43,7 +43,7 @@ class JobQueue:
     """FIFO queue of jobs shared by every session; at most `max_running` run at once, each in a worker."""
 
     def __init__(self, max_running: int | None = None, runs_dir: Path | str | None = None, *,
-                 per_owner: int = 3, per_address: int | None = None, max_queued: int = 40,
+                 per_owner: int = 3, per_address: int | None = None, max_queued: int | None = None,
                  max_seconds: float = 600.0, threads: int | None = None, history: int = 2000,
                  keep_finished: int = 200, pause_limit_s: float = 600.0, backend=None, max_results: int = 16,
                  lock: bool = False, app_limits: bool = False, teacher_slots: int = 2):
@@ -54,7 +54,8 @@ class JobQueue:
         self.per_owner = per_owner
         self.per_address = default_per_address() if per_address is None else per_address
         self.teacher_slots = teacher_slots   # workers kept for the teacher's runs: they never wait behind students
-        self.max_queued = max_queued
+        self.max_queued = max_queued or limits.waiting_room(limits.class_size(), per_owner, self.max_running,
+                                                            2 * teacher_slots, max_results)
         self.max_seconds = max_seconds
         self.threads = threads or max(1, cpu_count() // self.max_running)
         self.auto_threads = threads is None   # then a small model trains on one thread (fit.train_threads)

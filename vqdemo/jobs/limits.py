@@ -1,4 +1,4 @@
-"""How long one job may hold a worker, by the wall clock.
+"""How long one job may hold a worker, by the wall clock, and how many jobs the class queue holds waiting.
 
 A run's time budget counts training seconds only, and the pause limit only stops a run paused for that long in
 one go while others wait: a student pressing Play and Pause in turn could keep the only worker for ever. So every
@@ -9,12 +9,32 @@ which is kept); a worker that does not end within a grace period after that is k
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
 START_MARGIN_S = 30.0    # loading data and building the model before the first step, on a busy machine
 STOP_GRACE_S = 30.0      # after the stop at the cap, how long a worker has to save its last checkpoint
 CALL_SECONDS = 180.0     # a named computation's budget: UMAP of 5,000 points took ~31 s here, its import ~11 s
+CLASS_SIZE = 300         # students the queue makes room for unless VQDEMO_CLASS_SIZE says otherwise (a lecture hall)
+
+
+def class_size() -> int:
+    """Students the server is sized for: env VQDEMO_CLASS_SIZE (1..10,000), else CLASS_SIZE."""
+    try:
+        return min(10_000, max(1, int(os.environ.get("VQDEMO_CLASS_SIZE", CLASS_SIZE))))
+    except ValueError:
+        return CLASS_SIZE
+
+
+def waiting_room(students: int, per_student: int, workers: int, teacher_runs: int = 0, computations: int = 0) -> int:
+    """How many jobs may wait in the class queue: every student's allowed runs, less those the workers are training,
+    plus the teacher's lane and the page computations (UMAP) that queue beside them.
+
+    A fixed cap refused students while the cluster still had room (58 of 100 with 40 places). The per-student and
+    per-address limits are what stop one person or one script filling the queue; this cap only bounds the whole,
+    so it is sized from the class and the workers rather than picked. A waiting job is a few configs in memory."""
+    return max(1, students * per_student - workers) + teacher_runs + computations
 
 
 def wall_cap_s(budget_s: float, pause_limit_s: float) -> float:

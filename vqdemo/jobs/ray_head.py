@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,22 +107,25 @@ class Head(Node):
     token: str
 
 
-def _ray_start(args: list[str], env: dict[str, str], temp: Path, name: str) -> tuple[subprocess.Popen, Path]:
-    """`ray start ARGS --block` in a session of its own, its Ray files in `temp`, its output in temp/NAME.log."""
+def _ray_start(args: list[str], env: dict[str, str], temp: Path, name: str,
+               prefix: Sequence[str] = ()) -> tuple[subprocess.Popen, Path]:
+    """`ray start ARGS --block` in a session of its own, its Ray files in `temp`, its output in temp/NAME.log;
+    `prefix` goes before the command (e.g. `taskset -c 1`, to keep a node off the web server's core)."""
     log = temp / f"{name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [*RAY_CLI, "start", *args, "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+            [*prefix, *RAY_CLI, "start", *args, "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
              "--temp-dir", str(temp), "--block"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, log
 
 
 def start_head(num_cpus: int = 2, port: int | None = None, token: str | None = None, auth: bool = True,
-               start_timeout_s: float = 120.0) -> Head:
+               start_timeout_s: float = 120.0, prefix: Sequence[str] = ()) -> Head:
     """A Ray head on 127.0.0.1 (`--block`, in a session of its own), ready when this returns. With `auth` (the
     default) token authentication is on with `token` (a fresh one if None); without it the head lets anyone in,
-    which the app must refuse (clients still get a token in `env`, so that is what they are refused for)."""
+    which the app must refuse (clients still get a token in `env`, so that is what they are refused for).
+    `prefix` goes before the command, e.g. `taskset -c 1` to keep the head off the web server's core."""
     port = port or free_port()
     token = token or secrets.token_hex(16)
     env = {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
@@ -132,7 +135,7 @@ def start_head(num_cpus: int = 2, port: int | None = None, token: str | None = N
         head_env = {k: v for k, v in head_env.items() if not k.startswith("RAY_AUTH")}
         head_env |= {"RAY_AUTH_MODE": "disabled", "HOME": str(temp)}
     proc, log = _ray_start(["--head", "--num-cpus", str(num_cpus), "--port", str(port),
-                            "--include-dashboard=false"], head_env, temp, "head")
+                            "--include-dashboard=false"], head_env, temp, "head", prefix)
     head = Head(proc=proc, log=log, env=env, port=port, token=token)
     try:
         deadline = time.monotonic() + start_timeout_s
@@ -147,7 +150,7 @@ def start_head(num_cpus: int = 2, port: int | None = None, token: str | None = N
     return head
 
 
-def start_node(head: Head, num_cpus: int = 1) -> Node:
+def start_node(head: Head, num_cpus: int = 1, prefix: Sequence[str] = ()) -> Node:
     """A worker node on 127.0.0.1 that joins `head` with its token, as `ray start --address` on another machine
     would. Every port Ray would otherwise take by default (the same on every node of one host) is a free one of its
     own, and its files go to a temp dir of its own. Returns at once: `wait_nodes` says when it has joined."""
@@ -156,7 +159,7 @@ def start_node(head: Head, num_cpus: int = 1) -> Node:
              "dashboard-agent-grpc-port", "runtime-env-agent-port")
     ports = [f"--{name}={port}" for name, port in zip(names, free_ports(len(names)), strict=True)]
     proc, log = _ray_start(["--address", head.env["RAY_ADDRESS"], "--num-cpus", str(num_cpus), *ports],
-                           {**os.environ, **head.env, "RAY_USAGE_STATS_ENABLED": "0"}, temp, "node")
+                           {**os.environ, **head.env, "RAY_USAGE_STATS_ENABLED": "0"}, temp, "node", prefix)
     return Node(proc=proc, log=log)
 
 

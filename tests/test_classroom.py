@@ -75,7 +75,7 @@ def test_no_visitor_moves_a_cell_of_a_pinned_sweep(tmp_path):
     for i in range(100):
         q.sweep_cell(f"sweep-{i}", "student0", 9)
     assert {s: q.sweep_cell("lesson", s, 9) for s in given} == given
-    assert len(q._sweeps["lesson"]) == jobs.MAX_SWEEP_OWNERS
+    assert len(q._sweeps.given["lesson"]) == jobs.MAX_SWEEP_OWNERS
     late = q.sweep_cell("lesson", "latecomer", 9)
     assert q.sweep_cell("lesson", "latecomer", 9) == late   # past the bound: by hash, still the same every visit
 
@@ -84,7 +84,7 @@ def test_pinned_sweeps_stay_bounded(tmp_path):
     q = JobQueue(1, tmp_path / "runs", backend=ThreadBackend())
     for i in range(jobs.MAX_PINNED_SWEEPS + 5):
         q.pin_sweep(f"sweep-{i}")
-    assert len(q._sweeps) == jobs.MAX_PINNED_SWEEPS and not q.pinned("sweep-0")
+    assert len(q._sweeps.given) == jobs.MAX_PINNED_SWEEPS and not q.pinned("sweep-0")
 
 
 def test_thin_keeps_the_ends_and_bounds_the_rows():

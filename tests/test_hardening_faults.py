@@ -23,7 +23,7 @@ from helpers import tiny_config, wait_for
 from vqdemo import jobs, runs, trainer
 from vqdemo.data import DataConfig
 from vqdemo.fit import fit
-from vqdemo.jobs import JobError, JobQueue
+from vqdemo.jobs import JobError, JobQueue, job
 from vqdemo.trainer import Control, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def any_lr(monkeypatch):
     field = TrainConfig.__dataclass_fields__["lr"]
     monkeypatch.setattr(field, "metadata", {"spec": dataclasses.replace(field.metadata["spec"], hi=None)})
     monkeypatch.setattr(trainer, "check_lr", lambda lr: None)
-    monkeypatch.setattr(jobs, "check_lr", lambda lr: None)
+    monkeypatch.setattr(job, "check_lr", lambda lr: None)
 
 
 def test_nan_from_a_huge_learning_rate_fails_the_run_and_keeps_the_good_checkpoint(tmp_path, any_lr):

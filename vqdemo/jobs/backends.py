@@ -1,0 +1,58 @@
+"""Which backend runs the jobs, and how many at once: from the environment, with bounds.
+
+Imported lazily (by `vqdemo.jobs`), so a worker process that only needs `worker.py` never loads torch before
+`runtime.configure()`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .job import JobError
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _env_int(name: str, fallback: int, lo: int, hi: int) -> int:
+    try:
+        return min(hi, max(lo, int(os.environ.get(name, fallback))))
+    except ValueError:
+        return fallback
+
+
+def default_max_running() -> int:
+    """How many jobs run at once: env VQDEMO_MAX_JOBS, else half the cores (at least 1)."""
+    return _env_int("VQDEMO_MAX_JOBS", max(1, cpu_count() // 2), 1, 64)
+
+
+def default_per_address() -> int:
+    """Runs one network address may have queued or training: env VQDEMO_JOBS_PER_ADDRESS (0: no limit), else 12.
+
+    A student is a browser, and a script can be any number of browsers; an address it cannot multiply so cheaply.
+    Students behind one shared address (one NAT for the whole room) need the limit raised or off."""
+    return _env_int("VQDEMO_JOBS_PER_ADDRESS", 12, 0, 10_000)
+
+
+def make_backend(name: str | None = None):
+    """The backend named by `name` or env VQDEMO_BACKEND: "local" (default), "ray" or "thread" (tests)."""
+    name = (name or os.environ.get("VQDEMO_BACKEND") or "local").strip().lower()
+    if name == "local":
+        from .local import LocalBackend
+
+        return LocalBackend()
+    if name == "thread":
+        from .local import ThreadBackend
+
+        return ThreadBackend()
+    if name == "ray":
+        from .ray_backend import RayBackend
+
+        return RayBackend()
+    raise JobError(f"unknown job backend {name!r}: use local or ray")
+
+

@@ -21,6 +21,7 @@ import pytest
 from bench.load_test import ROOT, Server, Tab, free_port, my_runs, state_of
 from helpers import wait_for
 from ui import identity
+from vqdemo.jobs import JobError, shared_queue
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,11 +33,18 @@ class BoardTab(Tab):
     """A tab that also keeps the plotly figures a page drew (the Class board is one)."""
 
     charts: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)   # markdown and messages, to say what a page showed
 
     def _element(self, fwd) -> None:
         super()._element(fwd)
-        if fwd.delta.WhichOneof("type") == "new_element" and fwd.delta.new_element.WhichOneof("type") == "plotly_chart":
-            self.charts.append(fwd.delta.new_element.plotly_chart.spec)
+        if fwd.delta.WhichOneof("type") != "new_element":
+            return
+        el = fwd.delta.new_element
+        kind = el.WhichOneof("type")
+        if kind == "plotly_chart":
+            self.charts.append(el.plotly_chart.spec)
+        elif kind in ("markdown", "alert"):
+            self.texts.append(getattr(el, kind).body[:300])
 
 
 @dataclass
@@ -92,7 +100,7 @@ def hall(tmp_path_factory):
 def open_page(tab: BoardTab, page: str) -> None:
     if not tab.pages:
         tab.rerun("first load", PAGE_S)
-    tab.charts = []
+    tab.charts, tab.texts = [], []
     tab.open(page, PAGE_S)
     assert not tab.errors, tab.errors
 
@@ -125,11 +133,15 @@ def test_a_run_started_on_one_replica_is_watched_and_controlled_from_the_other(h
         assert "tr_pause" in on_b.buttons                   # with its controls
         on_b.click("tr_pause", "pause", PAGE_S)
 
+        said_b = list(on_b.texts)
+
         def paused_on(tab: BoardTab) -> bool:
+            tab.texts = []
             tab.open("train", PAGE_S)
             return "tr_play" in tab.buttons
 
-        wait_for(lambda: paused_on(on_a), "replica A to show the run paused from B", timeout=PAGE_S)
+        wait_for(lambda: paused_on(on_a), f"replica A to show the run paused from B (B said {said_b}; A says "
+                 f"{on_a.texts})", timeout=PAGE_S)
 
         open_page(other, "classroom")
         assert any(title in spec for spec in other.charts), "the Class board on B does not show the run from A"
@@ -142,3 +154,23 @@ def test_a_run_started_on_one_replica_is_watched_and_controlled_from_the_other(h
     finally:
         for tab in (on_a, on_b, other, via_proxy):
             tab.close()
+
+
+def test_the_shared_queue_is_asked_for_by_name_and_a_typo_is_refused(monkeypatch):
+    for value, shared in (("", False), ("local", False), (" Ray-Actor ", True)):
+        monkeypatch.setenv("VQDEMO_QUEUE", value)
+        assert shared_queue.wanted() is shared
+    monkeypatch.setenv("VQDEMO_QUEUE", "ray")
+    with pytest.raises(JobError, match="ray-actor"):
+        shared_queue.wanted()
+
+
+def test_a_replica_without_a_cluster_gets_a_message_and_never_imports_ray(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")   # nothing listens there
+    queue = shared_queue.SharedQueue(tmp_path / "runs")
+    try:
+        with pytest.raises(JobError, match="nothing answers at RAY_ADDRESS"):
+            queue.counts()
+    finally:
+        queue.close()
+    assert "ray" not in sys.modules

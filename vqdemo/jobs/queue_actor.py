@@ -32,7 +32,9 @@ import ray  # noqa: E402
 from ray.exceptions import RayActorError, RayError  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from . import ACTIVE, Job, JobError, JobQueue, make_backend  # noqa: E402
+from .backends import make_backend  # noqa: E402
+from .job import ACTIVE, Job, JobError  # noqa: E402
+from .jobqueue import JobQueue  # noqa: E402
 from .local import Channel  # noqa: E402
 from .ray_backend import RayBackend  # noqa: E402
 from .ray_driver import Refused, connect  # noqa: E402
@@ -64,7 +66,8 @@ def wire(value: Any) -> Any:
 class QueueActor:
     """Owns the class's `JobQueue` (thread-safe, so the actor answers many replicas' calls at once)."""
 
-    def __init__(self, runs_dir: str, backend: str, address: str):
+    def __init__(self, runs_dir: str, backend: str, address: str, settings: dict[str, str]):
+        os.environ.update(settings)   # the class's limits (VQDEMO_MAX_JOBS ...) as the first replica was given them
         self.runs_dir = runs_dir
         jobs_backend = RayBackend(address) if backend == "ray" else make_backend(backend)
         self.queue = JobQueue(runs_dir=runs_dir, lock=True, app_limits=True, backend=jobs_backend)
@@ -95,11 +98,16 @@ class QueueActor:
         return sum(j.state in ACTIVE for j in self.queue.list_jobs())
 
 
+def settings() -> dict[str, str]:
+    """This replica's VQDEMO_* settings, for the queue it makes (the queue reads its limits from its environment)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("VQDEMO_") and k != "VQDEMO_QUEUE"}
+
+
 def find_or_make(runs_dir: str, backend: str, address: str):
     """The cluster's queue actor: made here, on this node, by the first replica; found by the others."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = QueueActor.options(name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-                               scheduling_strategy=here).remote(runs_dir, backend, address)
+                               scheduling_strategy=here).remote(runs_dir, backend, address, settings())
     try:
         held = ray.get(actor.runs_folder.remote(), timeout=FIND_TIMEOUT_S)
     except RayError as e:

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import JobError, JobView
+from .job import JobError, JobView
 from .local import PACKAGE_ROOT, Channel
 
 MODE_ENV = "VQDEMO_QUEUE"

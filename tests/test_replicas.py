@@ -118,8 +118,8 @@ def test_a_run_started_on_one_replica_is_watched_and_controlled_from_the_other(h
     other = BoardTab(2, hall.replicas[1].port)                   # a classmate on replica B
     via_proxy = BoardTab(3, hall.proxy_port, secret=secret)
     try:
-        open_page(on_a, "train")
-        on_a.query.update(data="digits", budget="seconds", secs="300", batch="16")
+        on_a.rerun("first load", PAGE_S)
+        on_a.query.update(data="digits", budget="seconds", secs="600", batch="16")   # a page reads its URL once
         on_a.open("train", PAGE_S)
         on_a.click("tr_start", "start training", PAGE_S)
         assert not on_a.alerts, on_a.alerts

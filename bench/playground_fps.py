@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from load_test import free_port  # noqa: E402 - bench's one free-port helper
 
 from vqdemo import playground as pg  # noqa: E402
 
@@ -55,16 +56,10 @@ def server_side(repeats: int = 3) -> dict:
             "payload_kb": size / 1024, "payload_kb_per_frame": size / 1024 / len(frames.step), "step_ms": step_ms}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def browser_side(seconds: float = 4.0) -> dict:
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VQDEMO_RUNS_DIR": "/tmp/vqdemo-bench-runs"}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",

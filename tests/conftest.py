@@ -12,8 +12,13 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+from thread_backend import ThreadBackend  # noqa: E402
+
+from vqdemo.jobs import backends  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _runs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("VQDEMO_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setitem(backends.BACKENDS, "thread", ThreadBackend)
     monkeypatch.setenv("VQDEMO_BACKEND", "thread")

@@ -4,6 +4,7 @@ AppTest (with the shipped checkpoints they need)."""
 from __future__ import annotations
 
 import io
+import socket
 import struct
 import time
 import zlib
@@ -19,6 +20,13 @@ from vqdemo.runs import WEIGHTS
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 PAGE_TIMEOUT_S = 120  # one AppTest script run; a cold page loads a model and torch on 2 shared cores
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (the OS picks it), for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_config(kind: str = "vq", **vq) -> ModelConfig:

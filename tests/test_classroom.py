@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from thread_backend import ThreadBackend
 
-from ui.jobs import thin
-from vqdemo import classroom, jobs, runs
+from ui.charts import thin
+from vqdemo import classroom, files, jobs
 from vqdemo.jobs import JobQueue, retitle
-from vqdemo.jobs.local import ThreadBackend
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -22,9 +22,9 @@ def fake_run(root: Path, name: str, kind: str, k: int, beta: float, psnr: float 
              state: str = "done") -> Path:
     path = root / name
     model = {"kind": kind, "vq": {"k": k, "beta": beta}, "rq": {"codebook_sizes": [k, 8]}}
-    runs.write_json(path / "config.json", {"kind": kind, "title": f"run {name}", "owner": "o", "model": model})
+    files.write_json(path / "config.json", {"kind": kind, "title": f"run {name}", "owner": "o", "model": model})
     best = {"psnr": psnr, "perplexity": ppl} if psnr is not None else {}
-    runs.write_json(path / "status.json", {"state": state, "step": 100, "best": best})
+    files.write_json(path / "status.json", {"state": state, "step": 100, "best": best})
     return path
 
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ui.painter import _TILE
-from vqdemo import files, runs
+from vqdemo import files
 from vqdemo.code_canvas import (
     Canvas,
     PaintError,
@@ -146,9 +146,9 @@ def test_prior_figures_prefer_status_then_metrics(tmp_path) -> None:
     files.atomic_write_text(prior_dir / "metrics.jsonl", "{\"type\": \"train\", \"step\": 9}\n" + json.dumps(row))
     assert prior_figures(tmp_path) == {"bits_per_code": 3.0, "bits_per_image": 147.0,
                                        "uniform_bits_per_image": 294.0, "step": 9}
-    runs.write_json(prior_dir / "status.json", {"best": {**row, "bits_per_code": 2.5, "step": 5}})
+    files.write_json(prior_dir / "status.json", {"best": {**row, "bits_per_code": 2.5, "step": 5}})
     assert prior_figures(tmp_path)["bits_per_code"] == 2.5 and prior_figures(tmp_path)["step"] == 5
-    runs.write_json(prior_dir / "status.json", {"best": {"bits_per_code": float("nan")}})
+    files.write_json(prior_dir / "status.json", {"best": {"bits_per_code": float("nan")}})
     assert prior_figures(tmp_path)["step"] == 9  # a bad status falls back to the metrics
     assert uniform_bits_per_image([64], 7, 7) == 6 * 49
     assert uniform_bits_per_image([8, 4], 2, 2) == (3 + 2) * 4

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from helpers import tiny_config
-from vqdemo import prior, runs
+from vqdemo import files, prior, runs
 from vqdemo.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +47,8 @@ def run_dir(root: Path, name: str, weights: bytes | None = None, cfg=None) -> Pa
     d = root / name
     d.mkdir(parents=True)
     meta = {"kind": cfg.kind, "model": cfg.to_dict(), "data": {"name": "digits"}}
-    runs.write_json(d / "config.json", meta)
-    runs.write_json(d / "status.json", {"state": "done", "reason": "test", "step": 1})
+    files.write_json(d / "config.json", meta)
+    files.write_json(d / "status.json", {"state": "done", "reason": "test", "step": 1})
     if weights is None:
         runs.save_weights(d / runs.WEIGHTS, build_model(cfg), meta)
     else:

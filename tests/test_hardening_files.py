@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import tiny_config
-from vqdemo import files, prior, runs
+from vqdemo import files, prior, run_store, runs
 from vqdemo.data import DataConfig
 from vqdemo.trainer import TrainConfig
 
@@ -48,8 +48,8 @@ def within(seconds: float, fn, *args):
 def good_run(root: Path, name: str = "20260101-000000-good00") -> Path:
     run = root / name
     run.mkdir(parents=True)
-    runs.write_json(run / "config.json", {"kind": "vq", "title": "fine"})
-    runs.write_json(run / "status.json", {"state": "done", "reason": "ok", "step": 5})
+    files.write_json(run / "config.json", {"kind": "vq", "title": "fine"})
+    files.write_json(run / "status.json", {"state": "done", "reason": "ok", "step": 5})
     files.atomic_write_text(run / "metrics.jsonl", json.dumps({"type": "val", "step": 5, "psnr": 20.0}) + "\n")
     return run
 
@@ -137,10 +137,10 @@ def test_an_unreadable_run_never_breaks_listing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_run_files_get_the_umasks_mode_not_0600(tmp_path, umask):
     """In a fresh process with that umask, as another account's server would read them."""
-    code = ("import os, sys, torch; from pathlib import Path; from vqdemo import runs; d = Path(sys.argv[1]);"
-            "runs.write_json(d / 'config.json', {});"
+    code = ("import os, sys, torch; from pathlib import Path; from vqdemo import files, runs; d = Path(sys.argv[1]);"
+            "files.write_json(d / 'config.json', {});"
             "runs.save_weights(d / 'model.safetensors', torch.nn.Linear(1, 1), {});"
-            "print(oct(runs.FILE_MODE))")
+            "print(oct(files.FILE_MODE))")
     shell = f'umask {umask:03o} && exec "$0" -c "$1" "$2"'
     out = subprocess.run(["sh", "-c", shell, sys.executable, code, str(tmp_path)], cwd=REPO, capture_output=True,
                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -183,7 +183,7 @@ HOSTILE_META = [
 @pytest.mark.parametrize("raw", HOSTILE_META, ids=[f"meta{i}" for i in range(len(HOSTILE_META))])
 def test_config_fields_pages_read_have_clean_types(tmp_path, raw):
     run = good_run(tmp_path)
-    runs.write_json(run / "config.json", raw)
+    files.write_json(run / "config.json", raw)
     [info] = runs.list_runs(tmp_path)
     for key in ("title", "owner", "kind"):
         assert isinstance(info.meta.get(key, ""), str) and len(info.meta.get(key, "")) <= runs.MAX_TEXT_CHARS
@@ -215,7 +215,7 @@ def test_train_page_and_sidebar_survive_a_class_of_planted_runs(tmp_path, monkey
         (run / "status.json").write_text(json.dumps(raw))
     for i, raw in enumerate(HOSTILE_META):
         run = good_run(root, f"20260102-0000{i:02d}-mt{i:04d}")
-        runs.write_json(run / "config.json", raw)
+        files.write_json(run / "config.json", raw)
     plant(good_run(root, "20260103-000000-fifo00") / "status.json", "fifo")
     plant(good_run(root, "20260103-000001-zero00") / "job.json", "dev-zero")
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
@@ -256,7 +256,7 @@ def test_after_a_live_k_change_config_json_describes_the_loaded_weights(tmp_path
         store.checkpoint(meta["model"], runs.weights_bytes(model, meta), improved, 1, {"score": 1.0})
 
     model = build_model(tiny_config())
-    store = runs.RunStore(tmp_path / "run")
+    store = run_store.RunStore(tmp_path / "run")
     store.open({"kind": "vq", "model": model_meta(model)})
     save(model, True)
     model.resize_codebook(2)                      # live, from 16
@@ -270,11 +270,11 @@ def test_after_a_live_k_change_config_json_describes_the_loaded_weights(tmp_path
 
 
 def test_runs_lock_refuses_a_second_server(tmp_path):
-    lock = runs.lock_runs_dir(tmp_path)
-    with pytest.raises(runs.RunsDirBusy, match=f"pid {os.getpid()}"):
-        runs.lock_runs_dir(tmp_path)
+    lock = run_store.lock_runs_dir(tmp_path)
+    with pytest.raises(run_store.RunsDirBusy, match=f"pid {os.getpid()}"):
+        run_store.lock_runs_dir(tmp_path)
     lock.release()
-    with runs.lock_runs_dir(tmp_path):
+    with run_store.lock_runs_dir(tmp_path):
         pass
     assert (tmp_path / runs.LOCK_FILE).is_file()
     assert [r.path for r in runs.list_runs(tmp_path)] == []
@@ -282,18 +282,18 @@ def test_runs_lock_refuses_a_second_server(tmp_path):
 
 @pytest.mark.integration
 def test_runs_lock_is_freed_when_its_server_is_killed(tmp_path):
-    code = ("import sys, time; from vqdemo import runs; runs.lock_runs_dir(sys.argv[1]); "
+    code = ("import sys, time; from vqdemo import run_store; run_store.lock_runs_dir(sys.argv[1]); "
             "print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert proc.stdout.readline().strip() == "held"
-        with pytest.raises(runs.RunsDirBusy, match=f"pid {proc.pid}"):
-            runs.lock_runs_dir(tmp_path)
+        with pytest.raises(run_store.RunsDirBusy, match=f"pid {proc.pid}"):
+            run_store.lock_runs_dir(tmp_path)
     finally:
         proc.kill()
         proc.wait()
-    runs.lock_runs_dir(tmp_path).release()   # kill -9 released it
+    run_store.lock_runs_dir(tmp_path).release()   # kill -9 released it
 
 
 def shipped_without_prior(tmp_path, monkeypatch) -> Path:
@@ -303,7 +303,7 @@ def shipped_without_prior(tmp_path, monkeypatch) -> Path:
     fake.mkdir(parents=True)
     for name in (runs.WEIGHTS, runs.CONFIG):
         (fake / name).write_bytes((prior.SHIPPED / "shapes-vq" / name).read_bytes())
-    monkeypatch.setattr(prior, "SHIPPED", fake.parent)
+    monkeypatch.setattr(prior.storage, "SHIPPED", fake.parent)   # where prior_write_dir looks
     return fake
 
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from helpers import REPO, encode, open_page, shipped
-from vqdemo import images
+from vqdemo import files, images, run_store
 from vqdemo.images import ImageError, load_image, load_images_from_zip, scan_zip
 
 
@@ -257,7 +257,7 @@ def test_ten_zip_runs_viewed_in_turn_are_never_decoded_again(tmp_path, monkeypat
             (copy / f.name).write_bytes(f.read_bytes())
         meta = runs.read_json(copy / runs.CONFIG)
         meta["data"]["path"] = str(copy / "data.zip")
-        runs.write_json(copy / runs.CONFIG, meta)
+        files.write_json(copy / runs.CONFIG, meta)
         folders.append(copy)
     decodes = counted_decodes(monkeypatch)
     for _ in range(2):
@@ -322,11 +322,12 @@ def test_a_page_shows_a_zip_run_from_its_file(tmp_path, monkeypatch):
 @pytest.mark.integration
 def test_a_queued_zip_run_gets_its_images_file_from_its_worker(tmp_path, monkeypatch):
     """Through the job queue the worker decodes the zip and sends the small file back with the run's other files."""
+    from thread_backend import ThreadBackend
+
     from helpers import tiny_config, wait_for
     from vqdemo import runs
     from vqdemo.data import DataConfig
     from vqdemo.jobs import FINISHED, JobQueue
-    from vqdemo.jobs.local import ThreadBackend
     from vqdemo.trainer import TrainConfig
 
     z = tmp_path / "mine.zip"
@@ -372,13 +373,13 @@ def test_a_refused_final_write_is_retried_until_the_disk_takes_it(tmp_path, disk
     from vqdemo import runs
 
     status = tmp_path / "run" / runs.STATUS
-    runs.write_json(status, {"state": "running"})
+    files.write_json(status, {"state": "running"})
     disk["full"] = True
-    assert runs.write_final({status: {"state": "failed", "reason": "disk full"}}) is False
+    assert run_store.write_final({status: {"state": "failed", "reason": "disk full"}}) is False
     assert runs.read_json(status)["state"] == "running"
     disk["full"] = False
     wait_for(lambda: runs.read_json(status)["state"] == "failed", "the final state on disk", 30)
-    wait_for(lambda: not runs.LATE_WRITES.pending(), "nothing left waiting", 30)
+    wait_for(lambda: not run_store.LATE_WRITES.pending(), "nothing left waiting", 30)
 
 
 def test_a_newer_write_replaces_the_waiting_one_and_a_deleted_run_is_dropped(tmp_path, disk):
@@ -388,24 +389,25 @@ def test_a_newer_write_replaces_the_waiting_one_and_a_deleted_run_is_dropped(tmp
     from vqdemo import runs
 
     a, b = tmp_path / "a" / runs.STATUS, tmp_path / "b" / runs.STATUS
-    runs.write_json(a, {"state": "running"})
-    runs.write_json(b, {"state": "running"})
+    files.write_json(a, {"state": "running"})
+    files.write_json(b, {"state": "running"})
     disk["full"] = True
-    assert not runs.write_final({a: {"state": "failed"}}) and not runs.write_final({b: {"state": "failed"}})
+    assert not run_store.write_final({a: {"state": "failed"}}) and not run_store.write_final({b: {"state": "failed"}})
     shutil.rmtree(b.parent)
     disk["full"] = False
-    assert runs.write_final({a: {"state": "interrupted"}}) is True   # newer: the waiting "failed" must not win
-    wait_for(lambda: not runs.LATE_WRITES.pending(), "nothing left waiting", 30)
+    assert run_store.write_final({a: {"state": "interrupted"}}) is True   # newer: the waiting "failed" must not win
+    wait_for(lambda: not run_store.LATE_WRITES.pending(), "nothing left waiting", 30)
     assert runs.read_json(a)["state"] == "interrupted" and not b.parent.exists()
 
 
 @pytest.mark.integration
 def test_a_run_that_ends_on_a_full_disk_says_so_on_disk_once_space_returns(tmp_path, disk):
+    from thread_backend import ThreadBackend
+
     from helpers import tiny_config, wait_for
     from vqdemo import runs
     from vqdemo.data import DataConfig
     from vqdemo.jobs import FINISHED, JobQueue
-    from vqdemo.jobs.local import ThreadBackend
     from vqdemo.trainer import TrainConfig
 
     q = JobQueue(1, tmp_path / "runs", threads=1, backend=ThreadBackend())

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
 from helpers import open_page, tiny_config
-from vqdemo import cli, prior, runs
+from vqdemo import app_limits, cli, files, prior, runs
 from vqdemo.data import DataConfig
 from vqdemo.fit import fit
 from vqdemo.models import ModelConfig, build_model
@@ -60,7 +60,7 @@ def planted(trained: Path, root: Path, name: str, meta_change=None, tensors_chan
     save_file(tensors, str(run / runs.WEIGHTS), metadata={"vqdemo": json.dumps(meta)})
     config = runs.read_json(run / "config.json")
     changed = config_change(config) if config_change else {**config, **(meta if isinstance(meta, dict) else {})}
-    runs.write_json(run / "config.json", changed)
+    files.write_json(run / "config.json", changed)
     return f"run:{name}"
 
 
@@ -143,8 +143,8 @@ def misfit_run(root: Path, name: str) -> str:
     run = root / name
     run.mkdir(parents=True)
     meta = {"kind": "vq", "model": cfg.to_dict(), "data": {"name": "digits", "max_images": 40}, "title": "misfit"}
-    runs.write_json(run / "config.json", meta)
-    runs.write_json(run / "status.json", {"state": "done", "reason": "", "step": 1})
+    files.write_json(run / "config.json", meta)
+    files.write_json(run / "status.json", {"state": "done", "reason": "", "step": 1})
     runs.save_weights(run / runs.WEIGHTS, build_model(cfg), meta)
     return run
 
@@ -208,7 +208,7 @@ def test_paint_refuses_a_model_with_more_than_4096_codes(tmp_path):
     run = tmp_path / "runs" / "20260101-000006-bigk00"
     run.mkdir(parents=True)
     meta = {"kind": "vq", "model": cfg.to_dict(), "data": {"name": "digits", "max_images": 40}, "title": "big K"}
-    runs.write_json(run / "config.json", meta)
+    files.write_json(run / "config.json", meta)
     runs.save_weights(run / runs.WEIGHTS, build_model(cfg), meta)
     at = open_model_page("paint", f"run:{run.name}")
     assert not at.exception, at.exception
@@ -300,9 +300,7 @@ def test_the_server_caps_uploads_at_the_largest_widget_limit():
     """The browser-side check is not a limit; .streamlit/config.toml sets the server's (checked against the upload
     endpoint itself in tests/browser/test_hardening_browser.py)."""
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    limits = [int(m) for f in (REPO / "views").glob("*.py")
-              for m in re.findall(r"^MAX_UPLOAD_MB = (\d+)", f.read_text(), re.M)]
-    assert config["server"]["maxUploadSize"] == max(limits) == 64
+    assert config["server"]["maxUploadSize"] == max(app_limits.MAX_ZIP_MB, app_limits.MAX_IMAGE_MB) == 64
     assert config["browser"]["gatherUsageStats"] is False
 
 

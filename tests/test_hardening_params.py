@@ -1,8 +1,10 @@
-"""Every CLI flag and config field at and beyond its bounds (0, negative, NaN, inf, huge, wrong type): refused
-with one clear line before anything trains, allocates or writes; values at the bounds that fit still work."""
+"""The command line's layer of bounds: every flag that is a config field below, at and above its Spec's bounds
+(read from vqdemo/settings.py, never repeated here), refused in one clear line before anything trains, allocates,
+loads data or writes; sizes that fit each flag alone but not together refused before the data loads; values at the
+bounds that fit still train. Each config field's own bounds are tests/test_settings.py's."""
 
+import argparse
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,58 +13,75 @@ import pytest
 from safetensors.torch import save_file
 
 from helpers import shipped
-from vqdemo import cli, runs
+from tests import bounds
+from tests.bounds import bounded_fields
+from vqdemo import cli, runs, settings
 from vqdemo import fit as fitting
 from vqdemo.data import DataConfig, DataError, load_data
 from vqdemo.models import ModelConfig
-from vqdemo.prior import PriorConfig, PriorError
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-HUGE = [10**9, 10**12, 10**30]
-NAN_INF = ["nan", "inf", "-inf"]
-
-# (flag, bad values); every run also passes --steps/--seconds so the budget is not the thing refused
-TRAIN_FLAGS = {
-    "--k": ["0", "1", "-5", "65537", *map(str, HUGE), "2.5", "x"],
-    "--dim": ["0", "-1", "1025", *map(str, HUGE)],
-    "--hidden": ["0", "-1", "3", "1025", "1000000"],
-    "--downsample": ["0", "-1", "3", "16", "1000"],
-    "--image-size": ["0", "-1", "3", "257", "100000"],
-    "--depth": ["0", "-1", "17", "100000"],
-    "--ks": ["1000000000,2", "-3,2", "1,2", "2,2,2,2,2"],
-    "--progressive-steps": ["-1", "1.5"],
-    "--beta": ["-0.5", "101", "1e308", *NAN_INF],
-    "--decay": ["0", "1", "2", "-1", *NAN_INF],
-    "--dead-threshold": ["-1", "1e300", "1e7", *NAN_INF],   # 1e300 overflowed float32 in the usage buffer
-    "--kl-weight": ["-1", "1e300", *NAN_INF],
-    "--lr": ["0", "-1", "1.5", "1e9", *NAN_INF],
-    "--seconds": ["0", "-1", "604801", "1e300", *NAN_INF],
-    "--steps": ["0", "-1", "10000001", "1000000000000"],
-    "--batch-size": ["0", "-1", "4097", "1000000000"],
-    "--seed": ["-1", str(2**63), "99999999999999999999999", "1.5"],
-    "--val-every": ["0", "-1"],
-    "--threads": ["0", "-1", "257", "100000"],
-}
-CASES = [(flag, v) for flag, values in TRAIN_FLAGS.items() for v in values]
-# bounds that fit each flag alone but not together: refused by the size and memory checks
+# bounds that fit each flag alone but not together: refused by the size and memory checks, from the data's shape
+# alone (the dataset is never loaded)
 COMBOS = [
     ["--k", "65536", "--dim", "1024"],                                            # 67M codebook parameters
     ["--hidden", "1024", "--batch-size", "4096"],                                 # a 27 GiB training step
     ["--image-size", "256", "--batch-size", "4096"],                              # 136 GiB
     ["--model", "rq", "--depth", "16", "--k", "65536", "--dim", "64"],             # 16 x 4M codes
     ["--arch", "patch", "--downsample", "1000"],                                  # patch larger than the image
-    ["--dataset", "shapes", "--image-size", "256", "--batch-size", "4"],          # 6000 x 3 x 256^2 floats = 4.7 GB
 ]
 
 
-def _args(flag: str, value: str) -> list[str]:
-    extra = ["--model", "rq"] if flag in ("--depth", "--ks", "--progressive-steps") else []
-    extra += ["--model", "vae"] if flag == "--kl-weight" else []
-    extra += ["--depth", "2"] if flag == "--ks" else []
-    budget = [] if flag in ("--steps", "--seconds") else ["--steps", "5"]
-    return ["train", "--dataset", "digits", *budget, *extra, f"{flag}={value}"]
+def subcommand(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+def flag_fields(*path: str) -> list[tuple[str, type, str]]:
+    """(flag, config, field) for every flag of `python -m vqdemo <path>` that is a config field with bounds or
+    choices: found by the flag's name and its help, which settings.add_flags copies from the field's Spec."""
+    out = []
+    for action in subcommand(cli.build_parser(), *path)._actions:
+        for cls, name in bounded_fields():
+            spec = settings.spec(cls, name)
+            if (action.dest == name and settings.flag_name(cls, name) in action.option_strings and spec.help
+                    and spec.help in (action.help or "")):
+                out.append((action.option_strings[0], cls, name))
+                break
+    return out
+
+
+def as_text(value) -> str:
+    """A value as a person types it after the flag (floats in full, so the next float past a bound stays past it)."""
+    if isinstance(value, list):
+        return ",".join(map(as_text, value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+WRONG_TEXT = {"int": ["2.5", "x", "nan"], "float": ["nan", "inf", "-inf", "x"], "list": ["2.5", "x,y"]}
+COMMANDS = {"train": ["train", "--dataset", "digits"], "prior train": ["prior", "train", "RUN"]}
+FLAG_CASES = [(command, flag, cls, name) for command in COMMANDS for flag, cls, name in flag_fields(*command.split())]
+
+
+@pytest.mark.parametrize("command, flag, cls, field", FLAG_CASES,
+                         ids=[f"{c} {f}" for c, f, _, _ in FLAG_CASES])
+def test_every_config_flag_takes_its_bounds_and_refuses_past_them(no_training, capsys, command, flag, cls, field):
+    """The command line's layer: below, at and above each bound of the field's Spec (its choices, and text of the
+    wrong kind): a value at a bound is parsed as that value; one past it is refused in one line naming the flag,
+    before anything trains, allocates or writes."""
+    base = settings.kind_of(cls, field)[0]
+    cases = bounds.field_edges(cls, field) + [(text, False) for text in WRONG_TEXT.get(base, [])]
+    for value, taken in cases:
+        argv = [*COMMANDS[command], f"{flag}={as_text(value)}"]
+        if taken:
+            assert getattr(cli.build_parser().parse_args(argv), field) == value, argv
+            continue
+        line = _one_line_refusal(capsys, argv)
+        assert flag in line and len(line) < 300, line
+    assert not list(no_training.rglob("*")), "nothing may be written"
 
 
 @pytest.fixture
@@ -89,17 +108,28 @@ def _one_line_refusal(capsys, argv) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("flag,value", CASES, ids=[f"{f}={v}" for f, v in CASES])
-def test_train_flag_out_of_bounds_is_one_line_before_training(no_training, capsys, flag, value):
-    line = _one_line_refusal(capsys, _args(flag, value))
-    assert len(line) < 300
-    assert not list(no_training.rglob("*")), "nothing may be written"
-
-
 @pytest.mark.parametrize("extra", COMBOS, ids=[" ".join(c) for c in COMBOS])
-def test_bounds_that_do_not_fit_together_are_refused_before_allocating(no_training, capsys, extra):
+def test_bounds_that_do_not_fit_together_are_refused_before_the_data_loads(no_training, monkeypatch, capsys, extra):
+    loads = []
+    monkeypatch.setattr(cli, "load_data", lambda cfg: loads.append(cfg) or fitting.load_data(cfg))
     line = _one_line_refusal(capsys, ["train", "--steps", "5", *extra])
     assert any(w in line for w in ("parameters", "GiB", "patch size")), line
+    assert loads == [], "the size is checked before any data is decoded"
+
+
+@pytest.mark.parametrize("extra", [["--downsample", "3"], ["--model", "rq", "--depth", "2", "--ks", "2,2,2,2,2"],
+                                   ["--codebook", "ema", "--ste", "both"]])
+def test_flags_that_break_a_rule_between_fields_are_one_line_before_the_data_loads(no_training, monkeypatch, capsys,
+                                                                                    extra):
+    monkeypatch.setattr(cli, "load_data", lambda cfg: (_ for _ in ()).throw(AssertionError("data loaded")))
+    _one_line_refusal(capsys, ["train", "--steps", "5", *extra])
+
+
+def test_a_dataset_too_big_to_hold_is_refused_before_a_run_folder(no_training, capsys):
+    # 6000 x 3 x 256^2 floats = 4.7 GB: the model fits, the data does not (load_data's own check, before decoding)
+    line = _one_line_refusal(capsys, ["train", "--steps", "5", "--dataset", "shapes", "--image-size", "256",
+                                      "--batch-size", "4"])
+    assert "GiB" in line
 
 
 @pytest.mark.parametrize("argv", [
@@ -108,14 +138,12 @@ def test_bounds_that_do_not_fit_together_are_refused_before_allocating(no_traini
     ["prior", "sample", "RUN", "--temperature", "-1"], ["prior", "sample", "RUN", "--top-k", "0"],
     ["prior", "sample", "RUN", "--label", "-1"], ["prior", "sample", "RUN", "--label", "99999999999999999999"],
     ["prior", "sample", "RUN", "--seed", "-1"], ["prior", "sample", "RUN", "--label", "99"],
-    ["prior", "train", "RUN", "--seconds", "-1"], ["prior", "train", "RUN", "--steps", "0"],
-    ["prior", "train", "RUN", "--seed", "99999999999999999999999"], ["prior", "train", "RUN", "--seconds", "inf"],
-])
+])   # prior train's flags are config fields: test_every_config_flag_takes_its_bounds_and_refuses_past_them
 def test_prior_flags_out_of_bounds(tmp_path, monkeypatch, capsys, argv):
     run = shipped("mnist-vq", prior=True)
-    import vqdemo.prior as prior_mod
+    import vqdemo.prior.training as training
 
-    monkeypatch.setattr(prior_mod, "run_training", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(training, "run_training", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     monkeypatch.chdir(tmp_path)
     argv = [str(run) if a == "RUN" else a for a in argv] + ["--out", str(tmp_path / "s.png")] * (argv[1] == "sample")
     _one_line_refusal(capsys, argv)
@@ -134,65 +162,7 @@ def test_the_real_entry_point_answers_fast_in_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-# ---- config fields (what the app's pages and a config file reach) -----------------------------------------
-
-BAD = [0, -1, math.nan, math.inf, -math.inf, 10**12, 1e300, "7", None, True, 2.5]
-
-
-def _bad_values(field: str, allowed=()) -> list:
-    return [v for v in BAD if not any(v is a or (type(v) is type(a) and v == a) for a in allowed)]
-
-
-FIELDS = {
-    TrainConfig: {"steps": (None,), "seconds": (None, 2.5), "batch_size": (), "lr": (), "seed": (0, -1, 10**12),
-                  "val_every": (10**12,), "log_every": (10**12,), "snapshot_every": (10**12,), "threads": (None,)},
-    QuantizerConfig: {"k": (), "dim": (), "decay": (), "beta": (0, 2.5), "dead_threshold": (0, 10**12, 1e300, 2.5)},
-    ResidualConfig: {"depth": (), "progressive_steps": (0, 10**12)},
-    ModelConfig: {"channels": (), "image_size": (), "hidden": (), "res_blocks": (0,), "res_hidden": (),
-                  "downsample": (), "kl_weight": (0, 10**12, 1e300, 2.5), "data_variance": (10**12, 1e300, 2.5)},
-}
-MESSAGE = {"lr": "learning rate", "batch_size": "batch size", "k": "K", "dim": "D", "downsample": "downsampl"}
-
-
-def _validate(cls, field, value):
-    if cls is TrainConfig:
-        cfg = TrainConfig(steps=None if field == "steps" else 10, seconds=1.0 if field == "steps" else None)
-        setattr(cfg, field, value)
-        cfg.validate()
-    elif cls is ResidualConfig:
-        rq = ResidualConfig()
-        setattr(rq, field, value)
-        ModelConfig(kind="rq", rq=rq).validate()
-    elif cls is QuantizerConfig:
-        vq = QuantizerConfig()
-        setattr(vq, field, value)
-        ModelConfig(vq=vq).validate()
-    else:
-        cfg = ModelConfig()
-        setattr(cfg, field, value)
-        cfg.validate()
-
-
-FIELD_CASES = [(cls, f, v) for cls, fields in FIELDS.items() for f, ok in fields.items() for v in _bad_values(f, ok)
-               if not (cls is QuantizerConfig and f == "dim" and v is True)]   # True == 1 is a valid D
-
-
-@pytest.mark.parametrize("cls,field,value", FIELD_CASES, ids=[f"{c.__name__}.{f}={v!r}" for c, f, v in FIELD_CASES])
-def test_config_field_out_of_bounds_raises_a_valueerror(cls, field, value):
-    with pytest.raises(ValueError, match=MESSAGE.get(field, field.replace("_", "[_ ]"))):
-        _validate(cls, field, value)
-
-
-@pytest.mark.parametrize("field,value", [("image_size", 3), ("image_size", 257), ("image_size", 28.5),
-                                         ("channels", 2), ("channels", True), ("val_fraction", 0),
-                                         ("val_fraction", 1), ("val_fraction", math.nan), ("max_images", 1),
-                                         ("max_images", -1), ("seed", -1), ("seed", math.nan), ("seed", "7"),
-                                         ("name", "imagenet"), ("path", None)])
-def test_data_config_out_of_bounds_is_a_dataerror(field, value):
-    cfg = {"name": "folder" if field == "path" else "digits", field: value}
-    with pytest.raises(DataError, match={"name": "unknown", "path": "needs a path"}.get(field, field)):
-        load_data(DataConfig(**cfg))
-
+# ---- config fields (each field's bounds: tests/test_settings.py) ----------------------------------------
 
 def test_dataset_too_big_for_memory_is_refused_before_loading(monkeypatch):
     import vqdemo.data as data_mod
@@ -220,14 +190,6 @@ def test_at_the_bounds_that_fit_training_still_runs(tmp_path):
                     out_dir=tmp_path / "b")
     assert result.state == "done"
     assert runs.load_model(tmp_path / "b")[0].latent_shape == (1, 1)
-
-
-def test_prior_config_bounds():
-    for bad in ({"kind": "x"}, {"codebook_sizes": [1]}, {"codebook_sizes": [10**9]}, {"codebook_sizes": []},
-                {"height": 0}, {"width": 65}, {"channels": 10**6}, {"layers": 0}, {"kernel": 4}, {"kernel": 17},
-                {"num_classes": 0}, {"dropout": 1.0}, {"dropout": math.nan}, {"height": 2.5}, {"layers": True}):
-        with pytest.raises(PriorError):
-            PriorConfig(**bad)
 
 
 def test_eval_of_a_checkpoint_with_a_hostile_data_config_is_one_line(tmp_path, capsys):

@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 
 from helpers import open_page
-from vqdemo import files, runs
+from vqdemo import files, page_urls, runs
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = sorted(p.stem for p in (REPO / "views").glob("*.py"))
 
 
 def url_names() -> set[str]:
-    """Every ?name= any page reads: Param("name", ...), field_param("name", ...), SETTINGS' keys, query_params.get."""
+    """Every ?name= any page reads: Param("name", ...), field_param("name", ...), SETTINGS' keys, the pages' settings in
+    vqdemo/page_urls.py, and the few read as text (ui/state.py's url_text, url_list, take_from_url)."""
     names = {"model", "present", "me", "teacher", "runs", "grid", "sweep", "ks", "betas"}
+    names |= {name for params in page_urls.PARAMS.values() for name in params}
     for f in [*(REPO / "views").glob("*.py"), *(REPO / "ui").glob("*.py"), REPO / "vqdemo" / "train_settings.py"]:
         for call in ast.walk(ast.parse(f.read_text())):
             if (isinstance(call, ast.Call) and getattr(call.func, "attr", getattr(call.func, "id", "")) in
@@ -35,33 +37,8 @@ def test_the_probe_knows_every_pages_parameters():
     assert {"k", "sizes", "depth", "img", "row", "temperature", "guidance", "steps", "q", "x", "proj"} <= names
 
 
-HOSTILE_VALUES = ["nan", "-inf", "1e309", "-1", "9" * 30, "9" * 5000, "abc", "", "1.5", "0x10", "<img src=x>",
-                  "[a](http://x.test/a)", "\u202e1", "1,2,3," * 40]
-PAGE_VALUES = ["nan", "1e309", "-1", "9" * 5000, "abc", "", "<img src=x>", "1,2,3," * 40]   # the rest: Param.parse
-
-
-@pytest.mark.parametrize("value", HOSTILE_VALUES, ids=[f"v{i}" for i in range(len(HOSTILE_VALUES))])
-def test_every_kind_of_url_setting_reads_any_value_inside_its_bounds(value):
-    """Param.parse, the one reader of every page's URL settings: a hostile value is the default (None) or a value
-    inside the setting's options or bounds, never NaN, inf, a huge number or an over-long string."""
-    import math
-
-    from ui.state import Param
-    from vqdemo.train_settings import SETTINGS
-
-    params = [*SETTINGS.values(), Param("i", 0, lo=0, hi=9, cast=int), Param("f", 1.0, lo=0.05, hi=3.0, cast=float),
-              Param("b", False, cast=bool), Param("s", "", hi=80), Param("o", "PCA", options=("UMAP", "PCA"))]
-    for p in params:
-        got = p.parse(value)
-        if got is None:
-            continue
-        if p.options:
-            assert got in p.options, (p.name, got)
-        elif p.cast in (int, float):
-            assert type(got) is p.cast and math.isfinite(got), (p.name, got)
-            assert (p.lo is None or got >= p.lo) and (p.hi is None or got <= p.hi), (p.name, got)
-        elif p.cast is str:
-            assert len(got) <= (p.hi or 10_000), (p.name, len(got))
+# hostile text through Param.parse, every page's reader of URL settings: tests/test_page_bounds.py
+PAGE_VALUES = ["nan", "1e309", "-1", "9" * 5000, "abc", "", "<img src=x>", "1,2,3," * 40]
 
 
 @pytest.mark.integration
@@ -174,7 +151,7 @@ def test_the_class_page_plots_planted_model_fields_without_failing(tmp_path, mon
             run.mkdir(parents=True)
             files.atomic_write_text(run / runs.CONFIG, json.dumps({"kind": model.get("kind", "vq"), "title": "t",
                                                                      "model": {"kind": "vq", **model}}))
-            runs.write_json(run / runs.STATUS, {"state": "done", "reason": "ok", "step": 5, "best": best})
+            files.write_json(run / runs.STATUS, {"state": "done", "reason": "ok", "step": 5, "best": best})
     at = open_page("classroom", check=False)
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -290,7 +267,7 @@ def test_compare_and_the_sidebar_describe_an_edited_run_without_failing(tmp_path
     if case < len(HOSTILE_CONFIG_MODEL):
         meta = runs.read_json(run / runs.CONFIG)
         meta["model"] = HOSTILE_CONFIG_MODEL[case]
-        runs.write_json(run / runs.CONFIG, meta)
+        files.write_json(run / runs.CONFIG, meta)
     else:
         files.atomic_write_text(run / runs.STATUS, HOSTILE_STATUS_FILES[case - len(HOSTILE_CONFIG_MODEL)])
     for page in ("compare", "classroom", "train"):
@@ -305,8 +282,8 @@ def test_a_linked_run_folder_is_not_listed_nor_written_by_a_restarting_server(tm
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    runs.write_json(elsewhere / runs.CONFIG, {"kind": "vq", "title": "linked"})
-    runs.write_json(elsewhere / runs.STATUS, {"state": "running", "reason": "x", "step": 3})
+    files.write_json(elsewhere / runs.CONFIG, {"kind": "vq", "title": "linked"})
+    files.write_json(elsewhere / runs.STATUS, {"state": "running", "reason": "x", "step": 3})
     before = (elsewhere / runs.STATUS).read_bytes()
     root = tmp_path / "runs"
     root.mkdir()

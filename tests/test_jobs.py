@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from thread_backend import ThreadBackend
 
 import vqdemo.fit
 from helpers import wait_for
-from vqdemo import jobs, runs
+from vqdemo import files, jobs, run_store, runs
 from vqdemo.data import DataConfig
 from vqdemo.jobs import JobError, JobQueue
-from vqdemo.jobs.local import ThreadBackend
 from vqdemo.models import VQVAE, ModelConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.trainer import TrainConfig
@@ -286,10 +286,10 @@ def test_interrupted_runs_are_listed_after_a_restart(tmp_path):
     job = q.submit("alice", "crashed mid-run", tiny(), DATA, budget(steps=10))
     wait_finished(job)
     status = runs.read_json(job.run_dir / "status.json")
-    runs.write_json(job.run_dir / "status.json", dict(status, state="running", step=7))  # killed while training
+    files.write_json(job.run_dir / "status.json", dict(status, state="running", step=7))  # killed while training
     waiting = runs.new_run_dir(tmp_path / "runs")
-    runs.write_json(waiting / "config.json", {"kind": "vq", "title": "never started", "owner": "bob"})
-    runs.write_json(waiting / "status.json", {"state": "queued", "step": 0})
+    files.write_json(waiting / "config.json", {"kind": "vq", "title": "never started", "owner": "bob"})
+    files.write_json(waiting / "status.json", {"state": "queued", "step": 0})
 
     restarted = queue(tmp_path)
     found = {r.id: r for r in restarted.interrupted()}
@@ -368,7 +368,7 @@ def test_the_teachers_runs_never_wait_behind_students(tmp_path, gate):
 
 def test_a_second_server_on_the_same_runs_folder_is_refused(tmp_path):
     first = JobQueue(1, tmp_path / "runs", backend=ThreadBackend(), lock=True)
-    with pytest.raises(runs.RunsDirBusy, match="another vqdemo server"):
+    with pytest.raises(run_store.RunsDirBusy, match="another vqdemo server"):
         JobQueue(1, tmp_path / "runs", backend=ThreadBackend(), lock=True)
     assert first.counts()["running"] == 0
 

@@ -36,8 +36,8 @@ def test_play_pause_cannot_hold_the_only_worker_past_the_wall_clock_cap(tmp_path
     finally:
         done.set()
         clicker.join(10)
+    # stopped by the wall-clock cap ("pauses included"), not by its training budget (that would end it "done")
     assert a.state == "stopped" and "pauses included" in a.view().reason, a.view().reason
-    assert a.view().elapsed < 5.0   # it was stopped by the wall clock, not by its training budget
     assert b.state == "done"
 
 

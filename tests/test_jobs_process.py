@@ -9,11 +9,12 @@ import os
 import signal
 
 import pytest
+from thread_backend import ThreadBackend
 
 from tests.test_jobs import DATA, budget, tiny, wait_finished, wait_for
 from vqdemo import jobs, runs
 from vqdemo.jobs import JobQueue, worker
-from vqdemo.jobs.local import LocalBackend, ThreadBackend
+from vqdemo.jobs.local import LocalBackend
 from vqdemo.models import VQVAE
 from vqdemo.prior import PRIOR_DIR
 

@@ -11,14 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.test_jobs import DATA, budget, tiny, wait_finished, wait_for
 from vqdemo import runs
 from vqdemo.jobs import JobQueue
-from vqdemo.jobs.ray_head import session_pids
 from vqdemo.models import VQVAE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,12 +43,6 @@ def ray_queue(head, tmp_path_factory):
     q = JobQueue(1, tmp_path_factory.mktemp("ray") / "runs", threads=1, backend=RayBackend())
     yield q
     q.close()
-
-
-def actor_pids(head) -> list[int]:
-    """The processes of this head (its session) that hold a job's actor."""
-    return [pid for pid in session_pids(head.proc.pid)
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::JobActor")]
 
 
 def test_a_run_trains_on_ray_and_its_files_come_back(ray_queue):
@@ -80,7 +72,7 @@ def test_live_k_and_stop_reach_a_ray_worker(ray_queue):
 def test_a_killed_ray_worker_fails_the_job_and_keeps_the_checkpoint(ray_queue, head):
     job = ray_queue.submit("s", "killed on ray", tiny(), DATA, budget(steps=100_000))
     wait_for(lambda: job.step_count >= 12 and (job.run_dir / runs.LAST).is_file(), "a checkpoint")
-    pids = actor_pids(head)
+    pids = head.actor_pids()
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
     wait_finished(job)

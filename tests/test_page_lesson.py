@@ -47,6 +47,7 @@ def test_every_lesson_link_sets_settings_its_page_reads():
     page reads (a Param of that page, the Train page's settings, or the sidebar's model), with a value it accepts."""
     import re
 
+    from vqdemo.page_urls import PARAMS
     from vqdemo.train_settings import SETTINGS
 
     links = _lesson_links()
@@ -54,6 +55,7 @@ def test_every_lesson_link_sets_settings_its_page_reads():
     for page, query in links:
         source = (Path(APP).parent / page).read_text()
         names = set(re.findall(r"(?:Param|field_param|F)\(\s*\"(\w+)\"", source)) | {"model"}
+        names |= set(PARAMS.get(Path(page).stem, {}))   # the settings the page reads from vqdemo/page_urls.py
         if page.endswith("train.py"):
             names |= set(SETTINGS)
             for name, value in query.items():

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import open_page, shipped
 from ui import identity
-from vqdemo import prior, runs
+from vqdemo import files, prior, runs
 from vqdemo.data import DataConfig
 from vqdemo.models import ModelConfig, build_model
 from vqdemo.quantize import QuantizerConfig
@@ -120,9 +120,9 @@ def test_a_run_without_a_prior_says_so_and_offers_training_to_its_owner(tmp_path
     meta = {"model": cfg.to_dict(), "data": asdict(DataConfig(name="digits", max_images=200)), "kind": "vq",
             "owner": identity.public_id(OWNER_SECRET)}
     torch.manual_seed(0)
-    runs.write_json(run / "config.json", meta)
+    files.write_json(run / "config.json", meta)
     runs.save_weights(run / runs.WEIGHTS, build_model(cfg), meta)
-    runs.write_json(run / "status.json", {"state": "done"})
+    files.write_json(run / "status.json", {"state": "done"})
 
     other = open_sample("run:tiny")   # another student: no way to start (and later stop) this run's prior
     assert not any(b.label.startswith("Train a prior") for b in other.button)

@@ -17,8 +17,9 @@ from streamlit.testing.v1 import AppTest
 from helpers import open_page, secret_of, student_of, wait_for
 from ui.jobs import job_queue
 from vqdemo import files, runs
+from vqdemo.app_limits import KS
 from vqdemo.jobs import FINISHED, JobError
-from vqdemo.train_settings import KS, LRS
+from vqdemo.train_settings import LRS
 from vqdemo.trainer import TrainConfig
 
 pytestmark = pytest.mark.integration  # every test here opens a page in AppTest or starts a process

@@ -138,20 +138,11 @@ def test_resize_grows_by_splitting_busy_codes_and_shrinks_by_dropping_idle_ones(
         assert (vq.codebook.data - row).abs().sum(1).min() < 1e-6
     out = vq.eval()(torch.randn(1, 4, 2, 2))
     assert int(out.codes.max()) < 7
-    with pytest.raises(ValueError):
-        vq.resize(1)
 
 
 def test_perplexity_is_effective_number_of_codes():
     assert math.isclose(perplexity_of(torch.ones(16)), 16, rel_tol=1e-5)
     assert math.isclose(perplexity_of(torch.tensor([5.0, 0, 0, 0])), 1, rel_tol=1e-5)
-
-
-@pytest.mark.parametrize("bad", [dict(k=1), dict(beta=-1.0), dict(beta=float("nan")), dict(decay=1.0),
-                                 dict(codebook="x")])
-def test_bad_quantizer_settings_are_refused(bad):
-    with pytest.raises(ValueError):
-        QuantizerConfig(**bad).validate()
 
 
 def test_residual_quantizer_is_depth_many_vq_layers_and_refines():

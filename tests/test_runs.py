@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from helpers import tiny_config
-from vqdemo import runs
+from vqdemo import files, runs
 from vqdemo.models import build_model
 
 
@@ -81,7 +81,7 @@ def test_truncated_file_and_absurd_config_are_refused(tmp_path):
 
 def test_list_runs_skips_broken_folders_and_reads_torn_metrics(tmp_path):
     good = runs.new_run_dir(tmp_path)
-    runs.write_json(good / "config.json", {"kind": "vq"})
+    files.write_json(good / "config.json", {"kind": "vq"})
     (good / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "ps')
     broken = runs.new_run_dir(tmp_path)
     (broken / "config.json").write_text("{not json")
@@ -92,12 +92,12 @@ def test_list_runs_skips_broken_folders_and_reads_torn_metrics(tmp_path):
 
 def test_run_info_follows_every_rewrite_of_its_files(tmp_path):
     run = runs.new_run_dir(tmp_path)
-    runs.write_json(run / runs.CONFIG, {"kind": "vq", "title": "first"})
+    files.write_json(run / runs.CONFIG, {"kind": "vq", "title": "first"})
     first = runs.run_info(run)
     assert runs.run_info(run) is first and first.state == "unknown"   # unchanged files: not read again
-    runs.write_json(run / runs.STATUS, {"state": "running", "step": 3})
+    files.write_json(run / runs.STATUS, {"state": "running", "step": 3})
     assert runs.run_info(run).status["step"] == 3                   # a status written since is seen
-    runs.write_json(run / runs.CONFIG, {"kind": "vq", "title": "second"})
+    files.write_json(run / runs.CONFIG, {"kind": "vq", "title": "second"})
     assert runs.run_info(run).meta["title"] == "second"
     (run / runs.STATUS).unlink()
     assert runs.run_info(run).state == "unknown"

@@ -4,24 +4,25 @@ and choices from the field itself, every config checks itself the same way, and 
 import argparse
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from tests import bounds
+from tests.bounds import CONFIGS, bounded_fields
 from ui import state
-from vqdemo import cli, fit, runs, settings
+from vqdemo import app_limits, cli, fit, runs, settings
 from vqdemo import train_settings as page
-from vqdemo.data import DataConfig, DataError, data_config
+from vqdemo.data import DataConfig, data_config
 from vqdemo.fsq import FSQConfig
 from vqdemo.models import ModelConfig
 from vqdemo.playground import PlaygroundConfig
-from vqdemo.prior import PriorConfig, PriorError
+from vqdemo.prior import PriorConfig
 from vqdemo.quantize import QuantizerConfig, ResidualConfig
 from vqdemo.trainer import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = [QuantizerConfig, ResidualConfig, FSQConfig, ModelConfig, DataConfig, TrainConfig, PriorConfig,
-           PlaygroundConfig]
 # (config, field) whose flag defaults to none on purpose: the builder fills it (width by channels, K at every depth)
 UNSET_FLAGS = {(ModelConfig, "hidden"), (ResidualConfig, "codebook_sizes"), (FSQConfig, "levels")}
 
@@ -76,7 +77,8 @@ def test_every_choice_the_train_page_offers_is_accepted_and_every_choice_field_i
     for levels in page.FSQ_LEVELS:
         FSQConfig(settings.int_list(levels))
     assert page.SETTINGS["levels"].default == ",".join(map(str, FSQConfig().levels))
-    assert max(page.KS) == fit.APP_MAX_K and max(page.DIMS) == fit.APP_MAX_DIM
+    assert page.SETTINGS["k"].options == tuple(app_limits.KS) and max(app_limits.KS) == app_limits.MAX_K
+    assert max(page.DIMS) == app_limits.MAX_DIM
 
 
 def test_the_one_builder_gives_the_same_config_from_the_command_line_and_from_the_page():
@@ -110,9 +112,6 @@ def test_the_url_reads_a_fields_text_as_the_command_line_does():
         cls = next(c for c in CONFIGS if param.field in settings.specs(c))
         text = state.text_of(param.default)
         assert param.parse(text) == param.default == settings.parse_text(cls, param.field, text)
-    assert page.SETTINGS["k"].parse("100000") is None            # not a stop of the slider: the default applies
-    assert page.SETTINGS["beta"].parse("9") == page.BETA_MAX      # clamped to the slider
-    assert page.SETTINGS["beta"].parse("nan") is None
 
 
 def test_a_fields_url_setting_has_bounds_of_the_fields_type():
@@ -130,22 +129,65 @@ def test_every_config_is_checked_one_way_and_every_field_has_a_spec():
         assert set(settings.specs(cls)) | nested == {f.name for f in dataclasses.fields(cls)}, cls
 
 
-@pytest.mark.parametrize("cls, field, value", [
-    (QuantizerConfig, "k", 1), (QuantizerConfig, "codebook", "adam"), (ResidualConfig, "depth", 0),
-    (FSQConfig, "levels", [1]), (ModelConfig, "arch", "mlp"), (TrainConfig, "lr", 0.0), (PlaygroundConfig, "n", 3),
-    (DataConfig, "val_fraction", 1.0), (PriorConfig, "layers", 0),
+# the other fields a value needs to pass the rules between fields (one K per depth, conv downsampling of 2, 4 or 8,
+# a snapshot every <= steps, label dropout only with labels, the straight-through codebook gradient only for a
+# gradient codebook, a path for the datasets read from files)
+CONTEXT = {(ResidualConfig, "depth"): {"shared": True}, (ResidualConfig, "codebook_sizes"): {"depth": 1,
+                                                                                          "codebook_sizes": [64]},
+           (ModelConfig, "downsample"): {"arch": "patch"}, (PlaygroundConfig, "steps"): {"every": 1},
+           (PriorConfig, "label_drop"): {"num_classes": 10}, (QuantizerConfig, "ste"): {"codebook": "grad"},
+           (DataConfig, "name"): {"path": "images"}}
+NESTED = {QuantizerConfig: ("vq", "vq"), ResidualConfig: ("rq", "rq"), FSQConfig: ("fsq", "fsq")}   # part, kind
+NAMED = {(DataConfig, "name"): "dataset"}   # how a refusal names a field whose message says it in other words
+
+
+@pytest.mark.parametrize("cls, field", bounded_fields(), ids=[f"{c.__name__}.{f}" for c, f in bounded_fields()])
+def test_every_config_field_takes_its_bounds_and_refuses_past_them(cls, field):
+    """The config layer: below, at and above each bound of the field's Spec (and its choices, and values of the
+    wrong type) on construction; a refusal is one line naming the field and the value. A config changed in place
+    is refused the same way by validate(), and a model config checks its quantizer parts again."""
+    context, spec = CONTEXT.get((cls, field), {}), settings.spec(cls, field)
+    named = re.escape(NAMED.get((cls, field), spec.label or field))
+    cases = bounds.field_edges(cls, field) + [(v, False) for v in bounds.wrong_types(cls, field)]
+    for value, taken in cases:
+        assert settings.accepts(cls, field, value) == taken, (value, taken)
+        if taken:
+            if settings.kind_of(cls, field)[0] != "list" or len(value) == 1:
+                assert getattr(cls(**{**context, field: value}), field) == value
+            continue
+        with pytest.raises(cls.error) as e:
+            cls(**{**context, field: value})
+        message = str(e.value)
+        assert re.search(named, message) and repr(value) in message and "\n" not in message, message
+        if not bounds.is_frozen(cls):
+            cfg = cls(**context)
+            setattr(cfg, field, value)        # changed in place: the same check, called again
+            with pytest.raises(cls.error, match=named):
+                cfg.validate()
+        if cls in NESTED:
+            part, kind = NESTED[cls]
+            model = ModelConfig(kind=kind)
+            setattr(getattr(model, part), field, value)
+            with pytest.raises(ValueError, match=named):
+                model.validate()
+
+
+@pytest.mark.parametrize("cls, given, words", [
+    (QuantizerConfig, {"ste": "both", "codebook": "ema"}, "EMA codebook takes no gradient"),
+    (ResidualConfig, {"depth": 3, "codebook_sizes": [64, 64]}, "one codebook size per depth"),
+    (FSQConfig, {"levels": [64, 64, 64]}, "at most 65,536"),
+    (ModelConfig, {"arch": "conv", "downsample": 3}, "conv downsampling must be 2, 4 or 8"),
+    (ModelConfig, {"arch": "patch", "downsample": 29}, "patch size"),
+    (DataConfig, {"name": "folder"}, "needs a path"),
+    (PriorConfig, {"kernel": 4}, "must be odd"),
+    (PriorConfig, {"codebook_sizes": [8, 8]}, "needs one entry"),
+    (PriorConfig, {"label_drop": 0.1}, "needs a class-conditional prior"),
+    (PlaygroundConfig, {"steps": 10, "every": 11}, "every must be"),
 ])
-def test_every_config_checks_itself_on_construction_the_same_way(cls, field, value):
-    error = {DataConfig: DataError, PriorConfig: PriorError}.get(cls, ValueError)
-    with pytest.raises(error, match=field) as e:
-        cls(**{field: value})
-    assert repr(value) in str(e.value) and "\n" not in str(e.value)
-    if cls is DataConfig:   # frozen: nothing changes it after construction
-        return
-    cfg = cls()
-    setattr(cfg, field, value)        # changed in place: the same check, called again
-    with pytest.raises(error, match=field):
-        cfg.validate()
+def test_the_rules_between_fields_are_one_line_too(cls, given, words):
+    with pytest.raises(cls.error, match=words) as e:
+        cls(**given)
+    assert "\n" not in str(e.value)
 
 
 # ---- old saved configs -----------------------------------------------------------------------------------------
@@ -190,16 +232,3 @@ def test_every_shipped_checkpoint_and_prior_still_loads():
         prior = run / "prior" / "config.json"
         if prior.is_file():
             PriorConfig(**json.loads(prior.read_text())["model"])
-
-
-def test_a_url_param_reads_junk_as_its_default_and_clamps_numbers():
-    n = state.Param("n", 8, lo=1, hi=12, cast=int)
-    assert [n.parse(t) for t in ("5", "0", "99", "x", "2.5", None)] == [5, 1, 12, None, None, None]
-    assert n.clamp(40) == 12
-    steps = state.Param("steps", 500, lo=1, cast=int)            # no upper bound
-    assert steps.parse("10000000") == 10_000_000 and steps.parse("-3") == 1
-    by = state.Param("by", "code", options=("code", "label"))
-    assert by.parse("label") == "label" and by.parse("../etc") is None and by.clamp("gone") == "code"
-    switch = state.Param("restart", True, cast=bool)
-    assert (switch.parse("0"), switch.parse("1"), switch.parse("yes")) == (False, True, None)
-    assert state.text_of(True) == "1" and state.text_of(0.25) == "0.25" and state.text_of(64) == "64"

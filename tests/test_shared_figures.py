@@ -58,7 +58,7 @@ def test_an_unkeyable_argument_builds_for_this_call_alone():
 
 
 def test_many_sessions_asking_at_once_build_once():
-    cache = shared.FigureCache(size=4)
+    cache = shared.SharedCache(size=4)
     builds = []
 
     def build() -> go.Figure:
@@ -76,7 +76,7 @@ def test_many_sessions_asking_at_once_build_once():
 
 
 def test_a_failed_build_is_not_stored_and_the_cache_stays_bounded():
-    cache = shared.FigureCache(size=3)
+    cache = shared.SharedCache(size=3)
 
     def fail() -> go.Figure:
         raise ValueError("no")

@@ -1,6 +1,7 @@
 """What students are told must be what the code does: one test per claim that once was false on screen."""
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_offset_check_shows_the_plain_expansion_failing_and_the_centred_one_not(
 def test_old_seed004_value_loads_as_what_it_did():
     assert QuantizerConfig(codebook="grad", ste="seed004").ste == "both"
     assert QuantizerConfig(codebook="ema", ste="seed004").ste == "paper"  # with EMA it never differed from the paper
-    cfg = ModelConfig.from_dict({**ModelConfig().to_dict(), "vq": {**QuantizerConfig().__dict__, "ste": "seed004"}})
+    cfg = ModelConfig.from_dict({**ModelConfig().to_dict(), "vq": {**asdict(QuantizerConfig()), "ste": "seed004"}})
     cfg.validate()
 
 
@@ -261,7 +262,7 @@ def test_uniform_codes_start_bunched_but_not_at_the_outputs_centre():
 def test_no_page_says_uniform_codes_start_at_the_centre_or_in_the_paper():
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
-    files = [*(repo / "views").glob("*.py"), *(repo / "ui").glob("*.py"), *(repo / "vqdemo").glob("*.py")]
+    files = [*(repo / "views").glob("*.py"), *(repo / "ui").glob("*.py"), *(repo / "vqdemo").rglob("*.py")]
     for f in files:
         text = " ".join(f.read_text().split()).lower()
         for claim in ("start at their centre", "at the centre of the outputs", "sit at the centre of",

@@ -113,7 +113,8 @@ def test_no_emoji_and_no_internet_assets_in_the_app():
     repo = Path(__file__).resolve().parents[1]
     emoji = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u231A-\u23FF\uFE0F]")
     remote = re.compile(r"https?://(?!127\.0\.0\.1|localhost)")
-    for path in [repo / "app.py", *sorted((repo / "views").glob("*.py")), *sorted((repo / "ui").glob("*.py"))]:
+    assets = sorted(p for p in (repo / "ui").rglob("*") if p.suffix in (".html", ".css", ".js"))   # components' files
+    for path in [repo / "app.py", *sorted((repo / "views").glob("*.py")), *sorted((repo / "ui").glob("*.py")), *assets]:
         text = path.read_text(encoding="utf-8")
         assert not emoji.findall(text), f"{path.name}: {emoji.findall(text)}"
         assert not remote.findall(text), f"{path.name} fetches from the internet"
@@ -137,19 +138,17 @@ def test_pictures_grow_with_the_text_in_presenter_mode():
 
 
 def test_the_layout_test_and_the_readme_cover_every_page_of_the_app():
-    """Every page in app.py's navigation is measured by the browser layout test, and each page screenshot that
-    exists under docs/img/ is shown in README's lesson section (and nothing it shows is missing)."""
-    import ast
+    """The browser tests' page list is app.py's whole navigation, and each page screenshot that exists under
+    docs/img/ is shown in README's lesson section (and nothing it shows is missing)."""
     import re
     from pathlib import Path
 
+    from tests.browser.pages import PAGES
+
     repo = Path(__file__).resolve().parents[1]
-    titles = [kw.value.value for node in ast.walk(ast.parse((repo / "app.py").read_text()))
-              if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page"
-              for kw in node.keywords if kw.arg == "title"]
-    layout = (repo / "tests" / "browser" / "test_layout_browser.py").read_text()
-    pages = ast.literal_eval(re.search(r"PAGES = (\{.*?\n\})", layout, re.S).group(1))
-    assert len(titles) >= 10 and sorted(pages.values()) == sorted(titles)
+    titles = list(PAGES.values())
+    assert len(titles) >= 10 and len(set(titles)) == len(titles) and PAGES[""] == "Learn"   # Learn: the default
+    assert all((repo / "views" / f"{path or 'learn'}.py").is_file() for path in PAGES), PAGES
     readme = (repo / "README.md").read_text()
     lesson = readme[readme.index("## Teach it in 45 minutes"):]
     lesson = lesson[:lesson.index("\n## ", 5)]

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 from ui import theme
 from ui.shared import shared
+from vqdemo.settings import finite
 
 MAX_POINTS = 400
 HEIGHT = 260
@@ -35,23 +36,19 @@ def thin(rows: Sequence[dict], max_points: int = MAX_POINTS) -> list[dict]:
     return [rows[i] for i in sorted(set(idx.tolist()))]
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def series(rows: Sequence[dict], key: str, kind: str | None = None, x: str = "step") -> tuple[list[float], list[float]]:
     """(x, values) of one stat over rows (of one event type), skipping rows without a finite value.
 
     x: "step", "time" (seconds since the run started) or "fraction" (step / the run's last step, so a
     200-step run and a 3,000-step run share one axis from 0 to 1).
     """
-    picked = [r for r in rows if (kind is None or r.get("type") == kind) and _finite(r.get(key))]
+    picked = [r for r in rows if (kind is None or r.get("type") == kind) and finite(r.get(key)) is not None]
     picked = thin(picked)
     if x == "fraction":
-        last = max((r["step"] for r in rows if _finite(r.get("step"))), default=1) or 1
+        last = max((r["step"] for r in rows if finite(r.get("step")) is not None), default=1) or 1
         xs = [r["step"] / last for r in picked]
     elif x == "time":
-        picked = [r for r in picked if _finite(r.get("time"))]
+        picked = [r for r in picked if finite(r.get("time")) is not None]
         xs = [float(r["time"]) for r in picked]
     else:
         xs = [r["step"] for r in picked]
@@ -70,7 +67,7 @@ def _layout(fig: go.Figure, title: str, y_title: str, log_y: bool = False, heigh
                       legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0.0),
                       xaxis_title="step", yaxis_title=y_title, hovermode="x unified")
     if log_y:
-        values = [v for tr in fig.data for v in (tr.y or ()) if _finite(v) and v > 0]
+        values = [v for tr in fig.data for v in (tr.y or ()) if finite(v) is not None and v > 0]
         ticks = log_ticks(min(values), max(values)) if values else []
         fig.update_yaxes(type="log", tickvals=ticks or None, ticktext=[f"{t:g}" for t in ticks] or None)
     return theme.style(fig)
@@ -89,7 +86,7 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 def _marks(fig: go.Figure, marks: Iterable[dict]) -> None:
     """Dotted vertical lines where a knob changed during the run, labelled with the new values."""
     for m in marks:
-        label = ", ".join(f"{k}={v:g}" for k, v in m.items() if k != "step" and _finite(v))
+        label = ", ".join(f"{k}={v:g}" for k, v in m.items() if k != "step" and finite(v) is not None)
         fig.add_vline(x=m["step"], line=dict(dash="dot", color="#888", width=1),
                       annotation=dict(text=label, font=dict(size=10), textangle=-90, yanchor="top"))
 

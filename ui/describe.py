@@ -123,7 +123,7 @@ def figure(fig: go.Figure, limit: int = 6) -> str:
 
 def say(where: Any, sentence: str) -> None:
     """Text for screen readers only, in `where` (st, a column): still in the accessibility tree, but its element's
-    box has no size and leaves the page's flow (ui/state.py's PAGE_CSS hides what holds a `.vq-sr` span)."""
+    box has no size and leaves the page's flow (ui/theme.py's PAGE_CSS hides what holds a `.vq-sr` span)."""
     # The sentence holds user text (class names, run titles in trace names): escaped as markdown like any user
     # string; the empty span only marks the element for the CSS.
     where.markdown(text.md(sentence, 2000) + ' <span class="vq-sr"></span>', unsafe_allow_html=True)
@@ -132,5 +132,13 @@ def say(where: Any, sentence: str) -> None:
 def chart(where: Any, fig: go.Figure, summary: str | None = None, **kwargs: Any) -> Any:
     """`where.plotly_chart(fig, **kwargs)` preceded by a summary a screen reader reaches (WCAG 1.1.1): `summary`,
     else one read from the figure's data. Returns what plotly_chart returns (the selection event)."""
-    say(where, summary or figure(fig))
+    say(where, summary or _summary(fig))
     return where.plotly_chart(fig, **kwargs)
+
+
+def _summary(fig: go.Figure) -> str:
+    """`figure(fig)`, read once per figure object: a figure shared by every session (ui/shared.py) is read-only, so
+    its summary is too, and a later student's page skips walking Plotly's property tree."""
+    if getattr(fig, "_summary", None) is None:
+        fig._summary = figure(fig)
+    return fig._summary

@@ -43,12 +43,6 @@ def code_colors(k: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _ink(color: str) -> str:
-    """Black or white text, whichever reads on `color`."""
-    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
-    return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#ffffff"
-
-
 def code_colorscale(k: int) -> list[list]:
     """A stepped colourscale: z = code id (with zmin=-0.5, zmax=k-0.5) gets exactly that code's colour."""
     scale = []

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state, text
+from ui import state, text, theme
 from vqdemo import files
 
 COOKIE = "vqdemo_student"
@@ -137,11 +137,9 @@ def current() -> Student:
     this session holds (or a cookie the component reported), else the browser's cookie, else a new one."""
     s = st.session_state.setdefault(_STATE, {})
     cookies = _cookies()
-    linked = st.query_params.get(KEY_PARAM)
-    if linked is not None:
-        del st.query_params[KEY_PARAM]   # a secret never stays in the address bar (nor on a projector)
-        if valid_secret(linked) and linked != s.get("secret"):
-            s.update(secret=linked, adopt=True, proof=None)
+    linked = state.take_from_url(KEY_PARAM)   # a secret never stays in the address bar (nor on a projector)
+    if valid_secret(linked) and linked != s.get("secret"):
+        s.update(secret=linked, adopt=True, proof=None)
     reported = (st.session_state.get("vqdemo_identity") or {}).get("cookie")
     if not s.get("adopt") and valid_secret(reported) and reported != s.get("seen"):
         s["seen"] = reported
@@ -153,9 +151,8 @@ def current() -> Student:
     if s.get("proof") is None and not s.get("adopt"):
         s["proof"] = cookies.get(TEACHER_COOKIE, "")
     key = teacher_key()
-    typed = st.query_params.get(TEACHER_PARAM)
+    typed = state.take_from_url(TEACHER_PARAM)
     if typed is not None:
-        del st.query_params[TEACHER_PARAM]
         prove(typed)
     # Confirmed: the browser sent this secret, or its component has reported what the browser holds (the secret, or
     # nothing where cookies are blocked). Until then a first visit's other tabs could still be other students.
@@ -251,9 +248,8 @@ def sidebar(student: Student) -> None:
                 prove(st.session_state.get("id_teacher_key", ""))
         if msg := refused():
             st.error(text.md(msg))
-    if not state.presenter():   # a secret never goes on a projector
+    if not theme.presenter():   # a secret never goes on a projector
         with st.expander("Your runs in another browser"):
-            url = (st.context.url or "").split("?")[0]
-            st.code(f"{url}?{KEY_PARAM}={student.secret}", language=None, wrap_lines=True)
+            st.code(state.link({KEY_PARAM: student.secret}), language=None, wrap_lines=True)
             st.caption(f"You are student {student.id} here. Open this link in another browser to be the same "
                        "student there. Keep it to yourself: whoever opens it controls your runs.")

@@ -17,7 +17,8 @@ import time
 import streamlit as st
 
 from ui import identity, shared, state
-from vqdemo import runs
+from vqdemo import run_store
+from vqdemo.app_limits import RUN_SECONDS
 from vqdemo.jobs import JobError, JobQueue, shared_queue
 
 
@@ -25,7 +26,7 @@ from vqdemo.jobs import JobError, JobQueue, shared_queue
 def _queue(runs_dir: str) -> JobQueue | shared_queue.SharedQueue:
     if shared_queue.wanted():   # one of several web processes: the class's queue is a Ray actor they all reach
         return shared_queue.SharedQueue(runs_dir)
-    return JobQueue(runs_dir=runs_dir, lock=True, app_limits=True)
+    return JobQueue(runs_dir=runs_dir, lock=True, app_limits=True, max_seconds=RUN_SECONDS[1])
 
 
 def job_queue() -> JobQueue | shared_queue.SharedQueue:
@@ -34,7 +35,7 @@ def job_queue() -> JobQueue | shared_queue.SharedQueue:
     VQDEMO_QUEUE, stops the page with a message that says what to do."""
     try:
         return _queue(str(state.runs_dir().resolve()))
-    except runs.RunsDirBusy as e:
+    except run_store.RunsDirBusy as e:
         st.error(f"This server cannot use its runs folder: {e}.")
         st.stop()
     except JobError as e:
@@ -85,9 +86,3 @@ def shared_figure(view, name: str, build):
     return shared.figure(("job", view.id, view.version, name), build)
 
 
-def thin(rows: list[dict], most: int = 400) -> list[dict]:
-    """At most about `most` evenly spaced rows (the last one kept): a curve looks the same and costs a fraction."""
-    if len(rows) <= most:
-        return rows
-    every = -(-len(rows) // most)
-    return rows[::every] + ([rows[-1]] if (len(rows) - 1) % every else [])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import state
+from ui import state, theme
 
 STEP_PARAM = "step"
 PRESENT_PARAM = "present"
@@ -76,11 +76,11 @@ def link_params(number: int) -> dict[str, str]:
 def carried() -> dict[str, str]:
     """What every lesson link keeps from the page it is on: presenter mode, so the opened page finds it in its URL
     and has nothing to write there."""
-    return {PRESENT_PARAM: "1"} if state.presenter() else {}
+    return {PRESENT_PARAM: "1"} if theme.presenter() else {}
 
 
 def step_link(number: int, label: str, icon: str | None = None, **kwargs) -> None:
-    st.page_link(STEPS[number - 1].page, label=label, query_params=link_params(number), icon=icon, **kwargs)
+    state.page_link(STEPS[number - 1].page, link_params(number), label=label, icon=icon, **kwargs)
 
 
 def current_step(url_path: str) -> int:
@@ -111,6 +111,6 @@ def step_bar(url_path: str) -> None:
         with st.container(horizontal=True, width="content", vertical_alignment="center", gap="medium"):
             if number > 1:
                 step_link(number - 1, "Previous step", ":material/arrow_back:", help=STEPS[number - 2].label)
-            st.page_link(LESSON_PAGE, label="Lesson", icon=":material/format_list_numbered:", query_params=carried())
+            state.page_link(LESSON_PAGE, carried(), label="Lesson", icon=":material/format_list_numbered:")
             if number < len(STEPS):
                 step_link(number + 1, "Next step", ":material/arrow_forward:", help=STEPS[number].label)

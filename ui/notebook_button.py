@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import text
+from ui import state, text
 from vqdemo import notebook
 
 
@@ -21,7 +21,7 @@ def _notebook_text(page: str, query: tuple[tuple[str, str], ...]) -> str:
 
 def notebook_button(page: str) -> None:
     """A download button for this page's setup as a Jupyter notebook (JupyterLab, Colab)."""
-    query = tuple(sorted(st.query_params.to_dict().items()))
+    query = tuple(sorted(state.url_query().items()))
     try:
         ipynb = _notebook_text(page, query)
     except ValueError as e:

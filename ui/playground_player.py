@@ -1,8 +1,8 @@
 """Play a recorded 2-D codebook run in the browser: encoder outputs, codes and their cells on a canvas.
 
-A Streamlit Components v2 element with inline HTML/CSS/JS, like ui/painter.py. The server records the whole
-run once (vqdemo.playground.run, cached per setting and shared by every student) and sends it packed
-(vqdemo.playground.pack); the browser animates it frame by frame with requestAnimationFrame, so a frame costs
+A Streamlit Components v2 element with inline HTML/CSS/JS (ui/painter.py reads its own from files). The server
+records the whole run once (vqdemo.playground.run, cached per setting and shared by every student) and sends it
+packed (vqdemo.playground.pack); the browser animates it frame by frame with requestAnimationFrame, so a frame costs
 the server nothing. The HTML/CSS/JS strings are constant; the run travels in `data` and is read as numbers.
 
 For tests and bench/playground_fps.py the root element carries data-state (playing / paused / done),

@@ -1,4 +1,5 @@
-"""What every page shares: the model picker, cached models and datasets, URL state and presenter mode.
+"""What every page shares: the model picker, cached models and datasets, URL state and presenter mode (its looks
+are ui/theme.py's).
 
 Models and datasets are loaded once per server with `st.cache_resource` and shared by every session (a
 whole class): they are only used for inference (eval mode, no_grad), which never mutates them.
@@ -7,18 +8,20 @@ whole class): they are only used for inference (eval mode, no_grad), which never
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
 import torch
 
-from ui import text, theme
+from ui import shared, text, theme
 from ui.notebook_button import notebook_button  # noqa: F401 - each page's one line: state.notebook_button(page)
-from vqdemo import run_images, runs, urlstate
+from vqdemo import page_urls, run_images, runs, urlstate
 from vqdemo.data import DataConfig, ImageData, data_config, load_data
 from vqdemo.images import to_uint8, upscale_nearest
 from vqdemo.models import KINDS
@@ -151,41 +154,60 @@ def load_choice(choice: ModelChoice) -> Loaded:
     return Loaded(choice, model, meta, data)
 
 
-def _param(name: str, default: str) -> str:
+# ---- the URL: every query parameter the app reads or writes goes through the functions below ---------------------
+
+def url_text(name: str, default: str = "") -> str:
+    """One query parameter's raw text (a page that knows its bounds reads a `Param` instead)."""
     return st.query_params.get(name, default)
 
 
-# Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
-# The Lesson's step titles are links, which Streamlit draws smaller than the text under them. A metric (st.metric)
-# cuts its label and value with "..." when its column is narrow ("Perplexity (K=1..." and "124 / ..." in four
-# columns at 1280 px): its label wraps instead, and its value shrinks with its column (cqi: percent of the
-# metric's width; the value is at most 6 characters wide at 1em... about 9 at 0.55em).
-# Captions: Streamlit draws them light grey (3.9:1 on white); WCAG 2.1 AA asks 4.5:1, so they take the text colour
-# at 80% (6.7:1 on white, and as readable on a dark theme). A keyboard focus ring on links. .vq-sr: text for screen
-# readers only (ui/describe.py's chart summaries), its element box taken out of the page's flow.
-PAGE_CSS = """<style>
-[data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
-[class*=st-key-lesson_step_] [data-testid=stPageLink] p { font-size: 1.2rem; font-weight: 600; }
-[data-testid=stMetric] { container-type: inline-size; }
-[data-testid=stMetricLabel] [data-testid=stMarkdownContainer], [data-testid=stMetricLabel] p {
-  white-space: normal !important; overflow: visible !important; }
-[data-testid=stMetricValue] { font-size: min(2.25rem, 19cqi) !important; }
-[data-testid=stMetricValue] [data-testid=stMarkdownContainer] { overflow: visible !important; }
-[data-testid=stCaptionContainer] { color: inherit !important; opacity: 0.8; }
-a:focus-visible { outline: 3px solid #1f77b4; outline-offset: 2px; }
-[data-testid=stElementContainer]:has(.vq-sr) { position: absolute !important; width: 0 !important; height: 0;
-  overflow: hidden; }
-</style>"""
-# Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
-# fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text). The top bar's links lose their
-# icons: all ten fit at 1280 px and seven at 1024 (Streamlit folds the rest into "N more"; see lesson.presenter_nav).
-PRESENTER_CSS = """<style>
-html { font-size: 20px; }
-[data-testid=stTopNavLink] > span:has([data-testid=stIconMaterial]) { display: none; }
-[data-testid=stMainBlockContainer] { padding: 3.2rem 1.2rem 2rem 1.2rem !important; }
-[data-testid=stMain] h1 { font-size: 1.9rem !important; padding-top: 0.2rem !important; }
-[data-testid=stMain] h2 { font-size: 1.45rem !important; }
-</style>"""
+def url_list(name: str, most: int | None = None) -> list[str]:
+    """A comma-separated query parameter (?runs=a,b, ?ks=16,64) as its (first `most`) stripped items."""
+    return [item.strip() for item in url_text(name).split(",")[:most]]
+
+
+def url_query() -> dict[str, str]:
+    """Every query parameter of this page, as text (the notebook export reads the page's settings from it)."""
+    return st.query_params.to_dict()
+
+
+def take_from_url(name: str) -> str | None:
+    """Read a query parameter and remove it from the address bar at once (a secret never stays there, nor on a
+    projector); None when the URL has none."""
+    value = st.query_params.get(name)
+    if value is not None:
+        del st.query_params[name]
+    return value
+
+
+def link(query: Mapping[str, str], page: str | None = None) -> str:
+    """A full address to copy: this page (or the app's page at url path `page`) with `query`."""
+    here = (st.context.url or "").split("?")[0]
+    return f"{here if page is None else here.rsplit('/', 1)[0] + '/' + page}?{urlencode(query)}"
+
+
+def page_link(page: str, query: Mapping[str, str], where: Any = st, **kwargs: Any) -> None:
+    """Streamlit's link to another page of the app (`where`: a column or container) that opens it with `query`."""
+    where.page_link(page, query_params=dict(query), **kwargs)
+
+
+# A sweep link (made on the Class page, read by the Train page): ?sweep=NAME&ks=16,64&betas=0.1,1 and its budget.
+SWEEP_NAME_CHARS = 40
+SWEEP_MOST_VALUES = 12
+
+
+def sweep_link(name: str, ks: list[int], betas: list[float], seconds: int) -> str:
+    """The Train page's address that hands each student who opens it one (K, beta) cell of the sweep `name`."""
+    query = {"sweep": name, "ks": ",".join(map(str, sorted(ks))), "betas": ",".join(f"{b:g}" for b in sorted(betas)),
+             "budget": "seconds", "secs": str(seconds)}
+    return link(query, page="train")
+
+
+def sweep_from_url() -> tuple[str, list[str], list[str]]:
+    """(name, K texts, beta texts) of this page's sweep link; the name is "" without one. The caller parses the
+    values with its settings' bounds."""
+    name = url_text("sweep")[:SWEEP_NAME_CHARS]
+    return name, url_list("ks", SWEEP_MOST_VALUES), url_list("betas", SWEEP_MOST_VALUES)
 
 
 def presenter_from_url() -> bool:
@@ -194,7 +216,7 @@ def presenter_from_url() -> bool:
     app.py asks before drawing the navigation, which moves to the top of the screen in presenter mode.
     """
     if "presenter_toggle" not in st.session_state:
-        st.session_state["presenter_toggle"] = _param("present", "0") == "1"
+        st.session_state["presenter_toggle"] = url_text("present", "0") == "1"
     st.session_state["presenter"] = bool(st.session_state["presenter_toggle"])
     return st.session_state["presenter"]
 
@@ -268,7 +290,7 @@ def sidebar() -> Loaded | None:
                      "Re-clone the repository or train a run.")
             return None
         ids = [c.id for c in choices]
-        wanted = _param("model", DEFAULT_MODEL)
+        wanted = url_text("model", DEFAULT_MODEL)
         linked = st.query_params.get("model")
         if linked in ids and "model_picker" in st.session_state and linked != st.session_state.get("_model_in_url"):
             st.session_state["model_picker"] = linked   # a link (the Lesson's, a shared one) names another model
@@ -282,9 +304,9 @@ def sidebar() -> Loaded | None:
         st.session_state["_model_in_url"] = picked
         st.toggle("Presenter mode", key="presenter_toggle", on_change=_presenter_to_url,
                   help="Larger text, images and charts for a projector; the page links move to the top bar.")
-    st.markdown(PAGE_CSS, unsafe_allow_html=True)
+    st.markdown(theme.PAGE_CSS, unsafe_allow_html=True)
     if present:
-        st.markdown(PRESENTER_CSS, unsafe_allow_html=True)
+        st.markdown(theme.PRESENTER_CSS, unsafe_allow_html=True)
         st.button("Leave presenter mode", icon=":material/close_fullscreen:", key="leave_presenter",
                   on_click=_leave_presenter, type="tertiary")
     choice = choices[ids.index(picked)]
@@ -293,10 +315,6 @@ def sidebar() -> Loaded | None:
     except (runs.CheckpointError, ValueError, OSError) as e:
         st.error(f"Could not load {text.md(choice.label)}: {text.md(e, 400)}")
         return None
-
-
-def presenter() -> bool:
-    return bool(st.session_state.get("presenter", False))
 
 
 def current() -> Loaded | None:
@@ -311,6 +329,11 @@ def current() -> Loaded | None:
     return st.session_state["loaded"]
 
 
+def _scale(images: torch.Tensor, width: int) -> int:
+    """The integer upscale that brings images of this width closest to `width` pixels (at least 1)."""
+    return max(1, round(width / images.shape[-1]))
+
+
 def crisp(images: torch.Tensor, width: int = 112) -> np.ndarray | list[np.ndarray]:
     """Tiny images -> uint8 arrays upscaled with nearest neighbour (no blur), about `width` pixels wide.
 
@@ -319,8 +342,26 @@ def crisp(images: torch.Tensor, width: int = 112) -> np.ndarray | list[np.ndarra
     width = theme.scaled(width)
     if images.dim() == 4:
         return [crisp(im, width) for im in images]
-    scale = max(1, round(width / images.shape[-1]))
-    return upscale_nearest(to_uint8(images), scale)
+    return upscale_nearest(to_uint8(images), _scale(images, width))
+
+
+def crisp_width(images: torch.Tensor, width: int = 112) -> int:
+    """How many pixels wide `crisp(images, width)` (and `image`) draws them."""
+    return images.shape[-1] * _scale(images, theme.scaled(width))
+
+
+def image(where: Any, images: torch.Tensor, size: int = 112, **kwargs: Any) -> None:
+    """`where.image` of `crisp(images, size)` (one image (C, H, W) or a row of them (N, C, H, W)), as PNG bytes
+    encoded once for the whole server (ui/shared.py): the key is the digest of the pixels themselves and the width
+    in pixels, so a retrained model, another image or presenter mode's larger size is another picture, and a
+    student's own image is only ever reused for the very same pixels. PNG: lossless, where Streamlit would
+    re-encode an array as JPEG for every session (and blur the crisp edges). kwargs go to `where.image` (caption,
+    alt, its display width)."""
+    px = theme.scaled(size)
+    images = images.detach().cpu()
+    pics = [shared.png(("crisp", shared.digest(im), px), partial(crisp, im, size))
+            for im in (images if images.dim() == 4 else [images])]
+    where.image(pics if images.dim() == 4 else pics[0], output_format="PNG", **kwargs)
 
 
 class Param(urlstate.Param):
@@ -333,6 +374,12 @@ class Param(urlstate.Param):
 
 text_of = urlstate.text_of
 field_param = partial(urlstate.field_param, kind=Param)
+
+
+def page_param(page: str, name: str, **narrowed: Any) -> Param:
+    """A page's URL setting as the library defines it once (`vqdemo.page_urls`, which the notebook export reads too),
+    narrowed to what the loaded model allows (`hi=` its depth, `options=` without labels, `default=` its example)."""
+    return Param(**{**asdict(page_urls.PARAMS[page][name]), **narrowed})
 
 
 def url_value(key: str, param: urlstate.Param, fallback: Any = None) -> None:

@@ -1,4 +1,4 @@
-"""One visual language for every chart: text sizes that grow in presenter mode, and the palettes.
+"""One visual language: the page CSS, presenter mode and chart text sizes that grow in it, and the palettes.
 
 Every Plotly figure of the app passes through `style` (called by the `_layout` of ui/charts.py and
 ui/figures.py), so the projector rule lives in one place: in presenter mode no chart text is smaller
@@ -30,6 +30,39 @@ PRESENTER = Fonts(small=16, body=17, title=20)
 # Pictures (images, chart heights, code-map cells) grow in presenter mode as the text does, so a page keeps its
 # proportions on the projector.
 PRESENTER_SCALE = PRESENTER.body / NORMAL.body
+
+
+# Streamlit's wide layout pads the page by 5rem a side: at 1024 px that leaves little room for figures.
+# The Lesson's step titles are links, which Streamlit draws smaller than the text under them. A metric (st.metric)
+# cuts its label and value with "..." when its column is narrow ("Perplexity (K=1..." and "124 / ..." in four
+# columns at 1280 px): its label wraps instead, and its value shrinks with its column (cqi: percent of the
+# metric's width; the value is at most 6 characters wide at 1em... about 9 at 0.55em).
+# Captions: Streamlit draws them light grey (3.9:1 on white); WCAG 2.1 AA asks 4.5:1, so they take the text colour
+# at 80% (6.7:1 on white, and as readable on a dark theme). A keyboard focus ring on links. .vq-sr: text for screen
+# readers only (ui/describe.py's chart summaries), its element box taken out of the page's flow.
+PAGE_CSS = """<style>
+[data-testid=stMainBlockContainer] { padding-left: 2rem !important; padding-right: 2rem !important; }
+[class*=st-key-lesson_step_] [data-testid=stPageLink] p { font-size: 1.2rem; font-weight: 600; }
+[data-testid=stMetric] { container-type: inline-size; }
+[data-testid=stMetricLabel] [data-testid=stMarkdownContainer], [data-testid=stMetricLabel] p {
+  white-space: normal !important; overflow: visible !important; }
+[data-testid=stMetricValue] { font-size: min(2.25rem, 19cqi) !important; }
+[data-testid=stMetricValue] [data-testid=stMarkdownContainer] { overflow: visible !important; }
+[data-testid=stCaptionContainer] { color: inherit !important; opacity: 0.8; }
+a:focus-visible { outline: 3px solid #1f77b4; outline-offset: 2px; }
+[data-testid=stElementContainer]:has(.vq-sr) { position: absolute !important; width: 0 !important; height: 0;
+  overflow: hidden; }
+</style>"""
+# Presenter mode: 20 px text; less padding around the page and smaller headings so the larger text still
+# fits 1024x768 (Streamlit's padding is in rem, so it would grow with the text). The top bar's links lose their
+# icons: all ten fit at 1280 px and seven at 1024 (Streamlit folds the rest into "N more"; see lesson.presenter_nav).
+PRESENTER_CSS = """<style>
+html { font-size: 20px; }
+[data-testid=stTopNavLink] > span:has([data-testid=stIconMaterial]) { display: none; }
+[data-testid=stMainBlockContainer] { padding: 3.2rem 1.2rem 2rem 1.2rem !important; }
+[data-testid=stMain] h1 { font-size: 1.9rem !important; padding-top: 0.2rem !important; }
+[data-testid=stMain] h2 { font-size: 1.45rem !important; }
+</style>"""
 
 
 def presenter() -> bool:

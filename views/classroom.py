@@ -7,8 +7,6 @@ a point opens that run on the other pages.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -17,10 +15,11 @@ from ui import describe, state, text, theme
 from ui.identity import Student
 from ui.jobs import job_queue, student, tick_seconds
 from vqdemo import classroom
+from vqdemo.app_limits import KS
 from vqdemo.jobs import ACTIVE
 
-KS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 BETAS = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]
+SWEEP_SECONDS = 30   # each student's sweep run trains this long
 COLOURS = {"psnr": ("Validation PSNR (dB)", "Viridis"), "use": ("Codebook use: perplexity / K", "Cividis")}
 
 
@@ -81,8 +80,8 @@ def board(colour: str, me: str) -> None:
             pages = [("views/reconstruct.py", "Reconstruct"), ("views/codebook.py", "Codebook"),
                      ("views/paint.py", "Paint"), ("views/compare.py", "Compare")]
             for col, (page, label) in zip(cols, pages):
-                col.page_link(page, label=f"Open in {label}", query_params=query if page != "views/compare.py"
-                              else {"runs": chosen.id})
+                state.page_link(page, query if page != "views/compare.py" else {"runs": chosen.id}, where=col,
+                                label=f"Open in {label}")
             if chosen.state in ACTIVE:
                 st.caption("This run is still training: the other pages can open it once it has saved a checkpoint.")
 
@@ -94,14 +93,11 @@ def sweep_maker(me: Student) -> None:
         a, b = st.columns(2)
         ks = a.multiselect("K values", KS, default=[16, 64, 256], key="cl_ks")
         betas = b.multiselect("beta values", BETAS, default=[0.1, 0.25, 1.0], key="cl_betas")
-        name = st.text_input("Sweep name", value="k-vs-beta", max_chars=40, key="cl_name")
+        name = st.text_input("Sweep name", value="k-vs-beta", max_chars=state.SWEEP_NAME_CHARS, key="cl_name")
         if not ks or not betas or not name.strip():
             st.caption("Pick at least one K and one beta, and name the sweep.")
             return
-        query = urlencode({"sweep": name.strip(), "ks": ",".join(map(str, sorted(ks))),
-                           "betas": ",".join(f"{b:g}" for b in sorted(betas)), "budget": "seconds", "secs": "30"})
-        base = (st.context.url or "").rsplit("/", 1)[0]
-        st.code(f"{base}/train?{query}", language=None, wrap_lines=True)
+        st.code(state.sweep_link(name.strip(), ks, betas, SWEEP_SECONDS), language=None, wrap_lines=True)
         cells = len(ks) * len(betas)
         if me.teacher:
             job_queue().pin_sweep(name.strip())
@@ -111,8 +107,8 @@ def sweep_maker(me: Student) -> None:
         else:
             how = ("each student gets one by a hash of their id (only the teacher's sweeps hand out every cell in "
                    "turn: sign in as the teacher in the sidebar)")
-        st.caption(f"{cells} cells: {how}; the same cell on every visit, with a 30 s budget. Their runs appear on the "
-                   "chart above as they train.")
+        st.caption(f"{cells} cells: {how}; the same cell on every visit, with a {SWEEP_SECONDS} s budget. Their runs "
+                   "appear on the chart above as they train.")
 
 
 state.current()  # draws the sidebar when a deep link on a fresh server runs this page without app.py

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import charts, describe, state, text
+from ui import charts, describe, state, text, theme
 from ui import figures as fg
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis, explain
@@ -23,7 +23,7 @@ loaded = state.current()
 if loaded is None:
     st.stop()
 model, data, cfg = loaded.model, loaded.data, loaded.model.config
-big = state.presenter()
+big = theme.presenter()
 
 st.title("Codebook: what every code learned, and which ones are used")
 if loaded.kind == "vae":
@@ -56,7 +56,7 @@ def umap_job(key: tuple, points: dict):
 
 depth = 0
 if loaded.kind == "rq":
-    DEPTH = state.Param("depth", 1, lo=1, hi=len(sizes), cast=int)
+    DEPTH = state.page_param("codebook", "depth", hi=len(sizes))
     state.url_value("cb_depth", DEPTH)
     depth = st.select_slider("Depth", list(range(1, len(sizes) + 1)), key="cb_depth",
                              help="RQ has one codebook per depth; depth 1 quantises z_e, "
@@ -94,9 +94,9 @@ else:
 # ----------------------------------------------------------------------------- tiles and usage
 # One code can be highlighted on every chart of the page: a click on a tile, a usage bar or a point of the map picks
 # it (as does the code picker further down); the pick and whether it is highlighted live in the URL (?code=, ?hl=).
-CODE = state.Param("code", explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K),
-                   lo=0, hi=K - 1, cast=int)
-HIGHLIGHT = state.Param("hl", False, cast=bool)
+EXAMPLE = explain.pick_example(view["tiles"], torch.as_tensor(counts), first=K)
+CODE = state.page_param("codebook", "code", default=EXAMPLE, hi=K - 1)
+HIGHLIGHT = state.page_param("codebook", "hl")
 entering = "cb_code" not in st.session_state   # Streamlit drops a widget's state when its page is left
 state.url_value("cb_code", CODE)
 if entering:   # the highlight is no widget: it follows the URL (a link from Learn, a shared one) on entering too
@@ -170,11 +170,11 @@ with usage_col:
 st.subheader("The codebook among the encoder's outputs")
 has_labels = data.val_y is not None and data.class_names is not None
 c1, c2 = st.columns([1, 2])
-BY = state.Param("by", "code", options=("code", "label") if has_labels else ("code",))
+BY = state.page_param("codebook", "by", options=("code", "label") if has_labels else ("code",))
 state.url_value("cb_by", BY)
 by = c1.radio("Colour the encoder outputs by", BY.options, key="cb_by", horizontal=True,
               format_func=lambda b: "their code" if b == "code" else "the image's label")
-PROJ = state.Param("proj", "UMAP", options=("UMAP", "PCA"))
+PROJ = state.page_param("codebook", "proj")
 state.url_value("cb_proj", PROJ)
 proj = c2.radio("Projection", PROJ.options, key="cb_proj", horizontal=True,
                 help="PCA is instant. UMAP keeps neighbours together but is slow, so it runs in the background "
@@ -228,8 +228,8 @@ with pick_col:
     code = st.selectbox("Code", [int(c) for c in order], key="cb_code", on_change=highlight,
                         format_func=lambda c: f"#{c} · {counts[c]} uses" if counts[c] else f"#{c} · dead")
     state.to_url((CODE, code), (HIGHLIGHT, st.session_state["cb_hl"]))
-    st.image(state.crisp(view["tiles"][code], 150), caption=f"code #{code} decoded alone",
-             alt=describe.tile(code, int(counts[code])))
+    state.image(st, view["tiles"][code], 150, caption=f"code #{code} decoded alone",
+                alt=describe.tile(code, int(counts[code])))
 with imgs_col:
     top = analysis.images_using(view["codes"], code, top=8)
     if len(top) == 0:
@@ -244,10 +244,10 @@ with imgs_col:
         cols = st.columns(8)
         for c, i in zip(cols, top.tolist()):
             mask = view["codes"][i] == code
-            c.image(state.crisp(fg.overlay_cells(data.val_x[i], mask, color), 96),
-                    caption=f"#{i}: {int(mask.sum())} cells",
-                    alt=f"validation image {i}{describe.label(data.class_names, data.val_y, i)}, its "
-                        f"{int(mask.sum())} cells that picked code #{code} tinted")
+            state.image(c, fg.overlay_cells(data.val_x[i], mask, color), 96,
+                        caption=f"#{i}: {int(mask.sum())} cells",
+                        alt=f"validation image {i}{describe.label(data.class_names, data.val_y, i)}, its "
+                            f"{int(mask.sum())} cells that picked code #{code} tinted")
         st.caption(f"The validation images that use code #{code} most; the cells that picked it are tinted in its "
                    "colour. A code is a piece of stroke or texture, reused wherever it fits.")
 

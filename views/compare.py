@@ -221,17 +221,14 @@ choices = state.model_choices()
 by_id = {c.id: c for c in choices}
 default = default_selection(choices)
 if "cmp_runs" not in st.session_state:
-    wanted = list(dict.fromkeys(i for i in st.query_params.get("runs", "").split(",") if i in by_id))  # ?runs=a,a: once
+    wanted = list(dict.fromkeys(i for i in state.url_list("runs") if i in by_id))  # ?runs=a,a: once
     if len(wanted) > MAX_COMPARE:
         st.info(f"The link names {len(wanted)} models; the first {MAX_COMPARE} are compared.")
     st.session_state["cmp_runs"] = wanted[:MAX_COMPARE] or default
 picked = st.multiselect("Models to compare", list(by_id), key="cmp_runs", format_func=lambda i: by_id[i].label,
                         max_selections=MAX_COMPARE,
                         help=f"Two to {MAX_COMPARE}; runs appear here once they have saved weights.")
-if picked == default:
-    st.query_params.pop("runs", None)
-else:
-    st.query_params["runs"] = ",".join(picked)
+state.write_url({"runs": None if picked == default else ",".join(picked)})
 
 if len(picked) < 2:
     st.info("Pick two or more models to compare (for example a K=8 run and a K=512 run, or a healthy codebook "

@@ -68,10 +68,11 @@ if loaded.kind == "fsq":
                "straight-through estimator copies it past the rounding, as in VQ-VAE.")
     a, b = st.columns(2)
     x0_hat = model.decode_codes(model.encode_codes(x0[None]))
-    a.image(state.crisp(x0, 140), caption="image",
-            alt=describe.image(f"validation image 0{describe.label(data.class_names, data.val_y, 0)}"))
-    b.image(state.crisp(x0_hat[0], 140), caption="decoded from its codes",
-            alt=describe.image("validation image 0 decoded from its codes", float(psnr_per_image(x0[None], x0_hat)[0])))
+    state.image(a, x0, 140, caption="image",
+                alt=describe.image(f"validation image 0{describe.label(data.class_names, data.val_y, 0)}"))
+    state.image(b, x0_hat[0], 140, caption="decoded from its codes",
+                alt=describe.image("validation image 0 decoded from its codes",
+                                   float(psnr_per_image(x0[None], x0_hat)[0])))
     st.markdown(QUANTIZER_TABLE)
     st.stop()
 
@@ -95,7 +96,8 @@ def image_view(key: tuple, index: int, _model, _x) -> dict:
     x = _x[index]
     tr = analysis.trace(_model, x)
     steps = explain.quantize_steps(_model, tr.z_e)
-    out = {"trace": tr, "steps": steps, "terms": explain.loss_terms(_model, x[None])}
+    out = {"trace": tr, "steps": steps, "terms": explain.loss_terms(_model, x[None]),
+           "mosaics": [fg.channel_mosaic(z[0], 4) for z in (tr.z_e, tr.z_q)]}   # z_e, z_q: each (1, H', W')
     out["psnr"] = float(analysis.reconstruct(_model, x[None])[1][0])
     if _model.config.kind == "rq":
         out["coarse"] = analysis.coarse_to_fine(_model, x[None])
@@ -158,12 +160,12 @@ codes_np = first.codes[0].numpy()
 with stages[0]:
     st.markdown("**image x**")
     st.markdown(f"`{tuple(tr.x.shape)}`  \n(B, C, H, W)")
-    st.image(state.crisp(tr.x[0], 120),
-             alt=describe.image(f"validation image {index}{describe.label(data.class_names, data.val_y, index)}"))
+    state.image(st, tr.x[0], 120,
+                alt=describe.image(f"validation image {index}{describe.label(data.class_names, data.val_y, index)}"))
 with stages[1]:
     st.markdown("**→ encoder: z_e**")
     st.markdown(f"`{tuple(tr.z_e.shape)}`  \n(B, D, h, w)")
-    st.image(state.crisp(fg.channel_mosaic(tr.z_e[0], 4), 120), alt=describe.channels(tr.z_e[0], "encoder output z_e"))
+    state.image(st, view["mosaics"][0], 120, alt=describe.channels(tr.z_e[0], "encoder output z_e"))
 with stages[2]:
     st.markdown("**→ flatten**")
     st.markdown(f"`{tuple(first.compared.shape)}`  \n(B·h·w, D)")
@@ -182,12 +184,12 @@ with stages[4]:
 with stages[5]:
     st.markdown("**→ look up: z_q**")
     st.markdown(f"`{tuple(tr.z_q.shape)}`  \n(B, D, h, w)")
-    st.image(state.crisp(fg.channel_mosaic(tr.z_q[0], 4), 120), alt=describe.channels(tr.z_q[0], "quantised z_q"))
+    state.image(st, view["mosaics"][1], 120, alt=describe.channels(tr.z_q[0], "quantised z_q"))
 with stages[6]:
     st.markdown("**→ decoder: x̂**")
     st.markdown(f"`{tuple(tr.x_hat.shape)}`  \n(B, C, H, W)")
-    st.image(state.crisp(tr.x_hat[0], 120),
-             alt=describe.image(f"reconstruction x̂ of validation image {index}", view["psnr"]))
+    state.image(st, tr.x_hat[0], 120,
+                alt=describe.image(f"reconstruction x̂ of validation image {index}", view["psnr"]))
     st.markdown(f"PSNR **{view['psnr']:.1f} dB**")
 st.caption(f"Follow the shapes: the encoder turns {H}x{W} pixels into {h}x{w} vectors of {D} numbers; each of the "
            f"{N} rows is compared with all {K} codes (dark = close; the amber dot is each row's argmin), and the "
@@ -234,14 +236,15 @@ with mid:
     st.caption("Its squared distance to every code: the shortest bar (amber) wins, and only its id is kept.")
 with right:
     st.markdown(f"**Code #{code} decoded alone**")
-    st.image(state.crisp(mv["tiles"][code], 150), alt=describe.tile(code, same + 1, "cells of this code map"))
+    state.image(st, mv["tiles"][code], 150, alt=describe.tile(code, same + 1, "cells of this code map"))
     e = layer0.vectors()[code].detach()
     describe.chart(st, fg.vector_compare(first.compared[cell].numpy(), e.numpy(), code, K, theme.scaled(200)),
                    config={"displayModeBar": False})
     st.caption("What this code paints by itself (decoded alone), and the vector beside the code it snapped to.")
-st.page_link("views/codebook.py", label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",
-             icon=":material/grid_view:", query_params={"model": loaded.choice.id, "code": str(code), "hl": "1"}
-             | ({"depth": "1"} if is_rq else {}))
+state.page_link("views/codebook.py", {"model": loaded.choice.id, "code": str(code), "hl": "1"}
+                | ({"depth": "1"} if is_rq else {}),
+                label=f"See code #{code} among all {K} codes, highlighted on the Codebook page",
+                icon=":material/grid_view:")
 
 parts = explain.distance_parts(first.compared[cell], e)
 st.markdown("**The distance trick** (as in the VQ-VAE reference code of van den Oord et al. 2017): expanding "
@@ -293,12 +296,12 @@ if is_rq:
         f"depth lowers an image's PSNR at {worse} of the images.")
     psnrs = [float(psnr_per_image(tr.x, c)[0]) for c in view["coarse"]]
     cols = st.columns(len(view["coarse"]) + 1)
-    pics = [state.crisp(tr.x[0], 110)] + [state.crisp(im[0], 110) for im in view["coarse"]]
-    side = pics[0].shape[1]   # one width for all: a wider caption would stretch its image past the others
-    cols[0].image(pics[0], caption="original", width=side, alt=describe.image(f"validation image {index}"))
-    for d, (c, pic) in enumerate(zip(cols[1:], pics[1:])):
-        c.image(pic, caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB", width=side,
-                alt=describe.image(f"validation image {index} decoded from depths 1 to {d + 1}", psnrs[d]))
+    side = state.crisp_width(tr.x[0], 110)   # one width for all: a wider caption would stretch its image
+    state.image(cols[0], tr.x[0], 110, caption="original", width=side,
+                alt=describe.image(f"validation image {index}"))
+    for d, (c, im) in enumerate(zip(cols[1:], view["coarse"])):
+        state.image(c, im[0], 110, caption=f"depths 1..{d + 1}: {psnrs[d]:.1f} dB", width=side,
+                    alt=describe.image(f"validation image {index} decoded from depths 1 to {d + 1}", psnrs[d]))
     st.caption("The whole image decoded from the first d depths only: coarse shapes first, details later.")
     st.code(f"{explain.RQ_LOSS_CODE}\n# r: what depth d must explain, q: the codes it picked (Lee et al. 2022)",
             language="python", wrap_lines=True)
@@ -360,10 +363,10 @@ with prior_col:
         f"3. Generate: sample a small image from the PixelCNN, decode it. Swap the PixelCNN for a transformer or "
         f"diffusion model and you are close to the recipe of today's latent image generators.")
     a, b = st.columns(2)
-    a.image(state.crisp(analysis.image_grid(mv["random"], 3), 150), caption="uniformly random codes, decoded",
-            alt=describe.grid(len(mv["random"]), "code maps of uniformly random codes, decoded"))
-    b.image(state.crisp(analysis.image_grid(mv["noise"], 3), 150), caption="N(0, 1) noise decoded",
-            alt=describe.grid(len(mv["noise"]), "latents of N(0, 1) noise, decoded"))
+    state.image(a, analysis.image_grid(mv["random"], 3), 150, caption="uniformly random codes, decoded",
+                alt=describe.grid(len(mv["random"]), "code maps of uniformly random codes, decoded"))
+    state.image(b, analysis.image_grid(mv["noise"], 3), 150, caption="N(0, 1) noise decoded",
+                alt=describe.grid(len(mv["noise"]), "latents of N(0, 1) noise, decoded"))
     st.caption("Without a prior, neither random codes nor Gaussian noise decode to a plausible image: "
                "that is the prior's job.")
     if loaded.has_prior:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 import torch
 
-from ui import describe, state, text
+from ui import describe, state, text, theme
 from ui.painter import grid_painter
 from vqdemo import analysis, code_canvas, grid_url
 
@@ -70,7 +70,7 @@ background, freqs = code_stats(path, mtime, model, data.val_x)
 
 canvas_key = f"paint_canvas:{loaded.choice.id}:{mtime}"
 if canvas_key not in st.session_state:   # a shared link's painting (?grid=...) if it fits this model, else blank
-    shared = grid_url.decode(st.query_params.get("grid", ""), list(sizes), h, w)
+    shared = grid_url.decode(state.url_text("grid"), list(sizes), h, w)
     st.session_state[canvas_key] = code_canvas.Canvas(
         shared or [code_canvas.blank_grid(b, h, w) for b in background], sizes)
 canvas: code_canvas.Canvas = st.session_state[canvas_key]
@@ -130,7 +130,7 @@ with left:
     load.button("Load from image", on_click=load_image, width="stretch",
                 help="Replace the canvas with this image's code map (every depth).")
     grid = grid_painter(canvas.layer(d), tiles=pal.urls, selected=pal.ink,
-                        cell_px=64 if state.presenter() else 48, key=f"painter:{loaded.choice.id}:{d}")
+                        cell_px=64 if theme.presenter() else 48, key=f"painter:{loaded.choice.id}:{d}")
     if canvas.paint(d, grid):
         st.rerun()  # show the new canvas (and let the painter see it) before anything else is drawn
     st.caption(f"The {h}x{w} code map{f' at depth {depth}' if kind == 'rq' else ''}: pick a code in the palette, "
@@ -141,7 +141,7 @@ codes = canvas.codes(kind)
 painted = describe.code_map(canvas.layer(d), sizes[d])   # what the decoded pictures say they show
 encoded = grid_url.encode([canvas.layer(i) for i in range(canvas.depth)], list(sizes))
 blank = grid_url.encode([code_canvas.blank_grid(b, h, w) for b in background], list(sizes))
-if encoded != st.query_params.get("grid", blank):   # a link without ?grid= says the blank canvas: nothing to write
+if encoded != state.url_text("grid", blank):   # a link without ?grid= says the blank canvas: nothing to write
     state.write_url({"grid": encoded})
 with right:
     if kind == "rq":

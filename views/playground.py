@@ -17,17 +17,11 @@ INITS = {"normal": "N(0, 1): far from the data", "uniform": "U(-1/K, 1/K): tiny,
          "data": "on the data (k-means)"}
 CODEBOOKS = {"grad": "gradient (codebook loss)", "ema": "EMA (running k-means)"}
 QUANTIZERS = {"vq": "VQ: a learned codebook", "fsq": "FSQ: a fixed rounding grid"}
-# ?name= -> the toy's setting: defaults and choices from PlaygroundConfig's fields, K and steps on the page's stops
-PARAMS = {
-    "pg_data": state.field_param("data", pg.PlaygroundConfig, "data"),
-    "pg_k": state.field_param("k", pg.PlaygroundConfig, "k", options=(4, 8, 16, 32, 64, 128, 256)),
-    "pg_init": state.field_param("init", pg.PlaygroundConfig, "init", options=tuple(INITS)),
-    "pg_cb": state.field_param("cb", pg.PlaygroundConfig, "codebook", options=tuple(CODEBOOKS)),
-    "pg_quant": state.field_param("q", pg.PlaygroundConfig, "quantizer"),
-    "pg_steps": state.field_param("steps", pg.PlaygroundConfig, "steps", options=(200, 400, 800)),
-    "pg_restart": state.field_param("restart", pg.PlaygroundConfig, "restart_dead"),
-    "pg_beta": state.field_param("beta", pg.PlaygroundConfig, "beta", hi=2.0),
-}
+# widget key -> the toy's setting (?name=), as vqdemo/page_urls.py defines it for the page and its notebook: defaults
+# and choices from PlaygroundConfig's fields, K and steps on the page's stops
+URL_NAMES = {"pg_data": "data", "pg_k": "k", "pg_init": "init", "pg_cb": "cb", "pg_quant": "q", "pg_steps": "steps",
+             "pg_restart": "restart", "pg_beta": "beta"}
+PARAMS = {key: state.page_param("playground", name) for key, name in URL_NAMES.items()}
 
 
 @st.cache_data(max_entries=64, show_spinner="Training the toy autoencoder...")

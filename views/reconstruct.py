@@ -7,15 +7,14 @@ import math
 import streamlit as st
 import torch
 
-from ui import describe, state, text
+from ui import describe, state, text, theme
 from ui import figures as fg
 from ui.jobs import job_queue, tick_seconds
 from vqdemo import analysis
+from vqdemo.app_limits import MAX_IMAGE_MB
 from vqdemo.images import ImageError, border_mean, load_image
 from vqdemo.jobs import FINISHED
 from vqdemo.metrics import PSNR_MEANING, psnr_of, psnr_per_image
-
-MAX_UPLOAD_MB = 10
 
 loaded = state.current()
 if loaded is None:
@@ -48,8 +47,8 @@ def decoded_upload(digest: str, size: int, channels: int, _raw: bytes) -> torch.
     sha256) and input shape for the whole server, so a flip of Invert or any other rerun, in any session, reuses it
     (a 6300x6300 16-bit PNG cost 1.45 s of CPU per rerun). Shared and read-only."""
     try:
-        if len(_raw) > MAX_UPLOAD_MB * 2**20:
-            raise ImageError(f"the file is {len(_raw) / 2**20:.1f} MB, over the {MAX_UPLOAD_MB} MB limit; "
+        if len(_raw) > MAX_IMAGE_MB * 2**20:
+            raise ImageError(f"the file is {len(_raw) / 2**20:.1f} MB, over the {MAX_IMAGE_MB} MB limit; "
                              "downscale or compress it and try again.")
         return load_image(_raw, size=size, channels=channels)  # (C, H, W) in [0, 1]
     except ImageError as e:
@@ -59,7 +58,7 @@ def decoded_upload(digest: str, size: int, channels: int, _raw: bytes) -> torch.
 def code_map_figure(codes, titles: list[str], depth: int):
     """codes: (n, h, w) or (n, depth, h, w) -> the maps of one depth, side by side."""
     maps = codes[:, depth] if codes.dim() == 4 else codes
-    cell = max(6, min(30 if state.presenter() else 22, 1000 // (len(maps) * maps.shape[-1]) - 2))
+    cell = max(6, min(30 if theme.presenter() else 22, 1000 // (len(maps) * maps.shape[-1]) - 2))
     return fg.code_maps([m.numpy() for m in maps], K[depth], titles, cell_px=cell)
 
 
@@ -79,19 +78,19 @@ else:
                 "code maps here. Pick a VQ or RQ model in the sidebar to see them.")
 
 count_options = [4, 6, 8, 10, 12]
-N = state.Param("n", 8, lo=1, hi=12, cast=int)
+N = state.page_param("reconstruct", "n")
 state.url_value("rc_n", N)
 if st.session_state["rc_n"] not in count_options:
     st.session_state["rc_n"] = min(count_options, key=lambda c: abs(c - st.session_state["rc_n"]))
 c1, c2, c3 = st.columns([1, 1, 2])
 n = c2.select_slider("How many", count_options, key="rc_n")
-START = state.Param("start", 0, lo=0, hi=max(0, n_val - n), cast=int)
+START = state.page_param("reconstruct", "start", hi=max(0, n_val - n))
 state.url_value("rc_start", START)
 start = c1.number_input("First validation image", 0, max(0, n_val - n), key="rc_start", step=n,
                         help="Step through the held-out images; the URL keeps the setup.")
 depth = 0
 if is_rq:
-    DEPTH = state.Param("depth", 1, lo=1, hi=len(K), cast=int)
+    DEPTH = state.page_param("reconstruct", "depth", hi=len(K))
     state.url_value("rc_depth", DEPTH)
     depth = c3.select_slider("Code map of depth", list(range(1, len(K) + 1)), key="rc_depth",
                              help="RQ keeps one code map per depth; depth 1 is the coarsest.") - 1
@@ -109,7 +108,7 @@ if is_vq:
     m3.metric(f"Codes used{f' at depth {depth + 1}' if is_rq else ''}", f"{used} of {K[depth]}")
 
 st.subheader("Originals, reconstructions and their code maps")
-size = 130 if state.presenter() else 96
+size = 130 if theme.presenter() else 96
 cols = st.columns(len(idx))
 codes_shown = (val["codes"][idx][:, depth] if is_rq else val["codes"][idx]) if is_vq else None
 for c, i, p in zip(cols, idx, psnr.tolist()):
@@ -117,9 +116,9 @@ for c, i, p in zip(cols, idx, psnr.tolist()):
     if data.val_y is not None and data.class_names:
         label += f" ({text.md(data.class_names[int(data.val_y[i])])})"
     name = f"validation image {i}{describe.label(data.class_names, data.val_y, i)}"
-    c.image(state.crisp(data.val_x[i], size), caption=label, alt=name)   # natural width, never wider than the column
-    c.image(state.crisp(val["x_hat"][i], size), caption=f"{p:.1f} dB",
-            alt=describe.image(f"reconstruction of {name}", p))
+    state.image(c, data.val_x[i], size, caption=label, alt=name)   # natural width, never wider than the column
+    state.image(c, val["x_hat"][i], size, caption=f"{p:.1f} dB",
+                alt=describe.image(f"reconstruction of {name}", p))
 if is_vq:   # one figure for all maps, as wide as the row of images: no column is too narrow for its chart
     describe.chart(st, fg.code_maps([m.numpy() for m in codes_shown], K[depth],
                                     cell_px=max(8, min(24, 900 // (len(idx) * model.latent_shape[1])))),
@@ -133,15 +132,15 @@ if is_rq:
     st.subheader("Coarse to fine: decoding with the first d depths only")
     show = idx[: min(len(idx), 6)]
     cols = st.columns(len(K) + 1)
-    strips = [state.crisp(analysis.image_grid(data.val_x[show], 1), 80)]
-    strips += [state.crisp(analysis.image_grid(val["coarse"][d][show], 1), 80) for d in range(len(K))]
-    side = strips[0].shape[1]   # one width for every strip, so their rows stay level
-    cols[0].image(strips[0], caption="original", width=side,   # (a wider caption would stretch its image)
-                  alt=f"validation images {show[0]} to {show[-1]}, one above the other")
-    for d, (c, pic) in enumerate(zip(cols[1:], strips[1:])):
+    strips = [analysis.image_grid(data.val_x[show], 1)] + [analysis.image_grid(c[show], 1) for c in val["coarse"]]
+    side = state.crisp_width(strips[0], 80)   # one width for every strip, so their rows stay level
+    state.image(cols[0], strips[0], 80, caption="original", width=side,   # (a wider caption would stretch it)
+                alt=f"validation images {show[0]} to {show[-1]}, one above the other")
+    for d, (c, strip) in enumerate(zip(cols[1:], strips[1:])):
         db = psnr_of(data.val_x[show], val["coarse"][d][show])
-        c.image(pic, width=side, caption=f"depths 1..{d + 1}: {db:.1f} dB",
-                alt=describe.image(f"validation images {show[0]} to {show[-1]} decoded from depths 1 to {d + 1}", db))
+        state.image(c, strip, 80, width=side, caption=f"depths 1..{d + 1}: {db:.1f} dB",
+                    alt=describe.image(f"validation images {show[0]} to {show[-1]} decoded from depths 1 to {d + 1}",
+                                       db))
     st.caption("Left to right, each depth adds the code of what the previous depths left unexplained: "
                "the coarse image at depth 1, its details after.")
     describe.chart(st, fg.psnr_by_depth(val["psnr_depth"]), config={"displayModeBar": False})
@@ -183,14 +182,14 @@ def best_codes_section() -> None:
         changed = torch.as_tensor(r["codes"] != r["encoder_codes"]).any(0)          # (h, w)
         cols = st.columns(3)
         name = f"validation image {i}{describe.label(data.class_names, data.val_y, i)}"
-        cols[0].image(state.crisp(data.val_x[i], 150), caption=f"#{i}: original", alt=name)
-        cols[1].image(state.crisp(torch.as_tensor(r["encoder_image"]), 150),
-                      caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB",
-                      alt=describe.image(f"{name} decoded from the encoder's codes", r["encoder_psnr"]))
+        state.image(cols[0], data.val_x[i], 150, caption=f"#{i}: original", alt=name)
+        state.image(cols[1], torch.as_tensor(r["encoder_image"]), 150,
+                    caption=f"encoder's codes: {r['encoder_psnr']:.2f} dB",
+                    alt=describe.image(f"{name} decoded from the encoder's codes", r["encoder_psnr"]))
         tinted = fg.overlay_cells(torch.as_tensor(r["image"]), changed, fg.ARGMIN)
-        cols[2].image(state.crisp(tinted, 150), caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)",
-                      alt=describe.image(f"{name} decoded from the searched codes, its {int(changed.sum())} "
-                                         "changed cells tinted", r["psnr"]))
+        state.image(cols[2], tinted, 150, caption=f"searched codes: {r['psnr']:.2f} dB (changed cells tinted)",
+                    alt=describe.image(f"{name} decoded from the searched codes, its {int(changed.sum())} "
+                                       "changed cells tinted", r["psnr"]))
         d = min(depth, r["codes"].shape[0] - 1)
         describe.chart(st, fg.code_maps([r["encoder_codes"][d], r["codes"][d]], K[d],
                                         ["encoder's codes", "searched codes"]),
@@ -211,9 +210,9 @@ if is_vq:
     best_codes_section()
 
 st.subheader("Your own image")
-up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at most {MAX_UPLOAD_MB} MB)",
+up = st.file_uploader(f"Upload an image (PNG, JPEG, BMP, GIF, TIFF or WebP; at most {MAX_IMAGE_MB} MB)",
                       type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"], key="rc_upload",
-                      max_upload_size=MAX_UPLOAD_MB,
+                      max_upload_size=MAX_IMAGE_MB,
                       help=f"It is resized to {cfg.image_size}x{cfg.image_size} and "
                            f"{'greyscale' if cfg.channels == 1 else 'RGB'}, as this model expects.")
 if up is not None:
@@ -238,10 +237,10 @@ if up is not None:
             x = 1 - x
         x_hat, p = analysis.reconstruct(model, x[None])
         cols = st.columns([1, 1, 2])
-        cols[0].image(state.crisp(x, 160), caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})",
-                      alt=f"your upload resized to {cfg.image_size}x{cfg.image_size}")
-        cols[1].image(state.crisp(x_hat[0], 160), caption=f"reconstruction: {float(p[0]):.1f} dB",
-                      alt=describe.image("reconstruction of your upload", float(p[0])))
+        state.image(cols[0], x, 160, caption=f"as the model sees it ({cfg.image_size}x{cfg.image_size})",
+                    alt=f"your upload resized to {cfg.image_size}x{cfg.image_size}")
+        state.image(cols[1], x_hat[0], 160, caption=f"reconstruction: {float(p[0]):.1f} dB",
+                    alt=describe.image("reconstruction of your upload", float(p[0])))
         if is_vq:
             codes = model.encode_codes(x[None])
             describe.chart(cols[2], code_map_figure(codes, [text.plotly_template(up.name, 24)], depth),
@@ -251,8 +250,8 @@ if up is not None:
                 dcols = st.columns(len(coarse))
                 for d, (c, im) in enumerate(zip(dcols, coarse)):
                     db = float(psnr_per_image(x[None], im)[0])
-                    c.image(state.crisp(im[0], 96), caption=f"depths 1..{d + 1}: {db:.1f} dB",
-                            alt=describe.image(f"your upload decoded from depths 1 to {d + 1}", db))
+                    state.image(c, im[0], 96, caption=f"depths 1..{d + 1}: {db:.1f} dB",
+                                alt=describe.image(f"your upload decoded from depths 1 to {d + 1}", db))
         st.caption(f"This model learned its codes on {data.name}: an image unlike those comes back drawn with "
                    "the strokes its codebook knows.")
 

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ui import describe, figures, state, text
+from ui import describe, figures, state, text, theme
 from ui.jobs import job_queue, student, tick_seconds
 from vqdemo import analysis, code_canvas, prior, runs
 from vqdemo.jobs import JobError
@@ -89,10 +89,9 @@ num_classes = the_prior.config.num_classes if the_prior is not None else None
 guided = the_prior is not None and the_prior.config.guided  # trained with label dropout: it can guide
 
 # --- settings, kept in the URL -------------------------------------------------------------------
-N, TOP_K = state.Param("n", 16, lo=1, hi=64, cast=int), state.Param("top_k", 0, lo=0, hi=max(sizes), cast=int)
-TEMPERATURE = state.Param("temperature", prior.DEFAULT_TEMPERATURE, lo=0.05, hi=3.0, cast=float)
-SEED, LABEL = state.Param("seed", 0, lo=0, hi=999_999, cast=int), state.Param("label", -1, lo=-1, hi=9_999, cast=int)
-GUIDANCE = state.Param("guidance", prior.DEFAULT_GUIDANCE, lo=0.0, hi=5.0, cast=float)
+N, TOP_K = state.page_param("sample", "n"), state.page_param("sample", "top_k", hi=max(sizes))
+TEMPERATURE, SEED = state.page_param("sample", "temperature"), state.page_param("sample", "seed")
+LABEL, GUIDANCE = state.page_param("sample", "label"), state.page_param("sample", "guidance")
 if "sample_n" not in st.session_state:  # a new session starts from the URL (clamped; junk -> defaults)
     st.session_state.sample_n = N.read()
     st.session_state.sample_temperature = round(round(TEMPERATURE.read() / 0.05) * 0.05, 2)  # on the slider's steps
@@ -106,10 +105,10 @@ st.session_state.sample_top_k = min(st.session_state.sample_top_k, max(sizes))  
 
 
 def new_seed() -> None:
-    st.session_state.sample_seed = (st.session_state.sample_seed + 1) % 1_000_000
+    st.session_state.sample_seed = (st.session_state.sample_seed + 1) % (SEED.hi + 1)
 
 
-with st.expander("Settings", expanded=not state.presenter()):
+with st.expander("Settings", expanded=not theme.presenter()):
     c1, c2, c3, c4, c5 = st.columns([2, 2, 1.3, 1.5, 1.5])
     c1.slider("Temperature", 0.05, 3.0, step=0.05, key="sample_temperature",
               help="Divides the prior's logits: low = safe, typical codes; high = wilder, noisier maps.")

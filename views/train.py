@@ -8,68 +8,31 @@ worker threads never touch the page. New-run settings live in the URL so a teach
 
 from __future__ import annotations
 
-import hashlib
 import math
-from pathlib import Path
-from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
 import torch
 
-from ui import charts, describe, state, text
-from ui import shared as shared_figures
+from ui import charts, describe, state, text, theme
+from ui.collapse_pair import demo_section
 from ui.identity import Student
-from ui.jobs import job_queue, shared_figure, student, thin, tick_seconds
-from vqdemo import analysis, files, fit, runs
+from ui.jobs import job_queue, shared_figure, student, tick_seconds
+from ui.train_form import settings_form, title_of, zip_problem
+from vqdemo import analysis, runs
 from vqdemo.analysis import image_grid
-from vqdemo.data import DATASETS, NATIVE_SIZE, DataConfig, DataError, check_source, data_shape
-from vqdemo.fit import far_init_quantizer, near_init_quantizer
+from vqdemo.app_limits import BETA_MAX, KS
+from vqdemo.data import DataConfig, data_shape
 from vqdemo.jobs import ACTIVE, JobError, JobView
 from vqdemo.metrics import psnr_of
-from vqdemo.models import KINDS, ModelConfig
-from vqdemo.quantize import CODEBOOK_UPDATES, INITS, STE_FORMS, QuantizerConfig
-from vqdemo.train_settings import BETA_MAX, DOWN, KS, LRS, SETTINGS, model_config
+from vqdemo.models import KINDS
+from vqdemo.train_settings import LRS, SETTINGS, model_config
 from vqdemo.trainer import TrainConfig
 
-HEALTHY, FAR_INIT, NEAR_INIT = QuantizerConfig(), far_init_quantizer(), near_init_quantizer()
-RECIPES = {"healthy": HEALTHY, "far": FAR_INIT, "near": NEAR_INIT}
-PRESETS = {"healthy": "Healthy default", "far": "Codes start far: N(0, 1) (collapses)",
-           "near": "Codes start near: U(-1/K, 1/K)"}
-MAX_UPLOAD_MB = 64
-SAVED = "tr_saved"
 CHART_EVERY_S = 3.0
 # A class run lasts seconds to minutes, so it validates, logs and snapshots more often than the library's defaults:
 # the live charts and reconstructions move while the student watches.
 LIVE_CADENCE = {"val_every": 100, "log_every": 5, "snapshot_every": 25}
-
-def init_settings() -> None:
-    """Widget state from (in order) this session, the URL, what this session had before a page switch, defaults."""
-    saved = st.session_state.get(SAVED, {})
-    for name, param in SETTINGS.items():
-        state.url_value("tr_" + name, param, fallback=saved.get(name))
-
-
-def save_settings() -> dict:
-    """Current settings -> session (for page switches) and URL (only what differs from the defaults)."""
-    values = {name: st.session_state.get("tr_" + name, p.default) for name, p in SETTINGS.items()}
-    st.session_state[SAVED] = values
-    state.to_url(*((SETTINGS[name], value) for name, value in values.items()), drop_defaults=True)
-    return values
-
-
-def apply_preset() -> None:
-    q = RECIPES.get(st.session_state["tr_preset"], HEALTHY)
-    st.session_state.update(tr_cb=q.codebook, tr_init=q.init, tr_restart=q.restart_dead, tr_cosine=q.cosine,
-                            tr_ste=q.ste)
-
-
-def preset_of(v: dict) -> str | None:
-    chosen = (v["cb"], v["init"], v["restart"], v["cosine"], v["ste"])
-    for name, q in RECIPES.items():
-        if chosen == (q.codebook, q.init, q.restart_dead, q.cosine, q.ste):
-            return name
-    return None
 
 
 def sweep_cell(me: Student) -> tuple[int, float] | None:
@@ -77,12 +40,11 @@ def sweep_cell(me: Student) -> tuple[int, float] | None:
     student the next (K, beta) cell of the grid, the same one on every visit; it pre-fills this page once. A first
     visit waits (one rerun) until the browser holds its student's cookie: a second tab opened meanwhile must not
     be handed a cell of its own."""
-    name = st.query_params.get("sweep", "")[:40]
+    name, k_texts, beta_texts = state.sweep_from_url()
     if not name:
         return None
-    ks = [k for k in (SETTINGS["k"].parse(x.strip()) for x in st.query_params.get("ks", "").split(",")[:12]) if k]
-    betas = [b for b in (SETTINGS["beta"].parse(x.strip()) for x in st.query_params.get("betas", "").split(",")[:12])
-             if b is not None]
+    ks = [k for k in map(SETTINGS["k"].parse, k_texts) if k]
+    betas = [b for b in map(SETTINGS["beta"].parse, beta_texts) if b is not None]
     if not ks or not betas:
         st.warning("This sweep link names no usable K or beta values; ask your teacher for a new link.")
         return None
@@ -94,139 +56,6 @@ def sweep_cell(me: Student) -> tuple[int, float] | None:
     if st.session_state.get("tr_sweep") != (name, me.id):
         st.session_state.update(tr_sweep=(name, me.id), tr_k=k, tr_beta=beta)
     return k, beta
-
-
-def save_upload(data: bytes) -> str:
-    """An uploaded zip, stored once under the runs folder by content hash; vqdemo.images checks what is inside."""
-    path = state.runs_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
-    if not path.is_file():
-        files.atomic_write_bytes(path, data)
-    return str(path)
-
-
-@st.cache_data(max_entries=64, show_spinner="Checking the zip...")
-def zip_problem(path: str) -> str:
-    """Why a stored upload cannot train ("" when it may), from its file list and two image headers
-    (`data.check_source`), never a decode. Cached by path, which names the upload's content (`save_upload`)."""
-    try:
-        check_source(DataConfig(name="folder", path=path))
-    except DataError as e:
-        return str(e)
-    return ""
-
-
-def settings_form() -> dict:
-    """The new-run controls; returns the settings (also kept in the URL)."""
-    init_settings()
-    v = {name: st.session_state["tr_" + name] for name in SETTINGS}
-    if "tr_preset" not in st.session_state:
-        st.session_state["tr_preset"] = preset_of(v) or "healthy"
-    st.radio("Codebook recipe", list(PRESETS), format_func=PRESETS.get, key="tr_preset", on_change=apply_preset,
-             horizontal=True, help="Both 'start' recipes learn the codebook by gradient with no restarts; only "
-             "where the codes start differs. N(0, 1) codes start about 4 from the encoder's outputs, each alone, and "
-             "most are never picked; U(-1/K, 1/K) codes start bunched together a few tenths from them (only a few "
-             "win at first) and get used as the outputs spread past the bunch. Healthy: k-means init on encoder "
-             "outputs, EMA codebook (Razavi et al. 2019), dead-code restart.")
-    st.selectbox("Dataset", SETTINGS["data"].options, key="tr_data",
-                 format_func=lambda n: f"{n}: {DATASETS[n]}" if n != "folder" else "your images: upload a .zip")
-    if st.session_state["tr_data"] == "folder":
-        up = st.file_uploader(f"A .zip of images (sub-folders become classes; at most {MAX_UPLOAD_MB} MB)",
-                              type=["zip"], key="tr_upload", max_upload_size=MAX_UPLOAD_MB)
-        if up is not None:
-            if up.size > MAX_UPLOAD_MB * 2**20:
-                st.error(f"That zip is {up.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
-            else:
-                try:
-                    stored = st.session_state.get("tr_upload_path")
-                    if st.session_state.get("tr_upload_id") != up.file_id or not (stored and Path(stored).is_file()):
-                        st.session_state["tr_upload_path"] = save_upload(up.getvalue())
-                        st.session_state["tr_upload_id"] = up.file_id
-                except OSError as e:
-                    st.error(f"Could not store the upload under {state.runs_dir()} ({text.md(e, 400)}); the disk may "
-                             "be full.")
-                else:
-                    if problem := zip_problem(st.session_state["tr_upload_path"]):
-                        st.error(text.md(problem, 400))
-    kind = st.radio("Model", SETTINGS["kind"].options, format_func=KINDS.get, key="tr_kind", horizontal=True)
-    a, b = st.columns(2)
-    arch = a.radio("Architecture", SETTINGS["arch"].options, key="tr_arch", horizontal=True,
-                   help="conv: strided convolutions + residual blocks (van den Oord et al. 2017); patch: a patch MLP "
-                        "(Conv2d with kernel = stride = patch)")
-    if st.session_state["tr_down"] not in DOWN[arch]:
-        st.session_state["tr_down"] = SETTINGS["down"].default
-    down = b.selectbox("Downsample" if arch == "conv" else "Patch size", DOWN[arch], key="tr_down")
-    size = NATIVE_SIZE[st.session_state["tr_data"]]
-    h = ModelConfig(arch=arch, image_size=size, downsample=down).latent_size
-    a, b = st.columns(2)
-    if kind == "fsq":
-        a.selectbox("Levels per channel", SETTINGS["levels"].options, key="tr_levels",
-                    format_func=lambda s: f"{s} ({math.prod(int(n) for n in s.split(','))} codes)",
-                    help="Finite scalar quantisation (Mentzer et al. 2023): each latent channel is bounded and rounded "
-                         "to this many levels; the codes are the grid's points. Nothing to learn, nothing to collapse.")
-        levels = [int(n) for n in st.session_state["tr_levels"].split(",")]
-        st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {len(levels)}-vectors, each channel rounded "
-                   f"to its levels: one of {math.prod(levels)} grid points. No codebook loss, no commitment loss.")
-    else:
-        if kind != "vae":
-            a.select_slider("Codebook size K", SETTINGS["k"].options, key="tr_k", help=SETTINGS["k"].help)
-        b.select_slider("Code size D" if kind != "vae" else "Latent channels D", SETTINGS["d"].options, key="tr_d",
-                        help=SETTINGS["d"].help)
-        snapped = f", each snapped to one of {st.session_state['tr_k']} codes." if kind != "vae" else " (no codebook)."
-        st.caption(f"A {size}×{size} image becomes a {h}×{h} grid of {st.session_state['tr_d']}-vectors{snapped}")
-    if kind == "vae":
-        st.select_slider("KL weight", SETTINGS["kl"].options, key="tr_kl", format_func=lambda x: f"{x:g}",
-                  help="Lower sends more bits per image (its KL to N(0, I)): sharper reconstructions, "
-                       "worse noise samples.")
-    elif kind != "fsq":
-        st.slider("Commitment weight beta", float(SETTINGS["beta"].lo), BETA_MAX, step=0.05, key="tr_beta",
-                  help=SETTINGS["beta"].help)
-    a, b = st.columns(2)
-    a.select_slider("Learning rate", SETTINGS["lr"].options, key="tr_lr", format_func=lambda x: f"{x:g}")
-    b.select_slider("Batch size", SETTINGS["batch"].options, key="tr_batch")
-    a, b = st.columns(2)
-    budget = a.radio("Budget", SETTINGS["budget"].options, key="tr_budget", horizontal=True)
-    if budget == "seconds":
-        b.slider("Seconds", SETTINGS["secs"].lo, SETTINGS["secs"].hi, step=5, key="tr_secs")
-    else:
-        b.number_input("Steps", SETTINGS["steps"].lo, SETTINGS["steps"].hi, step=100, key="tr_steps")
-    if kind in ("vq", "rq"):
-        with st.expander("Codebook options", expanded=False):
-            st.radio("Codebook update", SETTINGS["cb"].options, key="tr_cb", horizontal=True,
-                     format_func=CODEBOOK_UPDATES.get, help=SETTINGS["cb"].help)
-            st.radio("Init", SETTINGS["init"].options, key="tr_init", horizontal=True, format_func=INITS.get,
-                     help=SETTINGS["init"].help)
-            st.toggle("Restart dead codes", key="tr_restart", help=SETTINGS["restart"].help)
-            st.toggle("Cosine codebook (unit vectors)", key="tr_cosine", help=SETTINGS["cosine"].help)
-            st.radio("Straight-through form", SETTINGS["ste"].options, key="tr_ste", horizontal=True,
-                     format_func=STE_FORMS.get,
-                     help="The second form also sends the decoder's gradient to the codebook; an EMA codebook takes "
-                          "no gradient, so it needs the gradient codebook update.")
-            if st.session_state["tr_ste"] == "both" and st.session_state["tr_cb"] == "ema":
-                st.warning("An EMA codebook takes no gradient, so z_q + (z_e - sg(z_e)) would train exactly like "
-                           "the paper's form. Pick the gradient codebook update, or the paper's form.")
-    if kind == "rq":
-        with st.expander("Residual quantisation (RQ)", expanded=True):
-            st.slider("Depth", SETTINGS["depth"].lo, SETTINGS["depth"].hi, key="tr_depth")
-            st.text_input("K per depth", key="tr_sizes", placeholder="empty: K at every depth; e.g. 512,256,128,64")
-            st.toggle("One codebook shared by every depth", key="tr_shared", help=SETTINGS["shared"].help)
-            st.toggle("Normalise each residual (one running RMS per depth)", key="tr_norm", help=SETTINGS["norm"].help)
-            st.number_input("Progressive: switch a depth on every N steps (0: all at once)", SETTINGS["prog"].lo,
-                            SETTINGS["prog"].hi, step=100, key="tr_prog")
-    with st.expander("More", expanded=False):
-        st.number_input("Seed", SETTINGS["seed"].lo, SETTINGS["seed"].hi, key="tr_seed", help=SETTINGS["seed"].help)
-        st.toggle("Divide the recon loss by the data variance (as van den Oord et al. 2017's code does)", key="tr_var")
-    v = save_settings()
-    if preset_of(v) is None and kind in ("vq", "rq"):
-        st.caption("Codebook options: custom (neither preset).")
-    return v
-
-
-def title_of(v: dict) -> str:
-    quantizer = {"vae": "", "fsq": f" levels {v['levels']}"}.get(v["kind"], f" K={v['k']} beta={v['beta']:g}")
-    what = KINDS[v["kind"]] + quantizer
-    inits = {"far": ", N(0,1) init", "near": ", U(-1/K,1/K) init"}
-    recipe = inits.get(preset_of(v) or "custom", "") if v["kind"] in ("vq", "rq") else ""
-    return f"{what} on {v['data']}{recipe}"
 
 
 def start(v: dict, me: Student) -> None:
@@ -322,7 +151,7 @@ def live_values(v: JobView) -> dict[str, float]:
     now = {**v.knobs, **v.pending}
     out = {"lr": min(LRS, key=lambda x: abs(x - now["lr"]))}
     if "beta" in now:
-        out["beta"] = min(BETA_MAX, max(0.0, round(round(float(now["beta"]) / 0.05) * 0.05, 2)))
+        out["beta"] = min(BETA_MAX, max(SETTINGS["beta"].lo, round(round(float(now["beta"]) / 0.05) * 0.05, 2)))
     if v.kind == "vq":
         out["k"] = min(KS, key=lambda x: abs(math.log2(x) - math.log2(max(1, int(now["k"])))))
     return out
@@ -337,8 +166,8 @@ def live_knobs(v: JobView) -> None:
     key = {n: f"tr_live_{n}_{v.id}_{stamp}" for n in shown}
     cols = st.columns(3 if v.kind == "vq" else 2)
     if "beta" in shown:
-        cols[0].slider("beta (live)", 0.0, BETA_MAX, value=shown["beta"], step=0.05, key=key["beta"],
-                       on_change=turn_knob, args=(v.id, "beta", key["beta"], shown["beta"]))
+        cols[0].slider("beta (live)", float(SETTINGS["beta"].lo), BETA_MAX, value=shown["beta"], step=0.05,
+                       key=key["beta"], on_change=turn_knob, args=(v.id, "beta", key["beta"], shown["beta"]))
     cols[-1 if v.kind == "vae" else 1].select_slider(
         "learning rate (live)", LRS, value=shown["lr"], key=key["lr"], format_func=lambda x: f"{x:g}",
         on_change=turn_knob, args=(v.id, "lr", key["lr"], shown["lr"]))
@@ -388,13 +217,13 @@ def metrics(v: JobView) -> None:
 def figures(v: JobView) -> None:
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(shared_figure(v, "loss", lambda: charts.loss_curves(thin(v.train), marks=v.changes)),
+        st.plotly_chart(shared_figure(v, "loss", lambda: charts.loss_curves(charts.thin(v.train), marks=v.changes)),
                         key="tr_fig_loss")
         st.caption("Recon should fall steadily; commit (beta's term) shows how far encoder outputs sit from their "
                    "codes. Dotted lines mark live changes.")
     with b:
         st.plotly_chart(shared_figure(v, "psnr", lambda: charts.metric_curve(
-            thin(v.train) + v.val, "psnr", "PSNR", "dB", kinds=("train", "val"))), key="tr_fig_psnr")
+            charts.thin(v.train) + v.val, "psnr", "PSNR", "dB", kinds=("train", "val"))), key="tr_fig_psnr")
         st.caption("Validation PSNR (bold) is the honest score: it climbs while the decoder and codebook learn.")
     if v.kind == "vae":
         st.caption("A VAE has no codebook: no usage, no perplexity. Compare its reconstructions with a VQ run.")
@@ -402,12 +231,12 @@ def figures(v: JobView) -> None:
         a, b = st.columns(2)
         with a:
             st.plotly_chart(shared_figure(v, "ppl", lambda: charts.codebook_curve(
-                thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
+                charts.thin(v.train), "perplexity", "Perplexity vs K", "perplexity")), key="tr_fig_ppl")
             st.caption("Perplexity near the dashed K line means every code pulls its weight; far below it is collapse."
                        + analysis.perplexity_dip_note(v.train, v.knobs.get("k") or v.model_cfg.vq.k))
         with b:
             st.plotly_chart(shared_figure(v, "used", lambda: charts.codebook_curve(
-                thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
+                charts.thin(v.train), "used", "Codes used per batch", "codes used")), key="tr_fig_used")
             st.caption("How many different codes one batch picked" + (" (depth 1)" if v.kind == "rq" else "") + ".")
         usage = v.snapshot.get("usage") if v.snapshot else None
         upkeep = v.snapshot.get("upkeep") if v.snapshot else None
@@ -532,89 +361,28 @@ def trend_caption(rows: list[dict]) -> str:
     return " ".join(parts)
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def example_rows(folder: str, stamp: tuple | None) -> list[dict]:
+    """A shipped run's recorded metrics, read once per version of its file for the whole server (read-only)."""
+    return runs.read_metrics(Path(folder))
+
+
 def example() -> None:
-    """What the panel will show, from the shipped mnist-vq's recorded run, so the page teaches before any click."""
-    rows = runs.read_metrics(state.CHECKPOINTS / "mnist-vq")
+    """What the panel will show, from the shipped mnist-vq's recorded run, so the page teaches before any click.
+    Its charts are named by the file's version: a later student's idle Train page neither reads nor digests the
+    run's rows again."""
+    folder = state.CHECKPOINTS / "mnist-vq"
+    key = ("train-example", str(folder), runs.file_stamp(folder / runs.METRICS))
+    rows = example_rows(*key[1:])
     if not rows:
         return
     st.markdown("**What a healthy run looks like** (the shipped mnist-vq, recorded when it was trained):")
     a, b = st.columns(2)
-    a.plotly_chart(charts.loss_curves(rows), key="tr_ex_loss")
-    b.plotly_chart(charts.metric_curve(rows, "perplexity", "Perplexity (validation)", "perplexity",
-                                       reference=last(rows, "k"), reference_name="K"), key="tr_ex_ppl")
+    a.plotly_chart(shared_figures.figure((*key, "loss"), lambda: charts.loss_curves(rows)), key="tr_ex_loss")
+    b.plotly_chart(shared_figures.figure((*key, "ppl"), lambda: charts.metric_curve(
+        rows, "perplexity", "Perplexity (validation)", "perplexity", reference=last(rows, "k"), reference_name="K")),
+        key="tr_ex_ppl")
     st.caption(trend_caption(rows))
-
-
-# ---- the teacher's collapse pair -----------------------------------------------------------------------------
-
-def start_pair() -> None:
-    """The teacher's one click: both recipes at once, in the teacher's lane, with a budget of steps."""
-    me, queue = student(), job_queue()
-    if not me.teacher:
-        st.session_state["tr_pair_msg"] = "Only the teacher can start the lesson's pair."
-        return
-    started = []
-    try:
-        for title, (model_cfg, data_cfg, train_cfg) in fit.collapse_pair().items():
-            started.append(queue.submit(me.id, f"Lesson demo: {title}", model_cfg, data_cfg, train_cfg,
-                                        address=me.address, teacher=True).id)
-    except ValueError as e:
-        st.session_state["tr_pair_msg"] = f"Could not start the pair: {e}"
-    if started:
-        queue.set_demo(started)
-
-
-def pair_caption(views: list[JobView]) -> str:
-    """What the pair shows so far, read off its numbers."""
-    parts = []
-    for v in views:
-        val = v.val[-1] if v.val else {}
-        used, psnr = val.get("used"), val.get("psnr")
-        if isinstance(used, (int, float)) and isinstance(psnr, float):
-            parts.append(f"{v.title.removeprefix('Lesson demo: ')} uses {used:.0f} of {v.knobs.get('k', 64):.0f} "
-                         f"codes at {psnr:.1f} dB (step {val.get('step', v.step):,})")
-    if not parts:
-        return "The curves start at the first validation (every 50 steps)."
-    return "On the validation images: " + "; ".join(parts) + ". Same network, same data, same steps: only where " \
-        "the codes start, and how they learn, differ."
-
-
-def pair_panel(ids: list[str]) -> None:
-    """The teacher's pair on one chart each for codes used and PSNR, one colour per run, redrawn every tick."""
-    jobs = [j for j in (job_queue().get(i) for i in ids) if j is not None]
-    if not jobs:
-        return
-    views = [j.view() for j in jobs]
-    rows = {v.title.removeprefix("Lesson demo: "): v.train + v.val for v in views}
-    lines = [f"**{text.md(name)}**: {v.state}, step {v.step:,} of {v.budget_steps or 0:,} ({v.elapsed:.0f} s)"
-             for name, v in zip(rows, views)]
-    st.markdown(" · ".join(lines))
-    key = ("pair", *((v.id, v.version) for v in views))
-    a, b = st.columns(2)
-    a.plotly_chart(shared_figures.figure((*key, "used"), lambda: charts.overlay(
-        rows, "used", "Codes used on the validation images", "codes used")), key="tr_pair_used")
-    b.plotly_chart(shared_figures.figure((*key, "psnr"), lambda: charts.overlay(
-        rows, "psnr", "Validation PSNR", "dB")), key="tr_pair_psnr")
-    st.caption(pair_caption(views))
-
-
-def demo_section(me: Student) -> None:
-    """The lesson's collapse pair: the teacher starts it with one click; every student's Train page shows it."""
-    pair = job_queue().demo()
-    if not me.teacher and not pair:
-        return
-    st.subheader("The lesson's demo: where the codes start")
-    if me.teacher:
-        st.button(f"Start the collapse pair: N(0, 1) against the healthy default, {fit.PAIR_STEPS} steps each",
-                  key="tr_pair_start", on_click=start_pair, type="primary" if not pair else "secondary",
-                  help="Two MNIST runs on the teacher's own workers (they never wait behind the class), each with a "
-                       "budget of steps, so the result does not depend on how busy the server is.")
-        if msg := st.session_state.pop("tr_pair_msg", None):
-            st.error(text.md(msg, 400))
-    if pair:
-        active = any(j.state in ACTIVE for j in pair)
-        st.fragment(pair_panel, run_every=tick_seconds(1.0) if active else None)([j.id for j in pair])
-    st.divider()
 
 
 # ---- the page ---------------------------------------------------------------------------------------------
@@ -629,7 +397,7 @@ if cell := sweep_cell(me):
     st.info(f"**Class sweep:** your cell is K = {cell[0]}, beta = {cell[1]:g}. Press Start training; the Class page "
             "shows every student's result on one chart.")
 demo_section(me)
-presenter = state.presenter()
+presenter = theme.presenter()
 if st.session_state.pop("tr_fold_settings", False):
     st.session_state["tr_settings_open"] = False
     state.scroll_to_top()
@@ -646,7 +414,7 @@ with settings_box:
             st.session_state["tr_fold_settings"] = True               # live panel is on the projector's first screen
             st.rerun()
     with st.expander("Share this setup"):
-        st.code(f"{st.context.url or ''}?{urlencode(st.query_params.to_dict())}", language=None, wrap_lines=True)
+        st.code(state.link(state.url_query()), language=None, wrap_lines=True)
         st.caption("The link carries these settings, not your runs.")
 
 with live_box:

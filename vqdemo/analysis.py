@@ -7,7 +7,7 @@ Pure functions of (model, images); the app caches their results. No streamlit he
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from torch import Tensor
 from .explain import quantize_steps
 from .metrics import psnr_of, psnr_per_image
 from .models import VAE, VQVAE, ModelConfig, build_model
-from .quantize import QuantizerConfig, nearest_code
+from .quantize import nearest_code
 
 
 def image_grid(images: Tensor, nrow: int | None = None, pad: int = 1, fill: float = 1.0) -> Tensor:
@@ -188,7 +188,7 @@ def init_geometry(cfg: ModelConfig, x: Tensor, init: str, seed: int = 0) -> Init
     """
     torch.manual_seed(seed)
     cfg = ModelConfig.from_dict({**cfg.to_dict(), "kind": "vq"})
-    cfg.vq = QuantizerConfig(**{**cfg.vq.__dict__, "init": init})
+    cfg.vq = replace(cfg.vq, init=init)
     model = build_model(cfg).eval()
     z = model.encode(x)                                      # (N, D, h, w)
     flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])    # (N*h*w, D)

@@ -6,13 +6,12 @@ job queue's views, so a point moves while its run trains. No streamlit here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import runs
 from .quantize import QuantizerConfig
-from .settings import accepts
+from .settings import accepts, finite
 
 
 @dataclass
@@ -34,11 +33,6 @@ class RunPoint:
         return None if self.perplexity is None else self.perplexity / self.k
 
 
-def _finite(value) -> float | None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return float(value) if number and math.isfinite(value) else None
-
-
 def _int(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -51,13 +45,13 @@ def _from_folder(info: runs.RunInfo) -> RunPoint | None:
     rq = model.get("rq") if isinstance(model.get("rq"), dict) else {}
     sizes = rq.get("codebook_sizes") if isinstance(rq.get("codebook_sizes"), list) else []
     k = _int(sizes[0]) if kind == "rq" and sizes else _int(vq.get("k"))
-    beta = _finite(vq.get("beta"))
+    beta = finite(vq.get("beta"))
     if kind not in ("vq", "rq") or not accepts(QuantizerConfig, "k", k) or not accepts(QuantizerConfig, "beta", beta):
         return None   # a planted K of 10^400 would overflow the chart's log axis: the library's bounds hold here too
     best = info.status.get("best") if isinstance(info.status.get("best"), dict) else {}
-    ppl = _finite(best.get("perplexity"))
+    ppl = finite(best.get("perplexity"))
     return RunPoint(info.id, str(info.meta.get("title") or info.id)[:80], str(info.meta.get("owner") or "")[:64], kind,
-                    str(info.state), _int(info.status.get("step")) or 0, k, beta, _finite(best.get("psnr")),
+                    str(info.state), _int(info.status.get("step")) or 0, k, beta, finite(best.get("psnr")),
                     ppl if ppl is not None and 0 <= ppl <= k else None)   # perplexity lies in [1, K]
 
 
@@ -66,7 +60,7 @@ def live_point(view) -> RunPoint | None:
     if view.task != "train" or view.kind not in ("vq", "rq") or "beta" not in view.knobs:
         return None
     k = int(view.knobs["k"]) if "k" in view.knobs else view.model_cfg.rq.codebook_sizes[0]
-    ppl = next((r["perplexity"] for r in reversed(view.val) if _finite(r.get("perplexity")) is not None), None)
+    ppl = next((r["perplexity"] for r in reversed(view.val) if finite(r.get("perplexity")) is not None), None)
     return RunPoint(view.id, view.title, view.owner, view.kind, view.state, view.step, k, float(view.knobs["beta"]),
                     view.best_psnr, ppl)
 

@@ -46,7 +46,7 @@ def _int_in(lo: int, hi: int):
 SEED = _int_in(0, 2**63 - 1)
 
 
-def _finite(text: str) -> float:
+def _number_arg(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -102,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps = psub.add_parser("sample")
     ps.add_argument("run", type=Path)
     ps.add_argument("--n", type=_int_in(1, 1024), default=16)
-    ps.add_argument("--temperature", type=_finite, default=None,
+    ps.add_argument("--temperature", type=_number_arg, default=None,
                     help="below 1 favours the prior's likelier codes (default: the library's DEFAULT_TEMPERATURE)")
     ps.add_argument("--top-k", type=_int_in(1, 65536))
-    ps.add_argument("--guidance", type=_finite, default=None,
+    ps.add_argument("--guidance", type=_number_arg, default=None,
                     help="classifier-free guidance (Ho & Salimans 2022) for a prior trained with label dropout: 1 is "
                          "the plain class-conditional prior, higher follows the class more (default: the library's "
                          "DEFAULT_GUIDANCE when the prior supports it, else 1)")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "settings; the rest keep the page's defaults")
     nb.add_argument("--run", help="a run folder (or run:<id> of the runs folder) whose notebook reproduces that run")
     nb.add_argument("-o", "--out", type=Path, required=True, help="the .ipynb file to write")
-    nb.add_argument("--retrain-seconds", type=_finite, default=None,
+    nb.add_argument("--retrain-seconds", type=_number_arg, default=None,
                     help="how long the notebook trains its model's recipe where the model's folder is missing "
                          "(Colab after pip install; default: the library's RETRAIN_SECONDS)")
     return p
@@ -166,13 +166,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.seconds is None and a.steps is None:
         a.seconds = DEFAULT_SECONDS
     data_cfg = DataConfig(name=a.name, path=a.path, image_size=a.image_size, download=a.download)
-    settings = model_settings(a)
-    model_config(a.kind, *data_shape(data_cfg), hidden=a.hidden, **settings)   # every setting, before the data loads
     train_cfg = TrainConfig(**{name: getattr(a, name) for name in specs(TrainConfig) if hasattr(a, name)})
-    data = load_data(data_cfg)
-    model_cfg = model_config(a.kind, data.channels, data.image_size, hidden=a.hidden, **settings)
-    # every bound, and the size, before a run folder or a progress bar exists
+    # every bound, the parameter count and a step's memory, from the data's shape alone: refused before anything is
+    # decoded or allocated (data_shape is what load_data will give)
+    model_cfg = model_config(a.kind, *data_shape(data_cfg), hidden=a.hidden, **model_settings(a))
     check_trainable(model_cfg, train_cfg.batch_size)
+    load_data(data_cfg)   # the dataset's own refusals (missing files, too big to hold) before a run folder exists
     if train_cfg.threads is None:   # as the app's queue chooses: one thread for a small model's steps
         train_cfg = dataclasses.replace(train_cfg, threads=train_threads(model_cfg, train_cfg.batch_size,
                                                                           torch.get_num_threads()))

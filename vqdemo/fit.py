@@ -7,27 +7,20 @@ model, hand both to the one training loop in `trainer.py`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from . import run_images
+from . import run_images, run_store
+from .app_limits import KS, MAX_BATCH, MAX_DEPTH, MAX_DIM, MAX_K
 from .data import DataConfig, ImageData, load_data
-from .files import atomic_write_bytes
 from .fsq import FSQConfig
 from .models import ModelConfig, build_model, parameter_count
 from .quantize import QuantizerConfig, ResidualConfig
-from .runs import MAX_PARAMS, RunStore
+from .runs import MAX_PARAMS
 from .settings import int_list
 from .trainer import Control, Store, TrainConfig, TrainResult, run_training, validation_batch
-
-APP_MAX_K = 1024      # the Train page's K slider stops here, and so does every other way into the app
-APP_MAX_DEPTH = 8
-APP_MAX_DIM = 64
-APP_MAX_BATCH = 256
-
 
 RGB_HIDDEN = 96   # colour images get a wider encoder/decoder than the grey digits' ModelConfig.hidden
 QUANTIZER_FIELDS = tuple(f.name for f in dataclasses.fields(QuantizerConfig))
@@ -162,8 +155,8 @@ def train_threads(cfg: ModelConfig, batch_size: int, cores: int) -> int:
 
 def check_app_limits(model_cfg: ModelConfig, batch_size: int) -> None:
     """What the Train page's widgets allow, for settings that arrive another way (typed K per depth, ?sizes= in the
-    URL, a restart or sweep cell): every K in [2, APP_MAX_K], depth and D within the widgets' ranges. The app's job
-    queue (JobQueue(app_limits=True)) calls it on every submission."""
+    URL, a restart or sweep cell): every K in [2, MAX_K], depth and D within the widgets' ranges (vqdemo/app_limits.py).
+    The app's job queue (JobQueue(app_limits=True)) calls it on every submission."""
     rq = model_cfg.rq if model_cfg.kind == "rq" else None
     check_app_settings(model_cfg.kind, batch_size, k=model_cfg.vq.k, dim=model_cfg.vq.dim,
                        depth=rq.depth if rq else None, codebook_sizes=rq.codebook_sizes if rq else None)
@@ -174,15 +167,15 @@ def check_app_settings(kind: str, batch_size: int, *, k: int, dim: int, depth: i
     """check_app_limits on the settings themselves, before a config is built from them: a K per depth of 99999
     is named as over the app's slider, not as over the library's bound."""
     for size in [k] + (codebook_sizes_of(codebook_sizes) if kind == "rq" else []):
-        if not (isinstance(size, int) and not isinstance(size, bool) and 2 <= size <= APP_MAX_K):
-            raise ValueError(f"each K must be a whole number from 2 to {APP_MAX_K} here, got {size!r}; "
+        if not (isinstance(size, int) and not isinstance(size, bool) and KS[0] <= size <= MAX_K):
+            raise ValueError(f"each K must be a whole number from {KS[0]} to {MAX_K} here, got {size!r}; "
                              "the command line allows larger codebooks")
-    if kind == "rq" and depth is not None and not 1 <= depth <= APP_MAX_DEPTH:
-        raise ValueError(f"RQ depth must be from 1 to {APP_MAX_DEPTH} here, got {depth!r}")
-    if not 1 <= dim <= APP_MAX_DIM:
-        raise ValueError(f"code size D must be from 1 to {APP_MAX_DIM} here, got {dim!r}")
-    if not 1 <= batch_size <= APP_MAX_BATCH:
-        raise ValueError(f"batch size must be from 1 to {APP_MAX_BATCH} here, got {batch_size!r}")
+    if kind == "rq" and depth is not None and not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"RQ depth must be from 1 to {MAX_DEPTH} here, got {depth!r}")
+    if not 1 <= dim <= MAX_DIM:
+        raise ValueError(f"code size D must be from 1 to {MAX_DIM} here, got {dim!r}")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch size must be from 1 to {MAX_BATCH} here, got {batch_size!r}")
 
 
 def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
@@ -198,22 +191,6 @@ def check_trainable(model_cfg: ModelConfig, batch_size: int = 1) -> None:
         raise ValueError(f"a training step would need about {need / 2**30:.1f} GiB of memory, over the "
                          f"{MAX_STEP_BYTES / 2**30:.0f} GiB allowed; "
                          "use a smaller batch size, image size, K or hidden width")
-
-
-DATA_COPY = "data.zip"
-
-
-def keep_data(zip_path: Path, out_dir: Path) -> Path:
-    """A run trained on an uploaded zip keeps its own link to it (<run>/data.zip, a hard link where the file system
-    allows, else a copy), so clearing <runs>/uploads/ between classes leaves every run loadable."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / DATA_COPY
-    if not target.exists():
-        try:
-            os.link(zip_path, target)
-        except OSError:
-            atomic_write_bytes(target, zip_path.read_bytes())
-    return target.resolve()
 
 
 def fit(
@@ -236,9 +213,9 @@ def fit(
     """
     data = load_data(data_cfg)
     if out_dir is not None and data_cfg.name == "folder" and Path(data_cfg.path).is_file():
-        data_cfg = dataclasses.replace(data_cfg, path=str(keep_data(Path(data_cfg.path), Path(out_dir))))
+        data_cfg = dataclasses.replace(data_cfg, path=str(run_store.keep_data(Path(data_cfg.path), Path(out_dir))))
     if store is None and out_dir is not None:
-        store = RunStore(Path(out_dir))
+        store = run_store.RunStore(Path(out_dir))
     if store is not None and run_images.costly(data_cfg):   # the pages never decode the user's images again
         store.images(run_images.to_bytes(data))
     model_cfg = dataclasses.replace(model_cfg, channels=data.channels, image_size=data.image_size)

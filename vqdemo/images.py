@@ -516,12 +516,17 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return a.numpy()
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 (H, W) or (H, W, 3) -> the bytes of a PNG file (lossless: crisp pixels stay crisp)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def png_data_url(image: np.ndarray) -> str:
     """uint8 (H, W) or (H, W, 3) -> a `data:image/png;base64,...` URL: the browser draws it as it is, and a PNG is
     far smaller than a chart's nested lists of numbers."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def upscale_nearest(img: np.ndarray, scale: int) -> np.ndarray:

@@ -256,6 +256,7 @@ class VQVAE(Autoencoder):
         return self._first_layer().upkeep()
 
     def set_beta(self, beta: float) -> None:
+        """Live beta, already checked where it came in (`knobs.check`)."""
         if isinstance(self.quantizer, FiniteScalarQuantizer):
             raise ValueError("FSQ has no commitment loss, so beta does nothing; its grid of codes is fixed")
         layers = self.quantizer.layers if isinstance(self.quantizer, ResidualQuantizer) else [self.quantizer]

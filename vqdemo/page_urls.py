@@ -1,9 +1,9 @@
 """Every page's settings as its URL spells them, for the pages that export a notebook: names, defaults and bounds.
 
 The Train page's come from `train_settings.SETTINGS` and the Playground's from `PlaygroundConfig`'s fields, as those
-pages build them; the others repeat the bounds their page gives its widgets where those do not depend on the loaded
-model (tests/test_notebook.py checks them against views/*.py). Bounds that follow the model (the first image up to
-its validation set's size, the depth up to its depth) are applied where the model is known: in the notebook.
+pages build them; the other pages read theirs from here (`ui.state.page_param`), so each name and bound is written
+once. Bounds that follow the model (the first image up to its validation set's size, the depth up to its depth) are
+applied where the model is known: by the page (narrowing the Param) and in the notebook.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .fit import APP_MAX_K
+from .app_limits import BETA_MAX, MAX_K, MAX_SEED
 from .playground import PlaygroundConfig
 from .prior import DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE
 from .train_settings import SETTINGS
@@ -25,9 +25,10 @@ APP_WIDE = ("present", "me")   # presenter mode and the class id: in every page'
 
 
 def _playground() -> dict[str, Param]:
-    """The Playground's settings, narrowed to its widgets' stops as the page narrows them."""
-    narrowed = {"k": {"options": (4, 8, 16, 32, 64, 128, 256)}, "init": {}, "codebook": {}, "steps":
-                {"options": (200, 400, 800)}, "restart_dead": {}, "beta": {"hi": 2.0}, "data": {}, "quantizer": {}}
+    """The Playground's settings, narrowed to its widgets' stops (in the order the page shows them)."""
+    narrowed = {"k": {"options": (4, 8, 16, 32, 64, 128, 256)}, "init": {"options": ("normal", "uniform", "data")},
+                "codebook": {"options": ("grad", "ema")}, "steps": {"options": (200, 400, 800)}, "restart_dead": {},
+                "beta": {"hi": BETA_MAX}, "data": {}, "quantizer": {}}
     names = {"codebook": "cb", "restart_dead": "restart", "quantizer": "q"}
     return {names.get(f, f): field_param(names.get(f, f), PlaygroundConfig, f, **kw) for f, kw in narrowed.items()}
 
@@ -36,14 +37,14 @@ PARAMS: dict[str, dict[str, Param]] = {
     "train": dict(SETTINGS),
     "reconstruct": {"n": Param("n", 8, lo=1, hi=12, cast=int), "start": Param("start", 0, lo=0, cast=int),
                     "depth": Param("depth", 1, lo=1, cast=int)},
-    "codebook": {"depth": Param("depth", 1, lo=1, cast=int), "code": Param("code", None, lo=0, hi=APP_MAX_K - 1,
+    "codebook": {"depth": Param("depth", 1, lo=1, cast=int), "code": Param("code", None, lo=0, hi=MAX_K - 1,
                                                                          cast=int),
                  "hl": Param("hl", False, cast=bool), "by": Param("by", "code", options=("code", "label")),
                  "proj": Param("proj", "UMAP", options=("UMAP", "PCA"))},
     "paint": {"grid": Param("grid", "")},
-    "sample": {"n": Param("n", 16, lo=1, hi=64, cast=int), "top_k": Param("top_k", 0, lo=0, hi=APP_MAX_K, cast=int),
+    "sample": {"n": Param("n", 16, lo=1, hi=64, cast=int), "top_k": Param("top_k", 0, lo=0, hi=MAX_K, cast=int),
                "temperature": Param("temperature", DEFAULT_TEMPERATURE, lo=0.05, hi=3.0, cast=float),
-               "seed": Param("seed", 0, lo=0, hi=999_999, cast=int),
+               "seed": Param("seed", 0, lo=0, hi=MAX_SEED, cast=int),
                "label": Param("label", -1, lo=-1, hi=9_999, cast=int),
                "guidance": Param("guidance", DEFAULT_GUIDANCE, lo=0.0, hi=5.0, cast=float)},
     "playground": _playground(),

@@ -9,7 +9,7 @@ resizing of K. Residual quantisation (RQ-VAE, Lee et al. 2022) is built from dep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -293,9 +293,9 @@ class VectorQuantizer(nn.Module):
 
         Growing splits the busiest codes: each new entry is a busy code plus small noise, so it
         takes over half of that code's vectors. Shrinking keeps the most used codes. The caller must
-        rebuild its optimiser state for the codebook (its shape changed).
+        rebuild its optimiser state for the codebook (its shape changed), and check `new_k` first
+        (`knobs.check`, the one check of a live change): this trusts it.
         """
-        QuantizerConfig(**{**self.cfg.__dict__, "k": new_k}).validate()
         k = self.k
         if new_k == k:
             return
@@ -365,7 +365,7 @@ class ResidualQuantizer(nn.Module):
         rq.validate()
         self.rq = rq
         sizes = [vq.k] if rq.shared else list(rq.codebook_sizes)
-        self.layers = nn.ModuleList(VectorQuantizer(QuantizerConfig(**{**vq.__dict__, "k": k})) for k in sizes)
+        self.layers = nn.ModuleList(VectorQuantizer(replace(vq, k=k)) for k in sizes)
         self.register_buffer("scales", torch.ones(rq.depth))  # running RMS of each depth's residual (norm_residual)
         self.register_buffer("scale_seen", torch.zeros(rq.depth, dtype=torch.bool))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))

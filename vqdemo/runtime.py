@@ -30,19 +30,13 @@ def configure(threads: int | None = None) -> bool:
     if "configured" not in _state:
         _state["before_torch"] = "torch" not in sys.modules
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        _state["malloc"] = keep_freed_memory()
+        keep_freed_memory()
         _state["configured"] = True
     if threads is not None:
         import torch
 
         torch.set_num_threads(int(threads))
     return _state["before_torch"]
-
-
-def report() -> dict[str, object]:
-    """What configure() did, for benchmarks and tests to print."""
-    return {"configured_before_torch": _state.get("before_torch"), "malloc_tuned": _state.get("malloc"),
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 << 20) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +93,16 @@ def _in_range(s: Spec, value: float) -> bool:
     return s.hi is None or (value < s.hi if s.hi_open else value <= s.hi)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_int(value: Any) -> bool:
+    """A whole number (a numpy one too), never a bool: True is an int to Python but no count, size or seed."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def finite(value: Any) -> float | None:
+    """A number read from a file or a browser as a float, or None for anything else (text, a bool, NaN, inf)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def accepts(cls: type, name: str, value: Any) -> bool:
@@ -104,12 +113,12 @@ def accepts(cls: type, name: str, value: Any) -> bool:
     if base == "bool":
         return isinstance(value, bool)
     if base == "int":
-        ok = _is_int(value) and _in_range(s, value)
+        ok = is_int(value) and _in_range(s, value)
     elif base == "float":
-        ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and _in_range(s, value)
+        ok = (is_int(value) or isinstance(value, float)) and math.isfinite(value) and _in_range(s, value)
     elif base == "list":
         ok = (isinstance(value, (list, tuple)) and len(value) >= 1 and (s.items is None or len(value) <= s.items)
-              and all(_is_int(v) and _in_range(s, v) for v in value))
+              and all(is_int(v) and _in_range(s, v) for v in value))
     else:
         ok = isinstance(value, str)
     return ok and (not s.choices or value in s.choices)
@@ -135,12 +144,17 @@ class Checked:
 
 def check_fields(cfg: Any, error: type[Exception] = ValueError) -> None:
     """Refuse the first field whose value its Spec does not allow, in one line naming field, value and range."""
-    cls = type(cfg)
-    for name, s in specs(cls).items():
-        value = getattr(cfg, name)
-        if not accepts(cls, name, value):
-            label = f"{s.label} ({name})" if s.label else name
-            raise error(refusal(cls, name, value) or f"{label} must be {describe(cls, name)}, got {value!r}")
+    for name in specs(type(cfg)):
+        check_value(type(cfg), name, getattr(cfg, name), error)
+
+
+def check_value(cls: type, name: str, value: Any, error: type[Exception] = ValueError) -> None:
+    """Refuse a value the field `cls.name` does not allow, in one line naming field, value and range: a config's
+    own check, and the one check of a live change to a run (`knobs.check`)."""
+    if not accepts(cls, name, value):
+        s = spec(cls, name)
+        label = f"{s.label} ({name})" if s.label else name
+        raise error(refusal(cls, name, value) or f"{label} must be {describe(cls, name)}, got {value!r}")
 
 
 def refusal(cls: type, name: str, value: Any) -> str:

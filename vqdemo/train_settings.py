@@ -9,8 +9,8 @@ the library's one builder, `fit.model_config`, which the command line uses too. 
 from __future__ import annotations
 
 from . import fit
+from .app_limits import BETA_MAX, KS, MAX_BATCH, MAX_DEPTH, MAX_DIM, MAX_SEED, MAX_STEPS, RUN_SECONDS
 from .data import DATASETS, DataConfig
-from .fit import APP_MAX_BATCH, APP_MAX_DEPTH, APP_MAX_DIM, APP_MAX_K
 from .fsq import FSQConfig
 from .models import CONV_DOWNSAMPLE, ModelConfig
 from .quantize import QuantizerConfig, ResidualConfig
@@ -21,12 +21,10 @@ from .urlstate import Param, field_param
 BUILT_IN = [name for name in DATASETS if name not in ("mnist-full", "cifar10", "folder")]
 KLS = [0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
 FSQ_LEVELS = ["4,4,4", "8,6,5", "8,5,5,5"]  # 64, 240 and 1,000 codes (the last two from Mentzer et al. 2023)
-KS = [2 ** i for i in range(1, APP_MAX_K.bit_length())]        # the K slider's stops: 2, 4, ..., APP_MAX_K
-DIMS = [2 ** i for i in range(APP_MAX_DIM.bit_length())]       # 1, 2, ..., APP_MAX_DIM
+DIMS = [2 ** i for i in range(MAX_DIM.bit_length())]       # 1, 2, ..., MAX_DIM
 LRS = sorted({1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, default(TrainConfig, "lr")})
-BATCHES = sorted({16, 32, 64, 128, APP_MAX_BATCH, default(TrainConfig, "batch_size")})
+BATCHES = sorted({16, 32, 64, 128, MAX_BATCH, default(TrainConfig, "batch_size")})
 DOWN = {"conv": list(CONV_DOWNSAMPLE), "patch": [2, 4, 7, 8]}
-BETA_MAX = 2.0   # the beta sliders (new run and live) end here; the field itself allows more
 
 F = field_param
 # ?name= -> every new-run setting, shareable in the URL. A config field's default, bounds, choices and help come from
@@ -39,16 +37,16 @@ SETTINGS = {
     "beta": F("beta", QuantizerConfig, "beta", hi=BETA_MAX), "kl": F("kl", ModelConfig, "kl_weight", options=KLS),
     "lr": F("lr", TrainConfig, "lr", options=LRS), "batch": F("batch", TrainConfig, "batch_size", options=BATCHES),
     "budget": Param("budget", "seconds", options=("seconds", "steps")),
-    "secs": Param("secs", 30, lo=5, hi=600, cast=int),   # TrainConfig.seconds, in the slider's whole seconds
-    "steps": F("steps", TrainConfig, "steps", hi=100_000, default=500),
-    "seed": F("seed", TrainConfig, "seed", hi=1_000_000),
+    "secs": Param("secs", 30, lo=RUN_SECONDS[0], hi=RUN_SECONDS[1], cast=int),   # TrainConfig.seconds, whole seconds
+    "steps": F("steps", TrainConfig, "steps", hi=MAX_STEPS, default=500),
+    "seed": F("seed", TrainConfig, "seed", hi=MAX_SEED),
     "cb": F("cb", QuantizerConfig, "codebook"), "init": F("init", QuantizerConfig, "init"),
     "restart": F("restart", QuantizerConfig, "restart_dead"), "cosine": F("cosine", QuantizerConfig, "cosine"),
     "ste": F("ste", QuantizerConfig, "ste"),
-    "depth": F("depth", ResidualConfig, "depth", hi=APP_MAX_DEPTH),
+    "depth": F("depth", ResidualConfig, "depth", hi=MAX_DEPTH),
     "sizes": Param("sizes", "", hi=80, field="codebook_sizes"),   # K per depth as typed; empty: K at every depth
     "shared": F("shared", ResidualConfig, "shared"), "norm": F("norm", ResidualConfig, "norm_residual"),
-    "prog": F("prog", ResidualConfig, "progressive_steps", hi=100_000),
+    "prog": F("prog", ResidualConfig, "progressive_steps", hi=MAX_STEPS),
     "var": Param("var", False, cast=bool),   # fit's normalize_recon
     "levels": Param("levels", ",".join(map(str, default(FSQConfig, "levels"))), options=tuple(FSQ_LEVELS),
                           field="levels"),

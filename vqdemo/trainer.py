@@ -8,7 +8,6 @@ resume, single step, stop, and new beta / learning rate / K without a restart.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import threading
@@ -21,10 +20,11 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from . import runs
+from . import run_store, runs
+from .budget_clock import BudgetClock, estimate_step_s
+from .events import Event
 from .settings import Checked, setting
 
-Event = dict[str, Any]
 EARLY_VAL_STEPS = (1, 10, 50)  # validate (and snapshot) here too, so a live run shows PSNR, usage and images at once
 MAX_THREADS = 256  # torch.set_num_threads(100000) crashed the process (SIGSEGV) in the first convolution
 VAL_PIXELS = 256 * 32 * 32  # a validation batch holds about this many pixels (256 small images), or the training batch
@@ -42,7 +42,7 @@ class Trainable(Protocol):
 
 
 class Store(Protocol):
-    """Where a run's files go: `runs.RunStore` writes them; a job's worker forwards the same calls to the app."""
+    """Where a run's files go: `run_store.RunStore` writes them; a job's worker forwards the same calls to the app."""
 
     def open(self, meta: dict) -> None: ...
 
@@ -82,7 +82,7 @@ class TrainConfig(Checked):
                                   help="torch CPU threads (default: one for a small model's steps, else every core; "
                                        "fit.train_threads)")
     # decay is the default: at the 2,200 steps 45 s buys on a quiet machine it beat constant on seeds 0, 1 and 2
-    # (+0.34 to +0.38 dB best validation PSNR, README, Benchmarks); priors keep the constant rate (prior.py).
+    # (+0.34 to +0.38 dB best validation PSNR, README, Benchmarks); priors keep the constant rate (prior/training.py).
     schedule: str = setting("decay", choices=SCHEDULES,
                             help="learning rate over the run: constant, or cosine (from lr down to 0 along a half "
                                  "cosine by the end of the budget, steps or seconds; Loshchilov & Hutter 2017 "
@@ -111,10 +111,6 @@ def validation_batch(batch_size: int, image_size: int) -> int:
     """Validation needs no gradients, so it takes larger batches than training: as many images as VAL_PIXELS holds
     (at most VAL_BATCH_MAX), or the training batch when that is larger. fit.step_bytes counts the same batch."""
     return max(batch_size, min(VAL_BATCH_MAX, VAL_PIXELS // max(1, image_size ** 2)))
-
-
-def check_lr(lr: float) -> None:
-    TrainConfig(lr=lr)   # its own check names the field and its range
 
 
 def resolve_device(name: str) -> torch.device:
@@ -214,246 +210,225 @@ def run_training(
     the best and last weights there."""
     cfg.validate()
     cfg.budgeted()
-    control = control or Control()
-    emit = on_event or (lambda e: None)
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    run = _Run(model, train_data, val_data, cfg, out_dir=out_dir, store=store, meta=meta,
+               control=control or Control(), emit=on_event or (lambda e: None))
+    state, reason = run.train()
+    run.finish(state, reason)
+    return TrainResult(state, reason, run.step, run.best, run.last_val, Path(out_dir) if out_dir else None)
 
-    model.to(device)
-    x_train, y_train = (t.to(device) if t is not None else None for t in train_data)
-    x_val, y_val = (t.to(device) if t is not None else None for t in val_data)
-    optimizer = _optimizer(model, cfg.lr)
-    base_lr = cfg.lr
-    meta = dict(meta or {}, train=dataclasses.asdict(cfg), model=model_meta(model))
-    if store is None and out_dir is not None:
-        store = runs.RunStore(Path(out_dir))
-    if store:
-        store.open(meta)
-    logged = 0  # rows already handed to the store
 
-    rows: list[Event] = []
-    best: dict[str, float] = {}
-    last_val: dict[str, float] = {}
-    step, state, reason = 0, "done", "finished its budget"
-    start = time.monotonic()
-    paused_for = 0.0
-    clock = _BudgetClock(cfg, len(x_val))
-    if store:
-        store.status("running", "training", step)
-    if cfg.seconds is not None:   # the first step is the one no earlier step can predict, and often the slowest
-        clock.step_s = estimate_step_s(model, x_train, y_train, cfg.batch_size, limit_s=cfg.seconds)
+_STOPPED = ("stopped", "stopped by the user")
 
-    def left() -> float:
-        return math.inf if cfg.seconds is None else cfg.seconds - (time.monotonic() - start - paused_for)
 
-    def checkpoint(improved: bool) -> None:
-        meta["model"] = model_meta(model)   # K may have changed live
-        clock.timed_save(lambda: store.checkpoint(meta["model"], runs.weights_bytes(model, meta), improved, step, best))
+class _Run:
+    """One call of `run_training`: the model, its data, optimiser and clock, and what the run has recorded so far
+    (rows, best and last validation, steps). Each phase of the loop is a method that says what it reads and sets."""
 
-    def validate_and_save(final: bool = False) -> None:
+    def __init__(self, model: Trainable, train_data: tuple[Tensor, Tensor | None],
+                 val_data: tuple[Tensor, Tensor | None], cfg: TrainConfig, *, out_dir: Path | None,
+                 store: Store | None, meta: dict | None, control: Control, emit: Callable[[Event], None]):
+        self.model, self.cfg, self.control, self.emit = model, cfg, control, emit
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)   # the batches' draws
+
+        model.to(self.device)
+        self.x_train, self.y_train = (t.to(self.device) if t is not None else None for t in train_data)
+        self.x_val, self.y_val = (t.to(self.device) if t is not None else None for t in val_data)
+        self.optimizer = _optimizer(model, cfg.lr)
+        self.base_lr = cfg.lr   # the top of the schedule; a live lr replaces it
+        self.meta = dict(meta or {}, train=dataclasses.asdict(cfg), model=model_meta(model))
+        if store is None and out_dir is not None:
+            store = run_store.RunStore(Path(out_dir))
+        self.store = store
+        if store:
+            store.open(self.meta)
+        self.logged = 0   # rows already handed to the store
+
+        self.rows: list[Event] = []
+        self.best: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+        self.step = 0
+        self.start = time.monotonic()
+        self.paused_for = 0.0
+        self.clock = BudgetClock(cfg, len(self.x_val))
+        if store:
+            store.status("running", "training", self.step)
+        if cfg.seconds is not None:   # the first step is the one no earlier step can predict, and often the slowest
+            self.clock.step_s = estimate_step_s(model, self.x_train, self.y_train, cfg.batch_size, limit_s=cfg.seconds)
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, pauses excluded."""
+        return time.monotonic() - self.start - self.paused_for
+
+    def left(self) -> float:
+        return math.inf if self.cfg.seconds is None else self.cfg.seconds - self.elapsed()
+
+    def train(self) -> tuple[str, str]:
+        """Step until the budget is spent, the user stops the run or the loss diverges; returns (state, reason)."""
+        self.model.train()
+        while True:
+            ended = self.budget_spent() or self.obey_control()
+            if ended:
+                return ended
+            self.apply_changes()
+            self.follow_schedule()
+            stats = self.train_step()
+            if isinstance(stats, tuple):
+                return stats
+            self.record_step(stats)
+
+    def budget_spent(self) -> tuple[str, str] | None:
+        """(state, reason) when the steps are done or the next step would leave too little time for the final
+        validation and checkpoint (a first step that alone would not fit fails the run); None: train on."""
+        cfg, clock, step = self.cfg, self.clock, self.step
+        elapsed = self.elapsed()
+        # the first step's estimate is noisier than a measured step: it alone must not fit for the run to be refused
+        keep = clock.reserve(cfg.seconds) if cfg.seconds is not None and step > 0 else 0.0
+        out_of_time = cfg.seconds is not None and elapsed + clock.step_s + keep >= cfg.seconds
+        if not ((cfg.steps is not None and step >= cfg.steps) or out_of_time):
+            return None
+        if out_of_time and step == 0:
+            took = "longer than its whole budget" if math.isinf(clock.step_s) else f"about {clock.step_s:.1f} s"
+            return "failed", (f"one training step of this model would take {took} (timed on a few images first), too "
+                              f"long for a {cfg.seconds:g} s budget; use a smaller batch, K, image size or hidden "
+                              "width, or a longer budget")
+        return "done", "finished its budget"
+
+    def obey_control(self) -> tuple[str, str] | None:
+        """Hold while paused (a granted single step goes on); _STOPPED when the user stopped the run, else None.
+        Adds the time held to paused_for."""
+        control, store = self.control, self.store
+        if control.paused:
+            t0 = time.monotonic()
+            if store:
+                store.status("paused", "paused by the user", self.step)
+            self.emit({"type": "paused", "step": self.step})
+            go = control.wait()
+            self.paused_for += time.monotonic() - t0
+            if store and not control.paused:
+                store.status("running", "training", self.step)
+            if not go:
+                return _STOPPED
+        elif control.stopped:
+            return _STOPPED
+        return None
+
+    def apply_changes(self) -> None:
+        """The live knobs asked for since the last step (beta, lr, K) go into the model and the optimiser; the run's
+        rows keep each change beside its curves."""
+        changes = self.control.take_changes()
+        if not changes:
+            return
+        self.optimizer = _apply_changes(self.model, self.optimizer, changes)
+        self.base_lr = float(changes.get("lr", self.base_lr))  # a live lr is the new top of the schedule
+        event = {"type": "changed", "step": self.step, **changes}
+        self.rows.append(event)
+        self.emit(event)
+
+    def follow_schedule(self) -> None:
+        """The learning rate for this step: base_lr times the schedule's share (TrainConfig.lr_factor)."""
+        if self.cfg.schedule != "constant":
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.base_lr * self.cfg.lr_factor(self.step, self.elapsed())
+
+    def train_step(self) -> dict[str, float] | tuple[str, str]:
+        """One optimiser step on a random batch: its stats, or ("failed", reason) when the loss is not finite (the
+        weights are left as they were)."""
+        cfg, model, optimizer = self.cfg, self.model, self.optimizer
+        t_step = time.monotonic()
+        idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.gen).to(self.device)
+        batch = (self.x_train[idx], self.y_train[idx] if self.y_train is not None else None)
+        loss, stats = model.training_loss(batch)
+        if not torch.isfinite(loss):
+            best = self.best
+            kept = f"the checkpoint of step {best['step']} was kept" if best else "no checkpoint had been saved yet"
+            reason = (f"the loss became {float(loss.detach())} at step {self.step + 1}: the weights diverged. "
+                      f"Lower the learning rate (now {optimizer.param_groups[0]['lr']:g}) and start again; {kept}")
+            self.emit({"type": "failed", "step": self.step, "reason": reason})
+            return "failed", reason
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.step += 1
+        self.clock.took_step(time.monotonic() - t_step)
+        return stats
+
+    def record_step(self, stats: dict[str, float]) -> None:
+        """The step's event (a row every log_every steps), then the snapshot and validation when they are due."""
+        cfg, step = self.cfg, self.step
+        event = {"type": "train", "step": step, "time": self.elapsed(),
+                 "lr": self.optimizer.param_groups[0]["lr"], **stats}
+        beta = getattr(getattr(self.model.config, "vq", None), "beta", None)
+        if beta is not None:
+            event["beta"] = beta
+        self.emit(event)
+        if step % cfg.log_every == 0:
+            self.rows.append(event)
+        early = step in EARLY_VAL_STEPS and step < cfg.val_every
+        if (early or step % cfg.snapshot_every == 0) and hasattr(self.model, "snapshot"):
+            self.emit({"type": "snapshot", "step": step, **self.model.snapshot(self.x_val[:8])})
+        if early or step % cfg.val_every == 0:
+            self.validate_and_save()
+
+    def checkpoint(self, improved: bool) -> None:
+        self.meta["model"] = model_meta(self.model)   # K may have changed live
+        store, model, meta = self.store, self.model, self.meta
+        self.clock.timed_save(lambda: store.checkpoint(meta["model"], runs.weights_bytes(model, meta), improved,
+                                                       self.step, self.best))
+
+    def validate_and_save(self, final: bool = False) -> None:
         """Validate and checkpoint, within the time budget: a validation that would overrun it is skipped during
-        training and, at the end, done on as many validation images as fit (the run still gets a checkpoint)."""
-        nonlocal best, last_val, logged
+        training and, at the end, done on as many validation images as fit (the run still gets a checkpoint).
+        Sets last_val, best when it improved, and logged."""
+        cfg, model, clock, store = self.cfg, self.model, self.clock, self.store
+        x_val, y_val = self.x_val, self.y_val
         if clock.val_per_image is None and cfg.seconds is not None:   # first validation: time a few images first
             probe = min(len(x_val), 8)
             model.eval()
             y_probe = None if y_val is None else y_val[:probe]
             clock.timed_val(lambda: model.evaluate(x_val[:probe], y_probe, probe), probe)
             model.train()
-        n = clock.images_that_fit(left())
+        n = clock.images_that_fit(self.left())
         if n < len(x_val) and not final:
             return
-        if n < len(x_val) and best and n < min(len(x_val), cfg.batch_size):
+        if n < len(x_val) and self.best and n < min(len(x_val), cfg.batch_size):
             if store:   # no time to validate: keep the latest weights as last.safetensors only
-                checkpoint(False)
+                self.checkpoint(False)
             return
         n = max(n, 1)
         model.eval()
         last_val = clock.timed_val(lambda: model.evaluate(x_val[:n], None if y_val is None else y_val[:n],
                                                           validation_batch(cfg.batch_size, x_val.shape[-1])), n)
+        self.last_val = last_val
         model.train()
-        event = {"type": "val", "step": step, "time": time.monotonic() - start - paused_for, **last_val}
+        event = {"type": "val", "step": self.step, "time": self.elapsed(), **last_val}
         if n < len(x_val):
             event["val_images"] = n
-        rows.append(event)
-        emit(event)
+        self.rows.append(event)
+        self.emit(event)
         if not all(math.isfinite(v) for v in last_val.values()):
             return
-        improved = not best or (last_val["score"] < best["score"] and n == len(x_val))
+        improved = not self.best or (last_val["score"] < self.best["score"] and n == len(x_val))
         if improved:
-            best = dict(last_val, step=step)
+            self.best = dict(last_val, step=self.step)
         if store:
-            checkpoint(improved)
-            store.metrics(rows[logged:])
-            logged = len(rows)
+            self.checkpoint(improved)
+            store.metrics(self.rows[self.logged:])
+            self.logged = len(self.rows)
 
-    model.train()
-    while True:
-        elapsed = time.monotonic() - start - paused_for
-        # the first step's estimate is noisier than a measured step: it alone must not fit for the run to be refused
-        keep = clock.reserve(cfg.seconds) if cfg.seconds is not None and step > 0 else 0.0
-        out_of_time = cfg.seconds is not None and elapsed + clock.step_s + keep >= cfg.seconds
-        if (cfg.steps is not None and step >= cfg.steps) or out_of_time:
-            if out_of_time and step == 0:
-                state = "failed"
-                took = "longer than its whole budget" if math.isinf(clock.step_s) else f"about {clock.step_s:.1f} s"
-                reason = (f"one training step of this model would take {took} (timed on a few images first), too "
-                          f"long for a {cfg.seconds:g} s budget; use a smaller batch, K, image size or hidden width, "
-                          "or a longer budget")
-            break   # the next step would leave too little time for the final validation and checkpoint
-        if control.paused:
-            t0 = time.monotonic()
-            if store:
-                store.status("paused", "paused by the user", step)
-            emit({"type": "paused", "step": step})
-            go = control.wait()
-            paused_for += time.monotonic() - t0
-            if store and not control.paused:
-                store.status("running", "training", step)
-            if not go:
-                state, reason = "stopped", "stopped by the user"
-                break
-        elif control.stopped:
-            state, reason = "stopped", "stopped by the user"
-            break
-
-        changes = control.take_changes()
-        if changes:
-            optimizer = _apply_changes(model, optimizer, changes)
-            base_lr = float(changes.get("lr", base_lr))  # a live lr is the new top of the schedule
-            event = {"type": "changed", "step": step, **changes}
-            rows.append(event)   # the run's folder keeps every live change beside its curves
-            emit(event)
-        if cfg.schedule != "constant":
-            for group in optimizer.param_groups:
-                group["lr"] = base_lr * cfg.lr_factor(step, time.monotonic() - start - paused_for)
-
-        t_step = time.monotonic()
-        idx = torch.randint(len(x_train), (cfg.batch_size,), generator=gen).to(device)
-        batch = (x_train[idx], y_train[idx] if y_train is not None else None)
-        loss, stats = model.training_loss(batch)
-        if not torch.isfinite(loss):
-            state = "failed"
-            kept = f"the checkpoint of step {best['step']} was kept" if best else "no checkpoint had been saved yet"
-            reason = (f"the loss became {float(loss.detach())} at step {step + 1}: the weights diverged. "
-                      f"Lower the learning rate (now {optimizer.param_groups[0]['lr']:g}) and start again; {kept}")
-            emit({"type": "failed", "step": step, "reason": reason})
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        clock.took_step(time.monotonic() - t_step)
-
-        event = {"type": "train", "step": step, "time": time.monotonic() - start - paused_for,
-                 "lr": optimizer.param_groups[0]["lr"], **stats}
-        beta = getattr(getattr(model.config, "vq", None), "beta", None)
-        if beta is not None:
-            event["beta"] = beta
-        emit(event)
-        if step % cfg.log_every == 0:
-            rows.append(event)
-        early = step in EARLY_VAL_STEPS and step < cfg.val_every
-        if (early or step % cfg.snapshot_every == 0) and hasattr(model, "snapshot"):
-            emit({"type": "snapshot", "step": step, **model.snapshot(x_val[:8])})
-        if early or step % cfg.val_every == 0:
-            validate_and_save()
-
-    if state != "failed" and (not rows or rows[-1].get("type") != "val" or rows[-1]["step"] != step) and step > 0:
-        validate_and_save(final=True)
-    if store:
-        store.metrics(rows[logged:])
-        store.status(state, reason, step, best=best)
-    emit({"type": "end", "step": step, "state": state, "reason": reason})
-    return TrainResult(state, reason, step, best, last_val, Path(out_dir) if out_dir else None)
-
-
-class _BudgetClock:
-    """What the next step, validation and checkpoint will take, from what the last ones took: so that a run with a
-    time budget stops before a step or a validation would carry it past the budget, not after."""
-
-    def __init__(self, cfg: TrainConfig, val_images: int):
-        self.batch_size = cfg.batch_size
-        self.val_images = val_images
-        self.step_s = 0.0              # the slowest recent step, decaying: one slow step is not forgotten at once
-        self.steps = 0                 # steps timed; before the first, step_s is estimate_step_s's
-        self.val_per_image: float | None = None
-        self.save_s = 0.0
-
-    def took_step(self, seconds: float) -> None:
-        self.step_s = seconds if self.steps == 0 else max(seconds, 0.9 * self.step_s)   # measured beats estimated
-        self.steps += 1
-
-    def val_per_image_s(self) -> float:
-        """Measured, or before the first validation: a forward pass costs about a third of a training step."""
-        if self.val_per_image is not None:
-            return self.val_per_image
-        return self.step_s / self.batch_size / 2
-
-    def reserve(self, budget_s: float) -> float:
-        """Time kept for the final validation and checkpoint: what they are expected to take, at most a quarter of
-        the budget (a validation that needs more is done on fewer images)."""
-        return min(self.val_per_image_s() * self.val_images + self.save_s, budget_s / 4)
-
-    def images_that_fit(self, seconds_left: float) -> int:
-        """How many validation images can be validated and the result saved in the time left (all of them
-        when there is no time budget)."""
-        per_image = self.val_per_image_s()
-        if math.isinf(seconds_left) or per_image * self.val_images + self.save_s <= seconds_left:
-            return self.val_images
-        return max(0, min(self.val_images, int((seconds_left - self.save_s) / max(per_image, 1e-9))))
-
-    def timed_val(self, run: Callable[[], dict[str, float]], n: int) -> dict[str, float]:
-        t0 = time.monotonic()
-        out = run()
-        self.val_per_image = (time.monotonic() - t0) / max(n, 1)
-        return out
-
-    def timed_save(self, run: Callable[[], None]) -> None:
-        t0 = time.monotonic()
-        run()
-        self.save_s = time.monotonic() - t0
-
-
-def estimate_step_s(model: Trainable, x: Tensor, y: Tensor | None, batch_size: int,
-                    limit_s: float = math.inf) -> float:
-    """Seconds the first training step of `batch_size` images will take, before it is taken: steps of 1 image and of
-    a quarter batch on fresh copies of the model, extrapolated linearly to the whole batch. A fresh copy's step
-    includes what only a first step does (the k-means start of a codebook: 7 of the 8 s of a first step at
-    K = 16,384); a one-image validation first pays the process's one-time costs (kernels, allocator).
-
-    A probe that would itself take past `limit_s` (judged by the last one, scaled) is not run: the estimate is then
-    inf, longer than any budget. The copies and a forked random state leave the run exactly as it would
-    be without the estimate; the probes cost about a third of one step."""
-    few = max(2, min(-(-batch_size // 4), len(x)))
-    device = x.device
-    t_start = time.monotonic()
-
-    def timed(run: Callable[[], object]) -> float:
-        t0 = time.monotonic()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.monotonic() - t0
-
-    def step(n: int) -> float:
-        probe = copy.deepcopy(model).train()
-        return timed(lambda: probe.training_loss((x[:n], None if y is None else y[:n]))[0].backward())
-
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if device.type == "cuda" else []):
-        warm = copy.deepcopy(model).eval()
-        one = 3 * timed(lambda: warm.evaluate(x[:1], None if y is None else y[:1], 1))   # a step: ~3 forwards
-        for n in (1, few):
-            if time.monotonic() - t_start + one * n >= limit_s:
-                return math.inf   # this probe alone would use up the budget: so would the whole batch
-            took = step(n)
-            if n == 1:
-                one = took
-    per_image = max(0.0, (took - one) / (few - 1))
-    return one + per_image * (batch_size - 1)
+    def finish(self, state: str, reason: str) -> None:
+        """A last validation unless the run failed or has just validated this step; then the rows not yet stored, the
+        final status and the "end" event."""
+        rows, step = self.rows, self.step
+        if state != "failed" and (not rows or rows[-1].get("type") != "val" or rows[-1]["step"] != step) and step > 0:
+            self.validate_and_save(final=True)
+        if self.store:
+            self.store.metrics(rows[self.logged:])
+            self.store.status(state, reason, step, best=self.best)
+        self.emit({"type": "end", "step": step, "state": state, "reason": reason})
 
 
 def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -461,12 +436,11 @@ def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def _apply_changes(model: Any, optimizer: torch.optim.Optimizer, changes: dict[str, float]) -> torch.optim.Optimizer:
-    """Live knobs. beta and lr apply in place; a new K resizes the codebook and rebuilds the optimiser,
-    carrying over Adam's state for every parameter whose shape did not change."""
+    """Live knobs, checked where they came in (`knobs.check`). beta and lr apply in place; a new K resizes the
+    codebook and rebuilds the optimiser, carrying over Adam's state for every parameter whose shape did not change."""
     if "beta" in changes:
         model.set_beta(float(changes["beta"]))
     if "lr" in changes:
-        check_lr(changes["lr"])
         for group in optimizer.param_groups:
             group["lr"] = float(changes["lr"])
     if "k" in changes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+
+from helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -84,12 +85,6 @@ class StreamlitServer:
 Serve = Callable[[str | Path], StreamlitServer]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
@@ -100,7 +95,7 @@ def _healthy(url: str) -> bool:
 
 def start_streamlit(script: Path, runs_dir: Path, log_dir: Path) -> StreamlitServer:
     """Start `streamlit run script` and wait until /_stcore/health answers `ok`."""
-    port = _free_port()
+    port = free_port()
     log = log_dir / f"streamlit-{script.stem}-{port}.log"
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(script),

@@ -17,20 +17,10 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
+from tests.browser.pages import PAGES  # url path -> the page title (app.py's navigation, in its order)
+
 REPO = Path(__file__).resolve().parents[2]
 COUNTS = REPO / "test-output" / "a11y" / "axe-counts.txt"
-PAGES = {  # url path -> the page title's first word (the navigation's order)
-    "": "Learn",
-    "train": "Train",
-    "reconstruct": "Reconstruct",
-    "codebook": "Codebook",
-    "paint": "Paint",
-    "sample": "Sample",
-    "compare": "Compare",
-    "playground": "Playground",
-    "lesson": "Lesson",
-    "classroom": "Class",
-}
 RULES = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
          "resultTypes": ["violations"]}
 BLOCKING = {"serious", "critical"}

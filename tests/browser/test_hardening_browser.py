@@ -19,11 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 from test_hardening_pages import EVIL_TITLE, evil_zip  # noqa: E402  (the same strings as the AppTest checks)
 
+from tests.browser.pages import PAGES  # noqa: E402
+
 RUN = "20260101-000000-evil00"
-# the last page shows the planted title (the test checks it is on screen, as text)
-PAGES = {"classroom": "Class", "playground": "Playground", "lesson": "Lesson", "learn": "Learn", "train": "Train",
-         "reconstruct": "Reconstruct", "codebook": "Codebook", "paint": "Paint", "sample": "Sample",
-         "compare": "Compare"}
+# every page of the navigation, Compare last: it shows the planted title (the test checks it is on screen, as text)
+VISITS = sorted(PAGES, key=lambda path: path == "compare")
 APP_IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 # Every element (documents of same-origin frames included) whose href / src / xlink:href names the planted host.
 FIND_EVIL = r"""() => {
@@ -71,15 +71,15 @@ def test_user_text_never_becomes_a_link_or_an_image(page: Page, hostile_server, 
     fetched: list[str] = []
     page.on("request", lambda r: fetched.append(r.url) if "evil.example" in r.url else None)
     found = {}
-    for path, title in PAGES.items():
+    for path in VISITS:
         page.goto(f"{hostile_server.url}/{path}?model=run:{RUN}&runs=run:{RUN},shipped:mnist-vq&by=label&proj=PCA")
-        expect(page.locator("[data-testid=stMain] h1").first).to_contain_text(title, timeout=120_000)
+        expect(page.locator("[data-testid=stMain] h1").first).to_contain_text(PAGES[path], timeout=120_000)
         page.wait_for_selector(APP_IDLE, timeout=120_000)
         page.wait_for_timeout(1500)   # Plotly draws its SVG after the script ends
         found[path] = page.evaluate(FIND_EVIL)
         assert page.locator("[data-testid=stException]").count() == 0, path
-        if path in ("learn", "codebook"):
-            screenshot(page, f"hardening-hostile-{path}")
+        if path in ("", "codebook"):
+            screenshot(page, f"hardening-hostile-{path or 'learn'}")
     assert not any(found.values()), found
     assert not fetched, fetched
     expect(page.get_by_text("evil.example", exact=False).first).to_be_attached()   # shown, as text

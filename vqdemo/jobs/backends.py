@@ -7,6 +7,8 @@ Imported lazily (by `vqdemo.jobs`), so a worker process that only needs `worker.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from .job import JobError
 
@@ -38,21 +40,24 @@ def default_per_address() -> int:
     return _env_int("VQDEMO_JOBS_PER_ADDRESS", 12, 0, 10_000)
 
 
+def _local():
+    from .local import LocalBackend
+
+    return LocalBackend()
+
+
+def _ray():
+    from .ray_backend import RayBackend
+
+    return RayBackend()
+
+
+BACKENDS: dict[str, Callable[[], Any]] = {"local": _local, "ray": _ray}   # the tests add their in-process "thread"
+
+
 def make_backend(name: str | None = None):
-    """The backend named by `name` or env VQDEMO_BACKEND: "local" (default), "ray" or "thread" (tests)."""
+    """The backend named by `name` or env VQDEMO_BACKEND: "local" (a worker process per job, the default) or "ray"."""
     name = (name or os.environ.get("VQDEMO_BACKEND") or "local").strip().lower()
-    if name == "local":
-        from .local import LocalBackend
-
-        return LocalBackend()
-    if name == "thread":
-        from .local import ThreadBackend
-
-        return ThreadBackend()
-    if name == "ray":
-        from .ray_backend import RayBackend
-
-        return RayBackend()
-    raise JobError(f"unknown job backend {name!r}: use local or ray")
-
-
+    if name not in BACKENDS:
+        raise JobError(f"unknown job backend {name!r}: use local or ray")
+    return BACKENDS[name]()

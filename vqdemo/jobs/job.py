@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import fit, runs
+from .. import app_limits, knobs, run_store
 from ..data import DataConfig
 from ..models import ModelConfig
-from ..quantize import QuantizerConfig
-from ..trainer import TrainConfig, check_lr
+from ..trainer import TrainConfig
 from .worker import JobSpec
 
 if TYPE_CHECKING:
@@ -256,35 +255,10 @@ class Job:
         """Live knobs: beta (VQ/RQ), lr (all), k (VQ only: the codebook is resized). Applied before the next step."""
         if self.task != "train":
             raise JobError("only training runs have live knobs")
-        clean: dict[str, float] = {}
-        for name, value in changes.items():
-            if name == "lr":
-                try:
-                    check_lr(value)
-                except ValueError as e:
-                    raise JobError(str(e)) from None
-                clean["lr"] = float(value)
-            elif name == "beta":
-                if self.kind not in ("vq", "rq"):
-                    raise JobError(f"a {self.kind.upper()} has no commitment weight beta; "
-                                   "start a VQ or RQ run to try it")
-                if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                        and 0 <= value <= 100):
-                    raise JobError(f"beta must be a finite number in [0, 100], got {value!r}")
-                clean["beta"] = float(value)
-            elif name == "k":
-                if self.kind != "vq":
-                    raise JobError("K changes live only for VQ models; RQ has one K per depth and a VAE none. "
-                                   "Start a new run")
-                try:
-                    QuantizerConfig(**{**self.model_cfg.vq.__dict__, "k": value}).validate()
-                    if self._queue.app_limits:
-                        fit.check_app_settings("vq", 1, k=int(value), dim=self.model_cfg.vq.dim)
-                except ValueError as e:
-                    raise JobError(str(e)) from None
-                clean["k"] = int(value)
-            else:
-                raise JobError(f"{name!r} cannot change during a run (only beta, lr and k); start a new run")
+        try:
+            clean = knobs.check(self.kind, changes, k_max=app_limits.MAX_K if self._queue.app_limits else None)
+        except ValueError as e:
+            raise JobError(str(e)) from None
         with self._lock:
             if self._state in FINISHED or self._state == "stopping":
                 raise JobError(f"this run has ended ({self._state}); start a new run")
@@ -348,20 +322,10 @@ class Job:
 
     def _finish_files(self, state: str, reason: str) -> str:
         """The final state into status.json; config.json too if the loop never wrote one (data failed to load)."""
-        folder = self.store_dir
-        try:
-            meta = runs.read_json(folder / runs.CONFIG)
-        except runs.CheckpointError:
-            meta = {"kind": self.kind} | ({"model": self.model_cfg.to_dict(), "data": dataclasses.asdict(self.data_cfg)}
-                                          if self.model_cfg is not None else {})
+        config = {"kind": self.kind} | ({"model": self.model_cfg.to_dict(), "data": dataclasses.asdict(self.data_cfg)}
+                                        if self.model_cfg is not None else {})
         if self.task == "train":
-            meta.update(title=self.title, owner=self.owner, job=self.id)
-        try:
-            status = runs.read_json(folder / runs.STATUS)
-        except runs.CheckpointError:
-            status = {}
-        status.update(state=state, reason=reason, updated=time.time())
-        status.setdefault("step", self.step_count)
-        if not runs.write_final({folder / runs.CONFIG: meta, folder / runs.STATUS: status}):
+            config.update(title=self.title, owner=self.owner, job=self.id)
+        if not run_store.RunStore(self.store_dir).finish(state, reason, self.step_count, config):
             return f"{reason} (its files will say so once the disk has space again)"
         return reason

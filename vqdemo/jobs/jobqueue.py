@@ -6,7 +6,7 @@ behind locks. A job is a task for `worker.py` (train an autoencoder, train a pri
 computation such as UMAP) run by a backend: `local` (a worker process per job on this machine, the default) or
 `ray` (a Ray actor anywhere on a cluster, `VQDEMO_BACKEND=ray`). Either way the worker only sends messages; one
 pump thread per running job here applies them: events into the job's bounded copy of what pages need (loss rows,
-validation rows, the latest snapshot), store calls into the run folder through `runs.RunStore`. Pages only ever
+validation rows, the latest snapshot), store calls into the run folder through `run_store.RunStore`. Pages only ever
 read copies (`Job.view()`); controls (pause, single step, stop, live beta / lr / K) become messages to the worker.
 Nothing here imports streamlit.
 
@@ -25,7 +25,7 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
-from .. import fit, runs
+from .. import fit, run_store, runs
 from ..data import DataConfig
 from ..models import ModelConfig
 from ..trainer import TrainConfig
@@ -62,10 +62,10 @@ class JobQueue:
         self.keep_finished = keep_finished
         self.pause_limit_s = pause_limit_s
         self.max_results = max_results
-        self.app_limits = app_limits   # the app's queue: every size held to its widgets' bounds (fit.APP_MAX_*)
+        self.app_limits = app_limits   # the app's queue: every size held to its widgets' bounds (vqdemo/app_limits.py)
         # A server holds its runs folder (lock=True): a second server on it would mark this one's live runs
-        # "interrupted" and count students' runs twice. runs.RunsDirBusy says which process holds it.
-        self._runs_lock = runs.lock_runs_dir(self.runs_dir) if lock else None
+        # "interrupted" and count students' runs twice. run_store.RunsDirBusy says which process holds it.
+        self._runs_lock = run_store.lock_runs_dir(self.runs_dir) if lock else None
         self.backend = backend if backend is not None else make_backend()
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
@@ -134,7 +134,8 @@ class JobQueue:
                     run_dir = runs.new_run_dir(self.runs_dir)
                 if data_cfg.name == "folder" and data_cfg.path and Path(data_cfg.path).is_file():
                     # the run keeps its own link to an uploaded zip: clearing <runs>/uploads/ leaves it loadable
-                    data_cfg = dataclasses.replace(data_cfg, path=str(fit.keep_data(Path(data_cfg.path), run_dir)))
+                    kept = run_store.keep_data(Path(data_cfg.path), run_dir)
+                    data_cfg = dataclasses.replace(data_cfg, path=str(kept))
             except OSError as e:   # read-only or full runs folder: a message for the page, not a crash
                 raise JobError(f"could not create a run folder in {self.runs_dir} ({e.strerror or e}); the disk may "
                                "be full or read-only") from None
@@ -145,14 +146,11 @@ class JobQueue:
                       model_cfg=model_cfg, data_cfg=data_cfg, train_cfg=train_cfg, normalize_recon=normalize_recon,
                       teacher=teacher)
             try:
-                runs.write_json(run_dir / runs.JOB, {"owner": owner, "title": title, "created": job.created,
-                                                     "teacher": teacher})
-                runs.write_json(run_dir / runs.CONFIG, {
-                    "kind": model_cfg.kind, "title": title, "owner": owner, "job": job.id,
-                    "model": model_cfg.to_dict(), "data": dataclasses.asdict(data_cfg),
-                    "train": dataclasses.asdict(train_cfg), "command": f"app job for {owner}"})
-                runs.write_json(run_dir / runs.STATUS, {"state": "queued", "reason": "waiting", "step": 0,
-                                                          "updated": time.time()})
+                run_store.RunStore(run_dir).queued(
+                    {"owner": owner, "title": title, "created": job.created, "teacher": teacher},
+                    {"kind": model_cfg.kind, "title": title, "owner": owner, "job": job.id,
+                     "model": model_cfg.to_dict(), "data": dataclasses.asdict(data_cfg),
+                     "train": dataclasses.asdict(train_cfg), "command": f"app job for {owner}"})
             except OSError as e:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise JobError(f"could not write the run folder {run_dir} ({e}); "
@@ -351,10 +349,7 @@ class JobQueue:
             step = info.status.get("step", 0)
             step = step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
             if was != "interrupted":
-                kept = "; its last saved checkpoint is kept" if info.has_weights else "; it had saved no weights"
-                status = dict(info.status, state="interrupted", was=was, updated=time.time(),
-                              reason=f"the server stopped while this run was {was} at step {step}{kept}")
-                runs.write_final({info.path / runs.STATUS: status})
+                run_store.mark_interrupted(info, step)
             found.append(Interrupted(info.path, str(job_meta.get("title") or info.meta.get("title") or info.id),
                                      str(job_meta.get("owner") or info.meta.get("owner") or ""),
                                      str(info.status.get("was", was)), step, info.has_weights))

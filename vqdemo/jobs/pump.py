@@ -1,14 +1,14 @@
 """The app side of a running job: start its worker, apply the worker's messages, enforce its wall-clock cap.
 
 One pump thread per running job. Events go to the `Job` (what pages read), store calls to the run folder through
-`runs.RunStore`; a worker that dies, or overstays its cap, ends the job with a reason a student can read.
+`run_store.RunStore`; a worker that dies, or overstays its cap, ends the job with a reason a student can read.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import runs
+from .. import run_store
 from . import limits
 from .job import JobError
 
@@ -24,7 +24,7 @@ class Pump:
     def __init__(self, job: Job):
         self.job = job
         meta = {"title": job.title, "owner": job.owner, "job": job.id} if job.task == "train" else {}
-        self.store = runs.RunStore(job.store_dir, meta) if job.store_dir is not None else None
+        self.store = run_store.RunStore(job.store_dir, meta) if job.store_dir is not None else None
         self.disk_error: str | None = None
 
     def apply(self, msg: tuple) -> tuple[str, str] | None:

@@ -32,6 +32,7 @@ import ray  # noqa: E402
 from ray.exceptions import RayActorError, RayError  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
+from ..app_limits import RUN_SECONDS  # noqa: E402
 from .backends import make_backend  # noqa: E402
 from .job import ACTIVE, Job, JobError  # noqa: E402
 from .jobqueue import JobQueue  # noqa: E402
@@ -70,7 +71,8 @@ class QueueActor:
         os.environ.update(settings)   # the class's limits (VQDEMO_MAX_JOBS ...) as the first replica was given them
         self.runs_dir = runs_dir
         jobs_backend = RayBackend(address) if backend == "ray" else make_backend(backend)
-        self.queue = JobQueue(runs_dir=runs_dir, lock=True, app_limits=True, backend=jobs_backend)
+        self.queue = JobQueue(runs_dir=runs_dir, lock=True, app_limits=True, max_seconds=RUN_SECONDS[1],
+                              backend=jobs_backend)
 
     def runs_folder(self) -> str:
         return self.runs_dir

@@ -13,7 +13,9 @@ without one (`ray_probe.py`, in a process with no token). Then `ray.init` with t
 An actor asks Ray for the job's CPUs (and one GPU when the cluster has any) and runs the job the same way the
 local backend does: in a spawned worker process of its own, so the training loop has the main thread of a fresh
 interpreter whatever Ray does with its threads. There is no shared filesystem: the spec carries everything the
-job needs, and events and checkpoints come back by polling the actor, relayed to the web server.
+job needs, and events and checkpoints come back by polling the actor, relayed to the web server. So a node that
+dies (a worker machine switched off) loses only what it had not yet sent: the job fails with a reason that names
+the lost machine, its checkpoints already in the app's run folder stay there, and jobs on other nodes go on.
 
 Messages in (web server -> driver): ("start", job, spec), ("send", job, message), ("kill", job).
 Messages out: ("ready", address) or ("refused", why) first, then ("msg", job, [worker messages]) and, if the
@@ -34,7 +36,7 @@ from pathlib import Path
 os.environ["RAY_AUTH_MODE"] = "token"   # before ray is imported: it reads the mode then. This app never runs without
 
 import ray  # noqa: E402
-from ray.exceptions import GetTimeoutError, RayActorError, RayError  # noqa: E402
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError  # noqa: E402
 
 from . import worker  # noqa: E402
 from .local import LocalBackend  # noqa: E402
@@ -42,6 +44,10 @@ from .ray_backend import unreachable  # noqa: E402
 
 PACKAGE = Path(__file__).resolve().parents[1]    # vqdemo/, shipped to the cluster's workers with each job
 POLL_TIMEOUT_S = 30.0   # a Ray worker that does not answer a poll for this long has failed its job
+UNAVAILABLE_RETRY_S = 1.0   # a dropped connection to an actor is retried this often (within POLL_TIMEOUT_S)
+SILENT = f"the Ray worker running this job stopped answering for {POLL_TIMEOUT_S:.0f} s"
+NODE_LOST = ("the machine running this run stopped (its Ray node was lost); checkpoints saved before that are kept "
+             "and the cluster's other machines take new runs")
 ACTOR_POLL_S = 0.2      # how long one poll of an actor waits for messages
 PROBE_TIMEOUT_S = 60.0
 HEALTH_EVERY_S = 2.0    # the head's address is checked this often while connected ...
@@ -129,9 +135,9 @@ class JobActor:
             out.append(("died", self._handle.death()))
         return out
 
-    def pid(self) -> int:
-        """The actor's process id (tests kill it to check that a dead node fails the job cleanly)."""
-        return os.getpid()
+    def node(self) -> str:
+        """The id of the Ray node this actor runs on: the driver asks at once, so it still knows once the node dies."""
+        return ray.get_runtime_context().get_node_id()
 
     def stop(self) -> None:
         self._handle.kill()
@@ -142,7 +148,9 @@ class RayHandle:
 
     def __init__(self, actor):
         self.actor = actor
+        self._node = actor.node.remote()
         self._dead: str | None = None
+        self._unavailable_since: float | None = None
 
     def send(self, msg: worker.Message) -> None:
         if self._dead is None:
@@ -152,15 +160,38 @@ class RayHandle:
         if self._dead is not None:
             return [("died", self._dead)]
         try:
-            return ray.get(self.actor.poll.remote(timeout), timeout=timeout + POLL_TIMEOUT_S)
+            messages = ray.get(self.actor.poll.remote(timeout), timeout=timeout + POLL_TIMEOUT_S)
+            self._unavailable_since = None
+            return messages
+        except ActorUnavailableError:   # the connection dropped: the actor may answer again, or its node be dead
+            if self._node_lost():
+                self._dead = NODE_LOST
+            else:
+                since = self._unavailable_since = self._unavailable_since or time.monotonic()
+                if time.monotonic() - since < POLL_TIMEOUT_S:
+                    time.sleep(UNAVAILABLE_RETRY_S)
+                    return []
+                self._dead = SILENT
         except RayActorError as e:
-            self._dead = ("the Ray worker running this job died "
-                          f"({str(e).splitlines()[0][:160]}); checkpoints saved before that are kept")
+            self._dead = NODE_LOST if self._node_lost(e) else (
+                f"the Ray worker running this job died ({str(e).splitlines()[0][:160]}); checkpoints saved before "
+                "that are kept")
         except GetTimeoutError:
-            self._dead = f"the Ray worker running this job stopped answering for {POLL_TIMEOUT_S:.0f} s"
+            self._dead = SILENT
         except RayError as e:
             self._dead = f"the Ray cluster failed this job ({type(e).__name__}); checkpoints saved before that are kept"
         return [("died", self._dead)]
+
+    def _node_lost(self, error: RayActorError | None = None) -> bool:
+        """Whether the node that held this actor has left the cluster: Ray's error says so, or the cluster's node
+        list shows it dead. False when the actor died before it said where it ran."""
+        if error is not None and "node has died" in str(error):
+            return True
+        try:
+            node = ray.get(self._node, timeout=POLL_TIMEOUT_S)
+            return not any(n["NodeID"] == node and n["Alive"] for n in ray.nodes())
+        except RayError:
+            return False
 
     def kill(self) -> None:
         try:

@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from .. import runs
+from .. import files, runs
 
 MAX_PINNED_SWEEPS = 16   # teachers' sweeps remembered, the oldest forgotten (2,000 students each fit sweeps.json)
 MAX_SWEEP_OWNERS = 2000  # students remembered per pinned sweep; later ones get a cell from their id's hash
@@ -60,6 +60,6 @@ class Sweeps:
 
     def _write(self) -> None:
         try:
-            runs.write_json(self.path, dict(self.given))
+            files.write_json(self.path, dict(self.given))
         except OSError:
             pass   # a read-only runs folder: the cells hold until the server stops

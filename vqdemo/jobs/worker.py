@@ -5,7 +5,7 @@ object with `send` / `recv`, the backends only move messages.
 Messages in (app -> worker): the `JobSpec` first, then commands `("pause",)`, `("resume",)`, `("step", n)`,
 `("stop",)`, `("set", {"beta": .., "lr": .., "k": ..})`.
 Messages out (worker -> app): `("event", dict)` for every training event, `("store", method, *args)` for every
-write the run folder needs (the app side's `runs.RunStore` does the writing, so a Ray node needs no shared disk),
+write the run folder needs (the app side's `run_store.RunStore` does the writing, so a Ray node needs no shared disk),
 and last `("exit", state, reason, result)`.
 """
 
@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import runtime
-
-Message = tuple
+from ..events import Command, Report
 
 
 class Connection(Protocol):
@@ -38,6 +37,9 @@ class JobSpec:
     task: str
     threads: int
     args: dict[str, Any] = field(default_factory=dict)
+
+
+Message = JobSpec | Command | Report   # what a backend carries: the spec, then commands in and reports out
 
 
 class ForwardingStore:

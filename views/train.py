@@ -9,12 +9,14 @@ worker threads never touch the page. New-run settings live in the URL so a teach
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 import torch
 
 from ui import charts, describe, state, text, theme
+from ui import shared as shared_figures
 from ui.collapse_pair import demo_section
 from ui.identity import Student
 from ui.jobs import job_queue, shared_figure, student, tick_seconds

@@ -1,8 +1,9 @@
 """The server's one job queue, "who am I" for the pages, and how often live panels tick.
 
 The queue lives in `st.cache_resource`, so every session of the class shares it (it is thread-safe), keyed by the
-runs folder so tests with their own folders get their own queue. Its jobs run in worker processes (or on Ray),
-never in this server's interpreter.
+runs folder so tests with their own folders get their own queue. Several web processes behind a proxy share one
+queue instead, a Ray actor (`VQDEMO_QUEUE=ray-actor`, vqdemo/jobs/shared_queue.py). Its jobs run in worker
+processes (or on Ray), never in this server's interpreter.
 
 Who a student is: `ui.identity` (one per browser, by a secret cookie the app sets); `student()` here is what pages
 ask. Every control of a job checks that this session's student started it (or is the teacher).
@@ -18,21 +19,27 @@ import streamlit as st
 from ui import identity, shared, state
 from vqdemo import run_store
 from vqdemo.app_limits import RUN_SECONDS
-from vqdemo.jobs import JobQueue
+from vqdemo.jobs import JobError, JobQueue, shared_queue
 
 
 @st.cache_resource(show_spinner=False)
-def _queue(runs_dir: str) -> JobQueue:
+def _queue(runs_dir: str) -> JobQueue | shared_queue.SharedQueue:
+    if shared_queue.wanted():   # one of several web processes: the class's queue is a Ray actor they all reach
+        return shared_queue.SharedQueue(runs_dir)
     return JobQueue(runs_dir=runs_dir, lock=True, app_limits=True, max_seconds=RUN_SECONDS[1])
 
 
-def job_queue() -> JobQueue:
-    """The shared queue for this server's runs folder (env VQDEMO_RUNS_DIR, else ./runs). A folder another server
-    holds stops the page with a message that says what to do."""
+def job_queue() -> JobQueue | shared_queue.SharedQueue:
+    """The shared queue for this server's runs folder (env VQDEMO_RUNS_DIR, else ./runs), or with
+    VQDEMO_QUEUE=ray-actor the one every replica of the app shares. A folder another server holds, or a wrong
+    VQDEMO_QUEUE, stops the page with a message that says what to do."""
     try:
         return _queue(str(state.runs_dir().resolve()))
     except run_store.RunsDirBusy as e:
         st.error(f"This server cannot use its runs folder: {e}.")
+        st.stop()
+    except JobError as e:
+        st.error(f"This server cannot reach its job queue: {e}.")
         st.stop()
 
 

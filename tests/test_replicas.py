@@ -118,6 +118,8 @@ def test_a_run_started_on_one_replica_is_watched_and_controlled_from_the_other(h
     other = BoardTab(2, hall.replicas[1].port)                   # a classmate on replica B
     via_proxy = BoardTab(3, hall.proxy_port, secret=secret)
     try:
+        for tab in (on_a, on_b, other, via_proxy):
+            tab.connect(PAGE_S)   # a bench tab connects when its student arrives; these are all here now
         on_a.rerun("first load", PAGE_S)
         on_a.query.update(data="digits", budget="seconds", secs="600", batch="16")   # a page reads its URL once
         on_a.open("train", PAGE_S)

@@ -349,9 +349,9 @@ def check_sessions(sessions: int) -> None:
 
 def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, runs_dir: Path | None = None,
              max_jobs: int | None = None, pages: list[str] = PAGES, extra_env: dict[str, str] | None = None,
-             ramp_s: float = 0.0, server_prefix: list[str] | None = None) -> dict:
+             ramp_s: float = 0.0, server_prefix: list[str] | None = None, cluster_cpus: int | None = None) -> dict:
     """Start a server, drive `sessions` students arriving over `ramp_s` seconds, stop the server; returns the
-    figures."""
+    figures. `cluster_cpus`: the Ray cluster's, which the queue's limit follows unless `max_jobs` is given."""
     check_sessions(sessions)
     runs_dir = Path(runs_dir or tempfile.mkdtemp(prefix="vqdemo-load-"))
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -402,7 +402,8 @@ def run_load(sessions: int = 30, seconds: int = 20, timeout_s: float = 900.0, ru
         watcher.join()
         for tab in tabs:
             tab.close()
-        limit = int(os.environ.get("VQDEMO_MAX_JOBS") or max_jobs or 0) or max(1, len(os.sched_getaffinity(0)) // 2)
+        limit = (int(os.environ.get("VQDEMO_MAX_JOBS") or max_jobs or 0) or cluster_cpus
+                 or max(1, len(os.sched_getaffinity(0)) // 2))
         times = {name: [x for t in tabs for x in t.times.get(name, [])] for name in
                  ("first load", *PAGES, "start training", "live panel tick", "train page reload")}
         every = [x for v in times.values() for x in v]
@@ -468,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before the bench gives up")
     p.add_argument("--ramp", type=float, default=0.0, help="students arrive one after another over this many seconds")
     p.add_argument("--max-jobs", type=int, help="VQDEMO_MAX_JOBS for the server (default: half the cores; with "
-                   "--backend ray: the worker node's CPUs)")
+                   "--backend ray: the queue follows the cluster's CPUs)")
     p.add_argument("--backend", default="local", choices=["local", "ray"],
                    help="ray: a Ray head without CPUs and one worker node on 127.0.0.1, the web server on its own core")
     p.add_argument("--ray-cpus", type=int, default=1, help="CPUs the Ray worker node offers (--backend ray)")
@@ -496,8 +497,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"ray cluster:       head (0 CPUs) and one worker node ({a.ray_cpus} CPUs) on 127.0.0.1, token "
                       f"authentication on; head on cores {cores_of(head.proc.pid)}, worker node on cores "
                       f"{cores_of(node.proc.pid)}", flush=True)
-                f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs or a.ray_cpus, ramp_s=a.ramp,
-                             extra_env={**head.env, "VQDEMO_BACKEND": "ray"},
+                f = run_load(a.sessions, a.seconds, a.timeout, max_jobs=a.max_jobs, ramp_s=a.ramp,
+                             extra_env={**head.env, "VQDEMO_BACKEND": "ray"}, cluster_cpus=a.ray_cpus,
                              server_prefix=["taskset", "-c", ",".join(map(str, web))])
             finally:
                 node.stop()

@@ -95,6 +95,43 @@ def test_never_more_than_max_running_and_fifo_places(tmp_path, gate, max_running
     assert all(j.view().place is None for j in js)
 
 
+class ClusterBackend(ThreadBackend):
+    """A backend that knows a cluster's CPUs and says when they change, as the Ray backend does."""
+
+    def __init__(self, cpus: int):
+        super().__init__()
+        self.cpus, self._changed = cpus, lambda: None
+
+    def capacity(self) -> int:
+        return self.cpus
+
+    def on_capacity(self, callback) -> None:
+        self._changed = callback
+
+    def resize(self, cpus: int) -> None:
+        self.cpus = cpus
+        self._changed()
+
+
+@pytest.mark.integration
+def test_the_queue_runs_as_many_jobs_as_the_cluster_has_cpus_and_follows_it(tmp_path, gate, monkeypatch):
+    monkeypatch.delenv("VQDEMO_MAX_JOBS", raising=False)
+    backend = ClusterBackend(cpus=1)
+    q = JobQueue(None, tmp_path / "runs", threads=1, backend=backend)
+    js = [q.submit(f"s{i}", f"job {i}", tiny(), DATA, budget()) for i in range(4)]
+    wait_for(lambda: gate.inside == 1, "one job on a one-CPU cluster")
+    backend.resize(3)   # two worker machines join: waiting jobs start without anything else happening
+    wait_for(lambda: gate.inside == 3, "three jobs on a three-CPU cluster")
+    assert q.counts() == {"running": 3, "queued": 1, "max_running": 3}
+    backend.resize(1)   # they leave again: nothing is stopped, nothing new starts until one CPU's worth is free
+    assert q.counts()["max_running"] == 1
+    monkeypatch.setenv("VQDEMO_MAX_JOBS", "2")   # the teacher's setting wins over the cluster's size
+    assert q.counts()["max_running"] == 2
+    gate.open.set()
+    wait_finished(*js)
+    assert gate.peak == 3 and [j.state for j in js] == ["done"] * 4
+
+
 @pytest.mark.integration
 def test_stop_on_a_queued_job_leaves_the_queue(tmp_path, gate):
     q = queue(tmp_path)

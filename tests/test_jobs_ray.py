@@ -1,9 +1,8 @@
 """The Ray backend against a real local head on 127.0.0.1 (token authentication on): a run trains and its files
-come back to this machine's runs folder (and the test process, the web side, never imports Ray); a live K change
-applies and stop works; a killed Ray worker fails the job with a clear reason and keeps the last checkpoint. The
-head is started here and only it is stopped. tests/test_ray_cluster.py covers a lost head, a wrong address, an
-open cluster and the README's commands.
-"""
+come back to this machine's runs folder (and the test process, the web side, never imports Ray); a run that ends
+leaves its actor, with a warm worker, to the next run; a live K change applies and stop works; a killed Ray worker
+fails the job with a clear reason and keeps the last checkpoint. The head is started here and only it is stopped.
+tests/test_ray_cluster.py covers a lost head, a wrong address, an open cluster and the README's commands."""
 
 from __future__ import annotations
 
@@ -54,6 +53,16 @@ def test_a_run_trains_on_ray_and_its_files_come_back(ray_queue):
     assert runs.read_json(job.run_dir / "status.json")["state"] == "done"
     assert {r["step"] for r in runs.read_metrics(job.run_dir) if r["type"] == "val"} >= {1, 10, 30}
     assert "ray" not in sys.modules   # the web side never is a Ray driver: a lost head cannot end its process
+
+
+def test_a_finished_run_leaves_its_actor_warm_for_the_next_run(ray_queue, head):
+    first = ray_queue.submit("s", "first on ray", tiny(), DATA, budget(steps=5))
+    wait_finished(first)
+    kept = head.actor_pids()
+    second = ray_queue.submit("s", "second on ray", tiny(), DATA, budget(steps=5))
+    wait_finished(second)
+    assert (first.state, second.state) == ("done", "done"), second.view().reason
+    assert len(kept) == 1 and head.actor_pids() == kept   # one Ray worker process served both runs
 
 
 def test_live_k_and_stop_reach_a_ray_worker(ray_queue):

@@ -3,6 +3,7 @@ two worker nodes of one CPU each, token authentication on, each node in a proces
 through the app's queue train on the worker nodes, never on the head; their files come back to the app's runs
 folder; killing one node (every process of its session, SIGKILL: a machine that dies) fails only the job it held,
 with a reason a student can read, its last checkpoint kept and loadable, while the job on the other node finishes.
+The queue runs as many jobs at once as the cluster has CPUs, and follows it down when the node goes.
 Only the head and nodes started here are stopped. README, "A lecture hall", runs the same cluster by hand."""
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ def test_jobs_run_on_worker_nodes_and_a_lost_node_fails_only_its_own_job(tmp_pat
         nodes = [start_node(head, num_cpus=1), start_node(head, num_cpus=1)]
         wait_nodes(head, nodes, timeout_s=DEADLINE_S)
         use_cluster(monkeypatch, head.env)
-        q = JobQueue(2, tmp_path / "runs", threads=1, backend=RayBackend())
+        monkeypatch.delenv("VQDEMO_MAX_JOBS", raising=False)
+        q = JobQueue(None, tmp_path / "runs", threads=1, backend=RayBackend())   # as many as the cluster has CPUs
         try:
+            wait_for(lambda: q.max_running == 2, "the queue to learn the cluster's two CPUs", timeout=DEADLINE_S)
             placed = {}   # job -> the node that holds its actor: each job is sent once the last one is placed
             for title, steps in (("on the node that dies", 10**6), ("on the node that stays", SURVIVOR_STEPS)):
                 job = q.submit("s", title, tiny(), DATA, budget(steps=steps))
@@ -52,6 +55,7 @@ def test_jobs_run_on_worker_nodes_and_a_lost_node_fails_only_its_own_job(tmp_pat
             assert runs.read_json(lost.run_dir / runs.STATUS)["state"] == "failed"
 
             assert kept.state == "paused"   # untouched by the other node's death
+            wait_for(lambda: q.max_running == 1, "the queue to follow the cluster down to one CPU", timeout=DEADLINE_S)
             kept.resume()
             view = finished(kept)
             assert view.state == "done", view.reason

@@ -32,6 +32,7 @@ from vqdemo.train_settings import LRS, SETTINGS, model_config
 from vqdemo.trainer import TrainConfig
 
 CHART_EVERY_S = 3.0
+QUEUED_EVERY_S = 3.0   # a waiting run's place and estimate: a lecture hall's queue moves every few seconds
 # A class run lasts seconds to minutes, so it validates, logs and snapshots more often than the library's defaults:
 # the live charts and reconstructions move while the student watches.
 LIVE_CADENCE = {"val_every": 100, "log_every": 5, "snapshot_every": 25}
@@ -266,9 +267,11 @@ def status_panel(job_id: str, settings: dict) -> None:
         return
     v = job.view(light=True)
     retitled = st.session_state.get("tr_titles", {}).get(job_id, v.title) != v.title
-    if "tr_goto" in st.session_state or retitled or (st.session_state.get("tr_live_state") in ACTIVE) != v.active:
+    was = st.session_state.get("tr_live_state")
+    if "tr_goto" in st.session_state or retitled or (was in ACTIVE) != v.active or (was == "queued") != (
+            v.state == "queued"):
         st.session_state["tr_live_state"] = v.state
-        st.rerun()   # a run started, ended or was retitled live: redraw the whole page (its picker and lists)
+        st.rerun()   # a run was queued, started, ended or retitled live: redraw the whole page (its lists, its ticks)
     if msg := st.session_state.pop("tr_msg", None):
         st.warning(text.md(msg, 400))
     st.markdown(f"**{text.md(v.title)}** · {v.state.upper()}" + (f" (place {v.place})" if v.place else "")
@@ -435,8 +438,11 @@ with live_box:
         job_id = st.selectbox("Your run", ids, key="tr_job", format_func=titles.get)
         view = queue.get(job_id).view(light=True)
         st.session_state["tr_live_state"] = view.state
-        st.fragment(status_panel, run_every=tick_seconds(1.0) if view.active else None)(job_id, settings)
-        st.fragment(chart_panel, run_every=tick_seconds(CHART_EVERY_S) if view.active else None)(job_id)
+        # a waiting run only moves up the queue: its place is redrawn every few seconds, its curves not at all
+        waiting = view.state == "queued"
+        st.fragment(status_panel, run_every=tick_seconds(QUEUED_EVERY_S if waiting else 1.0) if view.active
+                    else None)(job_id, settings)
+        st.fragment(chart_panel, run_every=tick_seconds(CHART_EVERY_S) if view.active and not waiting else None)(job_id)
         with st.expander("Your runs in the queue", expanded=len(mine) > 1):
             st.fragment(my_runs_table, run_every=tick_seconds(CHART_EVERY_S) if view.active else None)(me.id)
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from .job import JobError
 
+MAX_JOBS = 1024   # jobs at once, whatever the environment or the cluster says
+
 
 def cpu_count() -> int:
     try:
@@ -27,9 +29,10 @@ def _env_int(name: str, fallback: int, lo: int, hi: int) -> int:
         return fallback
 
 
-def default_max_running() -> int:
-    """How many jobs run at once: env VQDEMO_MAX_JOBS, else half the cores (at least 1)."""
-    return _env_int("VQDEMO_MAX_JOBS", max(1, cpu_count() // 2), 1, 64)
+def default_max_running(capacity: int | None = None) -> int:
+    """How many jobs run at once: env VQDEMO_MAX_JOBS, else the backend's capacity (a Ray cluster's CPUs now), else
+    half the cores (at least 1)."""
+    return _env_int("VQDEMO_MAX_JOBS", min(MAX_JOBS, capacity) if capacity else max(1, cpu_count() // 2), 1, MAX_JOBS)
 
 
 def default_per_address() -> int:

@@ -171,7 +171,9 @@ class Job:
             return self._version
 
     def view(self, light: bool = False) -> JobView:
-        """A copy of the job's state; `light` leaves out the training rows and snapshot (tables of many jobs)."""
+        """A copy of the job's state; `light` leaves out the training rows and snapshot and shares the job's configs
+        instead of copying them (tables of a lecture hall's jobs, redrawn every few seconds): read those, never
+        change them."""
         wait_s = self._queue.wait_estimate(self)  # before taking our lock: the queue lock always comes first
         with self._lock:
             return JobView(
@@ -184,9 +186,9 @@ class Job:
                 train=[] if light else [dict(r) for r in self._train], val=[dict(r) for r in self._val],
                 changes=[dict(c) for c in self._changes],
                 snapshot=dict(self._snapshot) if self._snapshot and not light else None, latest=dict(self._latest),
-                model_cfg=copy.deepcopy(self.model_cfg), data_cfg=self.data_cfg,
-                train_cfg=dataclasses.replace(self.train_cfg), normalize_recon=self.normalize_recon,
-                created=self.created, version=self._version,
+                model_cfg=self.model_cfg if light else copy.deepcopy(self.model_cfg), data_cfg=self.data_cfg,
+                train_cfg=self.train_cfg if light else dataclasses.replace(self.train_cfg),
+                normalize_recon=self.normalize_recon, created=self.created, version=self._version,
             )
 
     def _remaining_s(self) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import heapq
 import shutil
 import threading
 import time
@@ -37,6 +38,7 @@ from .sweeps import Sweeps
 from .worker import JobSpec
 
 LIVE_STATES_ON_DISK = ("queued", "running", "paused")
+ESTIMATES_EVERY_S = 1.0   # waiting jobs' estimates are worked out again at least this often
 
 
 class JobQueue:
@@ -47,17 +49,14 @@ class JobQueue:
                  max_seconds: float = 600.0, threads: int | None = None, history: int = 2000,
                  keep_finished: int = 200, pause_limit_s: float = 600.0, backend=None, max_results: int = 16,
                  lock: bool = False, app_limits: bool = False, teacher_slots: int = 2):
-        self.max_running = max_running or default_max_running()
-        if self.max_running < 1:
+        if max_running is not None and max_running < 1:
             raise ValueError("max_running must be at least 1")
+        self._max_running = max_running
         self.runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
         self.per_owner = per_owner
         self.per_address = default_per_address() if per_address is None else per_address
         self.teacher_slots = teacher_slots   # workers kept for the teacher's runs: they never wait behind students
-        self.max_queued = max_queued or limits.waiting_room(limits.class_size(), per_owner, self.max_running,
-                                                            2 * teacher_slots, max_results)
         self.max_seconds = max_seconds
-        self.threads = threads or max(1, cpu_count() // self.max_running)
         self.auto_threads = threads is None   # then a small model trains on one thread (fit.train_threads)
         self.history = history
         self.keep_finished = keep_finished
@@ -68,6 +67,11 @@ class JobQueue:
         # "interrupted" and count students' runs twice. run_store.RunsDirBusy says which process holds it.
         self._runs_lock = run_store.lock_runs_dir(self.runs_dir) if lock else None
         self.backend = backend if backend is not None else make_backend()
+        # the waiting room and a job's threads from the limit at start (a Ray cluster's size is not known yet: each
+        # small run trains on one thread whatever this says, fit.train_threads)
+        self.max_queued = max_queued or limits.waiting_room(limits.class_size(), per_owner, self.max_running,
+                                                            2 * teacher_slots, max_results)
+        self.threads = threads or max(1, cpu_count() // self.max_running)
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
         self._pending: deque[Job] = deque()
@@ -75,7 +79,21 @@ class JobQueue:
         self._keyed: OrderedDict[Any, Job] = OrderedDict()   # prior and call jobs by what they compute
         self._sweeps = Sweeps(self.runs_dir)
         self._demo: list[str] = []
+        self._generation = 0
+        self._estimates: tuple[float, int, dict[str, float]] = (0.0, -1, {})
         self._interrupted = self._mark_interrupted()
+        watch = getattr(self.backend, "on_capacity", None)   # a cluster that grows starts waiting jobs at once
+        if watch is not None:
+            watch(self._schedule)
+
+    @property
+    def max_running(self) -> int:
+        """Students' jobs training at once: as given, else env VQDEMO_MAX_JOBS, else what the backend says it holds
+        now (a Ray cluster's CPUs: the limit follows nodes that join or leave), else half this machine's cores."""
+        if self._max_running is not None:
+            return self._max_running
+        capacity = getattr(self.backend, "capacity", None)   # only backends that know a cluster have it
+        return default_max_running(capacity() if capacity else None)
 
     # ---- submit and schedule -------------------------------------------------------------------------
 
@@ -257,6 +275,7 @@ class JobQueue:
                 self._schedule()
 
     def _renumber(self) -> None:
+        self._generation += 1   # the waiting jobs or their order changed: estimates are worked out again
         for i, job in enumerate(self._pending):
             with job._lock:
                 job._place = i + 1
@@ -275,20 +294,30 @@ class JobQueue:
         return True
 
     def wait_estimate(self, job: Job) -> float | None:
-        """At most how many seconds until a queued job starts (a run may end early on its step budget)."""
+        """At most how many seconds until a queued job starts (a run may end early on its step budget); None once
+        it has started. Every waiting job's estimate is worked out in one pass, again when the queue changes and
+        at most every ESTIMATES_EVERY_S otherwise: a page listing a lecture hall's runs asks for each of them."""
         with self._lock:
-            if job not in self._pending:
-                return None
-            lane = [j for j in self._pending if j.teacher == job.teacher]
-            ahead = [j.train_cfg.seconds or 0.0 for j in lane][: lane.index(job)]
-            running = [j._remaining_s() for j in self._jobs.values() if j.id in self._running
-                       and j.teacher == job.teacher]
-        workers = self.teacher_slots if job.teacher else self.max_running
-        free_at = sorted(running) + [0.0] * max(0, workers - len(running))
-        for seconds in ahead:   # each job ahead takes the worker that frees first
-            free_at[0] += seconds
-            free_at.sort()
-        return free_at[0]
+            now = time.monotonic()
+            made, generation, estimates = self._estimates
+            if generation != self._generation or now - made > ESTIMATES_EVERY_S:
+                estimates = self._estimate_all()
+                self._estimates = (now, self._generation, estimates)
+            return estimates.get(job.id)
+
+    def _estimate_all(self) -> dict[str, float]:
+        """Each waiting job's wait, lane by lane: every job ahead takes the worker that frees first and holds it
+        for its whole time budget (caller holds self._lock)."""
+        out = {}
+        for teacher, workers in ((True, self.teacher_slots), (False, self.max_running)):
+            running = [self._jobs[i]._remaining_s() for i in self._running if self._jobs[i].teacher == teacher]
+            free_at = running + [0.0] * max(0, workers - len(running))
+            heapq.heapify(free_at)
+            for job in self._pending:
+                if job.teacher == teacher:
+                    out[job.id] = free_at[0]
+                    heapq.heapreplace(free_at, free_at[0] + (job.train_cfg.seconds or 0.0))
+        return out
 
     # ---- sweeps: one link, a different (K, beta) for each student (see sweeps.py) ---------------------------
 

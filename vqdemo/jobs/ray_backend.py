@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from . import JobError, worker
@@ -61,6 +62,8 @@ class _Driver:
         self.refused: str | None = None     # why the driver could not connect
         self.lost: str | None = None        # why a connected driver ended
         self.ended_at: float | None = None
+        self.cpus: int | None = None        # the cluster's CPUs, as the driver last said
+        self.on_cpus: Callable[[], None] = lambda: None
         self._jobs: dict[str, RayHandle] = {}
         self._count = 0
         threading.Thread(target=self._read, daemon=True, name="vqdemo-ray-driver").start()
@@ -80,8 +83,12 @@ class _Driver:
                     if handle is not None:
                         handle.deliver(msg[2])
                 elif msg[0] == "ready":
-                    self.address = msg[1]
+                    self.address, self.cpus = msg[1], msg[2]
                     self._ready.set()
+                    self.on_cpus()
+                elif msg[0] == "cluster":
+                    self.cpus = msg[1]
+                    self.on_cpus()
                 elif msg[0] == "refused":
                     why = self.refused = msg[1]
                 elif msg[0] == "lost":
@@ -206,7 +213,18 @@ class RayBackend:
             old = self._driver
             if old.gone and (old.refused is None or time.monotonic() - old.ended_at > RETRY_S):
                 self._driver = _Driver(self.address)
+                self._driver.on_cpus = old.on_cpus
             return self._driver
+
+    def capacity(self) -> int | None:
+        """The cluster's CPUs as last heard (None until the driver has connected, or once it has gone): the queue
+        runs that many jobs at once unless told otherwise, so nodes that join or leave change it."""
+        driver = self._driver
+        return None if driver.gone else driver.cpus
+
+    def on_capacity(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the driver's reader thread) whenever the cluster's CPUs change."""
+        self._driver.on_cpus = callback
 
     def start(self, spec: worker.JobSpec) -> RayHandle:
         if self.address not in ("", "auto"):
